@@ -1,0 +1,250 @@
+"""Brain scores per vertex and their ROI summaries (METHOD.md §5, paper Table 1).
+
+All scores are computed per vertex (column) over the images (rows) of a split. The
+ROI helpers follow the project's label convention: ``roi (V,)`` holds integer labels,
+0 meaning "no ROI", and ``roi_names[k - 1]`` names label ``k``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "difference_to_max",
+    "max_model",
+    "noise_normalised",
+    "pearson_r",
+    "r2_score",
+    "roi_table",
+]
+
+
+def _pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays as float64 (N, V), checked to have the same shape."""
+    yt = np.asarray(y_true, dtype=np.float64)
+    yp = np.asarray(y_pred, dtype=np.float64)
+    if yt.ndim == 1:
+        yt = yt[:, None]
+    if yp.ndim == 1:
+        yp = yp[:, None]
+    if yt.shape != yp.shape or yt.ndim != 2:
+        raise ValueError(
+            f"y_true and y_pred must both be (N, V) arrays of one shape; "
+            f"got {np.shape(y_true)} and {np.shape(y_pred)}"
+        )
+    return yt, yp
+
+
+def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Coefficient of determination per vertex.
+
+    ``R²_v = 1 - Σ_i (y_iv - ŷ_iv)² / Σ_i (y_iv - ȳ_v)²`` with ``ȳ_v`` the column mean
+    of ``y_true``. It is not clipped: a prediction worse than the mean gives a
+    negative value.
+
+    Parameters
+    ----------
+    y_true : array of shape (N, V)
+        Measured responses, N images by V vertices.
+    y_pred : array of shape (N, V)
+        Predicted responses.
+
+    Returns
+    -------
+    r2 : array of shape (V,), float64
+        NaN where ``y_true``'s column is constant (zero total sum of squares).
+    """
+    yt, yp = _pair(y_true, y_pred)
+    ss_res = np.sum((yt - yp) ** 2, axis=0)
+    ss_tot = np.sum((yt - yt.mean(axis=0)) ** 2, axis=0)
+    out = np.full(yt.shape[1], np.nan)
+    ok = ss_tot > 0
+    out[ok] = 1.0 - ss_res[ok] / ss_tot[ok]
+    return out
+
+
+def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Pearson correlation per vertex (the Algonauts 2023 convention).
+
+    Parameters
+    ----------
+    y_true : array of shape (N, V)
+        Measured responses.
+    y_pred : array of shape (N, V)
+        Predicted responses.
+
+    Returns
+    -------
+    r : array of shape (V,), float64
+        In [-1, 1]; NaN where either column is constant.
+    """
+    yt, yp = _pair(y_true, y_pred)
+    dt = yt - yt.mean(axis=0)
+    dp = yp - yp.mean(axis=0)
+    num = np.sum(dt * dp, axis=0)
+    den = np.sqrt(np.sum(dt**2, axis=0) * np.sum(dp**2, axis=0))
+    out = np.full(yt.shape[1], np.nan)
+    ok = den > 0
+    out[ok] = np.clip(num[ok] / den[ok], -1.0, 1.0)
+    return out
+
+
+def _roi_labels(roi: np.ndarray, n_vertices: int, roi_names: list[str]) -> np.ndarray:
+    """``roi`` as a checked int array of shape (V,)."""
+    lab = np.asarray(roi)
+    if lab.shape != (n_vertices,):
+        raise ValueError(f"roi must have shape ({n_vertices},); got {lab.shape}")
+    if lab.size and not np.issubdtype(lab.dtype, np.integer):
+        if not np.all(lab == np.round(lab)):
+            raise ValueError("roi labels must be integers")
+    lab = lab.astype(np.int64)
+    if lab.size and lab.min() < 0:
+        raise ValueError(f"roi labels must be >= 0 (0 = none); found {lab.min()}")
+    if lab.size and lab.max() > len(roi_names):
+        raise ValueError(
+            f"roi label {lab.max()} has no name: roi_names has {len(roi_names)} entries"
+        )
+    return lab
+
+
+def _nan_stats(x: np.ndarray) -> tuple[float, float]:
+    """(mean, median) of the finite entries of ``x``; NaN when there are none."""
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan"), float("nan")
+    return float(x.mean()), float(np.median(x))
+
+
+def roi_table(values: np.ndarray, roi: np.ndarray, roi_names: list[str]) -> list[dict]:
+    """Mean and median of a per-vertex value within each ROI.
+
+    Parameters
+    ----------
+    values : array of shape (V,)
+        A per-vertex quantity (a score, a layer position, ...). NaN/inf entries are
+        ignored in the statistics.
+    roi : int array of shape (V,)
+        ROI label per vertex, 0 = none.
+    roi_names : list of str
+        ``roi_names[k - 1]`` names label ``k``.
+
+    Returns
+    -------
+    rows : list of dict
+        One row per ROI label present in ``roi`` (ascending label order), then one row
+        named ``"all"`` over **all** V vertices, labelled or not. Each row has the keys
+        ``roi`` (name), ``label`` (int; 0 for "all"), ``n`` (number of vertices in the
+        ROI, finite or not), ``mean`` and ``median`` (over the finite values; NaN if
+        there are none).
+    """
+    vals = np.asarray(values, dtype=np.float64).reshape(-1)
+    lab = _roi_labels(roi, vals.size, roi_names)
+    rows: list[dict] = []
+    for k in np.unique(lab[lab > 0]):
+        sel = vals[lab == k]
+        mean, median = _nan_stats(sel)
+        rows.append(
+            {
+                "roi": roi_names[k - 1],
+                "label": int(k),
+                "n": int(sel.size),
+                "mean": mean,
+                "median": median,
+            }
+        )
+    mean, median = _nan_stats(vals)
+    rows.append({"roi": "all", "label": 0, "n": int(vals.size), "mean": mean, "median": median})
+    return rows
+
+
+def noise_normalised(r: np.ndarray, noise_ceiling: np.ndarray) -> np.ndarray:
+    """Noise-normalised score in percent: ``100 · min(1, max(r, 0)² / NC)``.
+
+    Parameters
+    ----------
+    r : array of shape (V,)
+        Pearson correlation per vertex.
+    noise_ceiling : array of shape (V,)
+        Noise ceiling as a fraction of explainable variance (not percent).
+
+    Returns
+    -------
+    score : array of shape (V,), float64
+        In [0, 100]; NaN where the noise ceiling is not positive or either input is
+        NaN.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    nc = np.asarray(noise_ceiling, dtype=np.float64)
+    r, nc = np.broadcast_arrays(r, nc)
+    out = np.full(r.shape, np.nan)
+    ok = np.isfinite(r) & np.isfinite(nc) & (nc > 0)
+    out[ok] = 100.0 * np.minimum(1.0, np.maximum(r[ok], 0.0) ** 2 / nc[ok])
+    return out
+
+
+def max_model(scores: np.ndarray) -> np.ndarray:
+    """The "max" model: vertex-wise maximum over several models' scores.
+
+    Parameters
+    ----------
+    scores : array of shape (M, V)
+        Score of each of M models at each vertex.
+
+    Returns
+    -------
+    best : array of shape (V,), float64
+        NaN entries are ignored; NaN only where every model is NaN.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] == 0:
+        raise ValueError(f"scores must be (M, V) with M >= 1; got {s.shape}")
+    return np.fmax.reduce(s, axis=0)
+
+
+def difference_to_max(
+    scores: np.ndarray,
+    roi: np.ndarray,
+    roi_names: list[str],
+    include_all: bool = False,
+) -> np.ndarray:
+    """Each model's distance to the "max" model within each ROI (paper Table 1).
+
+    For model m and ROI R: ``sqrt(mean_{v ∈ R} (max_v − score_mv)²)``, the
+    root-mean-square of the vertex-wise gap to :func:`max_model`. The paper calls
+    this the "root sum squared difference", but the values in its table (about 0.03
+    for score differences of that size) are of root-mean-square size, so the mean is
+    used here: the value does not grow with the ROI's vertex count.
+
+    Parameters
+    ----------
+    scores : array of shape (M, V)
+        Score of each of M models at each vertex.
+    roi : int array of shape (V,)
+        ROI label per vertex, 0 = none.
+    roi_names : list of str
+        ``roi_names[k - 1]`` names label ``k``; R = ``len(roi_names)``.
+    include_all : bool, default False
+        Append one more column over all V vertices.
+
+    Returns
+    -------
+    diff : array of shape (M, R) (or (M, R + 1) with ``include_all``), float64
+        Column ``k - 1`` belongs to label ``k``. Vertices where the model or the max is
+        NaN are left out; a column with no usable vertex is NaN.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    best = max_model(s)
+    lab = _roi_labels(roi, s.shape[1], roi_names)
+    gap2 = (best[None, :] - s) ** 2
+    masks = [lab == k for k in range(1, len(roi_names) + 1)]
+    if include_all:
+        masks.append(np.ones(s.shape[1], dtype=bool))
+    out = np.full((s.shape[0], len(masks)), np.nan)
+    for j, mask in enumerate(masks):
+        g = gap2[:, mask]
+        ok = np.isfinite(g)
+        n = ok.sum(axis=1)
+        tot = np.where(ok, g, 0.0).sum(axis=1)
+        has = n > 0
+        out[has, j] = np.sqrt(tot[has] / n[has])
+    return out

@@ -1,0 +1,395 @@
+"""The FactorTopy brain encoding model (METHOD.md §2).
+
+For every vertex v, three small MLPs of the vertex's positional encoding choose a
+point on the token grid (space selector ``s_v``), a convex combination of layers
+(layer selector ``π_v``) and the weight of the global token (scale selector
+``α_v``). Channel-aligned tokens of all layers are read at that point, mixed by
+``π_v`` and ``α_v`` into ``f_v ∈ R^D``, and a per-vertex readout predicts the response.
+
+The selection is computed without ever materialising a tensor of size B×V×D×L:
+the space point is shared by all layers, so each vertex's whole selection is one
+weighted sum over ``5 L`` rows of a small token table (4 bilinear taps per layer
+for the local tokens, 1 row per layer for the global token), done by
+:func:`torch.nn.functional.embedding_bag` with ``per_sample_weights``; gradients
+reach both the table (hence the channel-align weights) and the weights (hence the
+selectors).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .encoding import encoding_dim, positional_encoding
+
+__all__ = ["FactorTopy", "FactorTopyConfig", "Selectors", "bilinear_taps", "weighted_gather"]
+
+
+class _WeightedGather(torch.autograd.Function):
+    """``out[v] = Σ_k weight[v, k] · table[index[v, k]]`` with a parallel backward.
+
+    The forward is :func:`torch.nn.functional.embedding_bag`. Its stock backward to
+    the table scatters V·K rows into few (≈ 10³) table rows, which serialises on
+    CPU; here the table gradient is computed as the same bag-sum over the transposed
+    index (one bag per table row), and the weight gradient by ATen's per-sample-weight
+    kernel (row dot products), so no (V, K, E) tensor is ever formed.
+    """
+
+    @staticmethod
+    def forward(ctx, index, weight, table):
+        ctx.save_for_backward(index, weight, table)
+        return F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        index, weight, table = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        n_v, k = index.shape
+        grad_weight = grad_table = None
+        if ctx.needs_input_grad[2]:
+            flat = index.reshape(-1)
+            order = torch.argsort(flat, stable=True)
+            counts = torch.bincount(flat, minlength=table.shape[0])
+            offsets = torch.cumsum(counts, 0) - counts
+            grad_table = F.embedding_bag(
+                torch.div(order, k, rounding_mode="floor"),
+                grad_out,
+                offsets,
+                per_sample_weights=weight.reshape(-1)[order].to(grad_out.dtype),
+                mode="sum",
+            )
+        if ctx.needs_input_grad[1]:
+            # Row dot products <table[index[v, k]], grad_out[v]>: ATen's own kernel.
+            flat = index.reshape(-1)
+            bag_of = torch.arange(n_v, device=index.device).repeat_interleave(k)
+            grad_weight = (
+                torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                    grad_out, table, flat, bag_of * k, bag_of, 0, -1
+                )
+                .view(n_v, k)
+                .to(weight.dtype)
+            )
+        return None, grad_weight, grad_table
+
+
+def weighted_gather(
+    index: torch.Tensor, weight: torch.Tensor, table: torch.Tensor
+) -> torch.Tensor:
+    """Weighted sum of table rows per bag, differentiable in ``weight`` and ``table``.
+
+    Parameters
+    ----------
+    index : int64 tensor of shape (V, K)
+    weight : tensor of shape (V, K)
+    table : tensor of shape (R, E)
+
+    Returns
+    -------
+    tensor of shape (V, E)
+        ``out[v] = Σ_k weight[v, k] · table[index[v, k]]``.
+    """
+    return _WeightedGather.apply(index, weight.to(table.dtype), table)
+
+
+@dataclass(frozen=True)
+class FactorTopyConfig:
+    """Architecture of a FactorTopy model.
+
+    Attributes
+    ----------
+    widths : tuple of int, length L
+        Channel width ``C_l`` of each backbone layer.
+    grid : (h, w)
+        Local-token grid the features are resized to.
+    bottleneck : int
+        Shared channel space D after channel alignment.
+    hidden : int
+        Width of the selector MLPs.
+    n_freqs, max_period
+        Positional encoding (see :func:`~napari_factortopy.core.encoding.positional_encoding`).
+    """
+
+    widths: tuple[int, ...]
+    grid: tuple[int, int] = (8, 8)
+    bottleneck: int = 128
+    hidden: int = 128
+    n_freqs: int = 32
+    max_period: float = 1000.0
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(c) for c in self.widths))
+        object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths must be positive channel counts; found {self.widths}")
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            raise ValueError(f"grid must be (h, w) with h, w >= 1; found {self.grid}")
+        if self.bottleneck < 1 or self.hidden < 1:
+            raise ValueError("bottleneck and hidden must be >= 1")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.widths)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        d["grid"] = list(self.grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FactorTopyConfig:
+        known = {
+            k: d[k]
+            for k in ("widths", "grid", "bottleneck", "hidden", "n_freqs", "max_period")
+            if k in d
+        }
+        return cls(**known, extra=dict(d.get("extra", {})))
+
+
+@dataclass
+class Selectors:
+    """Per-vertex selector outputs.
+
+    Attributes
+    ----------
+    space : tensor of shape (V, 2)
+        Point on the token grid in ``grid_sample`` coordinates ([-1, 1], x then y).
+    layer : tensor of shape (V, L)
+        Layer weights, rows on the simplex.
+    scale : tensor of shape (V,)
+        Weight of the global token.
+    """
+
+    space: torch.Tensor
+    layer: torch.Tensor
+    scale: torch.Tensor
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        """Detached float32 numpy copies keyed ``space``, ``layer``, ``scale``."""
+        return {
+            k: getattr(self, k).detach().float().cpu().numpy() for k in ("space", "layer", "scale")
+        }
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    last = nn.Linear(hidden, n_out, bias=False)
+    nn.init.zeros_(last.weight)
+    return nn.Sequential(
+        nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), last
+    )
+
+
+def bilinear_taps(space: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear interpolation taps of ``grid_sample`` (``align_corners=False``, zeros padding).
+
+    Parameters
+    ----------
+    space : tensor of shape (V, 2)
+        Points in [-1, 1]² (x along the grid's width, y along its height).
+    grid : (h, w)
+
+    Returns
+    -------
+    index : int64 tensor of shape (V, 4)
+        Flat positions ``row * w + col`` of the four neighbours (clamped into range;
+        out-of-range taps carry zero weight).
+    weight : tensor of shape (V, 4)
+        Interpolation weights, zero for taps outside the grid; differentiable in
+        ``space``.
+    """
+    h, w = grid
+    ix = ((space[:, 0] + 1) * w - 1) / 2
+    iy = ((space[:, 1] + 1) * h - 1) / 2
+    x0 = torch.floor(ix).detach()
+    y0 = torch.floor(iy).detach()
+    fx, fy = ix - x0, iy - y0
+    xs = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=1)
+    ys = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=1)
+    wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)
+    valid = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
+    wts = wts * valid.to(wts.dtype)
+    index = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).long()
+    return index, wts
+
+
+class FactorTopy(nn.Module):
+    """FactorTopy encoder: backbone tokens (B images) → responses (B, V).
+
+    Parameters
+    ----------
+    coords : array of shape (V, 3)
+        Vertex positions on the registered sphere, both hemispheres joined
+        (:func:`~napari_factortopy.core.encoding.joint_sphere_coordinates`).
+    config : FactorTopyConfig
+        Layer widths, grid, bottleneck and selector sizes.
+    """
+
+    def __init__(self, coords: np.ndarray, config: FactorTopyConfig) -> None:
+        super().__init__()
+        self.config = config
+        coords = np.asarray(coords, dtype=np.float64)
+        enc = positional_encoding(coords, config.n_freqs, config.max_period)
+        self.register_buffer("coords", torch.as_tensor(coords, dtype=torch.float32))
+        self.register_buffer("encoding", torch.from_numpy(enc))
+        n_enc = encoding_dim(config.n_freqs)
+        d = config.bottleneck
+        self.local_align = nn.ModuleList(nn.Conv2d(c, d, 1, bias=False) for c in config.widths)
+        self.global_align = nn.ModuleList(nn.Linear(c, d, bias=False) for c in config.widths)
+        self.space_mlp = _mlp(n_enc, config.hidden, 2)
+        self.layer_mlp = _mlp(n_enc, config.hidden, config.n_layers)
+        self.scale_mlp = _mlp(n_enc, config.hidden, 1)
+        n_vertices = len(coords)
+        bound = 1.0 / math.sqrt(d)  # as nn.Linear(D, V) initialises
+        self.beta = nn.Parameter(torch.empty(n_vertices, d).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n_vertices).uniform_(-bound, bound))
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def n_vertices(self) -> int:
+        return self.beta.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        return self.config.n_layers
+
+    def check_inputs(self, local: Sequence[torch.Tensor], global_: Sequence[torch.Tensor]) -> int:
+        """Validate token shapes against the configuration; return the batch size."""
+        cfg = self.config
+        if len(local) != cfg.n_layers or len(global_) != cfg.n_layers:
+            raise ValueError(
+                f"model expects {cfg.n_layers} layers; found {len(local)} local and "
+                f"{len(global_)} global token arrays"
+            )
+        b = local[0].shape[0]
+        for i, (loc, glo, c) in enumerate(zip(local, global_, cfg.widths, strict=True)):
+            want = (b, c, *cfg.grid)
+            if tuple(loc.shape) != want:
+                raise ValueError(
+                    f"layer {i}: local tokens must have shape {want}; found {tuple(loc.shape)}"
+                )
+            if tuple(glo.shape) != (b, c):
+                raise ValueError(
+                    f"layer {i}: global token must have shape {(b, c)}; found {tuple(glo.shape)}"
+                )
+        return b
+
+    # --------------------------------------------------------------- selectors
+    def selectors(self) -> Selectors:
+        """Evaluate the three selector MLPs for all vertices (once per step)."""
+        enc = self.encoding
+        space = torch.tanh(self.space_mlp(enc))
+        layer = torch.softmax(self.layer_mlp(enc).float(), dim=-1)
+        scale = torch.sigmoid(self.scale_mlp(enc)).squeeze(-1)
+        return Selectors(space=space, layer=layer, scale=scale)
+
+    # ------------------------------------------------------------- alignment
+    def aligned_local(self, local: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Channel-aligned local tokens ``A_l = U_l F_l``.
+
+        Parameters
+        ----------
+        local : sequence of L tensors of shape (B, C_l, h, w)
+
+        Returns
+        -------
+        tensor of shape (B, L, D, h, w)
+        """
+        return torch.stack([u(f) for u, f in zip(self.local_align, local, strict=True)], dim=1)
+
+    def token_table(
+        self, local: Sequence[torch.Tensor], global_: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """All aligned tokens of a batch as one table.
+
+        Returns
+        -------
+        tensor of shape (L * (h*w + 1), B * D)
+            Rows ``l*h*w + r*w + c`` hold layer l's aligned local token at grid cell
+            (r, c); rows ``L*h*w + l`` hold layer l's aligned global token. Columns are
+            (image, channel) pairs.
+        """
+        b = local[0].shape[0]
+        h, w = self.config.grid
+        d = self.config.bottleneck
+        rows = [
+            u(f).permute(2, 3, 0, 1).reshape(h * w, b * d)
+            for u, f in zip(self.local_align, local, strict=True)
+        ]
+        rows += [g(t).reshape(1, b * d) for g, t in zip(self.global_align, global_, strict=True)]
+        return torch.cat(rows, dim=0)
+
+    def gather_plan(self, sel: Selectors) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of :meth:`token_table` each vertex reads, and with which weights.
+
+        Returns
+        -------
+        index : int64 tensor of shape (V, 5 L)
+        weight : tensor of shape (V, 5 L)
+            ``π_vl (1-α_v) w_vk`` for the 4 bilinear taps k of layer l and
+            ``π_vl α_v`` for its global token.
+        """
+        n_l = self.n_layers
+        h, w = self.config.grid
+        hw = h * w
+        taps, tap_w = bilinear_taps(sel.space.float(), (h, w))  # (V,4)
+        dev = taps.device
+        layer_off = torch.arange(n_l, device=dev) * hw  # (L,)
+        local_idx = (layer_off[None, :, None] + taps[:, None, :]).reshape(len(taps), -1)
+        local_w = (
+            sel.layer[:, :, None] * (1 - sel.scale)[:, None, None] * tap_w[:, None, :]
+        ).reshape(len(taps), -1)
+        global_idx = (n_l * hw + torch.arange(n_l, device=dev)).expand(len(taps), n_l)
+        global_w = sel.layer * sel.scale[:, None]
+        return torch.cat([local_idx, global_idx], 1), torch.cat([local_w, global_w], 1)
+
+    # ---------------------------------------------------------------- forward
+    def select(
+        self,
+        local: Sequence[torch.Tensor],
+        global_: Sequence[torch.Tensor],
+        sel: Selectors | None = None,
+    ) -> torch.Tensor:
+        """Selected features ``f_v`` for each image.
+
+        Returns
+        -------
+        tensor of shape (V, B, D)
+        """
+        b = self.check_inputs(local, global_)
+        sel = self.selectors() if sel is None else sel
+        table = self.token_table(local, global_)
+        index, weight = self.gather_plan(sel)
+        out = weighted_gather(index, weight, table)
+        return out.view(self.n_vertices, b, self.config.bottleneck)
+
+    def forward(
+        self,
+        local: Sequence[torch.Tensor],
+        global_: Sequence[torch.Tensor],
+        sel: Selectors | None = None,
+    ) -> torch.Tensor:
+        """Predict responses.
+
+        Parameters
+        ----------
+        local : sequence of L tensors of shape (B, C_l, h, w)
+            Local tokens on the model's grid.
+        global_ : sequence of L tensors of shape (B, C_l)
+            Global tokens.
+        sel : Selectors, optional
+            Precomputed selector outputs (computed when omitted).
+
+        Returns
+        -------
+        tensor of shape (B, V)
+        """
+        f = self.select(local, global_, sel)  # (V, B, D)
+        y = torch.bmm(f, self.beta.to(f.dtype)[:, :, None])[..., 0].T  # (B, V)
+        return y / self.config.bottleneck + self.bias.to(y.dtype)

@@ -1,0 +1,519 @@
+"""The phantom subject: a synthetic visual cortex whose every answer is known.
+
+- **Surface**: the real fsaverage5 meshes nilearn ships. The modelled "visual
+  cortex" is, in each hemisphere, the vertices nearest the occipital pole on the
+  registered sphere, split by distance from the pole into four ROI levels ordered
+  like V1 → V2/V3 → OPA → EBA.
+- **Ground truth** (a FactorTopy model with fixed selectors):
+  a retinotopic space map (each hemisphere sees the opposite half of the image,
+  smoothly mapped from the vertex's place on the sphere), a layer map rising with
+  ROI level (neighbouring levels prefer different but not distant blocks), a scale
+  map rising with level, smooth readout weights (radial basis functions on the
+  sphere), random channel-align matrices.
+- **Stimuli**: procedurally generated images (gradients, 1/f texture, ellipses,
+  rectangles, gratings, bars), regenerated from (seed, index) on demand.
+- **Features**: a real pretrained network that installs offline,
+  EfficientNet-Lite0, every block a layer.
+- **Responses**: the truth on those features, standardised per vertex, plus
+  Gaussian noise whose variance sets each vertex's ceiling R² (drawn in
+  ``ceiling``, as on NSD's better vertices).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .surfaces import HEMIS, fsaverage5_mesh
+
+__all__ = [
+    "ROI_NAMES",
+    "PhantomConfig",
+    "PhantomSubject",
+    "PhantomSurface",
+    "build_phantom",
+    "load_phantom",
+    "phantom_images",
+    "phantom_surface",
+    "phantom_truth_selectors",
+]
+
+ROI_NAMES = ("V1", "V2/V3", "OPA", "EBA")
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Parameters of the phantom subject.
+
+    Attributes
+    ----------
+    n_vertices : int
+        Modelled vertices over both hemispheres (half each).
+    n_images : int
+        Number of stimuli.
+    image_size : int
+        Side of the generated stimuli and of the network input, in pixels.
+    grid : (h, w)
+        Local-token grid.
+    level_layers : 4 ints
+        Preferred block (0-based layer index) of each ROI level.
+    layer_width : float
+        Spread of the truth layer weights around the preferred block (σ of a
+        Gaussian over the layer index).
+    level_scales : 4 floats
+        Truth scale selector (global-token weight) of each ROI level.
+    ceiling : (low, high)
+        Range of the per-vertex noise ceiling (signal variance share).
+    truth_bottleneck : int
+        Channels of the truth's aligned space.
+    n_basis : int
+        Radial basis functions per hemisphere for the truth readout.
+    seed : int
+    """
+
+    n_vertices: int = 3000
+    n_images: int = 2000
+    image_size: int = 160
+    grid: tuple[int, int] = (8, 8)
+    level_layers: tuple[int, int, int, int] = (2, 5, 8, 11)
+    layer_width: float = 0.6
+    level_scales: tuple[float, float, float, float] = (0.1, 0.2, 0.35, 0.5)
+    ceiling: tuple[float, float] = (0.2, 0.5)
+    truth_bottleneck: int = 16
+    n_basis: int = 12
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PhantomConfig:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass
+class PhantomSurface:
+    """Where the phantom's vertices are.
+
+    Attributes
+    ----------
+    vertex_ids : array of shape (V,)
+        Index of each modelled vertex in its hemisphere's fsaverage5 mesh
+        (left hemisphere first).
+    n_lh : int
+        How many of them are left-hemisphere vertices.
+    roi : array of shape (V,)
+        ROI label 1..4 (``ROI_NAMES[label - 1]``).
+    sphere : array of shape (V, 3)
+        Per-hemisphere sphere coordinates of the modelled vertices.
+    frame : array of shape (V, 2)
+        Coordinates in [0, 1]² in a tangent frame around the occipital pole
+        (used by the truth space map).
+    """
+
+    vertex_ids: np.ndarray
+    n_lh: int
+    roi: np.ndarray
+    sphere: np.ndarray
+    frame: np.ndarray
+
+    @property
+    def hemi(self) -> np.ndarray:
+        """(V,) array of "lh"/"rh"."""
+        return np.where(np.arange(len(self.vertex_ids)) < self.n_lh, "lh", "rh")
+
+
+def phantom_surface(n_vertices: int = 3000) -> PhantomSurface:
+    """Select the occipital vertices of fsaverage5 and split them into ROI levels.
+
+    Parameters
+    ----------
+    n_vertices : int
+        Total over both hemispheres (at least 8).
+    """
+    if n_vertices < 8:
+        raise ValueError(f"the phantom needs at least 8 vertices; found n_vertices={n_vertices}")
+    ids, rois, spheres, frames = [], [], [], []
+    per_hemi = {"lh": n_vertices // 2, "rh": n_vertices - n_vertices // 2}
+    for hemi in HEMIS:
+        sphere = fsaverage5_mesh("sphere", hemi).vertices.astype(np.float64)
+        pial = fsaverage5_mesh("pial", hemi).vertices
+        unit = sphere / np.linalg.norm(sphere, axis=1, keepdims=True)
+        pole = unit[np.argmin(pial[:, 1])]  # occipital pole: the most posterior pial vertex
+        angle = np.arccos(np.clip(unit @ pole, -1, 1))
+        chosen = np.argsort(angle, kind="stable")[: per_hemi[hemi]]
+        chosen = np.sort(chosen)
+        rank = np.argsort(np.argsort(angle[chosen], kind="stable"), kind="stable")
+        level = 1 + (4 * rank) // len(chosen)
+        # tangent frame at the pole: e1 toward superior (z), e2 completing the frame
+        up = np.array([0.0, 0.0, 1.0])
+        e1 = up - (up @ pole) * pole
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(pole, e1)
+        uv = np.stack([unit[chosen] @ e2, unit[chosen] @ e1], axis=1)
+        uv = (uv - uv.min(0)) / np.maximum(uv.max(0) - uv.min(0), 1e-12)
+        ids.append(chosen)
+        rois.append(level)
+        spheres.append(sphere[chosen])
+        frames.append(uv)
+    return PhantomSurface(
+        vertex_ids=np.concatenate(ids).astype(np.int64),
+        n_lh=len(ids[0]),
+        roi=np.concatenate(rois).astype(np.int64),
+        sphere=np.concatenate(spheres).astype(np.float32),
+        frame=np.concatenate(frames).astype(np.float32),
+    )
+
+
+def phantom_truth_selectors(
+    surface: PhantomSurface, n_layers: int, config: PhantomConfig
+) -> dict[str, np.ndarray]:
+    """The ground-truth selectors.
+
+    Returns
+    -------
+    dict with ``space`` (V, 2), ``layer`` (V, L), ``scale`` (V,)
+    """
+    if max(config.level_layers) >= n_layers:
+        raise ValueError(
+            f"level_layers {config.level_layers} need at least {max(config.level_layers) + 1} "
+            f"layers; the backbone has {n_layers}"
+        )
+    level = surface.roi - 1
+    # space: left hemisphere sees the right half of the image and vice versa
+    sign = np.where(np.arange(len(level)) < surface.n_lh, 1.0, -1.0)
+    x = sign * (0.1 + 0.75 * surface.frame[:, 0])
+    y = -0.8 + 1.6 * surface.frame[:, 1]
+    space = np.stack([x, y], axis=1)
+    mu = np.asarray(config.level_layers, np.float64)[level]
+    dist = np.arange(n_layers)[None, :] - mu[:, None]
+    logits = -(dist**2) / (2 * config.layer_width**2)
+    layer = np.exp(logits - logits.max(1, keepdims=True))
+    layer /= layer.sum(1, keepdims=True)
+    scale = np.asarray(config.level_scales, np.float64)[level]
+    return {
+        "space": space.astype(np.float32),
+        "layer": layer.astype(np.float32),
+        "scale": scale.astype(np.float32),
+    }
+
+
+# ----------------------------------------------------------------------- stimuli
+def _one_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    # background: a colour gradient along a random direction
+    c0, c1 = rng.random(3), rng.random(3)
+    theta = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(theta) * (xx - 0.5) + np.sin(theta) * (yy - 0.5)) + 0.5
+    img = c0[None, None] * (1 - ramp[..., None]) + c1[None, None] * ramp[..., None]
+    # 1/f texture
+    f = np.fft.fftfreq(size)
+    fr = np.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
+    fr[0, 0] = 1.0
+    spec = (rng.normal(size=(3, size, size)) + 1j * rng.normal(size=(3, size, size))) / fr**1.2
+    spec[:, 0, 0] = 0
+    tex = np.real(np.fft.ifft2(spec))
+    tex /= tex.std() + 1e-9
+    img = img + rng.uniform(0.03, 0.15) * np.moveaxis(tex, 0, -1)
+    # shapes
+    for _ in range(rng.integers(3, 9)):
+        kind = rng.integers(0, 4)
+        cx, cy = rng.random(2)
+        r = rng.uniform(0.04, 0.3)
+        colour = rng.random(3)
+        if kind == 0:  # ellipse
+            a, b = r, r * rng.uniform(0.4, 1.0)
+            phi = rng.uniform(0, np.pi)
+            u = np.cos(phi) * (xx - cx) + np.sin(phi) * (yy - cy)
+            v = -np.sin(phi) * (xx - cx) + np.cos(phi) * (yy - cy)
+            mask = (u / a) ** 2 + (v / b) ** 2 <= 1
+            img[mask] = colour
+        elif kind == 1:  # rectangle
+            w, h = r, r * rng.uniform(0.3, 1.0)
+            mask = (np.abs(xx - cx) <= w / 2) & (np.abs(yy - cy) <= h / 2)
+            img[mask] = colour
+        elif kind == 2:  # grating patch
+            freq = rng.uniform(4, 30)
+            phi = rng.uniform(0, np.pi)
+            wave = 0.5 + 0.5 * np.sin(
+                2 * np.pi * freq * (np.cos(phi) * xx + np.sin(phi) * yy) + rng.uniform(0, 6.3)
+            )
+            mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
+            img[mask] = (wave[..., None] * colour + (1 - wave[..., None]) * (1 - colour))[mask]
+        else:  # bar
+            phi = rng.uniform(0, np.pi)
+            d = np.abs(-np.sin(phi) * (xx - cx) + np.cos(phi) * (yy - cy))
+            along = np.abs(np.cos(phi) * (xx - cx) + np.sin(phi) * (yy - cy))
+            mask = (d <= r * 0.12) & (along <= r * 1.5)
+            img[mask] = colour
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def phantom_images(indices, size: int = 160, seed: int = 0) -> np.ndarray:
+    """Generate phantom stimuli (deterministic in ``seed`` and each index).
+
+    Parameters
+    ----------
+    indices : array-like of shape (n,)
+    size : int
+    seed : int
+
+    Returns
+    -------
+    array of shape (n, size, size, 3), uint8
+    """
+    idx = np.asarray(indices, dtype=np.int64).ravel()
+    out = np.empty((len(idx), size, size, 3), np.uint8)
+    for k, i in enumerate(idx):
+        out[k] = _one_image(np.random.default_rng([seed, int(i)]), size)
+    return out
+
+
+# ----------------------------------------------------------------------- subject
+@dataclass
+class PhantomSubject:
+    """A built phantom subject on disk (see :func:`build_phantom`).
+
+    Attributes
+    ----------
+    root : Path
+    config : PhantomConfig
+    surface : PhantomSurface
+    responses : array of shape (N, V), float32
+    signal : array of shape (N, V), float32
+        The noise-free truth responses (standardised per vertex).
+    truth : dict
+        ``space`` (V, 2), ``layer`` (V, L), ``scale`` (V,) ground-truth selectors.
+    cache_path : Path
+        The feature cache (zarr).
+    """
+
+    root: Path
+    config: PhantomConfig
+    surface: PhantomSurface
+    responses: np.ndarray
+    signal: np.ndarray
+    truth: dict[str, np.ndarray]
+    cache_path: Path
+    layer_names: list[str] = field(default_factory=list)
+
+    def images(self, indices) -> np.ndarray:
+        """Stimuli (n, S, S, 3) uint8 for the given image indices."""
+        return phantom_images(indices, self.config.image_size, self.config.seed)
+
+
+def _phantom_backbone(config: PhantomConfig):
+    from dataclasses import replace
+
+    from .backbones import efficientnet_lite0
+
+    bb = efficientnet_lite0("packaged")
+    # the stimuli are generated at the network's input size: no crop
+    bb.preprocessing = replace(bb.preprocessing, input_size=config.image_size, crop_pct=1.0)
+    return bb
+
+
+def build_phantom(
+    root,
+    config: PhantomConfig | None = None,
+    *,
+    batch_size: int = 32,
+    device: str | None = "auto",
+) -> Iterator[dict]:
+    """Build the phantom subject in ``root`` (resumable), yielding progress records.
+
+    Writes ``root/features.zarr`` (the feature cache), ``root/responses.npy``
+    (N, V) float32, ``root/truth.npz`` (selectors, signal, ceiling, truth readout;
+    plain arrays, no pickle) and ``root/phantom.json`` (config, surface, layers).
+    The final record has ``stage == "done"`` and ``subject`` (a :class:`PhantomSubject`).
+    """
+    import torch
+
+    from ..core.model import FactorTopy, FactorTopyConfig, Selectors
+    from ..core.runtime import resolve_device
+    from .cache import FeatureCache
+    from .extract import extract_features
+
+    config = config or PhantomConfig()
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    surface = phantom_surface(config.n_vertices)
+    yield {"stage": "surface", "n_vertices": len(surface.vertex_ids), "elapsed": 0.0}
+
+    bb = _phantom_backbone(config)
+    cache = FeatureCache.open_or_create(
+        root / "features.zarr",
+        backbone=bb.name,
+        layer_names=bb.layer_names,
+        widths=bb.widths,
+        grid=config.grid,
+        image_ids=[f"phantom-{i:05d}" for i in range(config.n_images)],
+        preprocessing=bb.preprocessing.to_dict(),
+    )
+
+    def load(idx):
+        return phantom_images(idx, config.image_size, config.seed)
+
+    yield from extract_features(bb, load, cache, batch_size=batch_size, device=device)
+
+    # ---- truth responses
+    dev = resolve_device(device)
+    rng = np.random.default_rng([config.seed, 7])
+    n_layers = len(bb.widths)
+    sel = phantom_truth_selectors(surface, n_layers, config)
+    from ..core.encoding import joint_sphere_coordinates
+
+    coords = joint_sphere_coordinates(
+        surface.sphere[: surface.n_lh], surface.sphere[surface.n_lh :]
+    )
+    tcfg = FactorTopyConfig(
+        widths=tuple(bb.widths), grid=config.grid, bottleneck=config.truth_bottleneck
+    )
+    truth = FactorTopy(coords, tcfg)
+    probe = np.arange(min(256, config.n_images))
+    p_local, p_global = cache.read(probe)
+    d = config.truth_bottleneck
+    with torch.no_grad():
+        for li, (conv, lin) in enumerate(zip(truth.local_align, truth.global_align, strict=True)):
+            c = bb.widths[li]
+            # each layer's aligned tokens get unit variance: no layer is louder
+            s_loc = float(p_local[li].std()) + 1e-6
+            s_glo = float(p_global[li].std()) + 1e-6
+            u = rng.normal(size=(d, c)) / np.sqrt(c) / s_loc
+            g = rng.normal(size=(d, c)) / np.sqrt(c) / s_glo
+            conv.weight.copy_(torch.as_tensor(u, dtype=torch.float32)[:, :, None, None])
+            lin.weight.copy_(torch.as_tensor(g, dtype=torch.float32))
+        # smooth readout: radial basis functions on each hemisphere's sphere
+        beta = np.zeros((len(coords), d))
+        for h in range(2):
+            rows = slice(0, surface.n_lh) if h == 0 else slice(surface.n_lh, None)
+            pts = surface.sphere[rows].astype(np.float64)
+            centres = pts[rng.choice(len(pts), size=min(config.n_basis, len(pts)), replace=False)]
+            dist = np.linalg.norm(pts[:, None] - centres[None], axis=2)
+            width = np.median(dist) / 2
+            phi = np.exp(-(dist**2) / (2 * width**2))
+            beta[rows] = phi @ rng.normal(size=(len(centres), d))
+        beta /= np.linalg.norm(beta, axis=1, keepdims=True) + 1e-12
+        truth.beta.copy_(torch.as_tensor(beta * np.sqrt(d) * d, dtype=torch.float32))
+        truth.bias.zero_()
+    truth.to(dev)
+    tsel = Selectors(
+        space=torch.as_tensor(sel["space"], device=dev),
+        layer=torch.as_tensor(sel["layer"], device=dev),
+        scale=torch.as_tensor(sel["scale"], device=dev),
+    )
+    signal = np.empty((config.n_images, len(coords)), np.float32)
+    with torch.no_grad():
+        for lo in range(0, config.n_images, 128):
+            idx = np.arange(lo, min(config.n_images, lo + 128))
+            loc, glo = cache.read(idx)
+            out = truth(
+                [torch.as_tensor(t, device=dev) for t in loc],
+                [torch.as_tensor(t, device=dev) for t in glo],
+                tsel,
+            )
+            signal[idx] = out.cpu().numpy()
+    yield {"stage": "responses", "elapsed": time.perf_counter() - t0}
+    signal = (signal - signal.mean(0)) / (signal.std(0) + 1e-12)
+    ceiling = rng.uniform(*config.ceiling, size=len(coords))
+    noise_sd = np.sqrt((1 - ceiling) / ceiling)
+    responses = signal + rng.normal(size=signal.shape) * noise_sd[None]
+    responses = responses.astype(np.float32)
+
+    _atomic_save_npy(root / "responses.npy", responses)
+    _atomic_savez(
+        root / "truth.npz",
+        space=sel["space"],
+        layer=sel["layer"],
+        scale=sel["scale"],
+        signal=signal.astype(np.float32),
+        ceiling=ceiling.astype(np.float32),
+        beta=beta.astype(np.float32),
+    )
+    meta = {
+        "format": "factortopy-phantom",
+        "version": 1,
+        "config": config.to_dict(),
+        "roi_names": list(ROI_NAMES),
+        "mesh": "fsaverage5",
+        "backbone": bb.name,
+        "layer_names": bb.layer_names,
+        "widths": bb.widths,
+    }
+    _atomic_savez(
+        root / "surface.npz",
+        vertex_ids=surface.vertex_ids,
+        n_lh=np.asarray(surface.n_lh),
+        roi=surface.roi,
+        sphere=surface.sphere,
+        frame=surface.frame,
+    )
+    _atomic_write_text(root / "phantom.json", json.dumps(meta, indent=2))
+    subject = load_phantom(root)
+    yield {"stage": "done", "elapsed": time.perf_counter() - t0, "subject": subject}
+
+
+def load_phantom(root) -> PhantomSubject:
+    """Open a phantom subject written by :func:`build_phantom`.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the missing file when the folder is incomplete.
+    """
+    root = Path(root)
+    for name in ("phantom.json", "responses.npy", "truth.npz", "surface.npz", "features.zarr"):
+        if not (root / name).exists():
+            raise FileNotFoundError(
+                f"{root}: not a complete phantom subject, {name} is missing "
+                "(build it with `factortopy demo` or build_phantom())"
+            )
+    meta = json.loads((root / "phantom.json").read_text())
+    if meta.get("format") != "factortopy-phantom":
+        raise ValueError(f"{root / 'phantom.json'}: expected format 'factortopy-phantom'")
+    with np.load(root / "surface.npz", allow_pickle=False) as s:
+        surface = PhantomSurface(
+            vertex_ids=s["vertex_ids"],
+            n_lh=int(s["n_lh"]),
+            roi=s["roi"],
+            sphere=s["sphere"],
+            frame=s["frame"],
+        )
+    with np.load(root / "truth.npz", allow_pickle=False) as t:
+        truth = {k: t[k] for k in t.files}
+    return PhantomSubject(
+        root=root,
+        config=PhantomConfig.from_dict(meta["config"]),
+        surface=surface,
+        responses=np.load(root / "responses.npy", allow_pickle=False),
+        signal=truth.pop("signal"),
+        truth=truth,
+        cache_path=root / "features.zarr",
+        layer_names=list(meta["layer_names"]),
+    )
+
+
+def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    tmp.replace(path)
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    tmp.replace(path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

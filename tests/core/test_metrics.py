@@ -1,0 +1,150 @@
+"""Per-vertex scores and ROI summaries, checked against naive loops and closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_factortopy.core.metrics import (
+    difference_to_max,
+    max_model,
+    noise_normalised,
+    pearson_r,
+    r2_score,
+    roi_table,
+)
+
+
+def _r2_loop(yt, yp):
+    out = []
+    for v in range(yt.shape[1]):
+        col = [float(x) for x in yt[:, v]]
+        mean = sum(col) / len(col)
+        ss_tot = sum((x - mean) ** 2 for x in col)
+        ss_res = sum((a - float(b)) ** 2 for a, b in zip(col, yp[:, v], strict=True))
+        out.append(math.nan if ss_tot == 0 else 1 - ss_res / ss_tot)
+    return np.array(out)
+
+
+def _r_loop(yt, yp):
+    out = []
+    for v in range(yt.shape[1]):
+        a = [float(x) for x in yt[:, v]]
+        b = [float(x) for x in yp[:, v]]
+        ma, mb = sum(a) / len(a), sum(b) / len(b)
+        cov = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
+        va = sum((x - ma) ** 2 for x in a)
+        vb = sum((y - mb) ** 2 for y in b)
+        out.append(math.nan if va == 0 or vb == 0 else cov / math.sqrt(va * vb))
+    return np.array(out)
+
+
+def test_r2_matches_loop_and_special_cases():
+    rng = np.random.default_rng(0)
+    yt = rng.normal(size=(40, 6))
+    yp = yt + rng.normal(scale=0.7, size=yt.shape)
+    yp[:, 1] = yt[:, 1]  # perfect → 1
+    yp[:, 2] = yt[:, 2].mean()  # the mean → 0
+    yp[:, 3] = -yt[:, 3]  # worse than the mean → negative
+    yt[:, 4] = 3.0  # constant → nan
+    got = r2_score(yt, yp)
+    np.testing.assert_allclose(got, _r2_loop(yt, yp), rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert got[1] == pytest.approx(1.0)
+    assert got[2] == pytest.approx(0.0, abs=1e-12)
+    # y_pred = -y_true: SS_res = Σ(2y)² = 4·Σy², SS_tot = Σ(y-ȳ)²
+    y = yt[:, 3]
+    assert got[3] == pytest.approx(1 - 4 * np.sum(y**2) / np.sum((y - y.mean()) ** 2))
+    assert np.isnan(got[4])
+
+
+def test_pearson_matches_loop_and_special_cases():
+    rng = np.random.default_rng(1)
+    yt = rng.normal(size=(30, 5))
+    yp = 0.5 * yt + rng.normal(size=yt.shape)
+    yp[:, 0] = 2 * yt[:, 0] + 7  # affine → 1
+    yp[:, 1] = -yt[:, 1]  # → -1
+    yp[:, 2] = 1.0  # constant prediction → nan
+    got = pearson_r(yt, yp)
+    np.testing.assert_allclose(got, _r_loop(yt, yp), rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert got[0] == pytest.approx(1.0)
+    assert got[1] == pytest.approx(-1.0)
+    assert np.isnan(got[2])
+    # agrees with numpy's corrcoef on a regular column
+    assert got[3] == pytest.approx(np.corrcoef(yt[:, 3], yp[:, 3])[0, 1])
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="shape"):
+        r2_score(np.zeros((4, 3)), np.zeros((4, 2)))
+
+
+def test_roi_table_rows():
+    values = np.array([1.0, 2.0, 3.0, np.nan, 10.0, 20.0, 5.0, 7.0])
+    roi = np.array([1, 1, 1, 1, 3, 3, 0, 0])
+    rows = roi_table(values, roi, ["V1", "V2", "V3"])
+    assert [r["roi"] for r in rows] == ["V1", "V3", "all"]  # V2 absent → no row
+    v1, v3, total = rows
+    assert v1["n"] == 4 and v1["label"] == 1
+    assert v1["mean"] == pytest.approx(2.0) and v1["median"] == pytest.approx(2.0)
+    assert v3["n"] == 2 and v3["mean"] == pytest.approx(15.0)
+    assert v3["median"] == pytest.approx(15.0)
+    finite = [1, 2, 3, 10, 20, 5, 7]
+    assert total["n"] == 8
+    assert total["mean"] == pytest.approx(sum(finite) / len(finite))
+    assert total["median"] == pytest.approx(5.0)
+
+
+def test_roi_table_all_nan_and_bad_labels():
+    rows = roi_table(np.array([np.nan, np.nan]), np.array([1, 1]), ["A"])
+    assert math.isnan(rows[0]["mean"]) and math.isnan(rows[0]["median"])
+    with pytest.raises(ValueError, match="no name"):
+        roi_table(np.zeros(2), np.array([0, 2]), ["A"])
+    with pytest.raises(ValueError, match=">= 0"):
+        roi_table(np.zeros(2), np.array([0, -1]), ["A"])
+
+
+def test_noise_normalised_closed_form():
+    r = np.array([0.5, -0.3, 0.9, 0.2, 0.4, np.nan])
+    nc = np.array([0.5, 0.5, 0.5, 0.0, 0.16, 0.5])
+    got = noise_normalised(r, nc)
+    expected = [100 * 0.25 / 0.5, 0.0, 100.0, math.nan, 100.0, math.nan]
+    np.testing.assert_allclose(got, expected, equal_nan=True)
+
+
+def test_max_model_and_difference():
+    scores = np.array(
+        [
+            [0.1, 0.5, 0.2, np.nan, 0.3],
+            [0.3, 0.4, np.nan, np.nan, 0.0],
+        ]
+    )
+    np.testing.assert_allclose(max_model(scores), [0.3, 0.5, 0.2, np.nan, 0.3], equal_nan=True)
+    roi = np.array([1, 1, 2, 2, 0])
+    diff = difference_to_max(scores, roi, ["A", "B", "C"], include_all=True)
+    assert diff.shape == (2, 4)
+    # model 0, ROI A: gaps (0.2, 0) → sqrt((0.04 + 0)/2)
+    assert diff[0, 0] == pytest.approx(math.sqrt(0.04 / 2))
+    # model 1, ROI A: gaps (0, 0.1) → sqrt(0.01/2)
+    assert diff[1, 0] == pytest.approx(math.sqrt(0.01 / 2))
+    # ROI B: model 0 has the max on its only finite vertex; model 1 has no finite vertex
+    assert diff[0, 1] == pytest.approx(0.0)
+    assert math.isnan(diff[1, 1])
+    # ROI C has no vertices
+    assert np.all(np.isnan(diff[:, 2]))
+    # "all": model 1 gaps over finite vertices (0, 0.1, 0.3)
+    assert diff[1, 3] == pytest.approx(math.sqrt((0.01 + 0.09) / 3))
+
+
+def test_difference_to_max_is_rms_not_sum():
+    """Doubling an ROI by repeating its vertices leaves the value unchanged."""
+    rng = np.random.default_rng(2)
+    s = rng.uniform(size=(3, 10))
+    d1 = difference_to_max(s, np.ones(10, dtype=int), ["R"])
+    d2 = difference_to_max(np.concatenate([s, s], axis=1), np.ones(20, dtype=int), ["R"])
+    np.testing.assert_allclose(d1, d2)
+    best = s.max(axis=0)
+    for m in range(3):
+        naive = math.sqrt(sum((best[v] - s[m, v]) ** 2 for v in range(10)) / 10)
+        assert d1[m, 0] == pytest.approx(naive)
