@@ -178,6 +178,11 @@ class Selectors:
         }
 
 
+def _at_least_f32(x: torch.Tensor) -> torch.Tensor:
+    """Selector outputs are kept in float32 (or float64) even under bf16 autocast."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     last = nn.Linear(hidden, n_out, bias=False)
     nn.init.zeros_(last.weight)
@@ -284,9 +289,9 @@ class FactorTopy(nn.Module):
     def selectors(self) -> Selectors:
         """Evaluate the three selector MLPs for all vertices (once per step)."""
         enc = self.encoding
-        space = torch.tanh(self.space_mlp(enc))
-        layer = torch.softmax(self.layer_mlp(enc).float(), dim=-1)
-        scale = torch.sigmoid(self.scale_mlp(enc)).squeeze(-1)
+        space = torch.tanh(_at_least_f32(self.space_mlp(enc)))
+        layer = torch.softmax(_at_least_f32(self.layer_mlp(enc)), dim=-1)
+        scale = torch.sigmoid(_at_least_f32(self.scale_mlp(enc))).squeeze(-1)
         return Selectors(space=space, layer=layer, scale=scale)
 
     # ------------------------------------------------------------- alignment
@@ -338,7 +343,7 @@ class FactorTopy(nn.Module):
         n_l = self.n_layers
         h, w = self.config.grid
         hw = h * w
-        taps, tap_w = bilinear_taps(sel.space.float(), (h, w))  # (V,4)
+        taps, tap_w = bilinear_taps(_at_least_f32(sel.space), (h, w))  # (V,4)
         dev = taps.device
         layer_off = torch.arange(n_l, device=dev) * hw  # (L,)
         local_idx = (layer_off[None, :, None] + taps[:, None, :]).reshape(len(taps), -1)

@@ -78,7 +78,7 @@ class PhantomConfig:
 
     n_vertices: int = 3000
     n_images: int = 2000
-    image_size: int = 160
+    image_size: int = 128
     grid: tuple[int, int] = (8, 8)
     level_layers: tuple[int, int, int, int] = (2, 5, 8, 11)
     layer_width: float = 0.6
@@ -254,7 +254,7 @@ def _one_image(rng: np.random.Generator, size: int) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def phantom_images(indices, size: int = 160, seed: int = 0) -> np.ndarray:
+def phantom_images(indices, size: int = 128, seed: int = 0) -> np.ndarray:
     """Generate phantom stimuli (deterministic in ``seed`` and each index).
 
     Parameters

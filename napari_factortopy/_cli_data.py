@@ -1,0 +1,247 @@
+"""Command-line pieces for real data: ``factortopy extract`` and dataset arguments.
+
+``cli.py`` wires these in: :func:`add_extract_parser` adds the ``extract``
+sub-command, :func:`run_extract` runs it; :func:`add_dataset_arguments` and
+:func:`dataset_from_args` let other sub-commands (``train``) accept each dataset kind.
+
+torch, timm and open_clip are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "add_backbone_arguments",
+    "add_dataset_arguments",
+    "add_extract_parser",
+    "backbone_from_args",
+    "dataset_from_args",
+    "run_extract",
+]
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--dataset`` and the options of each dataset kind to ``parser``."""
+    g = parser.add_argument_group("dataset")
+    g.add_argument(
+        "--dataset",
+        required=True,
+        type=Path,
+        help="Algonauts 2023 subject folder, NSD root, or a folder-format dataset",
+    )
+    g.add_argument(
+        "--dataset-kind",
+        choices=("auto", "algonauts", "nsd", "folder"),
+        default="auto",
+        help="dataset kind (default: detected from the folder)",
+    )
+    g.add_argument("--subject", type=int, default=None, help="subject number (NSD: 1-8)")
+    g.add_argument(
+        "--nsdgeneral-only",
+        action="store_true",
+        help="Algonauts: drop the RSC add-on of the challenge space, as the paper did",
+    )
+    g.add_argument(
+        "--sessions",
+        type=str,
+        default=None,
+        help="NSD: sessions to read, e.g. '1-10' or '1,2,5' (default: all present)",
+    )
+    g.add_argument(
+        "--single-trials",
+        action="store_true",
+        help="NSD: one response row per trial instead of averaging repeats",
+    )
+    g.add_argument(
+        "--roi-mask",
+        default="nsdgeneral",
+        help="NSD: label file whose vertices are modelled (default nsdgeneral)",
+    )
+
+
+def _parse_sessions(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def dataset_from_args(args: argparse.Namespace):
+    """Read the dataset named by :func:`add_dataset_arguments`' options.
+
+    Returns
+    -------
+    napari_factortopy.data.datasets.Dataset
+    """
+    from .data.datasets import detect_kind, load_dataset
+
+    kind = None if args.dataset_kind == "auto" else args.dataset_kind
+    kind = kind or detect_kind(args.dataset)
+    opts: dict[str, Any] = {}
+    if kind == "algonauts":
+        opts = {"subject": args.subject, "nsdgeneral_only": args.nsdgeneral_only}
+    elif kind == "nsd":
+        opts = {
+            "subject": args.subject or 1,
+            "sessions": _parse_sessions(args.sessions),
+            "average": not args.single_trials,
+            "roi_mask": args.roi_mask,
+        }
+    return load_dataset(args.dataset, kind, **opts)
+
+
+def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--backbone`` and its weight/layer options to ``parser``."""
+    g = parser.add_argument_group("backbone")
+    g.add_argument(
+        "--backbone",
+        required=True,
+        help="'efficientnet_lite0', 'timm:NAME', 'open_clip:MODEL@TAG' (e.g. "
+        "open_clip:ViT-B-16@datacomp_l_s1b_b8k) or 'module:pkg.mod:factory'",
+    )
+    g.add_argument("--pretrained", default=None, help="open_clip pretrained tag")
+    g.add_argument(
+        "--weights",
+        default=None,
+        help="weights file (default: the local cache); 'random' for random weights",
+    )
+    g.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated module names, or 'blocks' / 'stages' (default: every block "
+        "of a ViT, the stages of a CNN)",
+    )
+    g.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let timm/open_clip download missing weights (off: fail naming what to fetch)",
+    )
+
+
+def backbone_from_args(args: argparse.Namespace):
+    """Build the backbone named by :func:`add_backbone_arguments`' options."""
+    from .data.backbones import load_backbone
+
+    layers: Any = args.layers
+    if layers and layers not in ("blocks", "stages"):
+        layers = [s.strip() for s in layers.split(",") if s.strip()]
+    return load_backbone(
+        args.backbone,
+        pretrained=args.pretrained,
+        weights=args.weights,
+        layers=layers,
+        allow_download=args.allow_download,
+    )
+
+
+def add_extract_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``extract`` (backbone + dataset → feature cache) to a sub-parser set."""
+    p = subparsers.add_parser(
+        "extract",
+        help="extract backbone features of a dataset's images into a feature cache",
+        description="Run a backbone over a dataset's images and store local and global "
+        "tokens per layer in a zarr feature cache. Resumable: rerun the same command to "
+        "finish an interrupted run.",
+    )
+    add_backbone_arguments(p)
+    add_dataset_arguments(p)
+    g = p.add_argument_group("extraction")
+    g.add_argument("--cache", required=True, type=Path, help="feature cache directory (.zarr)")
+    g.add_argument("--grid", type=int, nargs=2, default=(8, 8), metavar=("H", "W"))
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--device", default="auto", help="'auto', 'cuda', 'mps' or 'cpu'")
+    g.add_argument("--no-autocast", action="store_true", help="no bf16 autocast on CUDA")
+    g.add_argument(
+        "--on-error",
+        choices=("stop", "skip"),
+        default="stop",
+        help="an undecodable image: stop, or skip it and record it in <cache>.skipped.json",
+    )
+    g.add_argument(
+        "--range",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("START", "STOP"),
+        help="only images START..STOP-1 (chunk-aligned; for several processes at once)",
+    )
+    g.add_argument("--chunk-images", type=int, default=64, help="images per cache chunk")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing cache")
+    p.set_defaults(func=run_extract)
+    return p
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    """Run ``factortopy extract``; returns the exit status (0 ok, 1 error)."""
+    from tqdm import tqdm
+
+    from .data.backbones import BackboneError
+    from .data.cache import CacheError, FeatureCache
+    from .data.datasets import DatasetError
+    from .data.extract import ExtractionError, extract_features
+
+    try:
+        ds = dataset_from_args(args)
+        print(ds.summary(), file=sys.stderr)
+        bb = backbone_from_args(args)
+        print(f"backbone {bb.name}: {bb.n_layers} layers, widths {bb.widths}", file=sys.stderr)
+        meta = {
+            "backbone": bb.name,
+            "layer_names": bb.layer_names,
+            "widths": bb.widths,
+            "grid": list(args.grid),
+            "image_ids": [str(i) for i in ds.image_ids],
+            "preprocessing": bb.preprocessing.to_dict(),
+            "chunk_images": args.chunk_images,
+        }
+        if args.overwrite:
+            cache = FeatureCache.create(args.cache, overwrite=True, **meta)
+        else:
+            cache = FeatureCache.open_or_create(args.cache, **meta)
+        concurrent = args.range is not None
+        bar = None
+        record: dict = {}
+        for record in extract_features(
+            bb,
+            ds.load_images,
+            cache,
+            batch_size=args.batch_size,
+            device=args.device,
+            autocast=not args.no_autocast,
+            on_error=args.on_error,
+            images=tuple(args.range) if args.range else None,
+            concurrent=concurrent,
+        ):
+            if bar is None:
+                bar = tqdm(total=record["total"], unit="img", desc="extract")
+            bar.n = record["done"]
+            bar.set_postfix(skipped=len(record["skipped"]), refresh=False)
+            bar.refresh()
+        if bar is not None:
+            bar.close()
+        skipped = record.get("skipped", [])
+        if skipped:
+            report = Path(str(args.cache) + ".skipped.json")
+            report.write_text(json.dumps(skipped, indent=2), encoding="utf-8")
+            print(
+                f"{len(skipped)} images could not be decoded and were skipped (left "
+                f"unwritten); list in {report}",
+                file=sys.stderr,
+            )
+        print(repr(cache), file=sys.stderr)
+        return 0
+    except (BackboneError, CacheError, DatasetError, ExtractionError, FileNotFoundError) as exc:
+        print(f"factortopy extract: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,144 @@
+"""Publication figures: maps × views, both hemispheres, a legend per map (no display).
+
+Drawn offscreen with matplotlib (:func:`napari_factortopy.core.render.surface_figure`),
+so the export button and ``factortopy figure`` give the same picture and neither needs
+OpenGL. One row per map, one column per view; each cell shows both hemispheres as
+the viewer lays them out (:func:`~napari_factortopy._napari._surface.layout`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from napari_factortopy._napari._surface import BrainScene
+
+__all__ = ["MAP_TITLES", "figure_image", "legend_for", "save_png"]
+
+MAP_TITLES = {"layer": "layer selector", "layer weights": "layer weight", "space": "space",
+              "scale": "scale", "score": "brain score", "clusters": "channel clusters",
+              "roi": "ROIs"}
+
+
+def legend_for(scene: BrainScene) -> dict:
+    """Legend image and labels of a scene's map, as ``surface_figure`` keyword arguments."""
+    from napari_factortopy.core import colours
+
+    name, m = scene.map_name, scene.model
+    ramp = np.tile(np.linspace(0, 1, 256), (16, 1))
+    if name == "layer":
+        n = m.n_layers
+        return {"legend": colours.layer_legend(n), "legend_extent": (0.5, n + 0.5, 0, 1),
+                "legend_xlabel": "layer", "legend_ylabel": "confidence"}
+    if name == "space":
+        return {"legend": colours.space_legend(256), "legend_extent": (-1, 1, 1, -1),
+                "legend_xlabel": "image x", "legend_ylabel": "image y"}
+    if name == "scale":
+        rgba = colours.scale_rgba(ramp.ravel()).reshape(16, 256, 4)
+        return {"legend": rgba, "legend_extent": (0, 1, 0, 1), "legend_xlabel": "α",
+                "legend_ylabel": ""}
+    if name == "layer weights":
+        rgba = colours.weight_rgba(ramp.ravel()).reshape(16, 256, 4)
+        return {"legend": rgba, "legend_extent": (0, 1, 0, 1),
+                "legend_xlabel": f"π (layer {scene.layer_index + 1})", "legend_ylabel": ""}
+    if name == "score":
+        vals, _ = scene.values()
+        vmax = float(np.nanmax(vals)) if np.any(np.isfinite(vals)) else 1.0
+        vmax = vmax if vmax > 0 else 1.0
+        rgba = colours.score_rgba(ramp.ravel() * vmax, vmax=vmax).reshape(16, 256, 4)
+        return {"legend": rgba, "legend_extent": (0, vmax, 0, 1),
+                "legend_xlabel": scene.score_key or "score", "legend_ylabel": ""}
+    _, names = scene.values()
+    k = max(len(names or []), 1)
+    pal = colours.cluster_palette(max(k, 20) if name == "roi" else k)[:k]
+    return {"legend": pal[:, None, :], "legend_extent": (0, 1, k + 0.5, 0.5),
+            "legend_xlabel": "", "legend_ylabel": "label"}
+
+
+def _panel(scene: BrainScene, view: str, title: str) -> dict:
+    s = replace(scene, view=view, _cache=scene._cache)
+    verts, faces = s.geometry()
+    rgba = s.colors()
+    toward, down, right = verts[:, 0], verts[:, 1], verts[:, 2]
+    if view == "flat" or s.kind == "flat":
+        pts = np.stack([right, -down, np.zeros_like(right)], 1)
+        return {"vertices": pts, "faces": faces, "rgba": rgba, "view": "flat", "title": title}
+    # (right, −toward, up) seen from behind ("posterior" of render.py) is the screen itself
+    pts = np.stack([right, -toward, -down], 1)
+    return {"vertices": pts, "faces": faces, "rgba": rgba, "view": "posterior", "hemi": "lh",
+            "title": title}
+
+
+def figure_image(
+    scene: BrainScene,
+    maps: Sequence[str] = ("layer",),
+    views: Sequence[str] = ("lateral", "ventral"),
+    width_px: int = 3000,
+    out_path: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """Render maps × views of a scene into one RGBA image (and a PNG when asked).
+
+    The scene's own map and view are left as they were.
+
+    Parameters
+    ----------
+    scene : BrainScene
+    maps : sequence of str
+        Rows (names of :data:`~napari_factortopy._napari._surface.MAPS`).
+    views : sequence of str
+        Columns (camera presets; ``"flat"`` uses the flat mesh).
+    width_px : int
+        Width of the figure (≥ 3000 for print).
+    out_path : path, optional
+        PNG to write (atomically).
+
+    Returns
+    -------
+    image : uint8 array of shape (H, width_px, 4)
+    """
+    from napari_factortopy.core.render import surface_figure
+
+    saved = (scene.map_name, scene.view, scene.kind)
+    rows = []
+    try:
+        for name in maps:
+            scene.map_name = name
+            if name == "clusters" and scene.clusters is None:
+                from napari_factortopy.core.analyses import channel_clusters
+
+                beta = scene.model.beta
+                scene.clusters = channel_clusters(beta, 20, n_kmeans=min(1000, len(beta))).labels
+            panels = []
+            for view in views:
+                kind = saved[2]
+                if view == "flat":
+                    scene.kind = "flat"
+                panels.append(_panel(scene, view, f"{MAP_TITLES.get(name, name)} · {view}"))
+                scene.kind = kind
+            rows.append(surface_figure([panels], width_px=width_px, legend_title=name,
+                                       **legend_for(scene)))
+    finally:
+        scene.map_name, scene.view, scene.kind = saved
+    width = max(r.shape[1] for r in rows)
+    image = np.concatenate(
+        [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+         for r in rows], axis=0)
+    if out_path is not None:
+        save_png(image, out_path)
+    return image
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an RGBA uint8 image as PNG atomically; returns the path."""
+    from PIL import Image
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    Image.fromarray(np.asarray(image, np.uint8)).save(tmp)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,492 @@
+"""Display logic of the brain view, in numpy only (no Qt, no napari).
+
+A :class:`BrainScene` turns a :class:`~napari_factortopy.core.fitted.FittedModel` into
+what one napari ``Surface`` layer shows: both hemispheres side by side
+(``vertices``, ``faces``) and one opaque RGBA colour per mesh vertex for the chosen
+map, with unmodelled vertices in curvature grey. It also answers clicks
+(:meth:`BrainScene.pick`) with a KD-tree over the displayed vertices.
+
+Display coordinates
+-------------------
+Each hemisphere is rotated into the screen frame of a view
+(:func:`~napari_factortopy.core.render.view_basis`), centred, and placed left or right
+of the other with a gap. The columns of the napari data are then
+``(toward the camera, screen down, screen right)``, so napari's default 3-D camera
+(looking along the first data axis) shows every view preset without moving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from napari_factortopy.core import colours
+from napari_factortopy.core.analyses import layer_argmax
+from napari_factortopy.core.render import view_basis
+
+__all__ = [
+    "MAPS",
+    "MESH_KINDS",
+    "VIEWS",
+    "BrainScene",
+    "MeshSet",
+    "Pick",
+    "layout",
+    "map_rgba",
+    "map_values",
+    "roi_boundary",
+]
+
+#: Maps a model can be shown as (METHOD.md §4).
+MAPS = ("layer", "layer weights", "space", "scale", "score", "clusters", "roi")
+#: Mesh kinds offered by the mesh switch.
+MESH_KINDS = ("inflated", "sphere", "pial", "flat")
+#: Camera presets.
+VIEWS = ("lateral", "medial", "ventral", "posterior", "flat")
+HEMIS = ("lh", "rh")
+
+
+# --------------------------------------------------------------------------- maps
+def map_values(
+    model,
+    name: str,
+    *,
+    layer_index: int = 0,
+    score_key: str | None = None,
+    clusters: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[str] | None]:
+    """The per-vertex numbers behind a map (what the writer saves).
+
+    Parameters
+    ----------
+    model : FittedModel
+    name : str
+        One of :data:`MAPS`.
+    layer_index : int
+        Layer shown by ``"layer weights"`` (0-based).
+    score_key : str, optional
+        Key of ``model.scores``; default the first of ``r2_test``, ``r_test``, any.
+    clusters : int array of shape (V,), optional
+        Cluster labels for ``"clusters"`` (0-based).
+
+    Returns
+    -------
+    values : array of shape (V,) or (V, 2)
+        Float values (NaN = no value); for label maps (``layer``, ``clusters``,
+        ``roi``) integer labels with 0 = none (layer and cluster labels are 1-based).
+    label_names : list of str or None
+        ``label_names[k - 1]`` names label k for label maps; None for scalar maps.
+    """
+    v = model.n_vertices
+    if name == "layer":
+        names = list(model.backbone.get("layer_names") or [])
+        if len(names) != model.n_layers:
+            names = [f"layer {i + 1}" for i in range(model.n_layers)]
+        return layer_argmax(model.layer) + 1, names
+    if name == "layer weights":
+        return np.asarray(model.layer[:, int(layer_index)], np.float64), None
+    if name == "space":
+        return np.asarray(model.space, np.float64), None
+    if name == "scale":
+        return np.asarray(model.scale, np.float64), None
+    if name == "score":
+        key = score_key or _default_score_key(model)
+        if key is None:
+            return np.full(v, np.nan), None
+        return np.asarray(model.scores[key], np.float64), None
+    if name == "clusters":
+        if clusters is None:
+            return np.zeros(v, np.int64), []
+        k = int(clusters.max()) + 1 if clusters.size else 0
+        return np.asarray(clusters, np.int64) + 1, [f"cluster {i + 1}" for i in range(k)]
+    if name == "roi":
+        return np.asarray(model.roi, np.int64), list(model.roi_names)
+    raise ValueError(f"unknown map {name!r}; choose from {MAPS}")
+
+
+def _default_score_key(model) -> str | None:
+    for key in ("r2_test", "r_test"):
+        if key in model.scores:
+            return key
+    return next(iter(model.scores), None)
+
+
+def map_rgba(
+    model,
+    name: str,
+    *,
+    layer_index: int = 0,
+    score_key: str | None = None,
+    clusters: np.ndarray | None = None,
+    n_clusters: int = 20,
+) -> np.ndarray:
+    """Colours of the modelled vertices for a map (METHOD.md §4).
+
+    Parameters
+    ----------
+    model : FittedModel
+    name : str
+        One of :data:`MAPS`; see :func:`map_values` for the other parameters.
+    n_clusters : int
+        Palette size for ``"clusters"``.
+
+    Returns
+    -------
+    rgba : array of shape (V, 4), float64 in [0, 1], opaque
+    """
+    if name == "layer":
+        return colours.layer_rgba(model.layer)
+    if name == "layer weights":
+        return colours.weight_rgba(model.layer[:, int(layer_index)], 0.0, 1.0)
+    if name == "space":
+        return colours.space_rgba(model.space)
+    if name == "scale":
+        return colours.scale_rgba(model.scale)
+    if name == "score":
+        values, _ = map_values(model, "score", score_key=score_key)
+        return colours.score_rgba(values)
+    if name == "clusters":
+        labels = np.full(model.n_vertices, -1) if clusters is None else clusters
+        return colours.cluster_rgba(labels, max(n_clusters, int(np.max(labels, initial=0)) + 1))
+    if name == "roi":
+        labels = np.asarray(model.roi) - 1
+        return colours.cluster_rgba(labels, max(20, len(model.roi_names)))
+    raise ValueError(f"unknown map {name!r}; choose from {MAPS}")
+
+
+# ------------------------------------------------------------------------- meshes
+@dataclass(frozen=True)
+class MeshSet:
+    """Both hemispheres of one mesh kind, with curvature.
+
+    Attributes
+    ----------
+    name : str
+        Mesh name (``"fsaverage5"`` …).
+    kind : str
+        One of :data:`MESH_KINDS`.
+    vertices : dict hemi → array of shape (n_h, 3)
+    faces : dict hemi → int array of shape (m_h, 3)
+    curv : dict hemi → array of shape (n_h,)
+    """
+
+    name: str
+    kind: str
+    vertices: dict
+    faces: dict
+    curv: dict
+
+    def n(self, hemi: str) -> int:
+        return len(self.vertices[hemi])
+
+
+@lru_cache(maxsize=16)
+def _load_meshset(name: str, kind: str) -> MeshSet:
+    from napari_factortopy.data import surfaces
+
+    verts, faces, curv = {}, {}, {}
+    for hemi in HEMIS:
+        mesh = surfaces.load_mesh(name, kind, hemi)
+        verts[hemi], faces[hemi] = mesh.vertices, mesh.faces
+        try:
+            curv[hemi] = surfaces.load_morph(name, "curv", hemi)
+        except (surfaces.SurfaceError, ValueError, OSError):
+            curv[hemi] = np.zeros(len(mesh.vertices), np.float32)
+    return MeshSet(name, kind, verts, faces, curv)
+
+
+def load_meshset(name: str, kind: str) -> MeshSet:
+    """Both hemispheres of an fsaverage mesh (cached in the process).
+
+    Raises
+    ------
+    napari_factortopy.data.surfaces.SurfaceError
+        When the mesh is not on this machine.
+    """
+    return _load_meshset(name, kind)
+
+
+def layout(meshes: MeshSet, view: str, gap: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """Both hemispheres side by side in display coordinates (see the module notes).
+
+    Parameters
+    ----------
+    meshes : MeshSet
+    view : str
+        One of :data:`VIEWS` (``"flat"``, or a flat mesh, uses the mesh's x and y).
+    gap : float
+        Space between the hemispheres (mesh units).
+
+    Returns
+    -------
+    vertices : array of shape (n_lh + n_rh, 3), float32
+        Columns ``(toward camera, screen down, screen right)``; left hemisphere first.
+    faces : int array of shape (m_lh + m_rh, 3)
+    """
+    placed = {}
+    for hemi in HEMIS:
+        p = np.asarray(meshes.vertices[hemi], np.float64)
+        if view == "flat" or meshes.kind == "flat":
+            right, up, toward = p[:, 0], p[:, 1], np.zeros(len(p))
+        else:
+            r, u, f = view_basis(view, hemi)
+            right, up, toward = p @ r, p @ u, -(p @ f)
+        scr = np.stack([toward, -up, right], axis=1)
+        lo, hi = scr.min(0), scr.max(0)
+        placed[hemi] = scr - (lo + hi) / 2.0
+    # which hemisphere goes left: anatomical for views shared by both hemispheres
+    order = HEMIS
+    if view in ("ventral", "dorsal", "anterior") and meshes.kind != "flat":
+        order = ("rh", "lh") if view_basis(view, "lh")[0][0] > 0 else HEMIS
+    left, right_h = order
+    wl = np.ptp(placed[left][:, 2]) if len(placed[left]) else 0.0
+    wr = np.ptp(placed[right_h][:, 2]) if len(placed[right_h]) else 0.0
+    placed[left][:, 2] -= wl / 2 + gap / 2
+    placed[right_h][:, 2] += wr / 2 + gap / 2
+    verts = np.concatenate([placed["lh"], placed["rh"]]).astype(np.float32)
+    faces = np.concatenate(
+        [meshes.faces["lh"], np.asarray(meshes.faces["rh"]) + meshes.n("lh")]
+    ).astype(np.int64)
+    return verts, faces
+
+
+def roi_boundary(faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Vertices on a border between ROI labels.
+
+    Parameters
+    ----------
+    faces : int array of shape (m, 3)
+    labels : int array of shape (n,)
+        Label per mesh vertex (0 = none).
+
+    Returns
+    -------
+    border : bool array of shape (n,)
+        True for a labelled vertex that shares an edge with a differently labelled one.
+    """
+    lab = np.asarray(labels)
+    f = np.asarray(faces)
+    border = np.zeros(len(lab), bool)
+    for a, b in ((0, 1), (1, 2), (2, 0)):
+        i, j = f[:, a], f[:, b]
+        diff = lab[i] != lab[j]
+        border[i[diff & (lab[i] > 0)]] = True
+        border[j[diff & (lab[j] > 0)]] = True
+    return border
+
+
+# ---------------------------------------------------------------------- the scene
+@dataclass(frozen=True)
+class Pick:
+    """What a click hit.
+
+    Attributes
+    ----------
+    mesh_index : int
+        Index into the displayed (both-hemisphere) vertices.
+    hemi : str
+    hemi_vertex : int
+        Index in the hemisphere's mesh.
+    row : int or None
+        Row in the model's arrays (None for an unmodelled vertex).
+    """
+
+    mesh_index: int
+    hemi: str
+    hemi_vertex: int
+    row: int | None
+
+
+@dataclass
+class BrainScene:
+    """A model on a mesh: geometry, colours and picking for one napari layer.
+
+    Parameters
+    ----------
+    model : FittedModel
+    mesh_name : str, optional
+        Mesh to draw on; default ``model.mesh``.
+    loader : callable (name, kind) -> MeshSet, optional
+        Where meshes come from (default :func:`load_meshset`; tests and benchmarks
+        pass synthetic meshes).
+    """
+
+    model: object
+    mesh_name: str | None = None
+    loader: Callable[[str, str], MeshSet] = load_meshset
+    kind: str = "inflated"
+    view: str = "lateral"
+    map_name: str = "layer"
+    layer_index: int = 0
+    score_key: str | None = None
+    outlines: bool = False
+    clusters: np.ndarray | None = None
+    stimulus: np.ndarray | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        m = self.model
+        self.mesh_name = self.mesh_name or m.mesh
+        self.rows = np.arange(m.n_vertices)
+        self.vertex_ids = np.asarray(m.vertex_ids, np.int64)
+        self.n_lh = int(m.n_lh)
+
+    # ---- mesh-dependent pieces
+    def meshes(self, kind: str | None = None) -> MeshSet:
+        return self.loader(self.mesh_name, kind or self.kind)
+
+    def restrict_to(self, n_per_hemi: int) -> int:
+        """Keep only modelled vertices with ids below ``n_per_hemi`` (a coarser mesh).
+
+        Returns how many were dropped.
+        """
+        keep = np.flatnonzero(np.asarray(self.model.vertex_ids) < n_per_hemi)
+        dropped = self.model.n_vertices - len(keep)
+        self.rows = keep
+        self.vertex_ids = np.asarray(self.model.vertex_ids, np.int64)[keep]
+        self.n_lh = int((keep < self.model.n_lh).sum())
+        self._cache.clear()
+        return dropped
+
+    def mesh_index(self) -> np.ndarray:
+        """(V',) index into the displayed vertices of each shown model row."""
+        ms = self.meshes()
+        offset = np.where(np.arange(len(self.rows)) < self.n_lh, 0, ms.n("lh"))
+        return self.vertex_ids + offset
+
+    def geometry(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(vertices (n, 3), faces (m, 3))`` of the current mesh kind and view."""
+        key = ("geom", self.kind, self.view)
+        if key not in self._cache:
+            self._cache[key] = layout(self.meshes(), self.view)
+        return self._cache[key]
+
+    def background(self) -> np.ndarray:
+        """Curvature grey of every displayed vertex, shape (n, 4)."""
+        key = ("bg", self.kind)
+        if key not in self._cache:
+            ms = self.meshes()
+            curv = np.concatenate([ms.curv["lh"], ms.curv["rh"]])
+            self._cache[key] = colours.curvature_grey(curv)
+        return self._cache[key]
+
+    def _outline_mask(self) -> np.ndarray:
+        key = ("outline", self.kind)
+        if key not in self._cache:
+            _, faces = self.geometry()
+            lab = np.zeros(len(self.background()), np.int64)
+            lab[self.mesh_index()] = np.asarray(self.model.roi)[self.rows]
+            self._cache[key] = roi_boundary(faces, lab)
+        return self._cache[key]
+
+    # ---- colours and values
+    def model_rgba(self) -> np.ndarray:
+        """(V, 4) colours of all modelled vertices for the current map."""
+        return map_rgba(
+            self.model,
+            self.map_name,
+            layer_index=self.layer_index,
+            score_key=self.score_key,
+            clusters=self.clusters,
+        )
+
+    def colors(self) -> np.ndarray:
+        """(n, 4) float32 colours of every displayed vertex (the layer's vertex_colors)."""
+        out = self.background().copy()
+        out[self.mesh_index()] = np.clip(self.model_rgba()[self.rows], 0.0, 1.0)
+        if self.outlines:
+            out[self._outline_mask(), :3] = 0.0
+        return out.astype(np.float32)
+
+    def values(self) -> tuple[np.ndarray, list[str] | None]:
+        """Current map's numbers on every displayed vertex (NaN / 0 where unmodelled).
+
+        Returns ``(values (n,) or (n, k), label_names)``; see :func:`map_values`.
+        """
+        vals, names = map_values(
+            self.model,
+            self.map_name,
+            layer_index=self.layer_index,
+            score_key=self.score_key,
+            clusters=self.clusters,
+        )
+        n = len(self.background())
+        shape = (n, *vals.shape[1:])
+        out = np.zeros(shape, vals.dtype) if names is not None else np.full(shape, np.nan)
+        out[self.mesh_index()] = vals[self.rows]
+        return out, names
+
+    def layer_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(vertices, faces)`` for a napari Surface layer."""
+        return self.geometry()
+
+    # ---- picking
+    def _tree(self):
+        key = ("tree", self.kind, self.view)
+        if key not in self._cache:
+            from scipy.spatial import cKDTree
+
+            verts, faces = self.geometry()
+            edges = np.linalg.norm(verts[faces[:, 0]] - verts[faces[:, 1]], axis=1)
+            radius = float(np.percentile(edges, 90)) if len(edges) else 1.0
+            self._cache[key] = (cKDTree(verts), radius, verts.min(0), verts.max(0))
+        return self._cache[key]
+
+    def pick(self, position, direction) -> Pick | None:
+        """The displayed vertex a click ray hits first.
+
+        The ray ``position + t · direction`` is sampled through the bounding box in
+        steps of half the (90th-percentile) edge length; the first sample with a
+        vertex within one edge length picks that vertex.
+
+        Parameters
+        ----------
+        position : array of shape (3,)
+            A point on the ray (napari's click position, data coordinates).
+        direction : array of shape (3,)
+            Viewing direction (from the camera into the scene).
+
+        Returns
+        -------
+        Pick or None
+            None when the ray misses the brain.
+        """
+        tree, radius, lo, hi = self._tree()
+        p = np.asarray(position, np.float64)
+        d = np.asarray(direction, np.float64)
+        if not np.all(np.isfinite(d)) or np.linalg.norm(d) == 0:
+            return None
+        d = d / np.linalg.norm(d)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t1, t2 = (lo - radius - p) / d, (hi + radius - p) / d
+        t_in = np.nanmax(np.where(d != 0, np.minimum(t1, t2), -np.inf))
+        t_out = np.nanmin(np.where(d != 0, np.maximum(t1, t2), np.inf))
+        if not t_in < t_out:
+            return None
+        t = np.arange(t_in, t_out, radius / 2.0)
+        dist, idx = tree.query(p + t[:, None] * d, distance_upper_bound=radius)
+        hit = np.flatnonzero(np.isfinite(dist))
+        if hit.size == 0:
+            return None
+        return self.describe(int(idx[hit[0]]))
+
+    def describe(self, mesh_index: int) -> Pick:
+        """A :class:`Pick` for a displayed vertex index."""
+        n_lh_mesh = self.meshes().n("lh")
+        hemi = "lh" if mesh_index < n_lh_mesh else "rh"
+        hv = mesh_index if hemi == "lh" else mesh_index - n_lh_mesh
+        lookup = self._row_lookup()
+        row = lookup.get((hemi, hv))
+        return Pick(mesh_index, hemi, hv, row)
+
+    def _row_lookup(self) -> dict:
+        if "rows" not in self._cache:
+            hemis = np.where(np.arange(len(self.rows)) < self.n_lh, "lh", "rh")
+            self._cache["rows"] = {
+                (h, int(v)): int(r)
+                for h, v, r in zip(hemis, self.vertex_ids, self.rows, strict=True)
+            }
+        return self._cache["rows"]

@@ -1,0 +1,384 @@
+"""The ``factortopy`` command: demo, train, info (and extract, figure).
+
+Every subcommand drives the same core generators as the napari widgets, with a
+tqdm progress bar. torch, timm and open_clip are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _progress(total: float, desc: str, unit: str = "it"):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True, file=sys.stderr)
+
+
+def _drain_training(gen, seconds: float | None, steps_per_epoch: int, max_epochs: int):
+    """Consume a fit() generator with a progress bar; return the FittedModel."""
+    total = seconds if seconds else steps_per_epoch * max_epochs
+    bar = _progress(round(total), "train", "s" if seconds else "step")
+    fitted = None
+    try:
+        for rec in gen:
+            kind = rec["kind"]
+            if kind in ("step", "validation"):
+                bar.n = round(rec["elapsed"]) if seconds else rec["step"]
+                if kind == "step":
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", epoch=rec["epoch"])
+                else:
+                    bar.set_postfix(
+                        val_r2=f"{rec['val_score']:.4f}",
+                        best=f"{rec['best_score']:.4f}",
+                        epoch=rec["epoch"],
+                    )
+                bar.refresh()
+            elif kind == "diverged":
+                bar.write(
+                    f"training diverged at step {rec['step']} (loss {rec['loss']}); "
+                    "keeping the last good checkpoints"
+                )
+            elif kind == "soup":
+                bar.write(
+                    f"greedy soup of checkpoints {rec['members']}: "
+                    f"validation R² {rec['val_score']:.4f}"
+                )
+            elif kind == "fitted":
+                fitted = rec["model"]
+    finally:
+        bar.close()
+    return fitted
+
+
+# --------------------------------------------------------------------- demo
+def run_demo(args: argparse.Namespace) -> int:
+    from .core.demo import DemoOptions, run_demo_pipeline
+
+    out = Path(args.out)
+    opts = DemoOptions(
+        n_vertices=args.n_vertices,
+        n_images=args.n_images,
+        train_seconds=args.train_seconds,
+        device=args.device,
+        seed=args.seed,
+    )
+    t0 = time.perf_counter()
+    bars: dict = {}
+    recovery = None
+    try:
+        for rec in run_demo_pipeline(out, opts):
+            stage = rec.get("stage")
+            if stage == "extract":
+                bar = bars.get("extract") or bars.setdefault(
+                    "extract", _progress(rec["total"], "features", "img")
+                )
+                bar.n = rec["done"]
+                bar.refresh()
+            elif stage == "train":
+                inner = rec["record"]
+                bar = bars.get("train") or bars.setdefault(
+                    "train", _progress(round(opts.train_seconds), "train", "s")
+                )
+                if inner["kind"] in ("step", "validation"):
+                    bar.n = min(round(inner["elapsed"]), bar.total)
+                    if inner["kind"] == "validation":
+                        bar.set_postfix(val_r2=f"{inner['val_score']:.3f}", epoch=inner["epoch"])
+                    bar.refresh()
+            elif stage == "message":
+                print(rec["text"], file=sys.stderr)
+            elif stage == "done":
+                recovery = rec["recovery"]
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(json.dumps(recovery, indent=2))
+    print(
+        f"wrote {out / 'model.ftopy'}, {out / 'layer_map.png'}, {out / 'recovery.json'} "
+        f"in {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+    )
+    if not args.no_gui:
+        _open_in_napari(out / "model.ftopy")
+    return 0
+
+
+def _open_in_napari(path: Path) -> None:
+    import napari
+
+    viewer = napari.Viewer(title="FactorTopy")
+    viewer.open(str(path), plugin="napari-factortopy")
+    napari.run()
+
+
+# -------------------------------------------------------------------- train
+def run_train(args: argparse.Namespace) -> int:
+    from .core.features import feature_source
+    from .core.fitting import Subject, check_responses, fit
+    from .core.runtime import resolve_device
+    from .core.training import TrainConfig, make_split
+    from .data.cache import FeatureCache
+
+    dev = resolve_device(args.device)
+    cache = FeatureCache.open(args.cache)
+    if args.phantom:
+        from .data.phantom import load_phantom
+
+        ph = load_phantom(args.phantom)
+        responses = ph.responses
+        sf = ph.surface
+        subject = Subject(
+            sf.vertex_ids, sf.n_lh, sf.sphere, "fsaverage5", sf.roi, list(ph_roi_names())
+        )
+        groups = None
+        source = str(Path(args.phantom) / "responses.npy")
+    else:
+        responses, subject, groups, source = _subject_from_files(args)
+    check_responses(responses, cache.n_images, subject.n_vertices, source)
+    if cache.missing().size:
+        raise SystemExit(
+            f"{args.cache}: {cache.missing().size} of {cache.n_images} images have "
+            "no features yet; finish `factortopy extract` first"
+        )
+    split = make_split(cache.n_images, groups, seed=args.split_seed)
+    tcfg = TrainConfig(
+        batch_size=args.batch_size,
+        lr=args.lr,
+        steps_per_epoch=args.steps_per_epoch,
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        max_seconds=args.max_seconds,
+        seed=args.seed,
+    )
+    feats = feature_source(
+        cache,
+        np.arange(cache.n_images),
+        dev,
+        None if args.memory_limit is None else int(args.memory_limit * 2**30),
+    )
+    gen = fit(
+        feats,
+        responses,
+        subject,
+        split,
+        widths=tuple(cache.widths),
+        grid=cache.grid,
+        backbone={
+            "name": cache.backbone,
+            "layer_names": list(cache.layer_names),
+            "widths": list(cache.widths),
+            "preprocessing": cache.preprocessing,
+        },
+        model_options={"bottleneck": args.bottleneck},
+        train_config=tcfg,
+        device=dev,
+        checkpoint_dir=args.checkpoints,
+        resume=args.resume,
+        seed=args.seed,
+        extra={"cache": str(args.cache), "responses": source},
+    )
+    fitted = _drain_training(gen, args.max_seconds, tcfg.steps_per_epoch, tcfg.max_epochs)
+    path = fitted.save(args.out)
+    print(
+        f"wrote {path}: test R² {fitted.summary['r2_test_mean']:.4f} "
+        f"(mean over {fitted.n_vertices} vertices)"
+    )
+    return 0
+
+
+def ph_roi_names():
+    from .data.phantom import ROI_NAMES
+
+    return ROI_NAMES
+
+
+def _subject_from_files(args):
+    """Responses (.npy) + subject (.npz with vertex_ids, n_lh, optional roi)."""
+    from .core.fitting import Subject
+    from .data.surfaces import fsaverage5_mesh
+
+    if not args.responses or not args.subject:
+        raise SystemExit(
+            "train needs --phantom DIR, or --responses FILE.npy and --subject "
+            "FILE.npz (vertex_ids, n_lh[, roi, roi_names])"
+        )
+    responses = np.load(args.responses, allow_pickle=False)
+    with np.load(args.subject, allow_pickle=False) as z:
+        for key in ("vertex_ids", "n_lh"):
+            if key not in z.files:
+                raise SystemExit(f"{args.subject}: expected array {key!r}; found {z.files}")
+        vids = z["vertex_ids"].astype(np.int64)
+        n_lh = int(z["n_lh"])
+        roi = z["roi"] if "roi" in z.files else None
+        names = [str(s) for s in z["roi_names"]] if "roi_names" in z.files else []
+        mesh = str(z["mesh"]) if "mesh" in z.files else "fsaverage5"
+        groups = z["image_groups"] if "image_groups" in z.files else None
+    if mesh != "fsaverage5":
+        raise SystemExit(
+            f"{args.subject}: mesh {mesh!r} needs the real-data loaders "
+            "(`factortopy train --dataset`)"
+        )
+    sphere = np.empty((len(vids), 3), np.float32)
+    for hemi, rows in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
+        mesh_v = fsaverage5_mesh("sphere", hemi).vertices
+        ids = vids[rows]
+        if ids.size and (ids.min() < 0 or ids.max() >= len(mesh_v)):
+            raise SystemExit(
+                f"{args.subject}: {hemi} vertex ids must lie in [0, {len(mesh_v)}) "
+                f"for fsaverage5; found [{ids.min()}, {ids.max()}]"
+            )
+        sphere[rows] = mesh_v[ids]
+    return responses, Subject(vids, n_lh, sphere, mesh, roi, names), groups, str(args.responses)
+
+
+# --------------------------------------------------------------------- info
+def run_info(args: argparse.Namespace) -> int:
+    from .core.analyses import confidence, hierarchy_levels, hierarchy_slope, layer_argmax
+    from .core.fitted import FittedModel
+
+    m = FittedModel.load(args.model)
+    lines = [
+        f"{args.model}",
+        f"  kind        {m.kind}",
+        f"  backbone    {m.backbone.get('name', '?')}: {m.n_layers} layers "
+        f"({', '.join(m.backbone.get('layer_names', [])[:4])}"
+        f"{', …' if len(m.backbone.get('layer_names', [])) > 4 else ''})",
+        f"  model       D={m.config.get('bottleneck')}, grid={m.config.get('grid')}",
+        f"  subject     {m.mesh}: {m.n_vertices} vertices ({m.n_lh} lh, "
+        f"{m.n_vertices - m.n_lh} rh)",
+    ]
+    if m.split:
+        lines.append(
+            f"  split       seed {m.split.get('seed')}: "
+            f"{len(m.split.get('train', []))}/{len(m.split.get('val', []))}/"
+            f"{len(m.split.get('test', []))} train/val/test images"
+        )
+    s = m.summary
+    if "r2_test_mean" in s:
+        lines.append(
+            f"  test R²     {s['r2_test_mean']:.4f} (mean), Pearson r "
+            f"{s.get('r_test_mean', float('nan')):.4f}"
+        )
+    if "steps" in s:
+        lines.append(
+            f"  training    {s['steps']} steps in {s.get('train_seconds', 0):.0f} s on "
+            f"{s.get('device', '?')}; soup of {len(s.get('soup_members', []))}"
+        )
+    am = layer_argmax(m.layer)
+    conf = confidence(m.layer)
+    lines.append(
+        "  layers      argmax histogram: "
+        + " ".join(str(int(c)) for c in np.bincount(am, minlength=m.n_layers))
+    )
+    lines.append(f"  confidence  mean {conf.mean():.3f}")
+    if m.roi_names:
+        lines.append("  ROI         n    R²      argmax layer  scale")
+        r2 = m.scores.get("r2_test")
+        for k, name in enumerate(m.roi_names, start=1):
+            msk = m.roi == k
+            if not msk.any():
+                continue
+            r2s = f"{np.nanmean(r2[msk]):.4f}" if r2 is not None else "  -   "
+            mode = int(np.bincount(am[msk]).argmax())
+            lines.append(
+                f"  {name:<10} {int(msk.sum()):>4} {r2s}  {mode:>12}  {m.scale[msk].mean():.2f}"
+            )
+        levels = hierarchy_levels(m.roi, m.roi_names)
+        try:
+            hs = hierarchy_slope(m.layer, levels)
+            lines.append(
+                f"  hierarchy   slope a={hs.slope:.3f}, b={hs.intercept:.3f}, a+b={hs.top:.3f}"
+            )
+        except ValueError:
+            pass
+    print("\n".join(lines))
+    return 0
+
+
+# ------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="factortopy", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="phantom subject → features → training → maps, on CPU")
+    d.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    d.add_argument("--no-gui", action="store_true", help="do not open napari at the end")
+    from .core.demo import DemoOptions
+
+    dflt = DemoOptions()
+    d.add_argument("--n-vertices", type=int, default=dflt.n_vertices)
+    d.add_argument("--n-images", type=int, default=dflt.n_images)
+    d.add_argument(
+        "--train-seconds",
+        type=float,
+        default=dflt.train_seconds,
+        help=f"wall-clock training budget (default {dflt.train_seconds:g} s)",
+    )
+    d.add_argument("--device", default="auto")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=run_demo)
+
+    t = sub.add_parser("train", help="feature cache + responses → model file")
+    t.add_argument("--cache", required=True, help="feature cache (zarr folder)")
+    t.add_argument("--phantom", help="a phantom subject folder (responses and subject)")
+    t.add_argument("--responses", help="responses .npy (images × vertices)")
+    t.add_argument("--subject", help=".npz with vertex_ids, n_lh[, roi, roi_names, mesh]")
+    t.add_argument("--out", required=True, help="model file to write (.ftopy)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--bottleneck", type=int, default=128)
+    t.add_argument("--steps-per-epoch", type=int, default=1000)
+    t.add_argument("--max-epochs", type=int, default=1000)
+    t.add_argument("--patience", type=int, default=20)
+    t.add_argument("--max-seconds", type=float, default=None)
+    t.add_argument(
+        "--memory-limit",
+        type=float,
+        default=None,
+        help="GiB the features may take on the device (default: automatic)",
+    )
+    t.add_argument("--checkpoints", help="checkpoint folder (enables --resume)")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--split-seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=run_train)
+
+    i = sub.add_parser("info", help="a readable summary of a model file")
+    i.add_argument("model")
+    i.set_defaults(func=run_info)
+
+    for mod, adder, runner in (
+        ("._cli_data", "add_extract_parser", "run_extract"),
+        ("._cli_figure", "add_figure_parser", "run_figure"),
+    ):
+        try:
+            import importlib
+
+            m = importlib.import_module(mod, __package__)
+        except ImportError:
+            continue
+        sp = getattr(m, adder)(sub)
+        sp.set_defaults(func=getattr(m, runner))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"factortopy {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

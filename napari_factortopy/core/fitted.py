@@ -1,0 +1,248 @@
+"""A trained FactorTopy mapping with everything needed to show and reuse it.
+
+:class:`FittedModel` bundles the weights, the selector outputs (so maps can be
+drawn without torch), the subject (mesh, vertex ids, hemisphere split, ROIs), the
+backbone (name, layers, widths, preprocessing), the split, the training history and
+the test scores; it is stored as one ``.ftopy`` file (:mod:`.modelfile`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .modelfile import ModelFileError, load_ftopy, save_ftopy
+
+__all__ = ["FittedModel"]
+
+KIND_MODEL = "factortopy"
+KIND_TRUTH = "phantom-truth"
+
+
+@dataclass
+class FittedModel:
+    """A trained mapping.
+
+    Attributes
+    ----------
+    config : dict
+        :class:`~napari_factortopy.core.model.FactorTopyConfig` as a dict.
+    state : dict of arrays
+        Model weights (torch state-dict names; the positional encoding is left out
+        and recomputed from ``state["coords"]``).
+    space : array of shape (V, 2)
+    layer : array of shape (V, L)
+    scale : array of shape (V,)
+    vertex_ids : array of shape (V,)
+        Index of each vertex in its hemisphere's mesh; left hemisphere first.
+    n_lh : int
+        Number of left-hemisphere vertices.
+    mesh : str
+        Surface the vertex ids refer to (``"fsaverage5"``, ``"fsaverage"``, …).
+    roi : array of shape (V,)
+        ROI label per vertex (0 = none); ``roi_names[k - 1]`` names label k.
+    roi_names : list of str
+    backbone : dict
+        ``name``, ``layer_names``, ``widths``, ``preprocessing``.
+    split : dict
+        ``seed``, ``fractions`` and the ``train``/``val``/``test`` image indices.
+    history : list of dict
+    scores : dict of arrays of shape (V,)
+        e.g. ``r2_test``, ``r_test``.
+    summary : dict
+        Scalars (means, timings, recovery numbers).
+    kind : str
+        ``"factortopy"`` (trained) or ``"phantom-truth"`` (fixed selectors).
+    extra : dict
+        Free-form JSON-able metadata (e.g. training recipe, dataset path).
+    """
+
+    config: dict
+    state: dict[str, np.ndarray]
+    space: np.ndarray
+    layer: np.ndarray
+    scale: np.ndarray
+    vertex_ids: np.ndarray
+    n_lh: int
+    mesh: str = "fsaverage5"
+    roi: np.ndarray | None = None
+    roi_names: list[str] = field(default_factory=list)
+    backbone: dict = field(default_factory=dict)
+    split: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    kind: str = KIND_MODEL
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        v = len(self.vertex_ids)
+        self.vertex_ids = np.asarray(self.vertex_ids, np.int64)
+        self.roi = np.zeros(v, np.int64) if self.roi is None else np.asarray(self.roi, np.int64)
+        for name, arr, shape in (
+            ("space", self.space, (v, 2)),
+            ("layer", self.layer, (v, len(self.config["widths"]))),
+            ("scale", self.scale, (v,)),
+            ("roi", self.roi, (v,)),
+        ):
+            if np.shape(arr) != shape:
+                raise ValueError(f"{name} must have shape {shape}; found {np.shape(arr)}")
+        if not 0 <= self.n_lh <= v:
+            raise ValueError(f"n_lh must lie in [0, {v}]; found {self.n_lh}")
+
+    # ------------------------------------------------------------ properties
+    @property
+    def n_vertices(self) -> int:
+        return len(self.vertex_ids)
+
+    @property
+    def n_layers(self) -> int:
+        return self.layer.shape[1]
+
+    @property
+    def beta(self) -> np.ndarray:
+        """Readout weights, shape (V, D)."""
+        return self.state["beta"]
+
+    def hemi_slices(self) -> dict[str, slice]:
+        """Rows of each hemisphere: ``{"lh": slice, "rh": slice}``."""
+        return {"lh": slice(0, self.n_lh), "rh": slice(self.n_lh, self.n_vertices)}
+
+    # ----------------------------------------------------------------- torch
+    @classmethod
+    def from_module(cls, module: Any, **kwargs: Any) -> FittedModel:
+        """Bundle a trained :class:`~napari_factortopy.core.model.FactorTopy`."""
+        import torch
+
+        with torch.no_grad():
+            sel = module.selectors().numpy()
+        state = {
+            k: v.detach().float().cpu().numpy()
+            for k, v in module.state_dict().items()
+            if k != "encoding"
+        }
+        return cls(
+            config=module.config.to_dict(),
+            state=state,
+            space=sel["space"],
+            layer=sel["layer"],
+            scale=sel["scale"],
+            **kwargs,
+        )
+
+    def to_module(self, device: Any = "cpu"):
+        """Rebuild the torch module (weights loaded, on ``device``)."""
+        import torch
+
+        from .model import FactorTopy, FactorTopyConfig
+
+        module = FactorTopy(self.state["coords"], FactorTopyConfig.from_dict(self.config))
+        sd = {k: torch.from_numpy(np.asarray(v)) for k, v in self.state.items()}
+        sd["encoding"] = module.encoding
+        module.load_state_dict(sd)
+        return module.to(device)
+
+    def fixed_selectors(self, device: Any = "cpu"):
+        """The stored selector outputs as a :class:`~napari_factortopy.core.model.Selectors`
+        (used for the phantom's truth, whose selectors are not MLPs)."""
+        import torch
+
+        from .model import Selectors
+
+        return Selectors(
+            space=torch.as_tensor(self.space, device=device),
+            layer=torch.as_tensor(self.layer, device=device),
+            scale=torch.as_tensor(self.scale, device=device),
+        )
+
+    # ------------------------------------------------------------------- I/O
+    def save(self, path: str | Path) -> Path:
+        """Write a ``.ftopy`` file atomically; returns its path."""
+        tensors: dict[str, np.ndarray] = {f"state/{k}": v for k, v in self.state.items()}
+        tensors.update(
+            {
+                "selectors/space": self.space,
+                "selectors/layer": self.layer,
+                "selectors/scale": self.scale,
+                "subject/vertex_ids": self.vertex_ids,
+                "subject/roi": self.roi,
+            }
+        )
+        for k in ("train", "val", "test"):
+            if k in self.split:
+                tensors[f"split/{k}"] = np.asarray(self.split[k], np.int64)
+        tensors.update({f"scores/{k}": np.asarray(v) for k, v in self.scores.items()})
+        meta = {
+            "kind": self.kind,
+            "config": self.config,
+            "subject": {
+                "mesh": self.mesh,
+                "n_lh": int(self.n_lh),
+                "roi_names": list(self.roi_names),
+            },
+            "backbone": self.backbone,
+            "split": {k: v for k, v in self.split.items() if k not in ("train", "val", "test")},
+            "history": self.history,
+            "summary": self.summary,
+            "extra": self.extra,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        from .. import __version__
+
+        meta["software"] = f"napari-factortopy {__version__}"
+        return save_ftopy(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FittedModel:
+        """Read a ``.ftopy`` file (no unpickling).
+
+        Raises
+        ------
+        ModelFileError
+            For missing, foreign, truncated or newer-version files, or a file whose
+            contents do not form a model (naming what is missing).
+        """
+        tensors, meta = load_ftopy(path)
+        needed = [
+            "selectors/space",
+            "selectors/layer",
+            "selectors/scale",
+            "subject/vertex_ids",
+            "state/coords",
+            "state/beta",
+        ]
+        missing = [k for k in needed if k not in tensors]
+        if missing or "config" not in meta or "subject" not in meta:
+            raise ModelFileError(
+                f"{path}: not a FactorTopy model; missing {missing or ['config/subject metadata']}"
+            )
+        split = dict(meta.get("split", {}))
+        for k in ("train", "val", "test"):
+            if f"split/{k}" in tensors:
+                split[k] = tensors[f"split/{k}"]
+        try:
+            return cls(
+                config=meta["config"],
+                state={k[6:]: v for k, v in tensors.items() if k.startswith("state/")},
+                space=tensors["selectors/space"],
+                layer=tensors["selectors/layer"],
+                scale=tensors["selectors/scale"],
+                vertex_ids=tensors["subject/vertex_ids"],
+                n_lh=int(meta["subject"]["n_lh"]),
+                mesh=meta["subject"].get("mesh", "fsaverage5"),
+                roi=tensors.get("subject/roi"),
+                roi_names=list(meta["subject"].get("roi_names", [])),
+                backbone=meta.get("backbone", {}),
+                split=split,
+                history=list(meta.get("history", [])),
+                scores={k[7:]: v for k, v in tensors.items() if k.startswith("scores/")},
+                summary=dict(meta.get("summary", {})),
+                kind=meta.get("kind", KIND_MODEL),
+                extra=dict(meta.get("extra", {})),
+            )
+        except (ValueError, KeyError) as exc:
+            raise ModelFileError(f"{path}: inconsistent model file: {exc}") from exc

@@ -1,0 +1,217 @@
+"""Training engine: splits, regulariser, soup, early stopping, resume, divergence."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_factortopy.core.features import InMemoryFeatures
+from napari_factortopy.core.model import FactorTopy, FactorTopyConfig, Selectors
+from napari_factortopy.core.training import (
+    TrainConfig,
+    TrainingDiverged,
+    greedy_soup,
+    make_split,
+    predict,
+    regulariser,
+    train,
+)
+
+
+def test_split_by_group_is_disjoint_seeded_and_sized():
+    groups = np.repeat(np.arange(50), 3)  # 50 images shown 3 times
+    s = make_split(150, groups, seed=3)
+    all_idx = np.concatenate([s.train, s.val, s.test])
+    assert sorted(all_idx.tolist()) == list(range(150))
+    for a, b in ((s.train, s.val), (s.train, s.test), (s.val, s.test)):
+        assert not set(groups[a]) & set(groups[b])  # repeats never straddle
+    assert len(set(groups[s.val])) == 5 and len(set(groups[s.test])) == 5
+    s2 = make_split(150, groups, seed=3)
+    np.testing.assert_array_equal(s.test, s2.test)
+    assert not np.array_equal(make_split(150, groups, seed=4).test, s.test)
+
+
+def test_split_rejects_bad_input():
+    with pytest.raises(ValueError, match="summing to 1"):
+        make_split(10, fractions=(0.5, 0.1, 0.1))
+    with pytest.raises(ValueError, match="expected 10"):
+        make_split(10, groups=np.arange(9))
+
+
+def test_regulariser_closed_form():
+    n_v, n_l = 6, 4
+    uniform = Selectors(
+        torch.zeros(n_v, 2), torch.full((n_v, n_l), 1 / n_l), torch.full((n_v,), 0.5)
+    )
+    assert regulariser(uniform).item() == pytest.approx(-1.0)
+    onehot = torch.zeros(n_v, n_l)
+    onehot[:, 2] = 1
+    scale = torch.tensor([0.0, 1.0, 0.5, 0.5, 0.25, 0.75])
+    r = regulariser(Selectors(torch.zeros(n_v, 2), onehot, scale))
+    assert r.item() == pytest.approx(np.mean((scale.numpy() - 0.5) ** 2))
+    p = torch.tensor([[0.7, 0.1, 0.1, 0.1]]).repeat(n_v, 1)
+    expect = sum(x * math.log(x) for x in (0.7, 0.1, 0.1, 0.1)) / math.log(4)
+    assert regulariser(Selectors(torch.zeros(n_v, 2), p, torch.full((n_v,), 0.5))).item() == (
+        pytest.approx(expect, rel=1e-5)
+    )
+
+
+def test_greedy_soup_keeps_only_helpful_members():
+    lin = torch.nn.Linear(2, 1, bias=False)
+    target = torch.tensor([[1.0, -1.0]])
+
+    def score(m):
+        return -float((m.weight - target).norm())
+
+    def sd(w):
+        return {"weight": torch.tensor([w])}
+
+    cands = [(-0.2, sd([1.2, -1.0])), (-0.3, sd([0.8, -1.0])), (-5.0, sd([6.0, 4.0]))]
+    state, members, best = greedy_soup(lin, cands, score)
+    # best alone scores -0.2; with the second the average is exactly the target (0);
+    # adding the far one would hurt
+    assert members == [0, 1]
+    assert best == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(state["weight"], target, atol=1e-6)
+
+
+def _problem(n_images=96, v=30, widths=(4, 6), grid=(3, 3), seed=0):
+    """Responses made by a known FactorTopy (fixed selectors) on random tokens."""
+    rng = np.random.default_rng(seed)
+    local = [rng.normal(size=(n_images, c, *grid)).astype(np.float32) for c in widths]
+    glob = [rng.normal(size=(n_images, c)).astype(np.float32) for c in widths]
+    coords = rng.normal(size=(v, 3))
+    torch.manual_seed(seed)
+    truth = FactorTopy(coords, FactorTopyConfig(widths, grid, bottleneck=4, hidden=8))
+    sel = Selectors(
+        torch.as_tensor(rng.uniform(-0.6, 0.6, (v, 2)), dtype=torch.float32),
+        torch.softmax(
+            torch.as_tensor(rng.normal(size=(v, len(widths))) * 3, dtype=torch.float32), 1
+        ),
+        torch.as_tensor(rng.uniform(0.2, 0.8, v), dtype=torch.float32),
+    )
+    feats = InMemoryFeatures(local, glob)
+    with torch.no_grad():
+        y = predict(truth, feats, np.arange(n_images), selectors=sel)
+    y = (y - y.mean(0)) / y.std(0)
+    y = y + 0.3 * rng.normal(size=y.shape).astype(np.float32)
+    return coords, feats, y.astype(np.float32)
+
+
+def _fresh(coords, widths=(4, 6), grid=(3, 3), seed=1):
+    torch.manual_seed(seed)
+    return FactorTopy(coords, FactorTopyConfig(widths, grid, bottleneck=8, hidden=16))
+
+
+def _run(gen):
+    recs = list(gen)
+    return recs, recs[-1]["result"]
+
+
+def test_training_learns_and_reports():
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    model = _fresh(coords)
+    before = np.nanmean(
+        1
+        - ((predict(model, feats, split.val) - y[split.val]) ** 2).sum(0)
+        / ((y[split.val] - y[split.val].mean(0)) ** 2).sum(0)
+    )
+    cfg = TrainConfig(batch_size=8, steps_per_epoch=40, max_epochs=6, log_every=20, lr=5e-3)
+    recs, res = _run(train(model, feats, y, split, cfg, snapshots=True))
+    kinds = [r["kind"] for r in recs]
+    assert kinds.count("validation") == 6 and kinds[-1] == "done"
+    assert kinds.count("step") == 12
+    vals = [r for r in recs if r["kind"] == "validation"]
+    assert vals[-1]["best_score"] > before + 0.2
+    assert vals[0]["selectors"]["layer"].shape == (30, 2)
+    assert res.test_r2.shape == (30,) and res.steps == 240
+    # the returned test R² equals an independent computation from the final weights
+    pred = predict(model, feats, split.test)
+    yt = y[split.test]
+    r2 = 1 - ((yt - pred) ** 2).sum(0) / ((yt - yt.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(res.test_r2, r2, rtol=1e-4, atol=1e-5)
+
+
+def test_early_stopping_counts_epochs_without_improvement():
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(lr=0.0, weight_decay=0.0, steps_per_epoch=5, patience=3, max_epochs=50)
+    recs, res = _run(train(_fresh(coords), feats, y, split, cfg))
+    vals = [r for r in recs if r["kind"] == "validation"]
+    # lr 0: epoch 1 improves on -inf, the next 3 do not -> stop after 4 validations
+    assert len(vals) == 4 and [v["improved"] for v in vals] == [True, False, False, False]
+
+
+def test_top_k_and_soup_use_validation_only():
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=10, max_epochs=5, top_k=3, lr=5e-3)
+    recs, res = _run(train(_fresh(coords), feats, y, split, cfg))
+    soup = [r for r in recs if r["kind"] == "soup"][0]
+    best_single = max(r["val_score"] for r in recs if r["kind"] == "validation")
+    assert soup["val_score"] >= best_single - 1e-9
+    assert set(soup["members"]) <= {0, 1, 2} and soup["members"][0] == 0
+
+
+def test_stop_and_resume_equals_uninterrupted(tmp_path):
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=10, max_epochs=4, log_every=5, lr=5e-3, soup=False)
+    m_full = _fresh(coords)
+    _, full = _run(train(m_full, feats, y, split, cfg))
+
+    m_a = _fresh(coords)
+    gen = train(m_a, feats, y, split, cfg, checkpoint_dir=tmp_path)
+    for rec in gen:
+        if rec["kind"] == "step" and rec["step"] == 25:  # mid-epoch stop
+            gen.close()
+            break
+    assert (tmp_path / "checkpoint.pt").exists()
+    m_b = _fresh(coords, seed=99)  # different init: everything must come from the checkpoint
+    _, resumed = _run(train(m_b, feats, y, split, cfg, checkpoint_dir=tmp_path, resume=True))
+    assert resumed.steps == full.steps == 40
+    for k in full.state:
+        np.testing.assert_allclose(
+            resumed.state[k], full.state[k], rtol=1e-5, atol=1e-6, err_msg=k
+        )
+    assert [h["val_score"] for h in resumed.history] == pytest.approx(
+        [h["val_score"] for h in full.history], rel=1e-5
+    )
+
+
+class _PoisonedFeatures:
+    """Returns NaN tokens from call ``after`` on."""
+
+    def __init__(self, inner, after):
+        self.inner, self.after, self.calls = inner, after, 0
+        self.widths, self.grid = inner.widths, inner.grid
+
+    def get(self, idx):
+        loc, glo = self.inner.get(idx)
+        self.calls += 1
+        if self.calls > self.after:
+            loc = [t * float("nan") for t in loc]
+        return loc, glo
+
+
+def test_divergence_keeps_last_good_checkpoint():
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=10, max_epochs=10, soup=False)
+    # 10 training steps + validation batches (1 call each, batch 64 > 10 images) pass
+    recs, res = _run(train(_fresh(coords), _PoisonedFeatures(feats, after=11), y, split, cfg))
+    assert [r["kind"] for r in recs if r["kind"] in ("diverged", "validation")] == [
+        "validation",
+        "diverged",
+    ]
+    assert res.diverged and res.steps == 10
+    with pytest.raises(TrainingDiverged, match="diverged at step 0"):
+        list(train(_fresh(coords), _PoisonedFeatures(feats, after=0), y, split, cfg))
+
+
+def test_bad_responses_shape_is_named():
+    coords, feats, y = _problem()
+    with pytest.raises(ValueError, match=r"shape \(N, 30\)"):
+        list(train(_fresh(coords), feats, y[:, :5], make_split(len(y)), TrainConfig()))

@@ -1,0 +1,101 @@
+"""model_layers / BrainScene: colours, geometry, fallback and picking (no Qt)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_factortopy._napari import _layers
+from napari_factortopy._napari._surface import BrainScene, layout, roi_boundary
+from napari_factortopy.core import colours
+from napari_factortopy.data import surfaces
+
+from .conftest import make_model, synthetic_loader
+
+
+def test_model_layers_show_layer_map_with_curvature_background(model_path, tiny_model):
+    (layer,) = _layers.model_layers(model_path)
+    (verts, faces), kwargs, kind = layer
+    assert kind == "surface" and kwargs["shading"] == "none"
+    n = surfaces.MESH_SIZES["fsaverage5"]
+    assert verts.shape == (2 * n, 3) and faces.max() == 2 * n - 1
+    rgba = kwargs["vertex_colors"]
+    assert rgba.shape == (2 * n, 4) and np.all(rgba[:, 3] == 1)
+    m = tiny_model
+    # modelled vertices: exactly colours.layer_rgba; others: curvature grey
+    idx = m.vertex_ids + np.where(np.arange(m.n_vertices) < m.n_lh, 0, n)
+    np.testing.assert_allclose(rgba[idx], colours.layer_rgba(m.layer), atol=1e-6)
+    other = np.setdiff1d(np.arange(2 * n), idx)
+    curv = np.concatenate([surfaces.fsaverage5_morph("curv", h) for h in ("lh", "rh")])
+    np.testing.assert_allclose(rgba[other], colours.curvature_grey(curv[other]), atol=1e-6)
+    meta = kwargs["metadata"][_layers.META_KEY]
+    assert meta["map"] == "layer" and meta["kind"] == "inflated"
+    np.testing.assert_array_equal(meta["values"][idx], m.layer.argmax(1) + 1)
+
+
+def test_layout_puts_hemispheres_side_by_side():
+    loader = synthetic_loader(500)
+    ms = loader("x", "inflated")
+    for view in ("lateral", "medial", "ventral", "posterior", "flat"):
+        verts, faces = layout(ms, view, gap=10)
+        lh, rh = verts[:500], verts[500:]
+        assert lh[:, 2].max() + 10 <= rh[:, 2].min() + 1e-4 or rh[:, 2].max() + 10 <= (
+            lh[:, 2].min() + 1e-4
+        ), view
+        assert faces.shape == (2 * len(ms.faces["lh"]), 3)
+
+
+def test_roi_boundary_matches_a_naive_loop():
+    faces = np.array([[0, 1, 2], [1, 2, 3], [2, 3, 4]])
+    labels = np.array([1, 1, 2, 2, 0])
+    want = np.zeros(5, bool)
+    for f in faces:
+        for a in f:
+            for b in f:
+                if labels[a] != labels[b] and labels[a] > 0:
+                    want[a] = True
+    np.testing.assert_array_equal(roi_boundary(faces, labels), want)
+
+
+def test_missing_mesh_falls_back_to_fsaverage5(tmp_path):
+    ids = np.r_[np.arange(0, 20000, 100), np.arange(0, 20000, 100)]
+    model = make_model(vertex_ids=ids, n_lh=200, mesh="fsaverage6")
+    notes = []
+
+    def loader(name, kind):
+        if name != "fsaverage5":
+            raise surfaces.SurfaceError(f"mesh {name}: not found")
+        return _layers.load_meshset(name, kind)
+
+    scene = _layers.load_scene(model, loader=loader, notify=notes.append)
+    assert scene.mesh_name == "fsaverage5"
+    assert len(scene.rows) == 2 * int(np.sum(np.arange(0, 20000, 100) < 10242))
+    assert notes and "fsaverage6" in notes[0] and "fsaverage5" in notes[0]
+    far = make_model(vertex_ids=np.r_[20000, 20001], n_lh=1, mesh="fsaverage6")
+    with pytest.raises(surfaces.SurfaceError, match="fsaverage6"):
+        _layers.load_scene(far, loader=loader, notify=notes.append)
+
+
+def test_pick_finds_the_vertex_under_a_ray():
+    model = make_model(vertex_ids=np.r_[np.arange(0, 2000, 7), np.arange(0, 2000, 5)],
+                       n_lh=len(np.arange(0, 2000, 7)), mesh="synthetic")
+    scene = BrainScene(model, loader=synthetic_loader(2000))
+    verts, _ = scene.geometry()
+    rng = np.random.default_rng(1)
+    direction = np.array([-1.0, 0.0, 0.0])  # napari's default camera looks along -axis 0
+    for target in rng.choice(len(verts), 50, replace=False):
+        v = verts[target]
+        front = verts[:, 0] > v[0] + 1
+        near = np.linalg.norm(verts[:, 1:] - v[1:], axis=1) < 10
+        if np.any(front & near):
+            continue  # hidden behind another part of the surface
+        pick = scene.pick(np.r_[0.0, v[1:]], direction)
+        assert pick is not None
+        assert np.linalg.norm(verts[pick.mesh_index] - v) < 6
+        hemi = "lh" if pick.mesh_index < 2000 else "rh"
+        assert pick.hemi == hemi
+    assert scene.pick(np.r_[0.0, 1e4, 1e4], direction) is None
+    # a modelled vertex maps back to its row
+    row = 3
+    p = scene.describe(int(scene.mesh_index()[row]))
+    assert p.row == row and p.hemi == "lh" and p.hemi_vertex == model.vertex_ids[row]
