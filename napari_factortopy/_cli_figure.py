@@ -28,16 +28,31 @@ def add_figure_parser(subparsers) -> argparse.ArgumentParser:
         "one row per map, one column per view, a legend per map.",
     )
     p.add_argument("model", help="a .ftopy model file")
-    p.add_argument("--maps", type=_names, default=["layer"],
-                   help=f"comma-separated maps from {', '.join(MAPS)} (default: layer)")
-    p.add_argument("--views", type=_names, default=["lateral", "ventral"],
-                   help=f"comma-separated views from {', '.join(VIEWS)} "
-                   "(default: lateral,ventral)")
-    p.add_argument("--mesh", default="inflated", choices=MESH_KINDS,
-                   help="surface to draw on (default: inflated; 'flat' views use the flat mesh)")
+    p.add_argument(
+        "--maps",
+        type=_names,
+        default=["layer"],
+        help=f"comma-separated maps from {', '.join(MAPS)} (default: layer)",
+    )
+    p.add_argument(
+        "--views",
+        type=_names,
+        default=["lateral", "ventral"],
+        help=f"comma-separated views from {', '.join(VIEWS)} (default: lateral,ventral)",
+    )
+    p.add_argument(
+        "--mesh",
+        default="inflated",
+        choices=MESH_KINDS,
+        help="surface to draw on (default: inflated; 'flat' views use the flat mesh)",
+    )
     p.add_argument("--width", type=int, default=3000, help="width in pixels (default 3000)")
-    p.add_argument("--layer", type=int, default=1,
-                   help="layer shown by the 'layer weights' map, 1-based (default 1)")
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=1,
+        help="layer shown by the 'layer weights' map, 1-based (default 1)",
+    )
     p.add_argument("--out", "-o", required=True, help="PNG file to write")
     p.set_defaults(func=run_figure)
     return p
@@ -55,8 +70,11 @@ def run_figure(args: argparse.Namespace) -> int:
 
     bad = [m for m in args.maps if m not in MAPS] + [v for v in args.views if v not in VIEWS]
     if bad or not args.maps or not args.views:
-        print(f"factortopy figure: unknown or missing map/view {bad}; maps: {', '.join(MAPS)}; "
-              f"views: {', '.join(VIEWS)}", file=sys.stderr)
+        print(
+            f"factortopy figure: unknown or missing map/view {bad}; maps: {', '.join(MAPS)}; "
+            f"views: {', '.join(VIEWS)}",
+            file=sys.stderr,
+        )
         return 2
     if args.width < 200:
         print("factortopy figure: --width must be at least 200 pixels", file=sys.stderr)

@@ -31,12 +31,23 @@ def apply_scene(layer, scene: BrainScene, geometry: bool = False) -> None:
         verts, faces = scene.geometry()
         layer.data = (verts, faces)
     layer.vertex_colors = scene.colors()
-    layer.metadata = {**layer.metadata, META_KEY: {**layer.metadata[META_KEY],
-                                                   **scene_metadata(scene, _path(layer))}}
+    layer.metadata = {
+        **layer.metadata,
+        META_KEY: {**layer.metadata[META_KEY], **scene_metadata(scene, _path(layer))},
+    }
 
 
 def _path(layer) -> str | None:
     return layer.metadata.get(META_KEY, {}).get("path")
+
+
+def show_image(widget: widgets.Image, image, width: int | None = None) -> None:
+    """Put an (H, W, 3|4) image into a magicgui Image widget at a readable size."""
+    h, w = image.shape[:2]
+    width = width or w
+    height = round(h * width / w)
+    widget.set_data(image, width=int(width), height=height)
+    widget.min_width, widget.min_height = int(width), height
 
 
 class BrainWidget(widgets.Container):
@@ -57,8 +68,9 @@ class BrainWidget(widgets.Container):
         self.layer_slider = widgets.Slider(label="layer", min=1, max=1, value=1, visible=False)
         self.score_choice = widgets.ComboBox(label="score", choices=[], visible=False)
         self.legend = widgets.Image(label="legend")
-        self.mesh_choice = widgets.ComboBox(label="mesh", choices=list(MESH_KINDS),
-                                            value="inflated")
+        self.mesh_choice = widgets.ComboBox(
+            label="mesh", choices=list(MESH_KINDS), value="inflated"
+        )
         self.view_buttons = widgets.Container(layout="horizontal", labels=False, label="view")
         for view in VIEWS:
             button = widgets.PushButton(text=view)
@@ -68,9 +80,21 @@ class BrainWidget(widgets.Container):
         self.info = widgets.Label(label="vertex", value="click the brain to inspect a vertex")
         self.bars = widgets.Image(label="weights")
         self.where = widgets.Image(label="looks at")
-        self.extend([self.model_choice, self.map_choice, self.layer_slider, self.score_choice,
-                     self.legend, self.mesh_choice, self.view_buttons, self.outlines,
-                     self.info, self.bars, self.where])
+        self.extend(
+            [
+                self.model_choice,
+                self.map_choice,
+                self.layer_slider,
+                self.score_choice,
+                self.legend,
+                self.mesh_choice,
+                self.view_buttons,
+                self.outlines,
+                self.info,
+                self.bars,
+                self.where,
+            ]
+        )
         self.model_choice.changed.connect(self._on_model)
         self.map_choice.changed.connect(self._on_map)
         self.layer_slider.changed.connect(self._on_layer_index)
@@ -80,6 +104,7 @@ class BrainWidget(widgets.Container):
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
         self._hooked: set[int] = set()
+        self._legends: dict[tuple, object] = {}
         self._on_layers_changed()
 
     # ------------------------------------------------------------------ helpers
@@ -102,7 +127,20 @@ class BrainWidget(widgets.Container):
         t0 = time.perf_counter()
         apply_scene(layer, scene, geometry)
         self.timings[event] = time.perf_counter() - t0
-        self.legend.value = _plots.legend_image(scene)
+        self._show_legend(scene)
+
+    def _show_legend(self, scene: BrainScene) -> None:
+        """Legend of the scene's map (cached: matplotlib takes ~50 ms per image)."""
+        key = (
+            id(scene),
+            scene.map_name,
+            scene.layer_index,
+            scene.score_key,
+            None if scene.clusters is None else int(scene.clusters.max()),
+        )
+        if scene.map_name in scene.custom or key not in self._legends:
+            self._legends[key] = _plots.legend_image(scene)
+        show_image(self.legend, self._legends[key])
 
     # -------------------------------------------------------------------- slots
     def _on_layers_changed(self, event=None) -> None:
@@ -123,11 +161,14 @@ class BrainWidget(widgets.Container):
         self.score_choice.choices = list(m.scores)
         if scene.score_key in m.scores:
             self.score_choice.value = scene.score_key
-        for widget, value in ((self.map_choice, scene.map_name), (self.mesh_choice, scene.kind),
-                              (self.outlines, scene.outlines)):
+        for widget, value in (
+            (self.map_choice, scene.map_name),
+            (self.mesh_choice, scene.kind),
+            (self.outlines, scene.outlines),
+        ):
             with widget.changed.blocked():
                 widget.value = value
-        self.legend.value = _plots.legend_image(scene)
+        self._show_legend(scene)
 
     def _on_map(self, name: str | None = None) -> None:
         scene = self.scene
@@ -187,6 +228,7 @@ class BrainWidget(widgets.Container):
         cam = self.viewer.camera
         cam.set_view_direction((-1.0, 0.0, 0.0), up_direction=(0.0, -1.0, 0.0))
         self.viewer.reset_view()
+        cam.zoom *= 0.9  # a margin around the brain
 
     def _on_outlines(self, value: bool | None = None) -> None:
         if self.scene is not None:
@@ -230,13 +272,15 @@ class BrainWidget(widgets.Container):
         roi_name = m.roi_names[roi - 1] if 0 < roi <= len(m.roi_names) else "no ROI"
         scores = ", ".join(f"{k} {float(v[r]):.3f}" for k, v in m.scores.items())
         x, y = m.space[r]
-        self.info.value = (f"{text} · {roi_name}\nscore: {scores or 'none'}\n"
-                           f"scale α {float(m.scale[r]):.2f} · space ({x:+.2f}, {y:+.2f})")
-        self.bars.value = _plots.bar_image(m.layer[r], m.backbone.get("layer_names"))
+        self.info.value = (
+            f"{text} · {roi_name}\nscore: {scores or 'none'}\n"
+            f"scale α {float(m.scale[r]):.2f} · space ({x:+.2f}, {y:+.2f})"
+        )
+        show_image(self.bars, _plots.bar_image(m.layer[r], m.backbone.get("layer_names")))
         image = scene.stimulus
         if image is None:
             source = stimulus_loader(m)
             if source is not None:
                 image = scene.stimulus = source[0](np.array([0]))[0]
         if image is not None:
-            self.where.value = _plots.mark_location(image, m.space[r])
+            show_image(self.where, _plots.mark_location(image, m.space[r]), width=240)

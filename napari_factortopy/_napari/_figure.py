@@ -19,9 +19,15 @@ from napari_factortopy._napari._surface import BrainScene
 
 __all__ = ["MAP_TITLES", "figure_image", "legend_for", "save_png"]
 
-MAP_TITLES = {"layer": "layer selector", "layer weights": "layer weight", "space": "space",
-              "scale": "scale", "score": "brain score", "clusters": "channel clusters",
-              "roi": "ROIs"}
+MAP_TITLES = {
+    "layer": "layer selector",
+    "layer weights": "layer weight",
+    "space": "space",
+    "scale": "scale",
+    "score": "brain score",
+    "clusters": "channel clusters",
+    "roi": "ROIs",
+}
 
 
 def legend_for(scene: BrainScene) -> dict:
@@ -32,31 +38,55 @@ def legend_for(scene: BrainScene) -> dict:
     ramp = np.tile(np.linspace(0, 1, 256), (16, 1))
     if name == "layer":
         n = m.n_layers
-        return {"legend": colours.layer_legend(n), "legend_extent": (0.5, n + 0.5, 0, 1),
-                "legend_xlabel": "layer", "legend_ylabel": "confidence"}
+        return {
+            "legend": colours.layer_legend(n),
+            "legend_extent": (0.5, n + 0.5, 0, 1),
+            "legend_xlabel": "layer",
+            "legend_ylabel": "confidence",
+        }
     if name == "space":
-        return {"legend": colours.space_legend(256), "legend_extent": (-1, 1, 1, -1),
-                "legend_xlabel": "image x", "legend_ylabel": "image y"}
+        return {
+            "legend": colours.space_legend(256),
+            "legend_extent": (-1, 1, 1, -1),
+            "legend_xlabel": "image x",
+            "legend_ylabel": "image y",
+        }
     if name == "scale":
         rgba = colours.scale_rgba(ramp.ravel()).reshape(16, 256, 4)
-        return {"legend": rgba, "legend_extent": (0, 1, 0, 1), "legend_xlabel": "α",
-                "legend_ylabel": ""}
+        return {
+            "legend": rgba,
+            "legend_extent": (0, 1, 0, 1),
+            "legend_xlabel": "α",
+            "legend_ylabel": "",
+        }
     if name == "layer weights":
         rgba = colours.weight_rgba(ramp.ravel()).reshape(16, 256, 4)
-        return {"legend": rgba, "legend_extent": (0, 1, 0, 1),
-                "legend_xlabel": f"π (layer {scene.layer_index + 1})", "legend_ylabel": ""}
+        return {
+            "legend": rgba,
+            "legend_extent": (0, 1, 0, 1),
+            "legend_xlabel": f"π (layer {scene.layer_index + 1})",
+            "legend_ylabel": "",
+        }
     if name == "score":
         vals, _ = scene.values()
         vmax = float(np.nanmax(vals)) if np.any(np.isfinite(vals)) else 1.0
         vmax = vmax if vmax > 0 else 1.0
         rgba = colours.score_rgba(ramp.ravel() * vmax, vmax=vmax).reshape(16, 256, 4)
-        return {"legend": rgba, "legend_extent": (0, vmax, 0, 1),
-                "legend_xlabel": scene.score_key or "score", "legend_ylabel": ""}
+        return {
+            "legend": rgba,
+            "legend_extent": (0, vmax, 0, 1),
+            "legend_xlabel": scene.score_key or "score",
+            "legend_ylabel": "",
+        }
     _, names = scene.values()
     k = max(len(names or []), 1)
     pal = colours.cluster_palette(max(k, 20) if name == "roi" else k)[:k]
-    return {"legend": pal[:, None, :], "legend_extent": (0, 1, k + 0.5, 0.5),
-            "legend_xlabel": "", "legend_ylabel": "label"}
+    return {
+        "legend": pal[:, None, :],
+        "legend_extent": (0, 1, k + 0.5, 0.5),
+        "legend_xlabel": "",
+        "legend_ylabel": "label",
+    }
 
 
 def _panel(scene: BrainScene, view: str, title: str) -> dict:
@@ -69,8 +99,14 @@ def _panel(scene: BrainScene, view: str, title: str) -> dict:
         return {"vertices": pts, "faces": faces, "rgba": rgba, "view": "flat", "title": title}
     # (right, −toward, up) seen from behind ("posterior" of render.py) is the screen itself
     pts = np.stack([right, -toward, -down], 1)
-    return {"vertices": pts, "faces": faces, "rgba": rgba, "view": "posterior", "hemi": "lh",
-            "title": title}
+    return {
+        "vertices": pts,
+        "faces": faces,
+        "rgba": rgba,
+        "view": "posterior",
+        "hemi": "lh",
+        "title": title,
+    }
 
 
 def figure_image(
@@ -119,14 +155,16 @@ def figure_image(
                     scene.kind = "flat"
                 panels.append(_panel(scene, view, f"{MAP_TITLES.get(name, name)} · {view}"))
                 scene.kind = kind
-            rows.append(surface_figure([panels], width_px=width_px, legend_title=name,
-                                       **legend_for(scene)))
+            rows.append(
+                surface_figure([panels], width_px=width_px, legend_title=name, **legend_for(scene))
+            )
     finally:
         scene.map_name, scene.view, scene.kind = saved
     width = max(r.shape[1] for r in rows)
     image = np.concatenate(
-        [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-         for r in rows], axis=0)
+        [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows],
+        axis=0,
+    )
     if out_path is not None:
         save_png(image, out_path)
     return image

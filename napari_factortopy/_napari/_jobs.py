@@ -88,11 +88,17 @@ def _load_inputs(job: TrainJob) -> Iterator[dict]:
                 yield {"kind": "phantom", **{k: v for k, v in rec.items() if k != "subject"}}
         subject = load_phantom(root)
         s = subject.surface
-        yield {"kind": "inputs", "cache": FeatureCache.open(subject.cache_path),
-               "responses": subject.responses, "vertex_ids": s.vertex_ids, "n_lh": s.n_lh,
-               "roi": s.roi, "roi_names": ["V1", "V2/V3", "OPA", "EBA"], "mesh": "fsaverage5",
-               "dataset": {"kind": "phantom", "root": str(root),
-                           "config": subject.config.to_dict()}}
+        yield {
+            "kind": "inputs",
+            "cache": FeatureCache.open(subject.cache_path),
+            "responses": subject.responses,
+            "vertex_ids": s.vertex_ids,
+            "n_lh": s.n_lh,
+            "roi": s.roi,
+            "roi_names": ["V1", "V2/V3", "OPA", "EBA"],
+            "mesh": "fsaverage5",
+            "dataset": {"kind": "phantom", "root": str(root), "config": subject.config.to_dict()},
+        }
         return
     if job.cache is None or job.responses is None or job.subject is None:
         raise ValueError("choose a phantom folder, or a feature cache, responses and subject")
@@ -108,9 +114,17 @@ def _load_inputs(job: TrainJob) -> Iterator[dict]:
             f"has {cache.n_images} images and the subject {len(ids)} vertices, so expected "
             f"({cache.n_images}, {len(ids)})"
         )
-    yield {"kind": "inputs", "cache": cache, "responses": responses, "vertex_ids": ids,
-           "n_lh": n_lh, "roi": roi, "roi_names": roi_names, "mesh": job.mesh,
-           "dataset": {"kind": "cache", "root": str(job.cache)}}
+    yield {
+        "kind": "inputs",
+        "cache": cache,
+        "responses": responses,
+        "vertex_ids": ids,
+        "n_lh": n_lh,
+        "roi": roi,
+        "roi_names": roi_names,
+        "mesh": job.mesh,
+        "dataset": {"kind": "cache", "root": str(job.cache)},
+    }
 
 
 def _sphere_coords(mesh: str, ids: np.ndarray, n_lh: int) -> np.ndarray:
@@ -151,8 +165,9 @@ def training_job(job: TrainJob) -> Iterator[dict]:
     ids, n_lh = np.asarray(inputs["vertex_ids"]), int(inputs["n_lh"])
     dev = resolve_device(job.device)
     coords = _sphere_coords(inputs["mesh"], ids, n_lh)
-    config = FactorTopyConfig(widths=tuple(widths), grid=cache.grid, bottleneck=job.bottleneck,
-                              hidden=job.hidden)
+    config = FactorTopyConfig(
+        widths=tuple(widths), grid=cache.grid, bottleneck=job.bottleneck, hidden=job.hidden
+    )
     import torch
 
     torch.manual_seed(job.seed)
@@ -160,28 +175,56 @@ def training_job(job: TrainJob) -> Iterator[dict]:
     tcfg = TrainConfig(**job.train)
     split = make_split(len(inputs["responses"]), seed=job.seed)
     features = feature_source(source, np.arange(len(inputs["responses"])), dev)
-    meta = {"vertex_ids": ids, "n_lh": n_lh, "mesh": inputs["mesh"], "roi": inputs["roi"],
-            "roi_names": inputs["roi_names"]}
+    meta = {
+        "vertex_ids": ids,
+        "n_lh": n_lh,
+        "mesh": inputs["mesh"],
+        "roi": inputs["roi"],
+        "roi_names": inputs["roi_names"],
+    }
     v, n_layers = len(ids), len(widths)
-    preview = FittedModel(config=config.to_dict(), state={},
-                          space=np.zeros((v, 2)), layer=np.full((v, n_layers), 1 / n_layers),
-                          scale=np.full(v, 0.5), **meta)
-    yield {"kind": "start", "preview": preview,
-           "total_steps": tcfg.max_epochs * tcfg.steps_per_epoch}
+    preview = FittedModel(
+        config=config.to_dict(),
+        state={},
+        space=np.zeros((v, 2)),
+        layer=np.full((v, n_layers), 1 / n_layers),
+        scale=np.full(v, 0.5),
+        **meta,
+    )
+    yield {
+        "kind": "start",
+        "preview": preview,
+        "total_steps": tcfg.max_epochs * tcfg.steps_per_epoch,
+    }
     result = None
     for rec in train(model, features, inputs["responses"], split, tcfg, snapshots=True):
         if rec["kind"] == "done":
             result = rec["result"]
         yield rec
     fitted = FittedModel.from_module(
-        model, **meta,
-        backbone={"name": cache.backbone, "layer_names": names, "widths": widths,
-                  "preprocessing": cache.preprocessing},
-        split={"seed": split.seed, "fractions": list(split.fractions), "train": split.train,
-               "val": split.val, "test": split.test},
-        history=result.history, scores={"r2_test": result.test_r2, "r_test": result.test_r},
-        summary={"val_score": result.val_score, "steps": result.steps,
-                 "seconds": result.seconds, "diverged": result.diverged},
+        model,
+        **meta,
+        backbone={
+            "name": cache.backbone,
+            "layer_names": names,
+            "widths": widths,
+            "preprocessing": cache.preprocessing,
+        },
+        split={
+            "seed": split.seed,
+            "fractions": list(split.fractions),
+            "train": split.train,
+            "val": split.val,
+            "test": split.test,
+        },
+        history=result.history,
+        scores={"r2_test": result.test_r2, "r_test": result.test_r},
+        summary={
+            "val_score": result.val_score,
+            "steps": result.steps,
+            "seconds": result.seconds,
+            "diverged": result.diverged,
+        },
         extra={"dataset": inputs["dataset"], "train": tcfg.to_dict()},
     )
     path = fitted.save(job.out)

@@ -29,7 +29,9 @@ def _fig(size_px: tuple[int, int], dpi: float = 100.0) -> Figure:
 
 
 def bar_image(
-    weights: np.ndarray, names: Sequence[str] | None = None, size_px=(280, 150),
+    weights: np.ndarray,
+    names: Sequence[str] | None = None,
+    size_px=(280, 150),
     title: str = "layer weights",
 ) -> np.ndarray:
     """Bar plot of one vertex's layer weights, bars coloured like the layer map.
@@ -52,7 +54,9 @@ def bar_image(
     ax.bar(np.arange(n), w, color=bar_colours, edgecolor="black", linewidth=0.4)
     ax.set_ylim(0, max(1.0, float(np.nanmax(w, initial=0))))
     ax.set_xticks(np.arange(n))
-    labels = list(names) if names is not None and len(names) == n else [str(i + 1) for i in range(n)]
+    labels = (
+        list(names) if names is not None and len(names) == n else [str(i + 1) for i in range(n)]
+    )
     ax.set_xticklabels(labels, fontsize=6, rotation=90 if n > 8 else 0)
     ax.tick_params(labelsize=6)
     ax.set_title(title, fontsize=8)
@@ -124,8 +128,12 @@ def legend_image(scene, size_px=(260, 200)) -> np.ndarray:
     if name == "layer":
         ax = fig.add_axes([0.2, 0.22, 0.72, 0.66])
         n = model.n_layers
-        ax.imshow(colours.layer_legend(n, (64, 256)), extent=(0.5, n + 0.5, 0, 1),
-                  aspect="auto", interpolation="nearest")
+        ax.imshow(
+            colours.layer_legend(n, (64, 256)),
+            extent=(0.5, n + 0.5, 0, 1),
+            aspect="auto",
+            interpolation="nearest",
+        )
         ax.set_xlabel("layer", fontsize=7)
         ax.set_ylabel("confidence", fontsize=7)
     elif name == "space":
@@ -133,6 +141,18 @@ def legend_image(scene, size_px=(260, 200)) -> np.ndarray:
         ax.imshow(colours.space_legend(128), extent=(-1, 1, 1, -1), interpolation="nearest")
         ax.set_xlabel("image x", fontsize=7)
         ax.set_ylabel("image y", fontsize=7)
+    elif name in getattr(scene, "custom", {}):
+        ax = fig.add_axes([0.08, 0.45, 0.84, 0.2])
+        vals = np.asarray(scene.custom[name][1], np.float64)
+        lim = float(np.nanmax(np.abs(vals))) if np.any(np.isfinite(vals)) else 1.0
+        ramp = np.linspace(-lim, lim, 256)
+        ax.imshow(
+            colours.weight_rgba(ramp, -lim or -1, lim or 1, cmap="coolwarm")[None],
+            extent=(-lim, lim, 0, 1),
+            aspect="auto",
+        )
+        ax.set_yticks([])
+        ax.set_title(name, fontsize=7)
     elif name in ("layer weights", "scale", "score"):
         ax = fig.add_axes([0.08, 0.45, 0.84, 0.2])
         ramp = np.linspace(0, 1, 256)
@@ -151,13 +171,16 @@ def legend_image(scene, size_px=(260, 200)) -> np.ndarray:
         ax.set_yticks([])
         ax.set_title(label, fontsize=7)
     else:
-        values, names = scene.values()
+        _values, names = scene.values()
         names = list(names or [])
         k = len(names)
         ax = fig.add_axes([0.05, 0.05, 0.9, 0.9])
         ax.set_axis_off()
-        pal = (colours.cluster_palette(max(k, 1)) if name != "roi"
-               else colours.cluster_palette(max(20, k)))
+        pal = (
+            colours.cluster_palette(max(k, 1))
+            if name != "roi"
+            else colours.cluster_palette(max(20, k))
+        )
         cols = 2 if k > 8 else 1
         per = int(np.ceil(k / cols)) if k else 1
         for i, nm in enumerate(names):

@@ -45,8 +45,15 @@ def sample_model_path(progress=None) -> Path:
     path = root / "phantom-model.ftopy"
     if path.is_file():
         return path
-    job = TrainJob(out=path, phantom=root / "phantom", phantom_config=dict(SAMPLE_PHANTOM),
-                   train=dict(SAMPLE_TRAIN), bottleneck=32, hidden=64, device="auto")
+    job = TrainJob(
+        out=path,
+        phantom=root / "phantom",
+        phantom_config=dict(SAMPLE_PHANTOM),
+        train=dict(SAMPLE_TRAIN),
+        bottleneck=32,
+        hidden=64,
+        device="auto",
+    )
     for rec in training_job(job):
         if progress is not None:
             progress(rec)

@@ -48,8 +48,9 @@ def stimulus_loader(model) -> tuple[Callable[[np.ndarray], np.ndarray], int] | N
 
         return load, cfg.n_images
     if kind == "folder" and info.get("root") and Path(info["root"]).is_dir():
-        files = sorted(p for p in Path(info["root"]).rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p for p in Path(info["root"]).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+        )
         if not files:
             return None
 

@@ -265,16 +265,16 @@ def roi_boundary(faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
     Returns
     -------
     border : bool array of shape (n,)
-        True for a labelled vertex that shares an edge with a differently labelled one.
+        True for a vertex that shares an edge with a vertex of a smaller, non-zero label
+        (one vertex wide, on one side of each border between two ROIs; the edge of
+        the modelled area shows anyway, against curvature grey).
     """
     lab = np.asarray(labels)
     f = np.asarray(faces)
     border = np.zeros(len(lab), bool)
     for a, b in ((0, 1), (1, 2), (2, 0)):
-        i, j = f[:, a], f[:, b]
-        diff = lab[i] != lab[j]
-        border[i[diff & (lab[i] > 0)]] = True
-        border[j[diff & (lab[j] > 0)]] = True
+        for i, j in ((f[:, a], f[:, b]), (f[:, b], f[:, a])):
+            border[i[(lab[i] > lab[j]) & (lab[j] > 0)]] = True
     return border
 
 
@@ -325,6 +325,7 @@ class BrainScene:
     outlines: bool = False
     clusters: np.ndarray | None = None
     stimulus: np.ndarray | None = None
+    custom: dict = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -384,7 +385,13 @@ class BrainScene:
 
     # ---- colours and values
     def model_rgba(self) -> np.ndarray:
-        """(V, 4) colours of all modelled vertices for the current map."""
+        """(V, 4) colours of all modelled vertices for the current map.
+
+        ``custom[name] = (rgba (V, 4), values (V,))`` adds maps computed elsewhere
+        (e.g. a predicted response).
+        """
+        if self.map_name in self.custom:
+            return self.custom[self.map_name][0]
         return map_rgba(
             self.model,
             self.map_name,
@@ -406,13 +413,16 @@ class BrainScene:
 
         Returns ``(values (n,) or (n, k), label_names)``; see :func:`map_values`.
         """
-        vals, names = map_values(
-            self.model,
-            self.map_name,
-            layer_index=self.layer_index,
-            score_key=self.score_key,
-            clusters=self.clusters,
-        )
+        if self.map_name in self.custom:
+            vals, names = np.asarray(self.custom[self.map_name][1], np.float64), None
+        else:
+            vals, names = map_values(
+                self.model,
+                self.map_name,
+                layer_index=self.layer_index,
+                score_key=self.score_key,
+                clusters=self.clusters,
+            )
         n = len(self.background())
         shape = (n, *vals.shape[1:])
         out = np.zeros(shape, vals.dtype) if names is not None else np.full(shape, np.nan)

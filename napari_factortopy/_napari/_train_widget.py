@@ -34,47 +34,73 @@ class TrainWidget(widgets.Container):
         self.worker = None
         self.preview_layer = None
         self.saved_path: str | None = None
-        self.source = widgets.ComboBox(label="data", choices=["phantom", "feature cache"],
-                                       value="phantom")
-        self.phantom = widgets.FileEdit(label="phantom folder", mode="d",
-                                        value=str(Path.home() / "factortopy" / "phantom"))
+        self.source = widgets.ComboBox(
+            label="data", choices=["phantom", "feature cache"], value="phantom"
+        )
+        self.phantom = widgets.FileEdit(
+            label="phantom folder", mode="d", value=str(Path.home() / "factortopy" / "phantom")
+        )
         self.cache = widgets.FileEdit(label="feature cache", mode="d", visible=False)
-        self.responses = widgets.FileEdit(label="responses (.npy)", filter="*.npy",
-                                          visible=False)
+        self.responses = widgets.FileEdit(label="responses (.npy)", filter="*.npy", visible=False)
         self.subject = widgets.FileEdit(label="subject (.npz)", filter="*.npz", visible=False)
-        self.mesh = widgets.ComboBox(label="mesh", visible=False,
-                                     choices=["fsaverage5", "fsaverage6", "fsaverage"])
-        self.layers = widgets.LineEdit(label="layers", value="",
-                                       tooltip="comma-separated backbone layers; empty = all")
-        self.lr = widgets.FloatSpinBox(label="learning rate", value=1e-3, step=1e-5, min=0,
-                                       max=1)
-        self.weight_decay = widgets.FloatSpinBox(label="weight decay", value=1e-2, step=1e-4,
-                                                 min=0, max=10)
+        self.mesh = widgets.ComboBox(
+            label="mesh", visible=False, choices=["fsaverage5", "fsaverage6", "fsaverage"]
+        )
+        self.layers = widgets.LineEdit(
+            label="layers", value="", tooltip="comma-separated backbone layers; empty = all"
+        )
+        self.lr = widgets.FloatSpinBox(label="learning rate", value=1e-3, step=1e-5, min=0, max=1)
+        self.weight_decay = widgets.FloatSpinBox(
+            label="weight decay", value=1e-2, step=1e-4, min=0, max=10
+        )
         self.batch_size = widgets.SpinBox(label="batch size", value=8, min=1, max=4096)
-        self.steps_per_epoch = widgets.SpinBox(label="steps / epoch", value=1000, min=1,
-                                               max=10**6)
+        self.steps_per_epoch = widgets.SpinBox(label="steps / epoch", value=1000, min=1, max=10**6)
         self.max_epochs = widgets.SpinBox(label="max epochs", value=1000, min=1, max=10**6)
         self.patience = widgets.SpinBox(label="patience", value=20, min=1, max=10**6)
         self.bottleneck = widgets.SpinBox(label="bottleneck D", value=128, min=1, max=4096)
-        self.max_minutes = widgets.FloatSpinBox(label="time budget (min, 0 = none)", value=0.0,
-                                               min=0, max=10**6)
-        self.device = widgets.ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"],
-                                       value="auto")
-        self.out = widgets.FileEdit(label="save as", mode="w", filter="*.ftopy",
-                                    value=_DEFAULT_OUT)
+        self.max_minutes = widgets.FloatSpinBox(
+            label="time budget (min, 0 = none)", value=0.0, min=0, max=10**6
+        )
+        self.device = widgets.ComboBox(
+            label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto"
+        )
+        self.out = widgets.FileEdit(
+            label="save as", mode="w", filter="*.ftopy", value=_DEFAULT_OUT
+        )
         self.start_button = widgets.PushButton(text="Train")
         self.pause_button = widgets.PushButton(text="Pause", enabled=False)
         self.stop_button = widgets.PushButton(text="Stop", enabled=False)
         self.progress = widgets.ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = widgets.Label(label="status", value="idle")
-        buttons = widgets.Container(layout="horizontal", labels=False,
-                                    widgets=[self.start_button, self.pause_button,
-                                             self.stop_button])
-        self.extend([self.source, self.phantom, self.cache, self.responses, self.subject,
-                     self.mesh, self.layers, self.lr, self.weight_decay, self.batch_size,
-                     self.steps_per_epoch, self.max_epochs, self.patience, self.bottleneck,
-                     self.max_minutes, self.device, self.out, buttons, self.progress,
-                     self.status])
+        buttons = widgets.Container(
+            layout="horizontal",
+            labels=False,
+            widgets=[self.start_button, self.pause_button, self.stop_button],
+        )
+        self.extend(
+            [
+                self.source,
+                self.phantom,
+                self.cache,
+                self.responses,
+                self.subject,
+                self.mesh,
+                self.layers,
+                self.lr,
+                self.weight_decay,
+                self.batch_size,
+                self.steps_per_epoch,
+                self.max_epochs,
+                self.patience,
+                self.bottleneck,
+                self.max_minutes,
+                self.device,
+                self.out,
+                buttons,
+                self.progress,
+                self.status,
+            ]
+        )
         self.source.changed.connect(self._on_source)
         self.start_button.changed.connect(self._on_start)
         self.pause_button.changed.connect(self._on_pause)
@@ -89,19 +115,33 @@ class TrainWidget(widgets.Container):
 
     def job(self) -> TrainJob:
         """The :class:`TrainJob` the controls describe."""
-        train = {"lr": float(self.lr.value), "weight_decay": float(self.weight_decay.value),
-                 "batch_size": int(self.batch_size.value),
-                 "steps_per_epoch": int(self.steps_per_epoch.value),
-                 "max_epochs": int(self.max_epochs.value), "patience": int(self.patience.value)}
+        train = {
+            "lr": float(self.lr.value),
+            "weight_decay": float(self.weight_decay.value),
+            "batch_size": int(self.batch_size.value),
+            "steps_per_epoch": int(self.steps_per_epoch.value),
+            "max_epochs": int(self.max_epochs.value),
+            "patience": int(self.patience.value),
+        }
         if self.max_minutes.value > 0:
             train["max_seconds"] = 60.0 * float(self.max_minutes.value)
         layers = [s.strip() for s in self.layers.value.split(",") if s.strip()] or None
-        common = {"out": str(self.out.value), "train": train, "layers": layers,
-                  "bottleneck": int(self.bottleneck.value), "device": self.device.value}
+        common = {
+            "out": str(self.out.value),
+            "train": train,
+            "layers": layers,
+            "bottleneck": int(self.bottleneck.value),
+            "device": self.device.value,
+        }
         if self.source.value == "phantom":
             return TrainJob(phantom=str(self.phantom.value), **common)
-        return TrainJob(cache=str(self.cache.value), responses=str(self.responses.value),
-                        subject=str(self.subject.value), mesh=self.mesh.value, **common)
+        return TrainJob(
+            cache=str(self.cache.value),
+            responses=str(self.responses.value),
+            subject=str(self.subject.value),
+            mesh=self.mesh.value,
+            **common,
+        )
 
     def _on_start(self, _=None, job: TrainJob | None = None, start: bool = True):
         """Start training in a worker thread; returns the worker.
@@ -150,15 +190,19 @@ class TrainWidget(widgets.Container):
             self.progress.value = min(rec["step"], self.progress.max)
             self.status.value = f"step {rec['step']} · loss {rec['loss']:.4f}"
         elif kind == "validation":
-            self.status.value = (f"epoch {rec['epoch']} · val R² {rec['val_score']:.4f} "
-                                 f"(best {rec['best_score']:.4f})")
+            self.status.value = (
+                f"epoch {rec['epoch']} · val R² {rec['val_score']:.4f} "
+                f"(best {rec['best_score']:.4f})"
+            )
             if "selectors" in rec:
                 self._update_preview(rec["selectors"])
         elif kind == "diverged":
             from napari.utils.notifications import show_warning
 
-            show_warning(f"training diverged at step {rec['step']} (loss {rec['loss']}); "
-                         "keeping the last good checkpoint")
+            show_warning(
+                f"training diverged at step {rec['step']} (loss {rec['loss']}); "
+                "keeping the last good checkpoint"
+            )
         elif kind == "saved":
             self.saved_path = rec["path"]
             self.status.value = f"saved {rec['path']}"

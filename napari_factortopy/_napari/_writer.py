@@ -88,7 +88,8 @@ def write_map(
         elif suffix == ".func.gii":
             arrays = [
                 nib.gifti.GiftiDataArray(
-                    part[:, j].astype(np.float32), intent="NIFTI_INTENT_NONE",
+                    part[:, j].astype(np.float32),
+                    intent="NIFTI_INTENT_NONE",
                     datatype="NIFTI_TYPE_FLOAT32",
                     meta=nib.gifti.GiftiMetaData({"Name": f"{map_name}[{j}]"}),
                 )
@@ -115,13 +116,17 @@ def _label_gifti(labels: np.ndarray, names: list[str], title: str):
     for key, name, rgba in [(0, "none", (0.5, 0.5, 0.5, 0.0))] + [
         (i + 1, n, tuple(pal[i])) for i, n in enumerate(names)
     ]:
-        lab = nib.gifti.GiftiLabel(key=key, red=rgba[0], green=rgba[1], blue=rgba[2],
-                                   alpha=rgba[3])
+        lab = nib.gifti.GiftiLabel(
+            key=key, red=rgba[0], green=rgba[1], blue=rgba[2], alpha=rgba[3]
+        )
         lab.label = name
         table.labels.append(lab)
-    arr = nib.gifti.GiftiDataArray(labels, intent="NIFTI_INTENT_LABEL",
-                                   datatype="NIFTI_TYPE_INT32",
-                                   meta=nib.gifti.GiftiMetaData({"Name": title}))
+    arr = nib.gifti.GiftiDataArray(
+        labels,
+        intent="NIFTI_INTENT_LABEL",
+        datatype="NIFTI_TYPE_INT32",
+        meta=nib.gifti.GiftiMetaData({"Name": title}),
+    )
     return nib.gifti.GiftiImage(darrays=[arr], labeltable=table)
 
 
@@ -136,5 +141,10 @@ def napari_write_map(path: str, data, meta: dict) -> list[str]:
     info = (meta.get("metadata") or {}).get(META_KEY)
     if not info or "values" not in info:
         return []
-    return write_map(path, info["values"], int(info["n_lh_mesh"]), info.get("label_names"),
-                     str(info.get("map", "map")))
+    return write_map(
+        path,
+        info["values"],
+        int(info["n_lh_mesh"]),
+        info.get("label_names"),
+        str(info.get("map", "map")),
+    )

@@ -153,8 +153,8 @@ def make_split(
         raise ValueError(f"groups has {len(groups)} entries; expected {n_images} (one per image)")
     keys, inverse = np.unique(groups, return_inverse=True)
     order = np.random.default_rng(seed).permutation(len(keys))
-    n_val = int(round(fractions[1] * len(keys)))
-    n_test = int(round(fractions[2] * len(keys)))
+    n_val = round(fractions[1] * len(keys))
+    n_test = round(fractions[2] * len(keys))
     which = np.zeros(len(keys), np.int64)  # 0 train, 1 val, 2 test
     which[order[:n_val]] = 1
     which[order[n_val : n_val + n_test]] = 2

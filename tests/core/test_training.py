@@ -138,7 +138,7 @@ def test_early_stopping_counts_epochs_without_improvement():
     coords, feats, y = _problem()
     split = make_split(len(y), seed=0)
     cfg = TrainConfig(lr=0.0, weight_decay=0.0, steps_per_epoch=5, patience=3, max_epochs=50)
-    recs, res = _run(train(_fresh(coords), feats, y, split, cfg))
+    recs, _ = _run(train(_fresh(coords), feats, y, split, cfg))
     vals = [r for r in recs if r["kind"] == "validation"]
     # lr 0: epoch 1 improves on -inf, the next 3 do not -> stop after 4 validations
     assert len(vals) == 4 and [v["improved"] for v in vals] == [True, False, False, False]
@@ -148,8 +148,8 @@ def test_top_k_and_soup_use_validation_only():
     coords, feats, y = _problem()
     split = make_split(len(y), seed=0)
     cfg = TrainConfig(steps_per_epoch=10, max_epochs=5, top_k=3, lr=5e-3)
-    recs, res = _run(train(_fresh(coords), feats, y, split, cfg))
-    soup = [r for r in recs if r["kind"] == "soup"][0]
+    recs, _ = _run(train(_fresh(coords), feats, y, split, cfg))
+    soup = next(r for r in recs if r["kind"] == "soup")
     best_single = max(r["val_score"] for r in recs if r["kind"] == "validation")
     assert soup["val_score"] >= best_single - 1e-9
     assert set(soup["members"]) <= {0, 1, 2} and soup["members"][0] == 0

@@ -15,7 +15,7 @@ from .conftest import make_model
 @pytest.fixture
 def shown(make_napari_viewer, model_path):
     viewer = make_napari_viewer(ndisplay=3)
-    (data, kwargs, _), = model_layers(model_path)
+    ((data, kwargs, _),) = model_layers(model_path)
     layer = viewer.add_surface(data, **kwargs)
     widget = BrainWidget(viewer)
     return viewer, layer, widget
@@ -30,19 +30,22 @@ def _modelled(layer):
 
 
 def test_map_switch_paints_core_colours(shown, tiny_model):
-    viewer, layer, widget = shown
+    _viewer, layer, widget = shown
     scene, idx = _modelled(layer)
     assert widget.model_choice.value == layer.name
-    for name, want in (("space", colours.space_rgba(tiny_model.space)),
-                       ("scale", colours.scale_rgba(tiny_model.scale)),
-                       ("score", colours.score_rgba(tiny_model.scores["r2_test"]))):
+    for name, want in (
+        ("space", colours.space_rgba(tiny_model.space)),
+        ("scale", colours.scale_rgba(tiny_model.scale)),
+        ("score", colours.score_rgba(tiny_model.scores["r2_test"])),
+    ):
         widget.map_choice.value = name
         np.testing.assert_allclose(layer.vertex_colors[idx], want, atol=1e-6)
         assert layer.metadata[META_KEY]["map"] == name
     widget.map_choice.value = "layer weights"
     widget.layer_slider.value = 3
-    np.testing.assert_allclose(layer.vertex_colors[idx],
-                               colours.weight_rgba(tiny_model.layer[:, 2]), atol=1e-6)
+    np.testing.assert_allclose(
+        layer.vertex_colors[idx], colours.weight_rgba(tiny_model.layer[:, 2]), atol=1e-6
+    )
     np.testing.assert_allclose(layer.metadata[META_KEY]["values"][idx], tiny_model.layer[:, 2])
     widget.map_choice.value = "clusters"
     labels = scene.clusters
@@ -52,7 +55,7 @@ def test_map_switch_paints_core_colours(shown, tiny_model):
 
 
 def test_mesh_and_view_switch_change_geometry(shown):
-    viewer, layer, widget = shown
+    _viewer, layer, widget = shown
     before = np.array(layer.data[0])
     widget.mesh_choice.value = "sphere"
     assert not np.allclose(layer.data[0], before)
@@ -61,14 +64,14 @@ def test_mesh_and_view_switch_change_geometry(shown):
     widget._on_view("ventral")
     assert not np.allclose(layer.data[0], sphere)
     widget._on_outlines(True)
-    scene, idx = _modelled(layer)
+    _scene, idx = _modelled(layer)
     black = np.all(layer.vertex_colors[:, :3] == 0, axis=1)
     assert black.any() and np.all(np.isin(np.flatnonzero(black), idx))
 
 
 def test_click_reports_the_vertex(shown, tiny_model):
-    viewer, layer, widget = shown
-    scene, idx = _modelled(layer)
+    _viewer, layer, widget = shown
+    _scene, idx = _modelled(layer)
     verts = np.asarray(layer.data[0])
     # the frontmost modelled vertex of the lh: cast a ray from the camera onto it
     row = int(np.argmax(verts[idx[: tiny_model.n_lh], 0]))

@@ -36,7 +36,7 @@ def test_figure_shows_the_map_colour(one_hot_model):
     # the modelled occipital patch is visible in both views, in its exact colour
     top = image[: image.shape[0] // 2]
     assert _count(top, colour) > 2000
-    assert _count(image[image.shape[0] // 2:], colour) < _count(top, colour) / 20
+    assert _count(image[image.shape[0] // 2 :], colour) < _count(top, colour) / 20
     greys = colours.curvature_grey(np.array([-1.0, 1.0]))[:, :3]
     n_grey = sum(_count(image, g) for g in greys)
     assert n_grey > 2 * _count(image, colour)  # the rest of the cortex is curvature grey
@@ -46,8 +46,18 @@ def test_figure_shows_the_map_colour(one_hot_model):
 def test_cli_figure_writes_png(tmp_path, one_hot_model, capsys):
     path = one_hot_model.save(tmp_path / "m.ftopy")
     out = tmp_path / "fig.png"
-    code = main(["figure", str(path), "--maps", "layer,score", "--views",
-                 "lateral,ventral,flat", "--out", str(out)])
+    code = main(
+        [
+            "figure",
+            str(path),
+            "--maps",
+            "layer,score",
+            "--views",
+            "lateral,ventral,flat",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and "3000" in capsys.readouterr().out
     image = np.asarray(Image.open(out))
     assert image.shape[1] == 3000

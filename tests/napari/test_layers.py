@@ -46,15 +46,16 @@ def test_layout_puts_hemispheres_side_by_side():
 
 
 def test_roi_boundary_matches_a_naive_loop():
-    faces = np.array([[0, 1, 2], [1, 2, 3], [2, 3, 4]])
-    labels = np.array([1, 1, 2, 2, 0])
-    want = np.zeros(5, bool)
+    faces = np.array([[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]])
+    labels = np.array([1, 1, 2, 2, 0, 3])
+    want = np.zeros(6, bool)
     for f in faces:
         for a in f:
             for b in f:
-                if labels[a] != labels[b] and labels[a] > 0:
+                if labels[a] > labels[b] > 0:
                     want[a] = True
     np.testing.assert_array_equal(roi_boundary(faces, labels), want)
+    assert want.sum() == 3  # 2 and 3 next to 1; 3 next to 2; nothing next to 0
 
 
 def test_missing_mesh_falls_back_to_fsaverage5(tmp_path):
@@ -77,8 +78,11 @@ def test_missing_mesh_falls_back_to_fsaverage5(tmp_path):
 
 
 def test_pick_finds_the_vertex_under_a_ray():
-    model = make_model(vertex_ids=np.r_[np.arange(0, 2000, 7), np.arange(0, 2000, 5)],
-                       n_lh=len(np.arange(0, 2000, 7)), mesh="synthetic")
+    model = make_model(
+        vertex_ids=np.r_[np.arange(0, 2000, 7), np.arange(0, 2000, 5)],
+        n_lh=len(np.arange(0, 2000, 7)),
+        mesh="synthetic",
+    )
     scene = BrainScene(model, loader=synthetic_loader(2000))
     verts, _ = scene.geometry()
     rng = np.random.default_rng(1)

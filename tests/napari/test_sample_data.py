@@ -10,15 +10,17 @@ from napari_factortopy.core.fitted import FittedModel
 
 def test_sample_is_trained_once_then_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("FACTORTOPY_CACHE", str(tmp_path))
-    monkeypatch.setattr(_sample_data, "SAMPLE_PHANTOM",
-                        {"n_vertices": 200, "n_images": 64, "image_size": 64})
-    monkeypatch.setattr(_sample_data, "SAMPLE_TRAIN",
-                        {"steps_per_epoch": 3, "max_epochs": 1, "log_every": 1})
+    monkeypatch.setattr(
+        _sample_data, "SAMPLE_PHANTOM", {"n_vertices": 200, "n_images": 64, "image_size": 64}
+    )
+    monkeypatch.setattr(
+        _sample_data, "SAMPLE_TRAIN", {"steps_per_epoch": 3, "max_epochs": 1, "log_every": 1}
+    )
     kinds = []
     path = _sample_data.sample_model_path(progress=lambda r: kinds.append(r["kind"]))
     assert path.parent.parent == tmp_path and kinds[-1] == "saved" and "phantom" in kinds
     stamp = path.stat().st_mtime_ns
-    (data, kwargs, kind), = _sample_data.phantom_model()
+    ((_data, kwargs, kind),) = _sample_data.phantom_model()
     assert kind == "surface" and path.stat().st_mtime_ns == stamp  # no retraining
     model = FittedModel.load(path)
     assert model.n_vertices == 200

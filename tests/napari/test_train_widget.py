@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from napari_factortopy._napari._jobs import TrainJob
 from napari_factortopy._napari._layers import META_KEY
@@ -11,12 +10,7 @@ from napari_factortopy._napari._train_widget import TrainWidget
 from napari_factortopy.core import colours
 from napari_factortopy.core.fitted import FittedModel
 
-TINY = {"n_vertices": 200, "n_images": 64, "image_size": 64}
-
-
-@pytest.fixture(scope="session")
-def phantom_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("phantom") / "subject"
+from .conftest import TINY_PHANTOM as TINY
 
 
 def _job(widget, root, out):
@@ -33,8 +27,9 @@ def _job(widget, root, out):
     return job
 
 
-def test_train_from_widget_opens_the_saved_model(make_napari_viewer, qtbot, tmp_path,
-                                                 phantom_root):
+def test_train_from_widget_opens_the_saved_model(
+    make_napari_viewer, qtbot, tmp_path, phantom_root
+):
     viewer = make_napari_viewer()
     widget = TrainWidget(viewer)
     assert widget.lr.value == 1e-3 and widget.batch_size.value == 8  # the paper's defaults
@@ -45,8 +40,12 @@ def test_train_from_widget_opens_the_saved_model(make_napari_viewer, qtbot, tmp_
     worker.yielded.connect(records.append)
     live = []
     worker.yielded.connect(
-        lambda r: live.append(np.array(widget.preview_layer.vertex_colors))
-        if r["kind"] == "validation" else None)
+        lambda r: (
+            live.append(np.array(widget.preview_layer.vertex_colors))
+            if r["kind"] == "validation"
+            else None
+        )
+    )
     with qtbot.waitSignal(worker.finished, timeout=300_000):
         worker.start()
     kinds = [r["kind"] for r in records]
@@ -54,8 +53,9 @@ def test_train_from_widget_opens_the_saved_model(make_napari_viewer, qtbot, tmp_
     # the live map at the last validation shows that validation's selectors
     last = [r for r in records if r["kind"] == "validation"][-1]["selectors"]
     scene = widget._scene
-    np.testing.assert_allclose(live[-1][scene.mesh_index()], colours.layer_rgba(last["layer"]),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        live[-1][scene.mesh_index()], colours.layer_rgba(last["layer"]), atol=1e-6
+    )
     # saved, opened, preview removed
     saved = FittedModel.load(tmp_path / "trained.ftopy")
     assert saved.n_vertices == 200 and saved.extra["dataset"]["kind"] == "phantom"

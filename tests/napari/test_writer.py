@@ -20,8 +20,9 @@ def test_scalar_map_round_trip(tmp_path, suffix):
     for path, part in zip(paths, (values[:12], values[12:]), strict=True):
         img = nib.load(path)
         got = img.agg_data() if suffix == ".func.gii" else np.asarray(img.dataobj).ravel()
-        np.testing.assert_array_equal(np.asarray(got, np.float64),
-                                      part.astype(np.float32).astype(np.float64))
+        np.testing.assert_array_equal(
+            np.asarray(got, np.float64), part.astype(np.float32).astype(np.float64)
+        )
 
 
 def test_two_column_map_and_labels(tmp_path):
@@ -30,21 +31,22 @@ def test_two_column_map_and_labels(tmp_path):
     got = np.stack(nib.load(rh).agg_data(), axis=1)
     np.testing.assert_allclose(got, space[4:].astype(np.float32))
     lh, _ = write_map(tmp_path / "space.mgh", space, n_lh=4)
-    np.testing.assert_allclose(np.asarray(nib.load(lh).dataobj).reshape(4, 2), space[:4],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(nib.load(lh).dataobj).reshape(4, 2), space[:4], rtol=1e-6
+    )
     labels = np.array([0, 1, 2, 3, 1, 0, 2])
     lh, rh = write_map(tmp_path / "layer.label.gii", labels, 3, ["a", "b", "c"], "layer")
     img = nib.load(rh)
     np.testing.assert_array_equal(img.agg_data(), labels[3:])
     assert img.labeltable.get_labels_as_dict() == {0: "none", 1: "a", 2: "b", 3: "c"}
-    with pytest.raises(ValueError, match="func.gii"):
+    with pytest.raises(ValueError, match=r"func\.gii"):
         write_map(tmp_path / "x.label.gii", space[:, 0], 4)
 
 
 def test_napari_writer_saves_the_shown_map(tmp_path, model_path, tiny_model):
-    (data, kwargs, _), = model_layers(model_path)
+    ((data, kwargs, _),) = model_layers(model_path)
     meta = {"metadata": kwargs["metadata"], "name": kwargs["name"]}
-    lh, rh = napari_write_map(str(tmp_path / "m.label.gii"), data, meta)
+    lh, _rh = napari_write_map(str(tmp_path / "m.label.gii"), data, meta)
     info = kwargs["metadata"][META_KEY]
     n_lh = info["n_lh_mesh"]
     got = nib.load(lh).agg_data()

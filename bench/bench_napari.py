@@ -1,0 +1,184 @@
+"""Timings of the napari workbench on an fsaverage-sized mesh (issue 4's targets).
+
+Run under a display (``xvfb-run -a .venv/bin/python bench/bench_napari.py``). A
+synthetic mesh of 163,842 vertices per hemisphere stands in for fsaverage; the model
+has ``--vertices`` modelled vertices (default 40,000, about NSD's nsdgeneral).
+
+Prints, in milliseconds:
+
+- drop → shown map: ``viewer.open(model.ftopy)`` until the first frame is drawn
+  (target < 2000);
+- map switch and mesh/view switch, until drawn (target < 200);
+- click → inspected vertex (target < 100), first click (builds the KD-tree) apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import napari_factortopy  # noqa: F401  (Mesa/triton guard)
+
+
+def synthetic_meshset(n: int, name: str, kind: str):
+    """Two hemispheres of ``n`` vertices: an ellipsoid triangulated by its convex hull."""
+    from scipy.spatial import ConvexHull
+
+    from napari_factortopy._napari._surface import MeshSet
+
+    i = np.arange(n) + 0.5
+    phi = np.arccos(1 - 2 * i / n)
+    theta = np.pi * (1 + 5**0.5) * i
+    unit = np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], 1)
+    faces = ConvexHull(unit).simplices.astype(np.int64)
+    normal = np.cross(unit[faces[:, 1]] - unit[faces[:, 0]], unit[faces[:, 2]] - unit[faces[:, 0]])
+    flip = (normal * unit[faces].mean(1)).sum(1) < 0
+    faces[flip] = faces[flip][:, ::-1]
+    scale = np.array([100.0, 100.0, 100.0]) if kind == "sphere" else np.array([35.0, 100.0, 70.0])
+    verts = (unit * scale).astype(np.float32)
+    curv = np.sin(5 * theta) * np.sin(4 * phi)
+    return MeshSet(
+        name,
+        kind,
+        {"lh": verts, "rh": verts},
+        {"lh": faces, "rh": faces},
+        {"lh": curv, "rh": curv},
+    )
+
+
+def bench_model(n_mesh: int, n_vertices: int, n_layers: int = 12, d: int = 128):
+    from napari_factortopy.core.fitted import FittedModel
+
+    rng = np.random.default_rng(0)
+    half = n_vertices // 2
+    ids = np.r_[
+        np.sort(rng.choice(n_mesh, half, replace=False)),
+        np.sort(rng.choice(n_mesh, n_vertices - half, replace=False)),
+    ]
+    logits = rng.normal(size=(n_vertices, n_layers)) * 3
+    layer = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return FittedModel(
+        config={"widths": [8] * n_layers, "grid": [8, 8], "bottleneck": d},
+        state={
+            "beta": rng.normal(size=(n_vertices, d)).astype(np.float32),
+            "coords": rng.normal(size=(n_vertices, 3)).astype(np.float32),
+        },
+        space=rng.uniform(-1, 1, (n_vertices, 2)),
+        layer=layer,
+        scale=rng.uniform(0, 1, n_vertices),
+        vertex_ids=ids,
+        n_lh=half,
+        mesh="fsaverage",
+        roi=rng.integers(0, 5, n_vertices),
+        roi_names=["V1", "V2", "V3", "hV4"],
+        scores={"r2_test": rng.uniform(0, 0.5, n_vertices).astype(np.float32)},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mesh-vertices", type=int, default=163842)
+    parser.add_argument("--vertices", type=int, default=40000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_factortopy._napari import _layers
+    from napari_factortopy._napari._brain_widget import BrainWidget
+
+    t0 = time.perf_counter()
+    meshes = {
+        k: synthetic_meshset(args.mesh_vertices, "fsaverage", k) for k in ("inflated", "sphere")
+    }
+    print(
+        f"synthetic mesh: 2 × {args.mesh_vertices} vertices, "
+        f"{2 * len(meshes['inflated'].faces['lh'])} faces "
+        f"(built in {time.perf_counter() - t0:.1f} s, not timed below)"
+    )
+    _layers.load_meshset = lambda name, kind: meshes[kind]  # this machine's "fsaverage"
+    tmp = Path(tempfile.mkdtemp())
+    path = bench_model(args.mesh_vertices, args.vertices).save(tmp / "bench.ftopy")
+
+    viewer = napari.Viewer(ndisplay=3, show=True)
+    app = QApplication.instance()
+
+    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+
+    def drawn() -> None:
+        app.processEvents()  # napari's updates and the canvas repaint (one frame)
+
+    drawn()
+    t = time.perf_counter()
+    viewer.open(str(path), plugin="napari-factortopy")
+    drawn()
+    drop = time.perf_counter() - t
+    print(f"drop → shown layer map: {1000 * drop:.0f} ms (target < 2000)")
+
+    widget = BrainWidget(viewer)
+    drawn()
+
+    def timed(action) -> float:
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            action()
+            drawn()
+            times.append(time.perf_counter() - t)
+        return 1000 * statistics.median(times)
+
+    t = time.perf_counter()
+    for _ in range(args.repeats):
+        canvas.render()
+    frame = 1000 * (time.perf_counter() - t) / args.repeats
+    print(f"one frame of this canvas (OpenGL draw alone): {frame:.0f} ms")
+    for name in ("space", "scale", "score", "layer"):
+        print(
+            f"map switch → {name}: {timed(lambda n=name: widget._on_map(n)):.0f} ms (target < 200)"
+        )
+    widget.mesh_choice.value = "sphere"  # first use of a mesh kind fills the caches
+    widget.mesh_choice.value = "inflated"
+    drawn()
+
+    def toggle_mesh() -> None:
+        other = "sphere" if widget.mesh_choice.value == "inflated" else "inflated"
+        widget.mesh_choice.value = other
+
+    def toggle_view() -> None:
+        widget._on_view("ventral" if widget.scene.view == "lateral" else "lateral")
+
+    print(f"mesh switch inflated ↔ sphere: {timed(toggle_mesh):.0f} ms (target < 200)")
+    widget._on_view("ventral")
+    widget._on_view("lateral")
+    print(f"view preset lateral ↔ ventral: {timed(toggle_view):.0f} ms")
+
+    scene = widget.scene
+    verts, _ = scene.geometry()
+    rng = np.random.default_rng(1)
+    targets = verts[rng.choice(len(verts), 20, replace=False)]
+    direction = np.array([-1.0, 0.0, 0.0])
+    scene._cache.pop(("tree", scene.kind, scene.view), None)
+    t = time.perf_counter()
+    widget._on_click(np.r_[1000.0, targets[0, 1:]], direction)
+    first = time.perf_counter() - t
+    clicks = []
+    for target in targets[1:]:
+        t = time.perf_counter()
+        widget._on_click(np.r_[1000.0, target[1:]], direction)
+        clicks.append(time.perf_counter() - t)
+    print(
+        f"click → inspected vertex: median {1000 * statistics.median(clicks):.1f} ms, "
+        f"max {1000 * max(clicks):.1f} ms (target < 100); first click after a mesh/view "
+        f"change (builds the KD-tree): {1000 * first:.0f} ms"
+    )
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Figure export: maps × views as a publication PNG, or a plain canvas screenshot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui import widgets
+
+import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
+from napari_factortopy._napari._brain_widget import factortopy_layers
+from napari_factortopy._napari._layers import scene_for_layer
+from napari_factortopy._napari._surface import MAPS, VIEWS
+
+__all__ = ["ExportWidget"]
+
+
+class ExportWidget(widgets.Container):
+    """Choose maps, views and width; write the figure (same as ``factortopy figure``).
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.model_choice = widgets.ComboBox(label="model", choices=self._choices)
+        self.maps = widgets.Select(label="maps", choices=list(MAPS), value=["layer", "score"])
+        self.views = widgets.Select(
+            label="views", choices=list(VIEWS), value=["lateral", "ventral"]
+        )
+        self.width_px = widgets.SpinBox(label="width (px)", value=3000, min=500, max=20000)
+        self.out = widgets.FileEdit(
+            label="save as",
+            mode="w",
+            filter="*.png",
+            value=str(Path.home() / "factortopy" / "figure.png"),
+        )
+        self.figure_button = widgets.PushButton(text="Export figure")
+        self.shot_button = widgets.PushButton(text="Screenshot canvas")
+        self.status = widgets.Label(label="status", value="")
+        self.extend(
+            [
+                self.model_choice,
+                self.maps,
+                self.views,
+                self.width_px,
+                self.out,
+                self.figure_button,
+                self.shot_button,
+                self.status,
+            ]
+        )
+        self.figure_button.changed.connect(self._on_export)
+        self.shot_button.changed.connect(self._on_screenshot)
+        viewer.layers.events.inserted.connect(lambda e=None: self.model_choice.reset_choices())
+
+    def _choices(self, _=None) -> list[str]:
+        return [ly.name for ly in factortopy_layers(self.viewer)]
+
+    def _on_export(self, _=None) -> np.ndarray | None:
+        """Write the figure PNG; returns the image (H, W, 4)."""
+        from napari_factortopy._napari._figure import figure_image
+
+        name = self.model_choice.value
+        if name not in self.viewer.layers:
+            self.status.value = "no model shown"
+            return None
+        scene = scene_for_layer(self.viewer.layers[name])
+        image = figure_image(
+            scene,
+            list(self.maps.value),
+            list(self.views.value),
+            int(self.width_px.value),
+            str(self.out.value),
+        )
+        self.status.value = f"wrote {self.out.value} ({image.shape[1]}×{image.shape[0]})"
+        return image
+
+    def _on_screenshot(self, _=None) -> np.ndarray:
+        """Save the canvas as it is shown, scaled to the chosen width."""
+        from napari_factortopy._napari._figure import save_png
+
+        probe = self.viewer.screenshot(canvas_only=True)
+        scale = int(self.width_px.value) / max(probe.shape[1], 1)
+        image = self.viewer.screenshot(canvas_only=True, scale=scale)
+        path = Path(str(self.out.value))
+        out = path.with_name(path.stem + "-canvas.png")
+        save_png(image, out)
+        self.status.value = f"wrote {out} ({image.shape[1]}×{image.shape[0]})"
+        return image

@@ -1,0 +1,119 @@
+"""The `factortopy` command end to end on a tiny phantom (outputs checked)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_factortopy.cli import main
+from napari_factortopy.core.fitted import FittedModel
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    rc = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--no-gui",
+            "--n-vertices",
+            "160",
+            "--n-images",
+            "80",
+            "--train-seconds",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+def test_demo_writes_model_figure_and_recovery(demo_dir):
+    rec = json.loads((demo_dir / "recovery.json").read_text())
+    for key in (
+        "layer_agreement",
+        "rf_error_median",
+        "r2_test_mean",
+        "r2_truth_mean",
+        "hierarchy_slope",
+        "hierarchy_slope_truth",
+        "seconds",
+    ):
+        assert np.isfinite(rec[key]), key
+    assert 0 <= rec["layer_agreement"] <= 1
+    # the truth's slope follows from its design: levels at blocks 2, 5, 8, 11 of 16
+    assert rec["hierarchy_slope_truth"] == pytest.approx(0.6, abs=0.01)
+    m = FittedModel.load(demo_dir / "model.ftopy")
+    assert m.n_vertices == 160 and m.n_lh == 80 and m.n_layers == 16
+    assert m.roi_names == ["V1", "V2/V3", "OPA", "EBA"]
+    # recovery numbers are recomputed from the saved model and truth
+    t = FittedModel.load(demo_dir / "truth.ftopy")
+    agree = (m.layer.argmax(1) == t.layer.argmax(1)).mean()
+    assert rec["layer_agreement"] == pytest.approx(agree)
+    rf = np.median(np.linalg.norm(m.space - t.space, axis=1))
+    assert rec["rf_error_median"] == pytest.approx(rf, rel=1e-5)
+    assert rec["r2_test_mean"] == pytest.approx(float(np.nanmean(m.scores["r2_test"])))
+    img = Image.open(demo_dir / "layer_map.png")
+    assert img.width == 2400 and img.height > 600
+
+
+def test_info_summarises(demo_dir, capsys):
+    assert main(["info", str(demo_dir / "model.ftopy")]) == 0
+    out = capsys.readouterr().out
+    assert "efficientnet_lite0: 16 layers" in out and "V2/V3" in out and "hierarchy" in out
+
+
+def test_train_from_phantom_folder(demo_dir, tmp_path):
+    out = tmp_path / "again.ftopy"
+    rc = main(
+        [
+            "train",
+            "--cache",
+            str(demo_dir / "phantom" / "features.zarr"),
+            "--phantom",
+            str(demo_dir / "phantom"),
+            "--out",
+            str(out),
+            "--steps-per-epoch",
+            "20",
+            "--max-epochs",
+            "2",
+            "--bottleneck",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    m = FittedModel.load(out)
+    assert m.summary["steps"] == 40 and len(m.history) == 2
+
+
+def test_unknown_device_is_a_clear_error(demo_dir, capsys):
+    rc = main(
+        [
+            "train",
+            "--cache",
+            str(demo_dir / "phantom" / "features.zarr"),
+            "--phantom",
+            str(demo_dir / "phantom"),
+            "--out",
+            "x.ftopy",
+            "--device",
+            "tpu",
+        ]
+    )
+    assert rc == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_info_on_a_foreign_file_is_a_clear_error(tmp_path, capsys):
+    p = tmp_path / "x.ftopy"
+    p.write_bytes(b"\x89PNG not a model")
+    assert main(["info", str(p)]) == 2
+    assert str(p) in capsys.readouterr().err
