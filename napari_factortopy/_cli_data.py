@@ -25,12 +25,12 @@ __all__ = [
 ]
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """Add ``--dataset`` and the options of each dataset kind to ``parser``."""
     g = parser.add_argument_group("dataset")
     g.add_argument(
         "--dataset",
-        required=True,
+        required=required,
         type=Path,
         help="Algonauts 2023 subject folder, NSD root, or a folder-format dataset",
     )

@@ -121,7 +121,7 @@ def _open_in_napari(path: Path) -> None:
 
 # -------------------------------------------------------------------- train
 def run_train(args: argparse.Namespace) -> int:
-    from .core.features import feature_source
+    from .core.features import RowMappedFeatures, feature_source
     from .core.fitting import Subject, check_responses, fit
     from .core.runtime import resolve_device
     from .core.training import TrainConfig, make_split
@@ -130,25 +130,37 @@ def run_train(args: argparse.Namespace) -> int:
     dev = resolve_device(args.device)
     cache = FeatureCache.open(args.cache)
     if args.phantom:
-        from .data.phantom import load_phantom
+        from .data.phantom import ROI_NAMES, load_phantom
 
         ph = load_phantom(args.phantom)
-        responses = ph.responses
         sf = ph.surface
-        subject = Subject(
-            sf.vertex_ids, sf.n_lh, sf.sphere, "fsaverage5", sf.roi, list(ph_roi_names())
-        )
-        groups = None
+        responses, image_index = ph.responses, np.arange(len(ph.responses))
+        subject = Subject(sf.vertex_ids, sf.n_lh, sf.sphere, "fsaverage5", sf.roi, list(ROI_NAMES))
         source = str(Path(args.phantom) / "responses.npy")
+        expected_ids = [f"phantom-{i:05d}" for i in range(len(responses))]
+    elif args.dataset:
+        from ._cli_data import dataset_from_args
+
+        ds = dataset_from_args(args)
+        responses, image_index, subject = ds.responses, ds.image_index, _dataset_subject(ds)
+        source, expected_ids = str(args.dataset), [str(i) for i in ds.image_ids]
     else:
-        responses, subject, groups, source = _subject_from_files(args)
-    check_responses(responses, cache.n_images, subject.n_vertices, source)
-    if cache.missing().size:
-        raise SystemExit(
-            f"{args.cache}: {cache.missing().size} of {cache.n_images} images have "
-            "no features yet; finish `factortopy extract` first"
+        raise ValueError("train needs --phantom DIR or --dataset PATH")
+    if list(map(str, cache.image_ids)) != expected_ids:
+        raise ValueError(
+            f"{args.cache}: the cache's {cache.n_images} image ids do not match the "
+            f"{len(expected_ids)} images of {source}; extract features for this dataset first"
         )
-    split = make_split(cache.n_images, groups, seed=args.split_seed)
+    written = cache.written[image_index]
+    if not written.all():
+        print(
+            f"{args.cache}: {int((~written).sum())} response rows have no features "
+            "(images skipped or not extracted yet); training without them",
+            file=sys.stderr,
+        )
+        responses, image_index = responses[written], image_index[written]
+    check_responses(responses, len(image_index), subject.n_vertices, source)
+    split = make_split(len(responses), image_index, seed=args.split_seed)
     tcfg = TrainConfig(
         batch_size=args.batch_size,
         lr=args.lr,
@@ -158,11 +170,9 @@ def run_train(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         seed=args.seed,
     )
-    feats = feature_source(
-        cache,
-        np.arange(cache.n_images),
-        dev,
-        None if args.memory_limit is None else int(args.memory_limit * 2**30),
+    limit = None if args.memory_limit is None else int(args.memory_limit * 2**30)
+    feats = RowMappedFeatures(
+        feature_source(cache, np.unique(image_index), dev, limit), image_index
     )
     gen = fit(
         feats,
@@ -194,49 +204,22 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def ph_roi_names():
-    from .data.phantom import ROI_NAMES
-
-    return ROI_NAMES
-
-
-def _subject_from_files(args):
-    """Responses (.npy) + subject (.npz with vertex_ids, n_lh, optional roi)."""
+def _dataset_subject(ds):
+    """The Subject of a loaded dataset: sphere coordinates from its mesh."""
     from .core.fitting import Subject
-    from .data.surfaces import fsaverage5_mesh
+    from .data.surfaces import load_mesh
 
-    if not args.responses or not args.subject:
-        raise SystemExit(
-            "train needs --phantom DIR, or --responses FILE.npy and --subject "
-            "FILE.npz (vertex_ids, n_lh[, roi, roi_names])"
-        )
-    responses = np.load(args.responses, allow_pickle=False)
-    with np.load(args.subject, allow_pickle=False) as z:
-        for key in ("vertex_ids", "n_lh"):
-            if key not in z.files:
-                raise SystemExit(f"{args.subject}: expected array {key!r}; found {z.files}")
-        vids = z["vertex_ids"].astype(np.int64)
-        n_lh = int(z["n_lh"])
-        roi = z["roi"] if "roi" in z.files else None
-        names = [str(s) for s in z["roi_names"]] if "roi_names" in z.files else []
-        mesh = str(z["mesh"]) if "mesh" in z.files else "fsaverage5"
-        groups = z["image_groups"] if "image_groups" in z.files else None
-    if mesh != "fsaverage5":
-        raise SystemExit(
-            f"{args.subject}: mesh {mesh!r} needs the real-data loaders "
-            "(`factortopy train --dataset`)"
-        )
-    sphere = np.empty((len(vids), 3), np.float32)
-    for hemi, rows in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
-        mesh_v = fsaverage5_mesh("sphere", hemi).vertices
-        ids = vids[rows]
-        if ids.size and (ids.min() < 0 or ids.max() >= len(mesh_v)):
-            raise SystemExit(
-                f"{args.subject}: {hemi} vertex ids must lie in [0, {len(mesh_v)}) "
-                f"for fsaverage5; found [{ids.min()}, {ids.max()}]"
+    sphere = np.empty((len(ds.vertex_ids), 3), np.float32)
+    for hemi, rows in (("lh", slice(0, ds.n_lh)), ("rh", slice(ds.n_lh, None))):
+        verts = load_mesh(ds.mesh, "sphere", hemi).vertices
+        ids = ds.vertex_ids[rows]
+        if ids.size and ids.max() >= len(verts):
+            raise ValueError(
+                f"{ds.root}: {hemi} vertex ids reach {ids.max()}, outside "
+                f"{ds.mesh} ({len(verts)} vertices per hemisphere)"
             )
-        sphere[rows] = mesh_v[ids]
-    return responses, Subject(vids, n_lh, sphere, mesh, roi, names), groups, str(args.responses)
+        sphere[rows] = verts[ids]
+    return Subject(ds.vertex_ids, ds.n_lh, sphere, ds.mesh, ds.roi, list(ds.roi_names))
 
 
 # --------------------------------------------------------------------- info
@@ -329,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="feature cache + responses → model file")
     t.add_argument("--cache", required=True, help="feature cache (zarr folder)")
     t.add_argument("--phantom", help="a phantom subject folder (responses and subject)")
-    t.add_argument("--responses", help="responses .npy (images × vertices)")
-    t.add_argument("--subject", help=".npz with vertex_ids, n_lh[, roi, roi_names, mesh]")
+    from ._cli_data import add_dataset_arguments
+
+    add_dataset_arguments(t, required=False)
     t.add_argument("--out", required=True, help="model file to write (.ftopy)")
     t.add_argument("--device", default="auto")
     t.add_argument("--batch-size", type=int, default=8)

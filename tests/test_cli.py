@@ -117,3 +117,70 @@ def test_info_on_a_foreign_file_is_a_clear_error(tmp_path, capsys):
     p.write_bytes(b"\x89PNG not a model")
     assert main(["info", str(p)]) == 2
     assert str(p) in capsys.readouterr().err
+
+
+def test_extract_and_train_on_a_folder_dataset(tmp_path):
+    """The real-data path: folder dataset with repeats → `extract` → `train`."""
+    from napari_factortopy.data.datasets.folder import write_folder
+    from napari_factortopy.data.phantom import phantom_images
+
+    rng = np.random.default_rng(0)
+    imgs = phantom_images(range(20), size=64, seed=5)
+    names = [f"im{i:02d}.png" for i in range(20)]
+    stimuli = names + names[:10]  # ten images shown twice
+    vids = np.r_[np.arange(0, 40, 2), np.arange(1, 41, 2)]
+    y = rng.normal(size=(30, 40)).astype(np.float32)
+    root = write_folder(
+        tmp_path / "ds", dict(zip(names, imgs, strict=True)), y, vids, 20, stimuli=stimuli
+    )
+    cache = tmp_path / "feats.zarr"
+    assert (
+        main(
+            [
+                "extract",
+                "--backbone",
+                "efficientnet_lite0",
+                "--dataset",
+                str(root),
+                "--cache",
+                str(cache),
+                "--batch-size",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "m.ftopy"
+    assert (
+        main(
+            [
+                "train",
+                "--cache",
+                str(cache),
+                "--dataset",
+                str(root),
+                "--out",
+                str(out),
+                "--steps-per-epoch",
+                "5",
+                "--max-epochs",
+                "2",
+                "--bottleneck",
+                "8",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
+    m = FittedModel.load(out)
+    assert m.n_vertices == 40 and m.n_lh == 20
+    np.testing.assert_array_equal(m.vertex_ids, vids)
+    # repeats of an image never straddle splits: response rows 20..29 repeat images 0..9
+    image_of_row = np.r_[np.arange(20), np.arange(10)]
+    parts = [set(image_of_row[m.split[k]]) for k in ("train", "val", "test")]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])

@@ -27,8 +27,28 @@ def read_image(path) -> np.ndarray:
 
 
 def dataset_info(model) -> dict:
-    """The model's dataset record (empty when it has none)."""
-    return dict((model.extra or {}).get("dataset") or {})
+    """The model's dataset record (empty when it has none).
+
+    Also understands the records of ``factortopy demo`` (``extra["phantom"]``: the
+    phantom folder) and ``factortopy train`` (``extra["cache"]``: the feature cache).
+    """
+    extra = model.extra or {}
+    info = dict(extra.get("dataset") or {})
+    if info:
+        return info
+    if isinstance(extra.get("phantom"), str):
+        root = Path(extra["phantom"])
+        info = {"kind": "phantom", "root": str(root)}
+        try:
+            import json
+
+            info["config"] = json.loads((root / "phantom.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            pass
+        return info
+    if isinstance(extra.get("cache"), str):
+        return {"kind": "cache", "root": extra["cache"]}
+    return {}
 
 
 def stimulus_loader(model) -> tuple[Callable[[np.ndarray], np.ndarray], int] | None:

@@ -16,7 +16,7 @@ from magicgui import widgets
 import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
 from napari_factortopy._napari._brain_widget import apply_scene, factortopy_layers
 from napari_factortopy._napari._layers import scene_for_layer
-from napari_factortopy._napari._stimuli import read_image, stimulus_loader
+from napari_factortopy._napari._stimuli import dataset_info, read_image, stimulus_loader
 
 __all__ = ["StimulusWidget", "predict_image"]
 
@@ -24,7 +24,7 @@ PREDICTION = "prediction"
 
 
 def _cache_path(model) -> Path | None:
-    info = (model.extra or {}).get("dataset") or {}
+    info = dataset_info(model)
     if info.get("kind") == "phantom" and info.get("root"):
         return Path(info["root"]) / "features.zarr"
     if info.get("kind") == "cache" and info.get("root"):
@@ -68,7 +68,7 @@ def predict_image(model, index: int, rois=None) -> tuple[np.ndarray, dict[str, n
         glo = [torch.from_numpy(a) for a in global_]
         response = module(loc, glo).float().numpy()[0]
         aligned = module.aligned_local(loc).float().numpy()[0]  # (L, D, h, w)
-    size = int(((model.extra.get("dataset") or {}).get("config") or {}).get("image_size", 224))
+    size = int((dataset_info(model).get("config") or {}).get("image_size", 224))
     tops = {}
     if np.any(model.roi > 0):
         tops = roi_top_channels(

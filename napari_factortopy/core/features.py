@@ -14,7 +14,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-__all__ = ["FeatureSource", "InMemoryFeatures", "StreamedFeatures", "feature_source"]
+__all__ = [
+    "FeatureSource",
+    "InMemoryFeatures",
+    "RowMappedFeatures",
+    "StreamedFeatures",
+    "feature_source",
+]
 
 
 class FeatureSource(Protocol):
@@ -109,6 +115,27 @@ class StreamedFeatures:
             [torch.from_numpy(a).to(self.device) for a in local],
             [torch.from_numpy(a).to(self.device) for a in global_],
         )
+
+
+class RowMappedFeatures:
+    """Response rows → image rows: for datasets where an image has several responses.
+
+    Parameters
+    ----------
+    inner : FeatureSource
+        Tokens indexed by image (cache row).
+    image_index : array of shape (N,)
+        The image of each response row.
+    """
+
+    def __init__(self, inner: Any, image_index: np.ndarray) -> None:
+        self.inner = inner
+        self.image_index = np.asarray(image_index, np.int64)
+        self.widths, self.grid = inner.widths, inner.grid
+
+    def get(self, indices: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Tokens of response rows ``indices`` (n,)."""
+        return self.inner.get(self.image_index[np.asarray(indices, np.int64)])
 
 
 def feature_source(

@@ -349,7 +349,7 @@ def train(
     """
     cfg = config or TrainConfig()
     dev = next(model.parameters()).device
-    y_all = np.asarray(responses, dtype=np.float32)
+    y_all = np.require(responses, np.float32, ["C", "W"])  # torch needs writable memory
     if y_all.ndim != 2 or y_all.shape[1] != model.n_vertices:
         raise ValueError(f"responses must have shape (N, {model.n_vertices}); found {y_all.shape}")
     if len(split.train) == 0 or len(split.val) == 0:

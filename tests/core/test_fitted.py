@@ -82,9 +82,9 @@ def test_shapes_are_checked():
 def test_check_responses_messages():
     y = np.random.default_rng(0).normal(size=(10, 4))
     check_responses(y, 10, 4, "r.npy")
-    with pytest.raises(ValueError, match="r.npy: expected responses for 12 images .* found 10"):
+    with pytest.raises(ValueError, match=r"r\.npy: expected responses for 12 images .* found 10"):
         check_responses(y, 12, 4, "r.npy")
-    with pytest.raises(ValueError, match="expected 5 vertices .* found 4"):
+    with pytest.raises(ValueError, match=r"expected 5 vertices .* found 4"):
         check_responses(y, 10, 5, "r.npy")
     bad = y.copy()
     bad[3, 2] = np.nan

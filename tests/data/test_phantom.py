@@ -102,5 +102,5 @@ def test_build_phantom_resumes_without_recomputing(tiny):
 
 
 def test_load_phantom_names_the_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="phantom.json is missing"):
+    with pytest.raises(FileNotFoundError, match=r"phantom\.json is missing"):
         load_phantom(tmp_path)

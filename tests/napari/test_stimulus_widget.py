@@ -55,3 +55,20 @@ def test_widget_shows_stimulus_and_prediction(make_napari_viewer, phantom_model_
         colours.weight_rgba(response, -lim, lim, "coolwarm"),
         atol=1e-6,
     )
+
+
+def test_demo_style_records_are_understood(phantom_model_path, phantom_root):
+    from napari_factortopy._napari._stimuli import dataset_info, stimulus_loader
+
+    model = FittedModel.load(phantom_model_path)
+    model.extra = {"phantom": str(phantom_root)}  # as `factortopy demo` writes it
+    info = dataset_info(model)
+    assert info["kind"] == "phantom" and info["config"]["image_size"] == 64
+    load, n = stimulus_loader(model)
+    assert n == 64
+    np.testing.assert_array_equal(load(np.array([3]))[0], phantom_images([3], 64, 0)[0])
+    response, _ = predict_image(model, 3)
+    assert response.shape == (model.n_vertices,)
+    model.extra = {"cache": str(phantom_root / "features.zarr")}  # as `factortopy train`
+    assert dataset_info(model) == {"kind": "cache", "root": str(phantom_root / "features.zarr")}
+    assert stimulus_loader(model) is None
