@@ -107,8 +107,20 @@ def run_demo(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if not args.no_gui:
-        _open_in_napari(out / "model.ftopy")
+        if _has_display():
+            _open_in_napari(out / "model.ftopy")
+        else:
+            print(f"no display: skipping the viewer; open the maps later with "
+                  f"`napari {out / 'model.ftopy'}`", file=sys.stderr)
     return 0
+
+
+def _has_display() -> bool:
+    import os
+
+    if sys.platform != "linux":
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _open_in_napari(path: Path) -> None:

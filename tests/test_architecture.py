@@ -140,11 +140,18 @@ def test_checker_catches_violations(tmp_path):
     assert "torch" in top and "timm" not in top and "timm" in names
 
 
-@pytest.mark.parametrize("module", ["napari_factortopy._napari._reader"])
+_PLUGIN_MODULES = sorted(
+    f"napari_factortopy._napari.{p.stem}"
+    for p in (Path(__file__).parents[1] / "napari_factortopy" / "_napari").glob("*.py")
+    if p.stem != "__init__"
+) + ["napari_factortopy.cli", "napari_factortopy._cli_data", "napari_factortopy._cli_figure"]
+
+
+@pytest.mark.parametrize("module", [",".join(_PLUGIN_MODULES)])
 def test_plugin_module_import_does_not_load_torch(module):
     code = (
         "import sys, importlib\n"
-        f"importlib.import_module({module!r})\n"
+        f"[importlib.import_module(m) for m in {module!r}.split(',')]\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'open_clip', 'timm'))\n"
         "print(','.join(heavy))\n"
