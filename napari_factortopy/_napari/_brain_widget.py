@@ -17,12 +17,37 @@ from napari_factortopy._napari._layers import META_KEY, scene_for_layer, scene_m
 from napari_factortopy._napari._stimuli import stimulus_loader
 from napari_factortopy._napari._surface import MAPS, MESH_KINDS, VIEWS, BrainScene, Pick
 
-__all__ = ["BrainWidget", "apply_scene", "factortopy_layers"]
+__all__ = ["BrainWidget", "ModelChoice", "apply_scene", "factortopy_layers"]
 
 
 def factortopy_layers(viewer) -> list:
     """The viewer's surface layers that show a FactorTopy model."""
     return [ly for ly in viewer.layers if META_KEY in getattr(ly, "metadata", {})]
+
+
+class ModelChoice(widgets.ComboBox):
+    """Drop-down of the viewer's FactorTopy layers; follows layers added and removed.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    label : str
+    """
+
+    def __init__(self, viewer, label: str = "model") -> None:
+        self._viewer = viewer
+        super().__init__(label=label, choices=self._names)
+        viewer.layers.events.inserted.connect(lambda e=None: self.reset_choices())
+        viewer.layers.events.removed.connect(lambda e=None: self.reset_choices())
+
+    def _names(self, _widget=None) -> list[str]:
+        return [ly.name for ly in factortopy_layers(self._viewer)]
+
+    @property
+    def layer(self):
+        """The chosen layer, or None."""
+        name = self.value
+        return self._viewer.layers[name] if name in self._viewer.layers else None
 
 
 def apply_scene(layer, scene: BrainScene, geometry: bool = False) -> None:
@@ -63,7 +88,7 @@ class BrainWidget(widgets.Container):
         self.viewer = viewer
         self.last_pick: Pick | None = None
         self.timings: dict[str, float] = {}
-        self.model_choice = widgets.ComboBox(label="model", choices=self._layer_choices)
+        self.model_choice = ModelChoice(viewer)
         self.map_choice = widgets.ComboBox(label="map", choices=list(MAPS), value="layer")
         self.layer_slider = widgets.Slider(label="layer", min=1, max=1, value=1, visible=False)
         self.score_choice = widgets.ComboBox(label="score", choices=[], visible=False)
@@ -108,13 +133,9 @@ class BrainWidget(widgets.Container):
         self._on_layers_changed()
 
     # ------------------------------------------------------------------ helpers
-    def _layer_choices(self, _widget=None) -> list[str]:
-        return [ly.name for ly in factortopy_layers(self.viewer)]
-
     @property
     def layer(self):
-        name = self.model_choice.value
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.model_choice.layer
 
     @property
     def scene(self) -> BrainScene | None:

@@ -14,7 +14,7 @@ import numpy as np
 from magicgui import widgets
 
 import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
-from napari_factortopy._napari._brain_widget import apply_scene, factortopy_layers
+from napari_factortopy._napari._brain_widget import ModelChoice, apply_scene
 from napari_factortopy._napari._layers import load_scene, scene_for_layer, surface_kwargs
 
 __all__ = ["CompareWidget", "score_difference"]
@@ -64,7 +64,7 @@ class CompareWidget(widgets.Container):
     def __init__(self, viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.model_choice = widgets.ComboBox(label="model", choices=self._choices)
+        self.model_choice = ModelChoice(viewer)
         self.n_clusters = widgets.SpinBox(label="clusters", value=20, min=1, max=200)
         self.n_kmeans = widgets.SpinBox(label="k-means centroids", value=1000, min=1, max=100000)
         self.cluster_button = widgets.PushButton(text="Recompute clusters")
@@ -88,10 +88,6 @@ class CompareWidget(widgets.Container):
         )
         self.cluster_button.changed.connect(self._on_clusters)
         self.compare_button.changed.connect(self._on_compare)
-        viewer.layers.events.inserted.connect(lambda e=None: self.model_choice.reset_choices())
-
-    def _choices(self, _=None) -> list[str]:
-        return [ly.name for ly in factortopy_layers(self.viewer)]
 
     def _on_clusters(self, _=None) -> np.ndarray | None:
         from napari_factortopy.core.analyses import channel_clusters

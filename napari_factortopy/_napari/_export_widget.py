@@ -8,7 +8,7 @@ import numpy as np
 from magicgui import widgets
 
 import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
-from napari_factortopy._napari._brain_widget import factortopy_layers
+from napari_factortopy._napari._brain_widget import ModelChoice
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy._napari._surface import MAPS, VIEWS
 
@@ -26,7 +26,7 @@ class ExportWidget(widgets.Container):
     def __init__(self, viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.model_choice = widgets.ComboBox(label="model", choices=self._choices)
+        self.model_choice = ModelChoice(viewer)
         self.maps = widgets.Select(label="maps", choices=list(MAPS), value=["layer", "score"])
         self.views = widgets.Select(
             label="views", choices=list(VIEWS), value=["lateral", "ventral"]
@@ -55,10 +55,6 @@ class ExportWidget(widgets.Container):
         )
         self.figure_button.changed.connect(self._on_export)
         self.shot_button.changed.connect(self._on_screenshot)
-        viewer.layers.events.inserted.connect(lambda e=None: self.model_choice.reset_choices())
-
-    def _choices(self, _=None) -> list[str]:
-        return [ly.name for ly in factortopy_layers(self.viewer)]
 
     def _on_export(self, _=None) -> np.ndarray | None:
         """Write the figure PNG; returns the image (H, W, 4)."""

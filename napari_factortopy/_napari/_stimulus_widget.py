@@ -14,7 +14,7 @@ import numpy as np
 from magicgui import widgets
 
 import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
-from napari_factortopy._napari._brain_widget import apply_scene, factortopy_layers
+from napari_factortopy._napari._brain_widget import ModelChoice, apply_scene
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy._napari._stimuli import dataset_info, read_image, stimulus_loader
 
@@ -94,7 +94,7 @@ class StimulusWidget(widgets.Container):
     def __init__(self, viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.model_choice = widgets.ComboBox(label="model", choices=self._choices)
+        self.model_choice = ModelChoice(viewer)
         self.index = widgets.Slider(label="image", min=0, max=0, value=0)
         self.file = widgets.FileEdit(label="or open", filter="*.png *.jpg *.jpeg *.bmp *.tif")
         self.rois = widgets.Select(label="ROIs", choices=[])
@@ -107,16 +107,11 @@ class StimulusWidget(widgets.Container):
         self.index.changed.connect(self._on_index)
         self.file.changed.connect(self._on_file)
         self.predict_button.changed.connect(self._on_predict)
-        viewer.layers.events.inserted.connect(lambda e=None: self.model_choice.reset_choices())
         self._on_model()
-
-    def _choices(self, _=None) -> list[str]:
-        return [ly.name for ly in factortopy_layers(self.viewer)]
 
     @property
     def layer(self):
-        name = self.model_choice.value
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.model_choice.layer
 
     @property
     def scene(self):
