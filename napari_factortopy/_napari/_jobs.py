@@ -128,12 +128,12 @@ def _load_inputs(job: TrainJob) -> Iterator[dict]:
 
 
 def _sphere_coords(mesh: str, ids: np.ndarray, n_lh: int) -> np.ndarray:
-    from napari_factortopy.core.encoding import joint_sphere_coordinates
+    """(V, 3) per-hemisphere sphere coordinates of the vertex ids (left first)."""
     from napari_factortopy.data.surfaces import load_mesh
 
     lh = load_mesh(mesh, "sphere", "lh").vertices[ids[:n_lh]]
     rh = load_mesh(mesh, "sphere", "rh").vertices[ids[n_lh:]]
-    return joint_sphere_coordinates(lh, rh)
+    return np.concatenate([lh, rh])
 
 
 def training_job(job: TrainJob) -> Iterator[dict]:
@@ -148,9 +148,10 @@ def training_job(job: TrainJob) -> Iterator[dict]:
     """
     from napari_factortopy.core.features import feature_source
     from napari_factortopy.core.fitted import FittedModel
-    from napari_factortopy.core.model import FactorTopy, FactorTopyConfig
+    from napari_factortopy.core.fitting import Subject, fit
+    from napari_factortopy.core.model import FactorTopyConfig
     from napari_factortopy.core.runtime import resolve_device
-    from napari_factortopy.core.training import TrainConfig, make_split, train
+    from napari_factortopy.core.training import TrainConfig, make_split
 
     inputs = None
     for rec in _load_inputs(job):
@@ -164,24 +165,20 @@ def training_job(job: TrainJob) -> Iterator[dict]:
     widths = [cache.widths[cache.layer_names.index(n)] for n in names]
     ids, n_lh = np.asarray(inputs["vertex_ids"]), int(inputs["n_lh"])
     dev = resolve_device(job.device)
-    coords = _sphere_coords(inputs["mesh"], ids, n_lh)
+    subject = Subject(
+        ids,
+        n_lh,
+        _sphere_coords(inputs["mesh"], ids, n_lh),
+        inputs["mesh"],
+        inputs["roi"],
+        list(inputs["roi_names"]),
+    )
     config = FactorTopyConfig(
         widths=tuple(widths), grid=cache.grid, bottleneck=job.bottleneck, hidden=job.hidden
     )
-    import torch
-
-    torch.manual_seed(job.seed)
-    model = FactorTopy(coords, config).to(dev)
     tcfg = TrainConfig(**job.train)
     split = make_split(len(inputs["responses"]), seed=job.seed)
     features = feature_source(source, np.arange(len(inputs["responses"])), dev)
-    meta = {
-        "vertex_ids": ids,
-        "n_lh": n_lh,
-        "mesh": inputs["mesh"],
-        "roi": inputs["roi"],
-        "roi_names": inputs["roi_names"],
-    }
     v, n_layers = len(ids), len(widths)
     preview = FittedModel(
         config=config.to_dict(),
@@ -189,43 +186,41 @@ def training_job(job: TrainJob) -> Iterator[dict]:
         space=np.zeros((v, 2)),
         layer=np.full((v, n_layers), 1 / n_layers),
         scale=np.full(v, 0.5),
-        **meta,
+        vertex_ids=ids,
+        n_lh=n_lh,
+        mesh=inputs["mesh"],
+        roi=inputs["roi"],
+        roi_names=inputs["roi_names"],
     )
     yield {
         "kind": "start",
         "preview": preview,
         "total_steps": tcfg.max_epochs * tcfg.steps_per_epoch,
     }
-    result = None
-    for rec in train(model, features, inputs["responses"], split, tcfg, snapshots=True):
-        if rec["kind"] == "done":
-            result = rec["result"]
-        yield rec
-    fitted = FittedModel.from_module(
-        model,
-        **meta,
+    fitted = None
+    for rec in fit(
+        features,
+        inputs["responses"],
+        subject,
+        split,
+        widths=tuple(widths),
+        grid=cache.grid,
         backbone={
             "name": cache.backbone,
             "layer_names": names,
             "widths": widths,
             "preprocessing": cache.preprocessing,
         },
-        split={
-            "seed": split.seed,
-            "fractions": list(split.fractions),
-            "train": split.train,
-            "val": split.val,
-            "test": split.test,
-        },
-        history=result.history,
-        scores={"r2_test": result.test_r2, "r_test": result.test_r},
-        summary={
-            "val_score": result.val_score,
-            "steps": result.steps,
-            "seconds": result.seconds,
-            "diverged": result.diverged,
-        },
-        extra={"dataset": inputs["dataset"], "train": tcfg.to_dict()},
-    )
+        model_options={"bottleneck": job.bottleneck, "hidden": job.hidden},
+        train_config=tcfg,
+        device=dev,
+        snapshots=True,
+        seed=job.seed,
+        extra={"dataset": inputs["dataset"]},
+    ):
+        if rec["kind"] == "fitted":
+            fitted = rec["model"]
+        else:
+            yield rec
     path = fitted.save(job.out)
     yield {"kind": "saved", "path": str(path), "model": fitted}
