@@ -53,8 +53,7 @@ class ModelChoice(widgets.ComboBox):
 def apply_scene(layer, scene: BrainScene, geometry: bool = False) -> None:
     """Push a scene's colours (and with ``geometry`` its vertices) into its layer."""
     if geometry:
-        verts, faces = scene.geometry()
-        layer.data = (verts, faces)
+        layer.data = scene.layer_data()
     layer.vertex_colors = scene.colors()
     layer.metadata = {
         **layer.metadata,
@@ -147,8 +146,39 @@ class BrainWidget(widgets.Container):
             return
         t0 = time.perf_counter()
         apply_scene(layer, scene, geometry)
+        if geometry or event == "outlines":
+            self._show_roi_names(layer, scene)
         self.timings[event] = time.perf_counter() - t0
         self._show_legend(scene)
+
+    def _show_roi_names(self, layer, scene: BrainScene) -> None:
+        """ROI names at each ROI's centre (per hemisphere) while outlines are on.
+
+        A Points layer of invisible points carrying the names as text, in the layer's
+        current mesh and view layout; removed when the outlines are off.
+        """
+        name = f"{layer.name} ROI names"
+        if not scene.outlines:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            return
+        pos, names = scene.roi_labels()
+        if name in self.viewer.layers:
+            points = self.viewer.layers[name]
+            points.data = pos
+            points.features = {"roi": names}
+        else:
+            points = self.viewer.add_points(
+                pos,
+                name=name,
+                features={"roi": names},
+                text={"string": "{roi}", "color": "white", "size": 10},
+                size=0,
+                opacity=1.0,
+                face_color="transparent",
+                border_width=0,
+            )
+        points.scale, points.translate = layer.scale, layer.translate
 
     def _show_legend(self, scene: BrainScene) -> None:
         """Legend of the scene's map (cached: matplotlib takes ~50 ms per image)."""

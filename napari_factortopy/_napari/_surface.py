@@ -383,6 +383,42 @@ class BrainScene:
             self._cache[key] = roi_boundary(faces, lab)
         return self._cache[key]
 
+    def roi_labels(self) -> tuple[np.ndarray, list[str]]:
+        """Where to write each ROI's name: one point per ROI and hemisphere.
+
+        The point is the ROI vertex nearest (in the screen plane) to the centroid of
+        the ROI's displayed vertices, among the front half of them (so a curved ROI's
+        name sits on the side facing the camera), lifted toward the camera by 1 % of
+        the scene's width so that the surface does not hide it.
+
+        Returns
+        -------
+        positions : array of shape (k, 3), float32
+            Display coordinates (see the module notes).
+        names : list of k str
+            ROI names, in hemisphere then label order.
+        """
+        key = ("roi_labels", self.kind, self.view)
+        if key not in self._cache:
+            verts, _ = self.geometry()
+            shown = verts[self.mesh_index()]
+            roi = np.asarray(self.model.roi)[self.rows]
+            hemi = np.arange(len(self.rows)) >= self.n_lh
+            lift = 0.01 * float(np.ptp(verts[:, 2])) if len(verts) else 0.0
+            pos, names = [], []
+            for h in (False, True):
+                for k, name in enumerate(self.model.roi_names, start=1):
+                    p = shown[(hemi == h) & (roi == k)]
+                    if not len(p):
+                        continue
+                    front = p[p[:, 0] >= np.median(p[:, 0])]
+                    centre = front[:, 1:].mean(0)
+                    best = front[np.argmin(((front[:, 1:] - centre) ** 2).sum(1))]
+                    pos.append(best + np.array([lift, 0.0, 0.0]))
+                    names.append(str(name))
+            self._cache[key] = (np.asarray(pos, np.float32).reshape(-1, 3), names)
+        return self._cache[key]
+
     # ---- colours and values
     def model_rgba(self) -> np.ndarray:
         """(V, 4) colours of all modelled vertices for the current map.
@@ -430,8 +466,18 @@ class BrainScene:
         return out, names
 
     def layer_data(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(vertices, faces)`` for a napari Surface layer."""
-        return self.geometry()
+        """``(vertices, faces)`` for a napari Surface layer.
+
+        The vertices are the :meth:`geometry` ones in column-major (Fortran) order:
+        napari takes the layer's extent (``vertices.min(0)``, ``max(0)``) several times
+        per data change, and on fsaverage that reduction costs ~20 ms on a row-major
+        (n, 3) array against ~0.3 ms on a column-major one.
+        """
+        key = ("layer_data", self.kind, self.view)
+        if key not in self._cache:
+            verts, faces = self.geometry()
+            self._cache[key] = (np.asfortranarray(verts), faces)
+        return self._cache[key]
 
     # ---- picking
     def _tree(self):

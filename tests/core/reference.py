@@ -43,7 +43,8 @@ def reference_forward(model, local, global_):
 
 def naive_forward(model, local, global_):
     """Vertex-by-vertex loop with explicit bilinear interpolation (tiny sizes only)."""
-    sel = model.selectors()
+    with torch.no_grad():
+        sel = model.selectors()
     h, w = model.config.grid
     aligned = [u(f) for u, f in zip(model.local_align, local, strict=True)]  # (B, D, h, w)
     globs = [g(t) for g, t in zip(model.global_align, global_, strict=True)]  # (B, D)
@@ -62,5 +63,5 @@ def naive_forward(model, local, global_):
                         loc += wt * aligned[li][:, :, r, c].double()
             a = float(sel.scale[v])
             f += float(sel.layer[v, li]) * ((1 - a) * loc + a * globs[li].double())
-        out[:, v] = f @ model.beta[v].double() / model.config.bottleneck + float(model.bias[v])
+        out[:, v] = f @ model.beta[v].double() / model.config.bottleneck + float(model.bias[v].detach())
     return out

@@ -94,3 +94,52 @@ def test_widget_ignores_viewer_without_models(make_napari_viewer):
     widget._on_view("lateral")
     assert widget._on_click(np.zeros(3), np.ones(3)) is None
     assert make_model(n_vertices=20).n_vertices == 20
+
+
+def test_roi_names_follow_outlines_mesh_and_view(shown, tiny_model):
+    viewer, layer, widget = shown
+    name = f"{layer.name} ROI names"
+    assert name not in viewer.layers
+    _scene, idx = _modelled(layer)
+    roi = np.asarray(tiny_model.roi)
+    present = {
+        hemi: {tiny_model.roi_names[k - 1] for k in np.unique(roi[rows]) if k > 0}
+        for hemi, rows in (
+            ("lh", np.arange(tiny_model.n_lh)),
+            ("rh", np.arange(tiny_model.n_lh, tiny_model.n_vertices)),
+        )
+    }
+    assert present["lh"] and present["rh"]
+
+    def check():
+        points = viewer.layers[name]
+        verts = np.asarray(layer.data[0])
+        pos = np.asarray(points.data)
+        names = list(points.features["roi"])
+        assert len(pos) == len(names) == len(present["lh"]) + len(present["rh"])
+        assert sorted(points.text.values) == sorted(names)
+        n_lh_shown = len(present["lh"])
+        assert set(names[:n_lh_shown]) == present["lh"]
+        assert set(names[n_lh_shown:]) == present["rh"]
+        lift = 0.01 * np.ptp(verts[:, 2])
+        for j, (p, roi_name) in enumerate(zip(pos, names, strict=True)):
+            k = tiny_model.roi_names.index(roi_name) + 1
+            hemi_rows = np.arange(tiny_model.n_vertices) < tiny_model.n_lh
+            if j >= n_lh_shown:
+                hemi_rows = ~hemi_rows
+            roi_verts = verts[idx[(roi == k) & hemi_rows]]
+            nearest = np.linalg.norm(roi_verts - p, axis=1).min()
+            assert nearest <= lift + 1e-3, (roi_name, nearest)
+
+    widget.outlines.value = True
+    check()
+    lateral = np.array(viewer.layers[name].data)
+    widget.mesh_choice.value = "sphere"
+    check()
+    widget._on_view("ventral")
+    check()
+    assert not np.allclose(viewer.layers[name].data, lateral)
+    widget.map_choice.value = "space"  # a map switch keeps the names where they are
+    check()
+    widget.outlines.value = False
+    assert name not in viewer.layers

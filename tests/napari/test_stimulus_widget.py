@@ -72,3 +72,94 @@ def test_demo_style_records_are_understood(phantom_model_path, phantom_root):
     model.extra = {"cache": str(phantom_root / "features.zarr")}  # as `factortopy train`
     assert dataset_info(model) == {"kind": "cache", "root": str(phantom_root / "features.zarr")}
     assert stimulus_loader(model) is None
+
+
+def test_any_image_file_is_predicted_through_the_models_backbone(
+    make_napari_viewer, phantom_model_path, tmp_path
+):
+    """An opened PNG of dataset image 5 predicts what the cached features of image 5 do."""
+    from PIL import Image
+
+    model = FittedModel.load(phantom_model_path)
+    assert model.backbone["name"] == "efficientnet_lite0"
+    assert model.backbone["preprocessing"]["input_size"] == 64
+    want, want_tops = predict_image(model, 5, ["V1", "EBA"])
+    png = tmp_path / "stimulus.png"
+    Image.fromarray(phantom_images([5], 64, 0)[0]).save(png)
+
+    viewer = make_napari_viewer(ndisplay=3)
+    ((data, kwargs, _),) = model_layers(phantom_model_path)
+    viewer.add_surface(data, **kwargs)
+    widget = StimulusWidget(viewer)
+    widget.file.value = png
+    np.testing.assert_array_equal(viewer.layers["stimulus"].data, phantom_images([5], 64, 0)[0])
+    widget.rois.value = ["V1", "EBA"]
+    widget._on_predict()
+    response, tops = widget.last
+    assert "stimulus.png" in widget.status.value
+    lim = np.abs(want).max()
+    # the cache holds float16 tokens; the file path keeps float32
+    np.testing.assert_allclose(response, want, rtol=2e-2, atol=2e-2 * lim)
+    assert list(tops) == ["V1", "EBA"]
+    for roi in tops:
+        assert tops[roi].shape == want_tops[roi].shape == (64, 64, 3)
+        np.testing.assert_allclose(tops[roi], want_tops[roi], atol=5e-2)
+    assert "top channels EBA" in viewer.layers
+    # the backbone is loaded once per widget, not once per prediction
+    (bb,) = widget._backbones.values()
+    widget._on_predict()
+    assert widget._backbones == {next(iter(widget._backbones)): bb}
+    # moving the slider goes back to the dataset's (cached) images
+    widget.index.value = 5
+    assert widget.file_image is None
+    widget._on_predict()
+    np.testing.assert_array_equal(widget.last[0], want)
+
+
+def test_backbone_that_does_not_fit_the_model_is_refused(phantom_model_path):
+    from napari_factortopy._napari._stimulus_widget import model_backbone
+    from napari_factortopy.data.backbones import BackboneError
+
+    model = FittedModel.load(phantom_model_path)
+    model.config = {**model.config, "widths": [w + 1 for w in model.config["widths"]]}
+    try:
+        model_backbone(model)
+    except BackboneError as exc:
+        assert "widths" in str(exc) and "efficientnet_lite0" in str(exc)
+    else:
+        raise AssertionError("a width mismatch must be refused")
+    model.backbone = {}
+    try:
+        model_backbone(model)
+    except BackboneError as exc:
+        assert "does not record its backbone" in str(exc)
+    else:
+        raise AssertionError("a model without a backbone record must be refused")
+
+
+def test_missing_weights_become_a_notification(
+    make_napari_viewer, phantom_model_path, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    from napari_factortopy.data import backbones
+
+    def no_weights(name, **kwargs):
+        raise backbones.WeightsNotFoundError(f"{name} weights not found: fetch them with X")
+
+    monkeypatch.setattr(backbones, "load_backbone", no_weights)
+    shown = []
+    monkeypatch.setattr(
+        "napari.utils.notifications.show_warning", lambda message: shown.append(message)
+    )
+    viewer = make_napari_viewer(ndisplay=3)
+    ((data, kwargs, _),) = model_layers(phantom_model_path)
+    viewer.add_surface(data, **kwargs)
+    widget = StimulusWidget(viewer)
+    png = tmp_path / "any.png"
+    Image.fromarray(np.full((40, 30, 3), 128, np.uint8)).save(png)
+    widget.file.value = png
+    widget._on_predict()
+    assert len(shown) == 1 and "fetch them with X" in shown[0]
+    assert "fetch them with X" in widget.status.value
+    assert not hasattr(widget, "last")
