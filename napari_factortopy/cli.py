@@ -110,8 +110,11 @@ def run_demo(args: argparse.Namespace) -> int:
         if _has_display():
             _open_in_napari(out / "model.ftopy")
         else:
-            print(f"no display: skipping the viewer; open the maps later with "
-                  f"`napari {out / 'model.ftopy'}`", file=sys.stderr)
+            print(
+                f"no display: skipping the viewer; open the maps later with "
+                f"`napari {out / 'model.ftopy'}`",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -140,11 +140,16 @@ def test_checker_catches_violations(tmp_path):
     assert "torch" in top and "timm" not in top and "timm" in names
 
 
-_PLUGIN_MODULES = sorted(
-    f"napari_factortopy._napari.{p.stem}"
-    for p in (Path(__file__).parents[1] / "napari_factortopy" / "_napari").glob("*.py")
-    if p.stem != "__init__"
-) + ["napari_factortopy.cli", "napari_factortopy._cli_data", "napari_factortopy._cli_figure"]
+_PLUGIN_MODULES = [
+    *sorted(
+        f"napari_factortopy._napari.{p.stem}"
+        for p in (Path(__file__).parents[1] / "napari_factortopy" / "_napari").glob("*.py")
+        if p.stem != "__init__"
+    ),
+    "napari_factortopy.cli",
+    "napari_factortopy._cli_data",
+    "napari_factortopy._cli_figure",
+]
 
 
 @pytest.mark.parametrize("module", [",".join(_PLUGIN_MODULES)])

@@ -63,5 +63,7 @@ def naive_forward(model, local, global_):
                         loc += wt * aligned[li][:, :, r, c].double()
             a = float(sel.scale[v])
             f += float(sel.layer[v, li]) * ((1 - a) * loc + a * globs[li].double())
-        out[:, v] = f @ model.beta[v].double() / model.config.bottleneck + float(model.bias[v].detach())
+        out[:, v] = f @ model.beta[v].double() / model.config.bottleneck + float(
+            model.bias[v].detach()
+        )
     return out
