@@ -157,7 +157,8 @@ def run_train(args: argparse.Namespace) -> int:
         from ._cli_data import dataset_from_args
 
         ds = dataset_from_args(args)
-        responses, image_index, subject = ds.responses, ds.image_index, _dataset_subject(ds)
+        subject = _dataset_subject(ds, args.subjects_dir, args.allow_download)
+        responses, image_index = ds.responses, ds.image_index
         source, expected_ids = str(args.dataset), [str(i) for i in ds.image_ids]
     else:
         raise ValueError("train needs --phantom DIR or --dataset PATH")
@@ -219,14 +220,16 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_subject(ds):
+def _dataset_subject(ds, subjects_dir=None, allow_download=False):
     """The Subject of a loaded dataset: sphere coordinates from its mesh."""
     from .core.fitting import Subject
     from .data.surfaces import load_mesh
 
     sphere = np.empty((len(ds.vertex_ids), 3), np.float32)
     for hemi, rows in (("lh", slice(0, ds.n_lh)), ("rh", slice(ds.n_lh, None))):
-        verts = load_mesh(ds.mesh, "sphere", hemi).vertices
+        verts = load_mesh(
+            ds.mesh, "sphere", hemi, subjects_dir=subjects_dir, allow_download=allow_download
+        ).vertices
         ids = ds.vertex_ids[rows]
         if ids.size and ids.max() >= len(verts):
             raise ValueError(
@@ -330,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_data import add_dataset_arguments
 
     add_dataset_arguments(t, required=False)
+    t.add_argument(
+        "--subjects-dir",
+        help="FreeSurfer subjects folder holding the dataset's mesh (default $SUBJECTS_DIR)",
+    )
+    t.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let nilearn download a missing fsaverage mesh (off: fail naming what is missing)",
+    )
     t.add_argument("--out", required=True, help="model file to write (.ftopy)")
     t.add_argument("--device", default="auto")
     t.add_argument("--batch-size", type=int, default=8)

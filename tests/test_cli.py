@@ -184,3 +184,109 @@ def test_extract_and_train_on_a_folder_dataset(tmp_path):
     image_of_row = np.r_[np.arange(20), np.arange(10)]
     parts = [set(image_of_row[m.split[k]]) for k in ("train", "val", "test")]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+
+
+def _fake_algonauts(root, n=20, seed=0):
+    """A tiny Algonauts 2023 subject folder in the exact layout (fewer images/vertices)."""
+    from napari_factortopy.data.phantom import phantom_images
+
+    rng = np.random.default_rng(seed)
+    imgs = phantom_images(range(n), size=48, seed=seed)
+    tdir = root / "training_split" / "training_images"
+    tdir.mkdir(parents=True)
+    for row in range(n):
+        Image.fromarray(imgs[row]).save(tdir / f"train-{row + 1:04d}_nsd-{3 * row:05d}.png")
+    fm = root / "training_split" / "training_fmri"
+    fm.mkdir(parents=True)
+    masks = root / "roi_masks"
+    masks.mkdir()
+    cols = {"lh": [0, 5, 9, 100, 20000], "rh": [1, 2, 40000, 163841]}
+    for hemi, vs in cols.items():
+        mask = np.zeros(163842, np.int64)
+        mask[vs] = 1
+        np.save(masks / f"{hemi}.all-vertices_fsaverage_space.npy", mask)
+        np.save(
+            fm / f"{hemi}_training_fmri.npy", rng.standard_normal((n, len(vs))).astype(np.float32)
+        )
+    prf = ["Unknown", "V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"]
+    np.save(masks / "lh.prf-visualrois_challenge_space.npy", np.array([1, 2, 3, 0, 7]))
+    np.save(masks / "rh.prf-visualrois_challenge_space.npy", np.array([1, 0, 0, 5]))
+    np.save(masks / "mapping_prf-visualrois.npy", dict(enumerate(prf)))
+    return cols
+
+
+def _fake_fsaverage(subjects_dir):
+    """$SUBJECTS_DIR/fsaverage/surf/?h.sphere with 163,842 points (random, on a sphere)."""
+    import nibabel as nib
+
+    surf = subjects_dir / "fsaverage" / "surf"
+    surf.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    spheres = {}
+    for hemi in ("lh", "rh"):
+        p = rng.normal(size=(163842, 3))
+        p = 100 * p / np.linalg.norm(p, axis=1, keepdims=True)
+        nib.freesurfer.write_geometry(
+            str(surf / f"{hemi}.sphere"), p.astype(np.float32), np.array([[0, 1, 2]], np.int32)
+        )
+        spheres[hemi] = p
+    return spheres
+
+
+def test_algonauts_folder_to_model_file(tmp_path):
+    """The README's two commands on an Algonauts-layout folder (on fsaverage)."""
+    cols = _fake_algonauts(tmp_path / "subj01")
+    spheres = _fake_fsaverage(tmp_path / "subjects")
+    cache = tmp_path / "c.zarr"
+    assert (
+        main(
+            [
+                "extract",
+                "--dataset",
+                str(tmp_path / "subj01"),
+                "--backbone",
+                "efficientnet_lite0",
+                "--cache",
+                str(cache),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "subj01.ftopy"
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(tmp_path / "subj01"),
+                "--cache",
+                str(cache),
+                "--out",
+                str(out),
+                "--subjects-dir",
+                str(tmp_path / "subjects"),
+                "--steps-per-epoch",
+                "4",
+                "--max-epochs",
+                "2",
+                "--bottleneck",
+                "8",
+                "--batch-size",
+                "4",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    m = FittedModel.load(out)
+    assert m.mesh == "fsaverage" and m.n_lh == 5 and m.n_vertices == 9
+    np.testing.assert_array_equal(m.vertex_ids, cols["lh"] + cols["rh"])
+    # the model's coordinates come from that mesh's sphere (right one shifted along x)
+    from napari_factortopy.core.encoding import joint_sphere_coordinates
+
+    coords = joint_sphere_coordinates(spheres["lh"][cols["lh"]], spheres["rh"][cols["rh"]])
+    np.testing.assert_allclose(m.state["coords"], coords, rtol=1e-5, atol=1e-4)
+    assert "V1" in m.roi_names

@@ -436,13 +436,54 @@ class BrainScene:
             clusters=self.clusters,
         )
 
+    #: How many painted full-mesh colour arrays a scene keeps (5 MB each on fsaverage).
+    N_PAINTED = 8
+
+    def _map_sources(self) -> tuple:
+        """The arrays the current map is painted from (compared by identity)."""
+        m = self.model
+        return (
+            m.layer,
+            m.space,
+            m.scale,
+            m.roi,
+            self.clusters,
+            self.custom.get(self.map_name),
+            *m.scores.values(),
+        )
+
     def colors(self) -> np.ndarray:
-        """(n, 4) float32 colours of every displayed vertex (the layer's vertex_colors)."""
-        out = self.background().copy()
+        """(n, 4) float32 colours of every displayed vertex (the layer's vertex_colors).
+
+        Painted arrays are kept (the last :attr:`N_PAINTED`, read-only) per mesh kind,
+        map, layer index, score key and outlines, so switching back to a map costs no
+        colouring. A kept array is used only while the model arrays, clusters and
+        custom map it was painted from are the same objects: replace them (as the
+        training preview does), do not edit them in place.
+        """
+        key = (self.kind, self.map_name, self.layer_index, self.score_key, self.outlines)
+        sources = self._map_sources()
+        painted = self._cache.setdefault("painted", {})
+        hit = painted.pop(key, None)
+        if hit is not None and len(hit[0]) == len(sources):
+            if all(a is b for a, b in zip(hit[0], sources, strict=True)):
+                painted[key] = hit  # most recently used last
+                return hit[1]
+        out = self._background32().copy()
         out[self.mesh_index()] = np.clip(self.model_rgba()[self.rows], 0.0, 1.0)
         if self.outlines:
             out[self._outline_mask(), :3] = 0.0
-        return out.astype(np.float32)
+        out.flags.writeable = False
+        painted[key] = (sources, out)
+        while len(painted) > self.N_PAINTED:
+            painted.pop(next(iter(painted)))
+        return out
+
+    def _background32(self) -> np.ndarray:
+        key = ("bg32", self.kind)
+        if key not in self._cache:
+            self._cache[key] = self.background().astype(np.float32)
+        return self._cache[key]
 
     def values(self) -> tuple[np.ndarray, list[str] | None]:
         """Current map's numbers on every displayed vertex (NaN / 0 where unmodelled).

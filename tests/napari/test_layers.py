@@ -103,3 +103,48 @@ def test_pick_finds_the_vertex_under_a_ray():
     row = 3
     p = scene.describe(int(scene.mesh_index()[row]))
     assert p.row == row and p.hemi == "lh" and p.hemi_vertex == model.vertex_ids[row]
+
+
+def test_painted_colours_are_kept_until_their_sources_change():
+    from napari_factortopy._napari._surface import BrainScene
+
+    from .conftest import make_model, synthetic_loader
+
+    model = make_model(n_vertices=300)
+    scene = BrainScene(model, loader=synthetic_loader(10242))
+    first = scene.colors()
+    assert scene.colors() is first and not first.flags.writeable
+    scene.map_name = "space"
+    space = scene.colors()
+    scene.map_name = "layer"
+    assert scene.colors() is first  # switching back costs no colouring
+    scene.outlines = True
+    assert scene.colors() is not first
+    scene.outlines = False
+    # the training preview replaces the selector arrays: the map is repainted
+    model.layer = np.roll(model.layer, 1, axis=1)
+    fresh = scene.colors()
+    assert fresh is not first and not np.array_equal(fresh, first)
+    idx = scene.mesh_index()
+    from napari_factortopy.core import colours
+
+    np.testing.assert_allclose(fresh[idx], colours.layer_rgba(model.layer), atol=1e-6)
+    scene.map_name = "space"  # painted again (any source replaced), same colours
+    again = scene.colors()
+    np.testing.assert_array_equal(again, space)
+    assert scene.colors() is again
+    scene.kind = "sphere"
+    assert scene.colors() is not again
+    assert len(scene._cache["painted"]) <= scene.N_PAINTED
+
+
+def test_layer_vertices_are_column_major_for_fast_extents():
+    from napari_factortopy._napari._surface import BrainScene
+
+    from .conftest import make_model, synthetic_loader
+
+    scene = BrainScene(make_model(n_vertices=300), loader=synthetic_loader(10242))
+    verts, faces = scene.layer_data()
+    assert verts.flags.f_contiguous
+    np.testing.assert_array_equal(verts, scene.geometry()[0])
+    assert faces is scene.geometry()[1]
