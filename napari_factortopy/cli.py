@@ -127,10 +127,13 @@ def _has_display() -> bool:
 
 
 def _open_in_napari(path: Path) -> None:
+    """A viewer showing the model in 3-D with the Brain maps panel docked."""
     import napari
 
     viewer = napari.Viewer(title="FactorTopy")
     viewer.open(str(path), plugin="napari-factortopy")
+    viewer.dims.ndisplay = 3
+    viewer.window.add_plugin_dock_widget("napari-factortopy", "Brain maps")
     napari.run()
 
 

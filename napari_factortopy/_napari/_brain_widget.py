@@ -7,6 +7,7 @@ Every control calls a private ``_on_<event>`` slot; tests call those directly.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui import widgets
@@ -16,6 +17,9 @@ from napari_factortopy._napari import _plots
 from napari_factortopy._napari._layers import META_KEY, scene_for_layer, scene_metadata
 from napari_factortopy._napari._stimuli import stimulus_loader
 from napari_factortopy._napari._surface import MAPS, MESH_KINDS, VIEWS, BrainScene, Pick
+
+if TYPE_CHECKING:
+    import napari
 
 __all__ = ["BrainWidget", "ModelChoice", "apply_scene", "factortopy_layers"]
 
@@ -82,7 +86,7 @@ class BrainWidget(widgets.Container):
     viewer : napari.viewer.Viewer
     """
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
         self.last_pick: Pick | None = None

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui import widgets
@@ -16,6 +17,9 @@ from magicgui import widgets
 import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
 from napari_factortopy._napari._brain_widget import ModelChoice, apply_scene
 from napari_factortopy._napari._layers import load_scene, scene_for_layer, surface_kwargs
+
+if TYPE_CHECKING:
+    import napari
 
 __all__ = ["CompareWidget", "score_difference"]
 
@@ -61,7 +65,7 @@ class CompareWidget(widgets.Container):
     viewer : napari.viewer.Viewer
     """
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
         self.model_choice = ModelChoice(viewer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui import widgets
@@ -11,6 +12,9 @@ import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
 from napari_factortopy._napari._brain_widget import ModelChoice
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy._napari._surface import MAPS, VIEWS
+
+if TYPE_CHECKING:
+    import napari
 
 __all__ = ["ExportWidget"]
 
@@ -23,7 +27,7 @@ class ExportWidget(widgets.Container):
     viewer : napari.viewer.Viewer
     """
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
         self.model_choice = ModelChoice(viewer)

@@ -58,4 +58,15 @@ def read_ftopy(path: PathLike | Sequence[PathLike]) -> list[LayerDataTuple]:
     layers: list[LayerDataTuple] = []
     for p in paths:
         layers.extend(model_layers(os.fspath(p)))
+    _show_in_3d()
     return layers
+
+
+def _show_in_3d() -> None:
+    """Brains are 3-D surfaces: switch the current viewer (if any) to 3-D display,
+    so a dropped model shows the cortex, not a 2-D slice through it."""
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is not None:
+        viewer.dims.ndisplay = 3

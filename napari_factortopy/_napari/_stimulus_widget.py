@@ -12,6 +12,7 @@ predicting.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui import widgets
@@ -20,6 +21,9 @@ import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
 from napari_factortopy._napari._brain_widget import ModelChoice, apply_scene
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy._napari._stimuli import dataset_info, read_image, stimulus_loader
+
+if TYPE_CHECKING:
+    import napari
 
 __all__ = [
     "StimulusWidget",
@@ -253,7 +257,7 @@ class StimulusWidget(widgets.Container):
     viewer : napari.viewer.Viewer
     """
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
         self.model_choice = ModelChoice(viewer)

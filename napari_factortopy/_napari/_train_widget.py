@@ -9,11 +9,15 @@ at the end.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from magicgui import widgets
 
 import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
 from napari_factortopy._napari._jobs import TrainJob, training_job
+
+if TYPE_CHECKING:
+    import napari
 
 __all__ = ["TrainWidget"]
 
@@ -28,7 +32,7 @@ class TrainWidget(widgets.Container):
     viewer : napari.viewer.Viewer
     """
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
         self.worker = None
