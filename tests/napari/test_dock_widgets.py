@@ -12,7 +12,7 @@ WIDGETS = [w["display_name"] for w in MANIFEST["contributions"]["widgets"]]
 @pytest.mark.parametrize("name", WIDGETS)
 def test_widget_docks_from_the_plugins_menu(make_napari_viewer, name):
     viewer = make_napari_viewer()
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-factortopy", name)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-factortopy", name)
     assert widget.viewer is viewer or getattr(widget.viewer, "__wrapped__", None) is viewer
 
 
