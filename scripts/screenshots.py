@@ -1,6 +1,7 @@
 """Make the README screenshots of the napari workbench into docs/images/.
 
-Run under a display (``xvfb-run -a .venv/bin/python scripts/screenshots.py``). Uses the
+Run under a display (``xvfb-run -a .venv/bin/python scripts/screenshots.py``). Uses
+``--model FILE`` (the README's images come from the demo's ``demo-out/model.ftopy``) or the
 sample data's phantom model (trained into the user cache the first time, about a
 minute; ``--quick`` trains a smaller one in a temporary folder instead).
 
@@ -32,17 +33,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
     parser.add_argument("--quick", action="store_true", help="a small model in a temp folder")
+    parser.add_argument(
+        "--model",
+        help="a model file to show instead of the sample data (e.g. demo-out/model.ftopy)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     from napari_factortopy._napari import _sample_data
 
-    if args.quick:
+    if args.model:
+        path = Path(args.model)
+    elif args.quick:
         os.environ["FACTORTOPY_CACHE"] = tempfile.mkdtemp()
         _sample_data.SAMPLE_PHANTOM = {"n_vertices": 1000, "n_images": 96, "image_size": 64}
         _sample_data.SAMPLE_TRAIN = {"steps_per_epoch": 20, "max_epochs": 2, "log_every": 10}
-    path = _sample_data.sample_model_path(progress=lambda r: print(r["kind"], end=" ", flush=True))
+    if not args.model:
+        path = _sample_data.sample_model_path(
+            progress=lambda r: print(r["kind"], end=" ", flush=True)
+        )
     print(f"\nmodel: {path}")
 
     import napari
