@@ -62,7 +62,7 @@ def test_greedy_soup_keeps_only_helpful_members():
     target = torch.tensor([[1.0, -1.0]])
 
     def score(m):
-        return -float((m.weight - target).norm())
+        return -float((m.weight - target).norm().detach())
 
     def sd(w):
         return {"weight": torch.tensor([w])}
