@@ -71,6 +71,7 @@ def predict_image(model, index: int, rois=None) -> tuple[np.ndarray, dict[str, n
             "(model.extra['dataset']), or it is gone"
         )
     cache = FeatureCache.open(path)
+    model.check_cache(cache)
     names = model.backbone.get("layer_names") or cache.layer_names
     local, global_ = cache.read(np.array([index]), layers=names)
     size = int((dataset_info(model).get("config") or {}).get("image_size", 224))

@@ -159,6 +159,34 @@ class FittedModel:
             scale=torch.as_tensor(self.scale, device=device),
         )
 
+    def check_cache(self, cache: Any, source: str = "the model") -> None:
+        """Stop if a feature cache does not hold this model's layers, widths and grid.
+
+        Raises
+        ------
+        ValueError (the cache's ``CacheError``)
+            Naming the cache, the field, the expected and the found value.
+        """
+        names = self.backbone.get("layer_names")
+        widths = list(self.config["widths"])
+        if names:
+            found = {n: w for n, w in zip(cache.layer_names, cache.widths, strict=True)}
+            missing = [n for n in names if n not in found]
+            if missing:
+                raise ValueError(
+                    f"{cache.path}: {source} reads layers {missing[:3]} that the cache does not "
+                    f"hold (cache layers: {list(cache.layer_names)[:6]}…)"
+                )
+            got = [found[n] for n in names]
+            if got != widths:
+                raise ValueError(
+                    f"{cache.path}: {source} expects widths {widths} for layers "
+                    f"{names}; the cache has {got}"
+                )
+        else:
+            cache.check_compatible(widths=widths, source=source)
+        cache.check_compatible(grid=self.config["grid"], source=source)
+
     # ------------------------------------------------------------------- I/O
     def save(self, path: str | Path) -> Path:
         """Write a ``.ftopy`` file atomically; returns its path."""

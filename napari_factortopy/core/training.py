@@ -373,7 +373,13 @@ def train(
         if ckpt_path is None or not ckpt_path.exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt_path}")
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
+        try:
+            model.load_state_dict(saved["model"])
+        except RuntimeError as exc:
+            raise ValueError(
+                f"{ckpt_path}: the checkpoint was written for a model of another shape "
+                f"(other layers, widths or vertices) than this run's: {str(exc)[:300]}"
+            ) from exc
         opt.load_state_dict(saved["optimizer"])
         state = saved["state"]
         state["order"] = state["order"].numpy()

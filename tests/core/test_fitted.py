@@ -99,3 +99,40 @@ def test_check_responses_messages():
 def test_subject_checks_sphere_shape():
     with pytest.raises(ValueError, match=r"shape \(3, 3\)"):
         Subject(np.arange(3), 1, np.zeros((2, 3)))
+
+
+def test_check_cache_names_the_mismatch(tmp_path):
+    from napari_factortopy.data.cache import FeatureCache
+
+    _, f = _fitted()  # layers a (3 channels), b (5), grid (2, 3)
+
+    def cache(name, layers, widths, grid):
+        return FeatureCache.create(
+            tmp_path / name,
+            backbone="toy",
+            layer_names=layers,
+            widths=widths,
+            grid=grid,
+            image_ids=["0", "1"],
+        )
+
+    f.check_cache(cache("ok.zarr", ["a", "b", "c"], [3, 5, 7], (2, 3)))
+    with pytest.raises(ValueError, match=r"reads layers \['b'\]"):
+        f.check_cache(cache("l.zarr", ["a", "x"], [3, 5], (2, 3)))
+    with pytest.raises(ValueError, match=r"expects widths \[3, 5\] .* the cache has \[3, 6\]"):
+        f.check_cache(cache("w.zarr", ["a", "b"], [3, 6], (2, 3)))
+    with pytest.raises(ValueError, match="grid"):
+        f.check_cache(cache("g.zarr", ["a", "b"], [3, 5], (8, 8)))
+
+
+def test_resume_with_another_model_shape_is_a_clear_error(tmp_path):
+    from napari_factortopy.core.training import TrainConfig, make_split, train
+    from tests.core.test_training import _fresh, _problem
+
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=5, max_epochs=1, soup=False)
+    list(train(_fresh(coords), feats, y, split, cfg, checkpoint_dir=tmp_path))
+    other = FactorTopy(coords, FactorTopyConfig((4, 7), (3, 3), bottleneck=8, hidden=16))
+    with pytest.raises(ValueError, match="checkpoint was written for a model of another shape"):
+        list(train(other, feats, y, split, cfg, checkpoint_dir=tmp_path, resume=True))
