@@ -47,11 +47,14 @@ def main() -> None:
         path = Path(args.model)
     elif args.quick:
         os.environ["FACTORTOPY_CACHE"] = tempfile.mkdtemp()
-        _sample_data.SAMPLE_PHANTOM = {"n_vertices": 1000, "n_images": 96, "image_size": 64}
-        _sample_data.SAMPLE_TRAIN = {"steps_per_epoch": 20, "max_epochs": 2, "log_every": 10}
+        quick = {
+            "phantom_config": {"n_vertices": 1000, "n_images": 96, "image_size": 64},
+            "train": {"steps_per_epoch": 20, "max_epochs": 2, "log_every": 10},
+        }
     if not args.model:
         path = _sample_data.sample_model_path(
-            progress=lambda r: print(r["kind"], end=" ", flush=True)
+            progress=lambda r: print(r["kind"], end=" ", flush=True),
+            **(quick if args.quick else {}),
         )
     print(f"\nmodel: {path}")
 

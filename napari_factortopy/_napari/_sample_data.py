@@ -9,16 +9,20 @@ later calls open the saved ``.ftopy`` at once.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
 
 __all__ = ["SAMPLE_PHANTOM", "SAMPLE_TRAIN", "cache_dir", "phantom_model", "sample_model_path"]
 
 #: Size of the sample phantom (PhantomConfig fields).
-SAMPLE_PHANTOM = {"n_vertices": 1000, "n_images": 256, "image_size": 96}
+SAMPLE_PHANTOM = MappingProxyType({"n_vertices": 1000, "n_images": 256, "image_size": 96})
 #: Training recipe of the sample model (TrainConfig fields; short on purpose).
-SAMPLE_TRAIN = {"steps_per_epoch": 50, "max_epochs": 4, "batch_size": 16, "log_every": 25}
+SAMPLE_TRAIN = MappingProxyType(
+    {"steps_per_epoch": 50, "max_epochs": 4, "batch_size": 16, "log_every": 25}
+)
 
 
 def cache_dir() -> Path:
@@ -31,13 +35,19 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("napari-factortopy"))
 
 
-def sample_model_path(progress=None) -> Path:
+def sample_model_path(
+    progress=None,
+    phantom_config: Mapping | None = None,
+    train: Mapping | None = None,
+) -> Path:
     """The sample model file, built and trained first when it is not cached.
 
     Parameters
     ----------
     progress : callable(dict), optional
         Receives the job's progress records.
+    phantom_config, train : mappings, optional
+        Override :data:`SAMPLE_PHANTOM` / :data:`SAMPLE_TRAIN` (e.g. a quicker model).
     """
     from napari_factortopy._napari._jobs import TrainJob, training_job
 
@@ -48,8 +58,8 @@ def sample_model_path(progress=None) -> Path:
     job = TrainJob(
         out=path,
         phantom=root / "phantom",
-        phantom_config=dict(SAMPLE_PHANTOM),
-        train=dict(SAMPLE_TRAIN),
+        phantom_config=dict(SAMPLE_PHANTOM if phantom_config is None else phantom_config),
+        train=dict(SAMPLE_TRAIN if train is None else train),
         bottleneck=32,
         hidden=64,
         device="auto",
