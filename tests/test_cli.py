@@ -66,6 +66,9 @@ def test_info_summarises(demo_dir, capsys):
     assert main(["info", str(demo_dir / "model.ftopy")]) == 0
     out = capsys.readouterr().out
     assert "efficientnet_lite0: 16 layers" in out and "V2/V3" in out and "hierarchy" in out
+    # the slope printed from ROI names (V2/V3 is level 2) is the demo's, over all 4 levels
+    rec = json.loads((demo_dir / "recovery.json").read_text())
+    assert f"slope a={rec['hierarchy_slope']:.3f}" in out
 
 
 def test_train_from_phantom_folder(demo_dir, tmp_path):

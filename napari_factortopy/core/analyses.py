@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -163,16 +164,28 @@ def hierarchy_levels(
     Returns
     -------
     level : int array of shape (V,)
-        0 for vertices whose ROI has no level.
+        0 for vertices whose ROI has no level. A combined name such as ``"V2/V3"``
+        or ``"V2V3"`` (the paper's Table 1) gets the level its parts share.
     """
     levels = DEFAULT_HIERARCHY_LEVELS if levels is None else levels
     lab = np.asarray(roi).astype(np.int64)
     table = np.zeros(len(roi_names) + 1, dtype=np.int64)
     for k, name in enumerate(roi_names, start=1):
-        table[k] = int(levels.get(name, 0))
+        table[k] = _name_level(name, levels)
     if lab.size and (lab.min() < 0 or lab.max() > len(roi_names)):
         raise ValueError(f"roi labels must lie in [0, {len(roi_names)}]")
     return table[lab]
+
+
+def _name_level(name: str, levels: Mapping[str, int]) -> int:
+    """Level of an ROI name; combined names ("V2/V3", "V2V3", "V2+V3") by their parts."""
+    if name in levels:
+        return int(levels[name])
+    parts = [p.strip() for p in re.split(r"[/+,&]|(?<=\w)(?=V\d)", name) if p.strip()]
+    if len(parts) < 2 or any(p not in levels for p in parts):
+        return 0
+    found = {int(levels[p]) for p in parts}
+    return found.pop() if len(found) == 1 else 0
 
 
 def hierarchy_slope(layer: np.ndarray, roi_level: np.ndarray) -> HierarchySlope:

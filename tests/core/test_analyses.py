@@ -102,6 +102,13 @@ def test_hierarchy_levels_from_names():
     np.testing.assert_array_equal(hierarchy_levels(roi[:3], names, levels={"V1d": 4}), [0, 0, 4])
 
 
+def test_hierarchy_levels_of_combined_names():
+    """The phantom's "V2/V3" and the paper's "V2V3" are level 2; mixed levels are not."""
+    names = ["V2/V3", "V2V3", "V2+V3", "V1/V2", "V2/FFA"]
+    roi = np.array([1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(hierarchy_levels(roi, names), [2, 2, 2, 0, 0])
+
+
 # --- channel clusters -----------------------------------------------------------------
 
 
