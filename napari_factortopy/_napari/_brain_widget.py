@@ -199,6 +199,11 @@ class BrainWidget(widgets.Container):
 
     # -------------------------------------------------------------------- slots
     def _on_layers_changed(self, event=None) -> None:
+        if event is not None and getattr(event, "type", "") == "removed":
+            # a model layer went: its ROI-names layer goes with it
+            orphan = f"{event.value.name} ROI names"
+            if orphan in self.viewer.layers:
+                self.viewer.layers.remove(orphan)
         self.model_choice.reset_choices()
         for layer in factortopy_layers(self.viewer):
             if id(layer) not in self._hooked:

@@ -143,3 +143,12 @@ def test_roi_names_follow_outlines_mesh_and_view(shown, tiny_model):
     check()
     widget.outlines.value = False
     assert name not in viewer.layers
+
+
+def test_roi_names_leave_with_their_model(shown):
+    viewer, layer, widget = shown
+    widget.outlines.value = True
+    name = f"{layer.name} ROI names"
+    assert name in viewer.layers
+    viewer.layers.remove(layer)
+    assert name not in viewer.layers
