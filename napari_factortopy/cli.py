@@ -347,13 +347,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", required=True, help="model file to write (.ftopy)")
     t.add_argument("--device", default="auto")
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--bottleneck", type=int, default=128)
-    t.add_argument("--steps-per-epoch", type=int, default=1000)
-    t.add_argument("--max-epochs", type=int, default=1000)
-    t.add_argument("--patience", type=int, default=20)
-    t.add_argument("--max-seconds", type=float, default=None)
+    t.add_argument("--batch-size", type=int, default=8, help="images per step (paper: 8)")
+    t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (paper: 1e-3)")
+    t.add_argument("--bottleneck", type=int, default=128, help="channels D (paper: 128)")
+    t.add_argument(
+        "--steps-per-epoch", type=int, default=1000, help="steps between validations (1000)"
+    )
+    t.add_argument("--max-epochs", type=int, default=1000, help="hard cap on epochs")
+    t.add_argument(
+        "--patience", type=int, default=20, help="epochs without improvement before stopping"
+    )
+    t.add_argument(
+        "--max-seconds", type=float, default=None, help="wall-clock budget (stops at a validation)"
+    )
     t.add_argument(
         "--memory-limit",
         type=float,
@@ -361,9 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="GiB the features may take on the device (default: automatic)",
     )
     t.add_argument("--checkpoints", help="checkpoint folder (enables --resume)")
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--split-seed", type=int, default=0)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue from --checkpoints")
+    t.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 image split")
+    t.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
     t.set_defaults(func=run_train)
 
     i = sub.add_parser("info", help="a readable summary of a model file")
