@@ -260,6 +260,7 @@ class StimulusWidget(widgets.Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
+        self.worker = None
         self.viewer = viewer
         self.model_choice = ModelChoice(viewer)
         self.index = widgets.Slider(label="image", min=0, max=0, value=0)
@@ -358,21 +359,45 @@ class StimulusWidget(widgets.Container):
         index = int(self.index.value)
         return predict_image(model, index, rois), f"image {index}"
 
-    def _on_predict(self, _=None) -> None:
-        from napari.utils.notifications import show_warning
+    def _on_predict(self, _=None, block: bool = False):
+        """Predict for the shown stimulus.
 
-        from napari_factortopy.core import colours
-
+        Runs in a ``thread_worker`` (a backbone on the CPU can take seconds) and returns
+        the worker; ``block=True`` computes in the calling thread (tests, scripts).
+        """
         scene = self.scene
         if scene is None:
-            return
-        try:
-            (response, tops), what = self._predict(scene.model, list(self.rois.value))
-        except (FileNotFoundError, ValueError, KeyError, ImportError) as exc:
-            # includes WeightsNotFoundError (says what to fetch) and BackboneError
-            show_warning(f"cannot predict: {exc}")
-            self.status.value = f"cannot predict: {exc}"
-            return
+            return None
+        model, rois = scene.model, list(self.rois.value)
+        if block:
+            try:
+                result = self._predict(model, rois)
+            except (FileNotFoundError, ValueError, KeyError, ImportError) as exc:
+                self._on_predict_error(exc)
+                return None
+            self._show_prediction(scene, result)
+            return None
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(self._predict, start_thread=False)(model, rois)
+        worker.returned.connect(lambda result: self._show_prediction(scene, result))
+        worker.errored.connect(self._on_predict_error)
+        self.status.value = "predicting…"
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def _on_predict_error(self, exc: BaseException) -> None:
+        from napari.utils.notifications import show_warning
+
+        # includes WeightsNotFoundError (says what to fetch) and BackboneError
+        show_warning(f"cannot predict: {exc}")
+        self.status.value = f"cannot predict: {exc}"
+
+    def _show_prediction(self, scene, result) -> None:
+        from napari_factortopy.core import colours
+
+        (response, tops), what = result
         lim = float(np.max(np.abs(response))) or 1.0
         scene.custom[PREDICTION] = (
             colours.weight_rgba(response, -lim, lim, cmap="coolwarm"),

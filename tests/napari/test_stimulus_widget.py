@@ -42,7 +42,7 @@ def test_widget_shows_stimulus_and_prediction(make_napari_viewer, phantom_model_
     widget.index.value = 7
     np.testing.assert_array_equal(viewer.layers["stimulus"].data, phantom_images([7], 64, 0)[0])
     widget.rois.value = ["V1", "EBA"]
-    widget._on_predict()
+    widget._on_predict(block=True)
     response, tops = widget.last
     assert list(tops) == ["V1", "EBA"]
     assert "top channels V1" in viewer.layers and "top channels EBA" in viewer.layers
@@ -94,7 +94,7 @@ def test_any_image_file_is_predicted_through_the_models_backbone(
     widget.file.value = png
     np.testing.assert_array_equal(viewer.layers["stimulus"].data, phantom_images([5], 64, 0)[0])
     widget.rois.value = ["V1", "EBA"]
-    widget._on_predict()
+    widget._on_predict(block=True)
     response, tops = widget.last
     assert "stimulus.png" in widget.status.value
     lim = np.abs(want).max()
@@ -107,12 +107,12 @@ def test_any_image_file_is_predicted_through_the_models_backbone(
     assert "top channels EBA" in viewer.layers
     # the backbone is loaded once per widget, not once per prediction
     (bb,) = widget._backbones.values()
-    widget._on_predict()
+    widget._on_predict(block=True)
     assert widget._backbones == {next(iter(widget._backbones)): bb}
     # moving the slider goes back to the dataset's (cached) images
     widget.index.value = 5
     assert widget.file_image is None
-    widget._on_predict()
+    widget._on_predict(block=True)
     np.testing.assert_array_equal(widget.last[0], want)
 
 
@@ -159,7 +159,23 @@ def test_missing_weights_become_a_notification(
     png = tmp_path / "any.png"
     Image.fromarray(np.full((40, 30, 3), 128, np.uint8)).save(png)
     widget.file.value = png
-    widget._on_predict()
+    widget._on_predict(block=True)
     assert len(shown) == 1 and "fetch them with X" in shown[0]
     assert "fetch them with X" in widget.status.value
     assert not hasattr(widget, "last")
+
+
+def test_prediction_runs_in_a_worker_thread(make_napari_viewer, phantom_model_path, qtbot):
+    """The Predict button does not block the viewer; the result equals the blocking one."""
+    viewer = make_napari_viewer(ndisplay=3)
+    ((data, kwargs, _),) = model_layers(phantom_model_path)
+    viewer.add_surface(data, **kwargs)
+    widget = StimulusWidget(viewer)
+    widget.index.value = 3
+    widget._on_predict(block=True)
+    want = widget.last[0].copy()
+    object.__delattr__(widget, "last")  # (a magicgui Container treats `del` as remove)
+    worker = widget._on_predict()
+    assert worker is not None and widget.status.value == "predicting…"
+    qtbot.waitUntil(lambda: hasattr(widget, "last"), timeout=60_000)
+    np.testing.assert_array_equal(widget.last[0], want)
