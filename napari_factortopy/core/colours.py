@@ -95,12 +95,17 @@ def layer_rgba(layer: np.ndarray, cmap: str = "coolwarm") -> np.ndarray:
     Returns
     -------
     rgba : array of shape (V, 4), float64 in [0, 1], alpha 1
+        Rows with non-finite weights are grey.
     """
     pi = np.asarray(layer, dtype=np.float64)
+    bad = ~np.isfinite(pi).all(axis=1)  # e.g. a diverged model: drawn grey
+    pi = np.where(bad[:, None], 1.0, pi)
     idx = layer_argmax(pi)
     n_layers = pi.shape[1]
     pos = idx / (n_layers - 1) if n_layers > 1 else np.full(idx.shape, 0.5)
-    return _layer_colour(pos, confidence(pi), cmap)
+    out = _layer_colour(pos, confidence(pi), cmap)
+    out[bad] = _grey(int(bad.sum()))
+    return out
 
 
 def layer_legend(

@@ -71,12 +71,13 @@ class InMemoryFeatures:
         self.grid = tuple(int(s) for s in self.local[0].shape[2:])
 
     def rows(self, indices: np.ndarray) -> np.ndarray:
+        """Feature rows (n,) of image indices (n,); KeyError for images not loaded."""
         idx = np.asarray(indices, np.int64)
-        if idx.size and (idx.max() >= len(self._lookup) or (self._lookup[idx] < 0).any()):
-            missing = idx[
-                (idx >= len(self._lookup))
-                | (self._lookup[np.minimum(idx, len(self._lookup) - 1)] < 0)
-            ]
+        n = len(self._lookup)
+        if idx.size and (
+            idx.min() < 0 or idx.max() >= n or (self._lookup[np.clip(idx, 0, n - 1)] < 0).any()
+        ):
+            missing = idx[(idx < 0) | (idx >= n) | (self._lookup[np.clip(idx, 0, n - 1)] < 0)]
             raise KeyError(f"features of images {missing[:5].tolist()} are not loaded")
         return self._lookup[idx]
 

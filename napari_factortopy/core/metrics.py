@@ -206,14 +206,15 @@ def difference_to_max(
     roi: np.ndarray,
     roi_names: list[str],
     include_all: bool = False,
+    reduction: str = "sum",
 ) -> np.ndarray:
     """Each model's distance to the "max" model within each ROI (paper Table 1).
 
-    For model m and ROI R: ``sqrt(mean_{v ∈ R} (max_v − score_mv)²)``, the
-    root-mean-square of the vertex-wise gap to :func:`max_model`. The paper calls
-    this the "root sum squared difference", but the values in its table (about 0.03
-    for score differences of that size) are of root-mean-square size, so the mean is
-    used here: the value does not grow with the ROI's vertex count.
+    For model m and ROI R, with ``reduction="sum"`` (METHOD.md §5, the paper's "root
+    sum squared difference"): ``sqrt(Σ_{v ∈ R} (max_v − score_mv)²)``; with
+    ``reduction="mean"``: ``sqrt(mean_{v ∈ R} (max_v − score_mv)²)``, the
+    root-mean-square, which does not grow with the ROI's vertex count (the paper's
+    table values, about 0.03, are of that size).
 
     Parameters
     ----------
@@ -225,6 +226,8 @@ def difference_to_max(
         ``roi_names[k - 1]`` names label ``k``; R = ``len(roi_names)``.
     include_all : bool, default False
         Append one more column over all V vertices.
+    reduction : {"sum", "mean"}
+        Root of the sum (default, METHOD.md) or of the mean of the squared gaps.
 
     Returns
     -------
@@ -232,6 +235,8 @@ def difference_to_max(
         Column ``k - 1`` belongs to label ``k``. Vertices where the model or the max is
         NaN are left out; a column with no usable vertex is NaN.
     """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean'; found {reduction!r}")
     s = np.asarray(scores, dtype=np.float64)
     best = max_model(s)
     lab = _roi_labels(roi, s.shape[1], roi_names)
@@ -246,5 +251,5 @@ def difference_to_max(
         n = ok.sum(axis=1)
         tot = np.where(ok, g, 0.0).sum(axis=1)
         has = n > 0
-        out[has, j] = np.sqrt(tot[has] / n[has])
+        out[has, j] = np.sqrt(tot[has] / (n[has] if reduction == "mean" else 1))
     return out

@@ -67,10 +67,11 @@ class _WeightedGather(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # Row dot products <table[index[v, k]], grad_out[v]>: ATen's own kernel.
             flat = index.reshape(-1)
-            bag_of = torch.arange(n_v, device=index.device).repeat_interleave(k)
+            bags = torch.arange(n_v, device=index.device)
+            bag_of = bags.repeat_interleave(k)  # offset2bag: the bag of each flat entry
             grad_weight = (
                 torch.ops.aten._embedding_bag_per_sample_weights_backward(
-                    grad_out, table, flat, bag_of * k, bag_of, 0, -1
+                    grad_out, table, flat, bags * k, bag_of, 0, -1
                 )
                 .view(n_v, k)
                 .to(weight.dtype)

@@ -175,3 +175,12 @@ def test_curvature_grey_and_paint_surface():
         paint_surface(5, np.array([0]), rgba)
     with pytest.raises(ValueError, match="curv"):
         paint_surface(5, np.array([0, 1]), rgba, curv=curv[:4])
+
+
+def test_layer_rgba_draws_non_finite_rows_grey():
+    from napari_factortopy.core.colours import GYRUS_GREY, layer_rgba
+
+    pi = np.array([[0.9, 0.1], [np.nan, np.nan], [0.2, 0.8]])
+    out = layer_rgba(pi)
+    np.testing.assert_allclose(out[1], [GYRUS_GREY, GYRUS_GREY, GYRUS_GREY, 1.0])
+    np.testing.assert_allclose(out[[0, 2]], layer_rgba(pi[[0, 2]]))

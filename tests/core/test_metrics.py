@@ -122,7 +122,7 @@ def test_max_model_and_difference():
     )
     np.testing.assert_allclose(max_model(scores), [0.3, 0.5, 0.2, np.nan, 0.3], equal_nan=True)
     roi = np.array([1, 1, 2, 2, 0])
-    diff = difference_to_max(scores, roi, ["A", "B", "C"], include_all=True)
+    diff = difference_to_max(scores, roi, ["A", "B", "C"], include_all=True, reduction="mean")
     assert diff.shape == (2, 4)
     # model 0, ROI A: gaps (0.2, 0) → sqrt((0.04 + 0)/2)
     assert diff[0, 0] == pytest.approx(math.sqrt(0.04 / 2))
@@ -141,10 +141,27 @@ def test_difference_to_max_is_rms_not_sum():
     """Doubling an ROI by repeating its vertices leaves the value unchanged."""
     rng = np.random.default_rng(2)
     s = rng.uniform(size=(3, 10))
-    d1 = difference_to_max(s, np.ones(10, dtype=int), ["R"])
-    d2 = difference_to_max(np.concatenate([s, s], axis=1), np.ones(20, dtype=int), ["R"])
+    d1 = difference_to_max(s, np.ones(10, dtype=int), ["R"], reduction="mean")
+    d2 = difference_to_max(
+        np.concatenate([s, s], axis=1), np.ones(20, dtype=int), ["R"], reduction="mean"
+    )
     np.testing.assert_allclose(d1, d2)
     best = s.max(axis=0)
     for m in range(3):
         naive = math.sqrt(sum((best[v] - s[m, v]) ** 2 for v in range(10)) / 10)
         assert d1[m, 0] == pytest.approx(naive)
+
+
+def test_difference_to_max_default_is_root_sum_square():
+    """METHOD.md §5: root of the *sum* of squared gaps (naive loop)."""
+    rng = np.random.default_rng(5)
+    s = rng.uniform(size=(3, 12))
+    roi = np.array([1] * 5 + [2] * 7)
+    d = difference_to_max(s, roi, ["A", "B"])
+    best = s.max(axis=0)
+    for m in range(3):
+        for k, rows in ((0, range(5)), (1, range(5, 12))):
+            naive = math.sqrt(sum((best[v] - s[m, v]) ** 2 for v in rows))
+            assert d[m, k] == pytest.approx(naive)
+    with pytest.raises(ValueError, match="reduction"):
+        difference_to_max(s, roi, ["A", "B"], reduction="max")

@@ -114,3 +114,9 @@ def test_row_mapping_for_repeats(cache):
     rows = RowMappedFeatures(feature_source(c, np.arange(10), "cpu"), np.array([4, 4, 0]))
     loc, _ = rows.get(np.array([1, 2]))
     np.testing.assert_array_equal(loc[0].numpy(), local[0][[4, 0]].astype(np.float16))
+
+
+def test_negative_image_indices_are_refused(cache):
+    c, _, _ = cache
+    with pytest.raises(KeyError, match=r"\[-1\]"):
+        feature_source(c, np.arange(10), "cpu").get(np.array([-1]))
