@@ -45,7 +45,7 @@ def _drain_training(gen, seconds: float | None, steps_per_epoch: int, max_epochs
             elif kind == "diverged":
                 bar.write(
                     f"training diverged at step {rec['step']} (loss {rec['loss']}); "
-                    "keeping the last good checkpoints"
+                    "stopping; the best checkpoints kept so far (if any) make the model"
                 )
             elif kind == "soup":
                 bar.write(
@@ -395,7 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # our own errors (TrainingDiverged, ExtractionError, …) carry the message a user
+        # needs; anything else from elsewhere keeps its traceback
+        if isinstance(exc, RuntimeError) and not type(exc).__module__.startswith(
+            "napari_factortopy"
+        ):
+            raise
         print(f"factortopy {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

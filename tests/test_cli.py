@@ -293,3 +293,30 @@ def test_algonauts_folder_to_model_file(tmp_path):
     coords = joint_sphere_coordinates(spheres["lh"][cols["lh"]], spheres["rh"][cols["rh"]])
     np.testing.assert_allclose(m.state["coords"], coords, rtol=1e-5, atol=1e-4)
     assert "V1" in m.roi_names
+
+
+def test_divergence_is_a_message_not_a_traceback(demo_dir, tmp_path, monkeypatch, capsys):
+    from napari_factortopy.core import fitting
+    from napari_factortopy.core.training import TrainingDiverged
+
+    def diverging(*args, **kwargs):
+        raise TrainingDiverged("training diverged at step 0 (loss is not finite)")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(fitting, "fit", diverging)
+    rc = main(
+        [
+            "train",
+            "--cache",
+            str(demo_dir / "phantom" / "features.zarr"),
+            "--phantom",
+            str(demo_dir / "phantom"),
+            "--out",
+            str(tmp_path / "x.ftopy"),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 2
+    assert "training diverged at step 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.ftopy").exists()
