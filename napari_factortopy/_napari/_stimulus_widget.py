@@ -107,7 +107,9 @@ def predict_features(
     with torch.no_grad():
         loc = [torch.as_tensor(np.asarray(a)) for a in local]
         glo = [torch.as_tensor(np.asarray(a)) for a in global_]
-        response = module(loc, glo).float().numpy()[0]
+        # a phantom's truth has fixed selectors, not MLPs: predict with those
+        sel = model.fixed_selectors() if model.kind == "phantom-truth" else None
+        response = module(loc, glo, sel).float().numpy()[0]
         aligned = module.aligned_local(loc).float().numpy()[0]  # (L, D, h, w)
     tops = {}
     if np.any(model.roi > 0):

@@ -185,7 +185,7 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
     """
     from ..data.phantom import ROI_NAMES, PhantomConfig, build_phantom
     from .features import feature_source
-    from .fitted import KIND_TRUTH, FittedModel
+    from .fitted import FittedModel
     from .fitting import Subject, fit
     from .runtime import resolve_device
     from .training import TrainConfig, make_split
@@ -250,20 +250,7 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
     fitted.summary["recovery"] = {k: v for k, v in recovery.items() if k != "per_roi"}
     fitted.extra["phantom"] = str(out / "phantom")
     fitted.save(out / "model.ftopy")
-    truth = FittedModel(
-        config={**fitted.config},
-        state={"coords": fitted.state["coords"], "beta": subject_ph.truth["beta"]},
-        space=subject_ph.truth["space"],
-        layer=subject_ph.truth["layer"],
-        scale=subject_ph.truth["scale"],
-        vertex_ids=sf.vertex_ids,
-        n_lh=sf.n_lh,
-        roi=sf.roi,
-        roi_names=list(ROI_NAMES),
-        backbone=backbone,
-        kind=KIND_TRUTH,
-        extra={"phantom": str(out / "phantom")},
-    )
+    truth = FittedModel.load(out / "phantom" / "truth.ftopy")
     truth.save(out / "truth.ftopy")
     write_layer_map_png(out / "layer_map.png", [("fitted", fitted), ("truth", truth)])
     recovery["seconds"] = time.perf_counter() - t0

@@ -420,7 +420,13 @@ def build_phantom(
             )
             signal[idx] = out.cpu().numpy()
     yield {"stage": "responses", "elapsed": time.perf_counter() - t0}
-    signal = (signal - signal.mean(0)) / (signal.std(0) + 1e-12)
+    mu = signal.astype(np.float64).mean(0)
+    sd = signal.astype(np.float64).std(0) + 1e-12
+    signal = ((signal - mu) / sd).astype(np.float32)
+    # fold the standardisation into the truth's readout: it then predicts `signal`
+    with torch.no_grad():
+        truth.beta.div_(torch.as_tensor(sd, dtype=torch.float32, device=dev)[:, None])
+        truth.bias.copy_(torch.as_tensor(-mu / sd, dtype=torch.float32, device=dev))
     ceiling = rng.uniform(*config.ceiling, size=len(coords))
     noise_sd = np.sqrt((1 - ceiling) / ceiling)
     responses = signal + rng.normal(size=signal.shape) * noise_sd[None]
@@ -454,9 +460,42 @@ def build_phantom(
         sphere=surface.sphere,
         frame=surface.frame,
     )
+    _truth_model(truth, sel, surface, bb, root).save(root / "truth.ftopy")
     _atomic_write_text(root / "phantom.json", json.dumps(meta, indent=2))
     subject = load_phantom(root)
     yield {"stage": "done", "elapsed": time.perf_counter() - t0, "subject": subject}
+
+
+def _truth_model(truth, sel: dict, surface: PhantomSurface, bb, root: Path):
+    """The ground truth as a model file (kind ``"phantom-truth"``): its full weights
+    and its fixed selectors; with those selectors it predicts the phantom's signal."""
+    from ..core.fitted import KIND_TRUTH, FittedModel
+
+    state = {
+        k: v.detach().float().cpu().numpy()
+        for k, v in truth.state_dict().items()
+        if k != "encoding"
+    }
+    return FittedModel(
+        config=truth.config.to_dict(),
+        state=state,
+        space=sel["space"],
+        layer=sel["layer"],
+        scale=sel["scale"],
+        vertex_ids=surface.vertex_ids,
+        n_lh=surface.n_lh,
+        mesh="fsaverage5",
+        roi=surface.roi,
+        roi_names=list(ROI_NAMES),
+        backbone={
+            "name": bb.name,
+            "layer_names": list(bb.layer_names),
+            "widths": list(bb.widths),
+            "preprocessing": bb.preprocessing.to_dict(),
+        },
+        kind=KIND_TRUTH,
+        extra={"phantom": str(root)},
+    )
 
 
 def load_phantom(root) -> PhantomSubject:

@@ -104,3 +104,22 @@ def test_build_phantom_resumes_without_recomputing(tiny):
 def test_load_phantom_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"phantom\.json is missing"):
         load_phantom(tmp_path)
+
+
+def test_truth_model_file_reproduces_the_signal(tiny):
+    """phantom/truth.ftopy holds the truth's full weights: with its fixed selectors it
+    predicts the phantom's (noise-free, standardised) signal."""
+    from napari_factortopy.core.features import feature_source
+    from napari_factortopy.core.fitted import FittedModel
+    from napari_factortopy.core.training import predict
+    from napari_factortopy.data.cache import FeatureCache
+
+    root, cfg, _ = tiny
+    s = load_phantom(root)
+    t = FittedModel.load(root / "truth.ftopy")
+    assert t.kind == "phantom-truth" and t.config["bottleneck"] == cfg.truth_bottleneck
+    np.testing.assert_array_equal(t.layer, s.truth["layer"])
+    module = t.to_module()
+    feats = feature_source(FeatureCache.open(s.cache_path), np.arange(96))
+    pred = predict(module, feats, np.arange(96), selectors=t.fixed_selectors())
+    np.testing.assert_allclose(pred, s.signal, rtol=1e-3, atol=2e-3)
