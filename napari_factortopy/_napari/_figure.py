@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_factortopy._napari._surface import BrainScene
+from napari_factortopy.core.atomic import atomic_path
 
 __all__ = ["MAP_TITLES", "figure_image", "legend_for", "save_png"]
 
@@ -175,8 +176,6 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     from PIL import Image
 
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    Image.fromarray(np.asarray(image, np.uint8)).save(tmp)
-    os.replace(tmp, out)
+    with atomic_path(out, suffix=".png") as tmp:
+        Image.fromarray(np.asarray(image, np.uint8)).save(tmp)
     return out

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
+from napari_factortopy.core.atomic import atomic_path
 
 __all__ = ["SUFFIXES", "hemisphere_paths", "napari_write_map", "write_map"]
 
@@ -99,9 +100,8 @@ def write_map(
         else:
             data = part.astype(np.float32).reshape(len(part), 1, 1, -1)
             img = nib.MGHImage(data[..., 0] if data.shape[3] == 1 else data, np.eye(4))
-        tmp = out.with_name(f".{out.name}.tmp{suffix}")
-        nib.save(img, str(tmp))
-        os.replace(tmp, out)
+        with atomic_path(out, suffix=suffix) as tmp:
+            nib.save(img, str(tmp))
         written.append(str(out))
     return written
 

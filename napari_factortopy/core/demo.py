@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
+
 __all__ = ["DemoOptions", "recovery_report", "run_demo_pipeline", "write_layer_map_png"]
 
 
@@ -254,7 +256,6 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
     truth.save(out / "truth.ftopy")
     write_layer_map_png(out / "layer_map.png", [("fitted", fitted), ("truth", truth)])
     recovery["seconds"] = time.perf_counter() - t0
-    tmp = out / ".recovery.json.tmp"
-    tmp.write_text(json.dumps(recovery, indent=2))
-    tmp.replace(out / "recovery.json")
+    with atomic_path(out / "recovery.json") as tmp:
+        tmp.write_text(json.dumps(recovery, indent=2))
     yield {"stage": "done", "recovery": recovery}

@@ -23,9 +23,7 @@ flat        —                    vertex y    vertex x (the mesh's x, y are use
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +31,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+
+from .atomic import atomic_path
 
 __all__ = ["VIEWS", "project", "render_mesh", "surface_figure", "view_basis"]
 
@@ -210,17 +210,8 @@ def _panel_aspect(panel: Mapping[str, Any]) -> float:
 
 def _save_png_atomic(fig: Figure, out_path: str | os.PathLike) -> None:
     """Write ``fig`` as PNG to a temporary file beside ``out_path``, then rename it."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(out_path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=fig.dpi, facecolor=fig.get_facecolor())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def surface_figure(

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .atomic import atomic_path
 from .metrics import pearson_r, r2_score
 from .model import FactorTopy, Selectors
 
@@ -389,18 +390,16 @@ def train(
     def save_checkpoint():
         if ckpt_path is None:
             return
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
-        torch.save(
-            {
-                "model": _state_copy(model),
-                "optimizer": opt.state_dict(),
-                "state": {**state, "order": torch.as_tensor(state["order"])},
-                "rng": rng.bit_generator.state,
-            },
-            tmp,
-        )
-        tmp.replace(ckpt_path)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(
+                {
+                    "model": _state_copy(model),
+                    "optimizer": opt.state_dict(),
+                    "state": {**state, "order": torch.as_tensor(state["order"])},
+                    "rng": rng.bit_generator.state,
+                },
+                tmp,
+            )
 
     def val_score(m: FactorTopy) -> float:
         pred = predict(m, features, split.val, cfg.eval_batch_size, cfg.amp)

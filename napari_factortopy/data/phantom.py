@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.atomic import atomic_path
 from .surfaces import HEMIS, fsaverage5_mesh
 
 __all__ = [
@@ -432,8 +433,9 @@ def build_phantom(
     responses = signal + rng.normal(size=signal.shape) * noise_sd[None]
     responses = responses.astype(np.float32)
 
-    _atomic_save_npy(root / "responses.npy", responses)
-    _atomic_savez(
+    with atomic_path(root / "responses.npy") as tmp:
+        np.save(tmp, responses)
+    _savez(
         root / "truth.npz",
         space=sel["space"],
         layer=sel["layer"],
@@ -452,7 +454,7 @@ def build_phantom(
         "layer_names": bb.layer_names,
         "widths": bb.widths,
     }
-    _atomic_savez(
+    _savez(
         root / "surface.npz",
         vertex_ids=surface.vertex_ids,
         n_lh=np.asarray(surface.n_lh),
@@ -461,7 +463,8 @@ def build_phantom(
         frame=surface.frame,
     )
     _truth_model(truth, sel, surface, bb, root).save(root / "truth.ftopy")
-    _atomic_write_text(root / "phantom.json", json.dumps(meta, indent=2))
+    with atomic_path(root / "phantom.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
     subject = load_phantom(root)
     yield {"stage": "done", "elapsed": time.perf_counter() - t0, "subject": subject}
 
@@ -538,21 +541,7 @@ def load_phantom(root) -> PhantomSubject:
     )
 
 
-def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    tmp.replace(path)
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def _savez(path: Path, **arrays) -> None:
+    """``np.savez`` atomically (plain arrays, no pickle)."""
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
