@@ -96,10 +96,9 @@ class CompareWidget(widgets.Container):
     def _on_clusters(self, _=None) -> np.ndarray | None:
         from napari_factortopy.core.analyses import channel_clusters
 
-        name = self.model_choice.value
-        if name not in self.viewer.layers:
+        layer = self.model_choice.layer
+        if layer is None:
             return None
-        layer = self.viewer.layers[name]
         scene = scene_for_layer(layer)
         beta = scene.model.beta
         labels = channel_clusters(

@@ -64,11 +64,11 @@ class ExportWidget(widgets.Container):
         """Write the figure PNG; returns the image (H, W, 4)."""
         from napari_factortopy._napari._figure import figure_image
 
-        name = self.model_choice.value
-        if name not in self.viewer.layers:
+        layer = self.model_choice.layer
+        if layer is None:
             self.status.value = "no model shown"
             return None
-        scene = scene_for_layer(self.viewer.layers[name])
+        scene = scene_for_layer(layer)
         image = figure_image(
             scene,
             list(self.maps.value),
