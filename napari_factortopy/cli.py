@@ -226,20 +226,16 @@ def run_train(args: argparse.Namespace) -> int:
 def _dataset_subject(ds, subjects_dir=None, allow_download=False):
     """The Subject of a loaded dataset: sphere coordinates from its mesh."""
     from .core.fitting import Subject
-    from .data.surfaces import load_mesh
+    from .data.surfaces import sphere_coordinates
 
-    sphere = np.empty((len(ds.vertex_ids), 3), np.float32)
-    for hemi, rows in (("lh", slice(0, ds.n_lh)), ("rh", slice(ds.n_lh, None))):
-        verts = load_mesh(
-            ds.mesh, "sphere", hemi, subjects_dir=subjects_dir, allow_download=allow_download
-        ).vertices
-        ids = ds.vertex_ids[rows]
-        if ids.size and ids.max() >= len(verts):
-            raise ValueError(
-                f"{ds.root}: {hemi} vertex ids reach {ids.max()}, outside "
-                f"{ds.mesh} ({len(verts)} vertices per hemisphere)"
-            )
-        sphere[rows] = verts[ids]
+    sphere = sphere_coordinates(
+        ds.mesh,
+        ds.vertex_ids,
+        ds.n_lh,
+        subjects_dir=subjects_dir,
+        allow_download=allow_download,
+        source=str(ds.root),
+    )
     return Subject(ds.vertex_ids, ds.n_lh, sphere, ds.mesh, ds.roi, list(ds.roi_names))
 
 

@@ -127,15 +127,6 @@ def _load_inputs(job: TrainJob) -> Iterator[dict]:
     }
 
 
-def _sphere_coords(mesh: str, ids: np.ndarray, n_lh: int) -> np.ndarray:
-    """(V, 3) per-hemisphere sphere coordinates of the vertex ids (left first)."""
-    from napari_factortopy.data.surfaces import load_mesh
-
-    lh = load_mesh(mesh, "sphere", "lh").vertices[ids[:n_lh]]
-    rh = load_mesh(mesh, "sphere", "rh").vertices[ids[n_lh:]]
-    return np.concatenate([lh, rh])
-
-
 def training_job(job: TrainJob) -> Iterator[dict]:
     """Load the data, train FactorTopy, save the ``.ftopy`` file; yield progress records.
 
@@ -152,6 +143,7 @@ def training_job(job: TrainJob) -> Iterator[dict]:
     from napari_factortopy.core.model import FactorTopyConfig
     from napari_factortopy.core.runtime import resolve_device
     from napari_factortopy.core.training import TrainConfig, make_split
+    from napari_factortopy.data.surfaces import sphere_coordinates
 
     inputs = None
     for rec in _load_inputs(job):
@@ -168,7 +160,7 @@ def training_job(job: TrainJob) -> Iterator[dict]:
     subject = Subject(
         ids,
         n_lh,
-        _sphere_coords(inputs["mesh"], ids, n_lh),
+        sphere_coordinates(inputs["mesh"], ids, n_lh, source=str(job.subject or job.phantom)),
         inputs["mesh"],
         inputs["roi"],
         list(inputs["roi_names"]),

@@ -52,6 +52,7 @@ __all__ = [
     "read_morph",
     "read_patch",
     "read_surface",
+    "sphere_coordinates",
     "to_coarser",
 ]
 
@@ -681,3 +682,53 @@ def read_algonauts_mapping(path: str | os.PathLike) -> dict[int, str]:
             f"ROI mapping {path}: expected a pickled dict label → name, found {type(obj).__name__}"
         )
     return {int(k): str(v) for k, v in obj.items()}
+
+
+def sphere_coordinates(
+    mesh: str,
+    vertex_ids: np.ndarray,
+    n_lh: int,
+    *,
+    subjects_dir: str | os.PathLike | None = None,
+    allow_download: bool = False,
+    source: str = "vertex ids",
+) -> np.ndarray:
+    """Registered-sphere coordinates of modelled vertices (what FactorTopy encodes).
+
+    Parameters
+    ----------
+    mesh : str
+        Mesh name (``"fsaverage5"``, ``"fsaverage"``, …), read with :func:`load_mesh`.
+    vertex_ids : int array of shape (V,)
+        Per-hemisphere vertex indices, left hemisphere first.
+    n_lh : int
+        How many of them are left-hemisphere vertices.
+    subjects_dir, allow_download
+        Passed to :func:`load_mesh`.
+    source : str
+        Named in the error message (e.g. the dataset folder).
+
+    Returns
+    -------
+    array of shape (V, 3), float32
+        Per-hemisphere (unshifted) sphere coordinates.
+
+    Raises
+    ------
+    SurfaceError
+        When an id lies outside its hemisphere's mesh.
+    """
+    ids = np.asarray(vertex_ids, np.int64)
+    out = np.empty((len(ids), 3), np.float32)
+    for hemi, rows in (("lh", slice(0, n_lh)), ("rh", slice(n_lh, None))):
+        verts = load_mesh(
+            mesh, "sphere", hemi, subjects_dir=subjects_dir, allow_download=allow_download
+        ).vertices
+        part = ids[rows]
+        if part.size and (part.min() < 0 or part.max() >= len(verts)):
+            raise SurfaceError(
+                f"{source}: {hemi} vertex ids span [{part.min()}, {part.max()}], outside "
+                f"{mesh} ({len(verts)} vertices per hemisphere)"
+            )
+        out[rows] = verts[part]
+    return out

@@ -142,3 +142,14 @@ def test_roi_label_readers(tmp_path):
     np.save(tmp_path / "mapping_bad.npy", np.arange(3))
     with pytest.raises(SurfaceError, match="pickled dict"):
         read_algonauts_mapping(tmp_path / "mapping_bad.npy")
+
+
+def test_sphere_coordinates_of_modelled_vertices():
+    from napari_factortopy.data.surfaces import SurfaceError, fsaverage5_mesh, sphere_coordinates
+
+    ids = np.array([0, 7, 10241, 3, 5])
+    out = sphere_coordinates("fsaverage5", ids, 3)
+    np.testing.assert_array_equal(out[:3], fsaverage5_mesh("sphere", "lh").vertices[[0, 7, 10241]])
+    np.testing.assert_array_equal(out[3:], fsaverage5_mesh("sphere", "rh").vertices[[3, 5]])
+    with pytest.raises(SurfaceError, match=r"my.npz: rh vertex ids span \[3, 10242\]"):
+        sphere_coordinates("fsaverage5", np.array([0, 3, 10242]), 1, source="my.npz")
