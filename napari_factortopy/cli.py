@@ -140,7 +140,7 @@ def _open_in_napari(path: Path) -> None:
 # -------------------------------------------------------------------- train
 def run_train(args: argparse.Namespace) -> int:
     from .core.features import RowMappedFeatures, feature_source
-    from .core.fitting import Subject, check_responses, fit
+    from .core.fitting import check_responses, fit
     from .core.runtime import resolve_device
     from .core.training import TrainConfig, make_split
     from .data.cache import FeatureCache
@@ -148,12 +148,11 @@ def run_train(args: argparse.Namespace) -> int:
     dev = resolve_device(args.device)
     cache = FeatureCache.open(args.cache)
     if args.phantom:
-        from .data.phantom import ROI_NAMES, load_phantom
+        from .data.phantom import load_phantom
 
         ph = load_phantom(args.phantom)
-        sf = ph.surface
         responses, image_index = ph.responses, np.arange(len(ph.responses))
-        subject = Subject(sf.vertex_ids, sf.n_lh, sf.sphere, "fsaverage5", sf.roi, list(ROI_NAMES))
+        subject = ph.subject()
         source = str(Path(args.phantom) / "responses.npy")
         expected_ids = [f"phantom-{i:05d}" for i in range(len(responses))]
     elif args.dataset:

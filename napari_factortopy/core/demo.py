@@ -185,10 +185,10 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
         ``"train"`` (with the training ``record``), ``"message"``, and finally
         ``"done"`` with ``recovery`` (the dict written to ``recovery.json``).
     """
-    from ..data.phantom import ROI_NAMES, PhantomConfig, build_phantom
+    from ..data.phantom import PhantomConfig, build_phantom
     from .features import feature_source
     from .fitted import FittedModel
-    from .fitting import Subject, fit
+    from .fitting import fit
     from .runtime import resolve_device
     from .training import TrainConfig, make_split
 
@@ -208,7 +208,7 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
 
     cache = FeatureCache.open(subject_ph.cache_path)
     sf = subject_ph.surface
-    subject = Subject(sf.vertex_ids, sf.n_lh, sf.sphere, "fsaverage5", sf.roi, list(ROI_NAMES))
+    subject = subject_ph.subject()
     split = make_split(cache.n_images, seed=opts.seed)
     feats = feature_source(cache, np.arange(cache.n_images), dev)
     tcfg = TrainConfig(

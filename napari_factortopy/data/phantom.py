@@ -307,6 +307,13 @@ class PhantomSubject:
         """Stimuli (n, S, S, 3) uint8 for the given image indices."""
         return phantom_images(indices, self.config.image_size, self.config.seed)
 
+    def subject(self):
+        """The modelled vertices as a :class:`~napari_factortopy.core.fitting.Subject`."""
+        from ..core.fitting import Subject
+
+        sf = self.surface
+        return Subject(sf.vertex_ids, sf.n_lh, sf.sphere, "fsaverage5", sf.roi, list(ROI_NAMES))
+
 
 def _phantom_backbone(config: PhantomConfig):
     from dataclasses import replace
