@@ -32,7 +32,7 @@ def synthetic_meshset(n: int, name: str, kind: str):
     """Two hemispheres of ``n`` vertices: an ellipsoid triangulated by its convex hull."""
     from scipy.spatial import ConvexHull
 
-    from napari_factortopy._napari._surface import MeshSet
+    from napari_factortopy.scene.brain import MeshSet
 
     i = np.arange(n) + 0.5
     phi = np.arccos(1 - 2 * i / n)
@@ -55,7 +55,7 @@ def synthetic_meshset(n: int, name: str, kind: str):
 
 
 def bench_model(n_mesh: int, n_vertices: int, n_layers: int = 12, d: int = 128):
-    from napari_factortopy.core.fitted import FittedModel
+    from napari_factortopy.core.fitted_model import FittedModel
 
     rng = np.random.default_rng(0)
     half = n_vertices // 2

@@ -36,7 +36,8 @@ def run_one(impl: str, device: str, steps: int, warmup: int, args) -> dict:
 
     sys.path.insert(0, str(ROOT))
     import napari_factortopy  # noqa: F401  (installs the triton guard)
-    from napari_factortopy.core.model import FactorTopy, FactorTopyConfig
+    from napari_factortopy.core.config import FactorTopyConfig
+    from napari_factortopy.core.model import FactorTopy
     from napari_factortopy.core.training import regulariser
     from tests.core.reference import reference_forward
 

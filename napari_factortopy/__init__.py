@@ -9,7 +9,8 @@ The package is organised in three layers, with dependencies pointing one way:
 - :mod:`napari_factortopy._napari` — the thin napari plugin layer.
 """
 
-__version__ = "0.1.0"
+from .core.version import __version__
+
 __all__ = ["__version__"]
 
 from .core.runtime import install_triton_guard as _install_triton_guard

@@ -47,9 +47,12 @@ def main() -> None:
         path = Path(args.model)
     elif args.quick:
         os.environ["FACTORTOPY_CACHE"] = tempfile.mkdtemp()
+        from napari_factortopy.core.config import TrainConfig
+        from napari_factortopy.data.phantom import PhantomConfig
+
         quick = {
-            "phantom_config": {"n_vertices": 1000, "n_images": 96, "image_size": 64},
-            "train": {"steps_per_epoch": 20, "max_epochs": 2, "log_every": 10},
+            "phantom_config": PhantomConfig(n_vertices=1000, n_images=96, image_size=64),
+            "train": TrainConfig(steps_per_epoch=20, max_epochs=2, log_every=10),
         }
     if not args.model:
         path = _sample_data.sample_model_path(
@@ -62,8 +65,8 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_factortopy._napari._brain_widget import BrainWidget
-    from napari_factortopy._napari._figure import figure_image, save_png
     from napari_factortopy._napari._train_widget import TrainWidget
+    from napari_factortopy.scene.figure import figure_image, save_png
 
     viewer = napari.Viewer(ndisplay=3, show=True, title="napari-factortopy")
     viewer.window.resize(1500, 950)

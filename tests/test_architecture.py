@@ -1,9 +1,12 @@
 """Layering rules from docs/ARCHITECTURE.md, checked on the source with ``ast``.
 
-- ``core/`` and ``data/`` never import Qt, napari, magicgui, vispy, superqt, nor the
-  plugin layer or the command line.
-- The plugin layer (``_napari/``) and ``cli.py`` import torch, open_clip and timm only
-  lazily, inside functions, so that napari and ``factortopy --help`` start fast.
+- Dependencies point down only: ``core`` ← ``data`` ← ``scene`` ← ``app`` ← ``_napari``
+  (every import, module level or inside a function), and no two modules import each
+  other in a circle.
+- ``core/``, ``data/``, ``scene/`` and ``app/`` never import Qt, napari, magicgui, vispy,
+  superqt.
+- The plugin layer (``_napari/``), ``scene/`` and ``app/`` import torch, open_clip and
+  timm only lazily, inside functions, so that napari and ``factortopy --help`` start fast.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ GUI_FORBIDDEN = (
     "vispy",
     "superqt",
     "napari_factortopy._napari",
-    "napari_factortopy.cli",
+    "napari_factortopy.app.cli",
 )
 HEAVY = ("torch", "open_clip", "timm")
 
@@ -99,18 +102,150 @@ def _rel(path: Path) -> str:
     return path.relative_to(PKG.parent).as_posix()
 
 
-def test_core_and_data_do_not_import_gui_or_plugin_layer():
+def test_layers_below_the_plugin_do_not_import_gui():
     bad = [
         f"{_rel(path)}:{line} imports {name}"
-        for path in _modules("core", "data")
+        for path in _modules("core", "data", "scene", "app")
         for line, name in _imports(path)
         if _matches(name, GUI_FORBIDDEN)
     ]
-    assert not bad, "core/ and data/ must stay free of GUI code:\n" + "\n".join(bad)
+    assert not bad, "core/, data/, scene/, app/ must stay free of GUI code:\n" + "\n".join(bad)
+
+
+#: Rank of each layer: a module may import only modules of its own rank or below.
+LAYERS = {"core": 0, "data": 1, "scene": 2, "app": 3, "_napari": 4}
+#: What the package root (``napari_factortopy/__init__.py``) may import.
+ROOT_ALLOWED = ("napari_factortopy.core.runtime", "napari_factortopy.core.version")
+
+
+def _layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "napari_factortopy":
+        return None
+    if len(parts) == 1:
+        return ""  # the package root
+    return parts[1] if parts[1] in LAYERS else "?" + parts[1]
+
+
+def _module_name(path: Path, root: Path = PKG.parent) -> str:
+    rel = path.relative_to(root).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _own_modules(root: Path = PKG.parent) -> dict[str, Path]:
+    pkg = root / "napari_factortopy"
+    return {_module_name(p, root): p for p in sorted(pkg.rglob("*.py"))}
+
+
+def _graph(root: Path = PKG.parent) -> dict[str, set[str]]:
+    """Module → the package's modules it imports (anywhere in its body)."""
+    mods = _own_modules(root)
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        deps: set[str] = set()
+        for _, imported in _imports(path, root=root):
+            # ``from pkg import name`` lists pkg.name too: keep it only if it is a module
+            while imported and imported not in mods:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                deps.add(imported)
+        graph[name] = deps
+    return graph
+
+
+def upward_imports(root: Path = PKG.parent) -> list[str]:
+    """Every import that points up the layers (or out of them), as readable lines."""
+    bad = []
+    for mod, deps in _graph(root).items():
+        layer = _layer_of(mod)
+        for dep in sorted(deps):
+            dep_layer = _layer_of(dep)
+            if layer == "":
+                ok = dep in ROOT_ALLOWED
+            elif layer not in LAYERS or dep_layer not in LAYERS:
+                ok = False
+            else:
+                ok = LAYERS[dep_layer] <= LAYERS[layer]
+            if not ok:
+                bad.append(f"{mod} ({layer or 'root'}) imports {dep} ({dep_layer or 'root'})")
+    return bad
+
+
+def import_cycles(root: Path = PKG.parent) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), each sorted."""
+    graph = _graph(root)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return out
+
+
+def test_imports_point_down_the_layers():
+    assert set(_own_modules()) >= {"napari_factortopy.core.model", "napari_factortopy.app.cli"}
+    bad = upward_imports()
+    assert not bad, "imports must point down core ← data ← scene ← app ← _napari:\n" + (
+        "\n".join(bad)
+    )
+
+
+def test_no_import_cycles():
+    cycles = import_cycles()
+    assert not cycles, "modules importing each other in a circle:\n" + "\n".join(
+        " ↔ ".join(c) for c in cycles
+    )
+
+
+def test_layer_checks_catch_violations(tmp_path):
+    """An upward import, an unknown top-level module and a cycle are all reported."""
+    pkg = tmp_path / "napari_factortopy"
+    for sub in ("core", "data", "scene"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("", encoding="utf-8")
+    (pkg / "__init__.py").write_text("from .core import runtime\n", encoding="utf-8")
+    (pkg / "core" / "runtime.py").write_text("", encoding="utf-8")
+    (pkg / "core" / "a.py").write_text("def f():\n    from ..data import b\n", encoding="utf-8")
+    (pkg / "data" / "b.py").write_text("from ..core import a\n", encoding="utf-8")
+    (pkg / "scene" / "c.py").write_text("from .. import stray\n", encoding="utf-8")
+    (pkg / "stray.py").write_text("", encoding="utf-8")
+    bad = upward_imports(tmp_path)
+    assert any("core.a (core) imports napari_factortopy.data.b" in b for b in bad), bad
+    assert any("scene.c (scene) imports napari_factortopy.stray" in b for b in bad), bad
+    assert not any("data.b" in b.split(" imports ")[0] for b in bad), bad  # data → core is fine
+    assert import_cycles(tmp_path) == [["napari_factortopy.core.a", "napari_factortopy.data.b"]]
 
 
 def test_plugin_layer_and_cli_import_heavy_libraries_lazily():
-    files = [*_modules("_napari"), *_modules("cli.py")]
+    files = [*_modules("_napari"), *_modules("app"), *_modules("scene")]
     assert files, "no plugin-layer modules found"
     bad = [
         f"{_rel(path)}:{line} imports {name} at module level"
@@ -128,7 +263,7 @@ def test_checker_catches_violations(tmp_path):
     mod.write_text(
         "import os\n"
         "from qtpy import QtWidgets\n"
-        "from .. import cli\n"
+        "from ..app import cli\n"
         "try:\n    import torch\nexcept ImportError:\n    pass\n"
         "def f():\n    import timm\n",
         encoding="utf-8",
@@ -136,7 +271,7 @@ def test_checker_catches_violations(tmp_path):
     names = [n for _, n in _imports(mod, root=tmp_path)]
     top = [n for _, n in _imports(mod, top_level_only=True, root=tmp_path)]
     assert _matches("qtpy", GUI_FORBIDDEN) and "qtpy" in names
-    assert "napari_factortopy.cli" in names
+    assert "napari_factortopy.app.cli" in names
     assert "torch" in top and "timm" not in top and "timm" in names
 
 
@@ -146,9 +281,9 @@ _PLUGIN_MODULES = [
         for p in (Path(__file__).parents[1] / "napari_factortopy" / "_napari").glob("*.py")
         if p.stem != "__init__"
     ),
-    "napari_factortopy.cli",
-    "napari_factortopy._cli_data",
-    "napari_factortopy._cli_figure",
+    "napari_factortopy.app.cli",
+    "napari_factortopy.app.cli_data",
+    "napari_factortopy.app.cli_figure",
 ]
 
 

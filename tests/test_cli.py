@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_factortopy.cli import main
-from napari_factortopy.core.fitted import FittedModel
+from napari_factortopy.app.cli import main
+from napari_factortopy.core.fitted_model import FittedModel
 
 
 @pytest.fixture(scope="module")
@@ -296,14 +296,14 @@ def test_algonauts_folder_to_model_file(tmp_path):
 
 
 def test_divergence_is_a_message_not_a_traceback(demo_dir, tmp_path, monkeypatch, capsys):
-    from napari_factortopy.core import fitting
+    from napari_factortopy.core import estimator
     from napari_factortopy.core.training import TrainingDiverged
 
     def diverging(*args, **kwargs):
         raise TrainingDiverged("training diverged at step 0 (loss is not finite)")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(fitting, "fit", diverging)
+    monkeypatch.setattr(estimator, "fit", diverging)
     rc = main(
         [
             "train",

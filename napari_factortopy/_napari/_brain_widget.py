@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
-from napari_factortopy._napari import _plots
 from napari_factortopy._napari._layers import META_KEY, scene_for_layer, scene_metadata
-from napari_factortopy._napari._stimuli import stimulus_loader
-from napari_factortopy._napari._surface import MAPS, MESH_KINDS, VIEWS, BrainScene, Pick
+from napari_factortopy.data.stimuli import stimulus_loader
+from napari_factortopy.scene import plots as _plots
+from napari_factortopy.scene.brain import MAPS, MESH_KINDS, VIEWS, BrainScene, Pick
 
 if TYPE_CHECKING:
     import napari

@@ -14,47 +14,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
 from napari_factortopy._napari._brain_widget import ModelChoice, apply_scene
 from napari_factortopy._napari._layers import load_scene, scene_for_layer, surface_kwargs
+from napari_factortopy.core.compare import score_difference
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["CompareWidget", "score_difference"]
-
-
-def score_difference(a, b, key: str = "r2_test") -> tuple[np.ndarray, np.ndarray]:
-    """Per-vertex score difference A − B on the vertices both models have.
-
-    Parameters
-    ----------
-    a, b : FittedModel
-    key : str
-        Score name (both models must have it).
-
-    Returns
-    -------
-    diff : array of shape (V_a,)
-        NaN where B has no such vertex.
-    matched : int array of shape (V_a,)
-        Row of the same vertex in B, −1 when absent.
-    """
-    if key not in a.scores or key not in b.scores:
-        raise KeyError(f"both models need the score {key!r}")
-    hemi_a = np.arange(a.n_vertices) >= a.n_lh
-    hemi_b = np.arange(b.n_vertices) >= b.n_lh
-    lookup = {
-        (bool(h), int(v)): i for i, (h, v) in enumerate(zip(hemi_b, b.vertex_ids, strict=True))
-    }
-    matched = np.array(
-        [lookup.get((bool(h), int(v)), -1) for h, v in zip(hemi_a, a.vertex_ids, strict=True)],
-        np.int64,
-    )
-    diff = np.full(a.n_vertices, np.nan)
-    ok = matched >= 0
-    diff[ok] = np.asarray(a.scores[key])[ok] - np.asarray(b.scores[key])[matched[ok]]
-    return diff, matched
+__all__ = ["CompareWidget"]
 
 
 class CompareWidget(widgets.Container):
@@ -114,7 +81,7 @@ class CompareWidget(widgets.Container):
         from napari.utils.notifications import show_warning
 
         from napari_factortopy.core import colours
-        from napari_factortopy.core.fitted import FittedModel
+        from napari_factortopy.core.fitted_model import FittedModel
         from napari_factortopy.core.modelfile import ModelFileError
         from napari_factortopy.data.surfaces import SurfaceError
 

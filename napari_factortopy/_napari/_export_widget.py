@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
 from napari_factortopy._napari._brain_widget import ModelChoice
 from napari_factortopy._napari._layers import scene_for_layer
-from napari_factortopy._napari._surface import MAPS, VIEWS
+from napari_factortopy.scene.brain import MAPS, VIEWS
 
 if TYPE_CHECKING:
     import napari
@@ -62,7 +61,7 @@ class ExportWidget(widgets.Container):
 
     def _on_export(self, _=None) -> np.ndarray | None:
         """Write the figure PNG; returns the image (H, W, 4)."""
-        from napari_factortopy._napari._figure import figure_image
+        from napari_factortopy.scene.figure import figure_image
 
         layer = self.model_choice.layer
         if layer is None:
@@ -81,7 +80,7 @@ class ExportWidget(widgets.Container):
 
     def _on_screenshot(self, _=None) -> np.ndarray:
         """Save the canvas as it is shown, scaled to the chosen width."""
-        from napari_factortopy._napari._figure import save_png
+        from napari_factortopy.scene.figure import save_png
 
         probe = self.viewer.screenshot(canvas_only=True)
         scale = int(self.width_px.value) / max(probe.shape[1], 1)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
-import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
-from napari_factortopy._napari._surface import BrainScene, load_meshset
+from napari_factortopy.scene.brain import BrainScene, load_meshset
+from napari_factortopy.scene.brain import load_scene as _load_scene
 
 __all__ = [
     "META_KEY",
@@ -42,39 +40,8 @@ def _notify(message: str, level: str = "warning") -> None:
 
 
 def load_scene(model, loader=None, notify=_notify) -> BrainScene:
-    """A :class:`BrainScene` for ``model`` on its mesh, or on fsaverage5 if it is missing.
-
-    When the model's mesh is not on this machine and every hemisphere's vertex ids fit
-    fsaverage5 (ids < 10242 keep their meaning on the coarser mesh), the model is shown
-    on fsaverage5, keeping the vertices that exist there, and the user is told so.
-
-    Raises
-    ------
-    napari_factortopy.data.surfaces.SurfaceError
-        When the mesh is missing and no fallback applies (the message says which).
-    """
-    from napari_factortopy.data.surfaces import MESH_SIZES, SurfaceError
-
-    kwargs = {} if loader is None else {"loader": loader}
-    scene = BrainScene(model, **kwargs)
-    try:
-        scene.meshes()
-        return scene
-    except SurfaceError as exc:
-        small = MESH_SIZES["fsaverage5"]
-        if model.mesh == "fsaverage5" or not np.any(np.asarray(model.vertex_ids) < small):
-            raise SurfaceError(
-                f"this model was fitted on {model.mesh}, which is not on this machine ({exc}); "
-                "none of its vertices exists on fsaverage5, so it cannot be shown"
-            ) from exc
-        scene = BrainScene(model, mesh_name="fsaverage5", **kwargs)
-        dropped = scene.restrict_to(small)
-        notify(
-            f"{model.mesh} meshes are not on this machine; showing the model on fsaverage5 "
-            f"({model.n_vertices - dropped} of {model.n_vertices} modelled vertices exist "
-            f"there). Point $SUBJECTS_DIR at a FreeSurfer {model.mesh} folder to see all."
-        )
-        return scene
+    """:func:`napari_factortopy.scene.brain.load_scene`, telling the user in napari."""
+    return _load_scene(model, loader=loader, notify=notify)
 
 
 def scene_metadata(scene: BrainScene, path: str | None = None) -> dict:
@@ -122,7 +89,7 @@ def model_layers(path: str | os.PathLike, loader=None) -> list[tuple]:
         ``data = (vertices (n, 3), faces (m, 3))`` with ``vertex_colors (n, 4)``.
         Empty when the model cannot be shown (the user is told why).
     """
-    from napari_factortopy.core.fitted import FittedModel
+    from napari_factortopy.core.fitted_model import FittedModel
     from napari_factortopy.data.surfaces import SurfaceError
 
     path = os.fspath(path)
@@ -148,7 +115,7 @@ def scene_for_layer(layer) -> BrainScene | None:
         return None
     scene = SCENES.get(meta.get("scene_id"))
     if scene is None and meta.get("path") and Path(meta["path"]).is_file():
-        from napari_factortopy.core.fitted import FittedModel
+        from napari_factortopy.core.fitted_model import FittedModel
 
         scene = load_scene(FittedModel.load(meta["path"]))
         for key in ("kind", "view", "map", "layer_index"):

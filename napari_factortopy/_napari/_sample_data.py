@@ -9,20 +9,17 @@ later calls open the saved ``.ftopy`` at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 
-import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
+from napari_factortopy.core.config import TrainConfig
+from napari_factortopy.data.phantom import PhantomConfig
 
 __all__ = ["SAMPLE_PHANTOM", "SAMPLE_TRAIN", "cache_dir", "phantom_model", "sample_model_path"]
 
-#: Size of the sample phantom (PhantomConfig fields).
-SAMPLE_PHANTOM = MappingProxyType({"n_vertices": 1000, "n_images": 256, "image_size": 96})
-#: Training recipe of the sample model (TrainConfig fields; short on purpose).
-SAMPLE_TRAIN = MappingProxyType(
-    {"steps_per_epoch": 50, "max_epochs": 4, "batch_size": 16, "log_every": 25}
-)
+#: Size of the sample phantom.
+SAMPLE_PHANTOM = PhantomConfig(n_vertices=1000, n_images=256, image_size=96)
+#: Training recipe of the sample model (short on purpose).
+SAMPLE_TRAIN = TrainConfig(steps_per_epoch=50, max_epochs=4, batch_size=16, log_every=25)
 
 
 def cache_dir() -> Path:
@@ -37,8 +34,8 @@ def cache_dir() -> Path:
 
 def sample_model_path(
     progress=None,
-    phantom_config: Mapping | None = None,
-    train: Mapping | None = None,
+    phantom_config: PhantomConfig | None = None,
+    train: TrainConfig | None = None,
 ) -> Path:
     """The sample model file, built and trained first when it is not cached.
 
@@ -46,10 +43,11 @@ def sample_model_path(
     ----------
     progress : callable(dict), optional
         Receives the job's progress records.
-    phantom_config, train : mappings, optional
+    phantom_config : PhantomConfig, optional
+    train : TrainConfig, optional
         Override :data:`SAMPLE_PHANTOM` / :data:`SAMPLE_TRAIN` (e.g. a quicker model).
     """
-    from napari_factortopy._napari._jobs import TrainJob, training_job
+    from napari_factortopy.app.jobs import TrainJob, training_job
 
     root = cache_dir() / "sample"
     path = root / "phantom-model.ftopy"
@@ -58,8 +56,8 @@ def sample_model_path(
     job = TrainJob(
         out=path,
         phantom=root / "phantom",
-        phantom_config=dict(SAMPLE_PHANTOM if phantom_config is None else phantom_config),
-        train=dict(SAMPLE_TRAIN if train is None else train),
+        phantom_config=phantom_config or SAMPLE_PHANTOM,
+        train=train or SAMPLE_TRAIN,
         bottleneck=32,
         hidden=64,
         device="auto",

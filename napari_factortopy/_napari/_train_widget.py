@@ -1,6 +1,6 @@
 """The train panel: fit FactorTopy without leaving the viewer.
 
-Runs :func:`~napari_factortopy._napari._jobs.training_job` in a napari
+Runs :func:`~napari_factortopy.app.jobs.training_job` in a napari
 ``thread_worker``: a progress bar, the layer map on the cortex redrawn at every
 validation, pause and stop, errors as notifications, and the saved ``.ftopy`` opened
 at the end.
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from magicgui import widgets
 
-import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
-from napari_factortopy._napari._jobs import TrainJob, training_job
+from napari_factortopy.app.jobs import TrainJob, training_job
+from napari_factortopy.core.config import TrainConfig
 
 if TYPE_CHECKING:
     import napari
@@ -119,17 +119,19 @@ class TrainWidget(widgets.Container):
 
     def job(self) -> TrainJob:
         """The :class:`TrainJob` the controls describe."""
-        train = {
-            "lr": float(self.lr.value),
-            "weight_decay": float(self.weight_decay.value),
-            "batch_size": int(self.batch_size.value),
-            "steps_per_epoch": int(self.steps_per_epoch.value),
-            "max_epochs": int(self.max_epochs.value),
-            "patience": int(self.patience.value),
-        }
-        if self.max_minutes.value > 0:
-            train["max_seconds"] = 60.0 * float(self.max_minutes.value)
-        layers = [s.strip() for s in self.layers.value.split(",") if s.strip()] or None
+        minutes = float(self.max_minutes.value)
+        train = TrainConfig(
+            lr=float(self.lr.value),
+            weight_decay=float(self.weight_decay.value),
+            batch_size=int(self.batch_size.value),
+            steps_per_epoch=int(self.steps_per_epoch.value),
+            max_epochs=int(self.max_epochs.value),
+            patience=int(self.patience.value),
+            max_seconds=60.0 * float(self.max_minutes.value)
+            if self.max_minutes.value > 0
+            else None,
+        )
+        layers = tuple(s.strip() for s in self.layers.value.split(",") if s.strip()) or None
         common = {
             "out": str(self.out.value),
             "train": train,

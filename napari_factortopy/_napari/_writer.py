@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-import napari_factortopy  # noqa: F401  (installs the Mesa/triton guard first)
 from napari_factortopy.core.atomic import atomic_path
 
 __all__ = ["SUFFIXES", "hemisphere_paths", "napari_write_map", "write_map"]

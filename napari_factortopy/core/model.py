@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .config import FactorTopyConfig
 from .encoding import encoding_dim, positional_encoding
 
-__all__ = ["FactorTopy", "FactorTopyConfig", "Selectors", "bilinear_taps", "weighted_gather"]
+__all__ = ["FactorTopy", "Selectors", "bilinear_taps", "weighted_gather"]
 
 
 class _WeightedGather(torch.autograd.Function):
@@ -96,62 +97,6 @@ def weighted_gather(
         ``out[v] = Σ_k weight[v, k] · table[index[v, k]]``.
     """
     return _WeightedGather.apply(index, weight.to(table.dtype), table)
-
-
-@dataclass(frozen=True)
-class FactorTopyConfig:
-    """Architecture of a FactorTopy model.
-
-    Attributes
-    ----------
-    widths : tuple of int, length L
-        Channel width ``C_l`` of each backbone layer.
-    grid : (h, w)
-        Local-token grid the features are resized to.
-    bottleneck : int
-        Shared channel space D after channel alignment.
-    hidden : int
-        Width of the selector MLPs.
-    n_freqs, max_period
-        Positional encoding (see :func:`~napari_factortopy.core.encoding.positional_encoding`).
-    """
-
-    widths: tuple[int, ...]
-    grid: tuple[int, int] = (8, 8)
-    bottleneck: int = 128
-    hidden: int = 128
-    n_freqs: int = 32
-    max_period: float = 1000.0
-    extra: dict = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(int(c) for c in self.widths))
-        object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
-        if not self.widths or min(self.widths) < 1:
-            raise ValueError(f"widths must be positive channel counts; found {self.widths}")
-        if len(self.grid) != 2 or min(self.grid) < 1:
-            raise ValueError(f"grid must be (h, w) with h, w >= 1; found {self.grid}")
-        if self.bottleneck < 1 or self.hidden < 1:
-            raise ValueError("bottleneck and hidden must be >= 1")
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.widths)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        d["grid"] = list(self.grid)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FactorTopyConfig:
-        known = {
-            k: d[k]
-            for k in ("widths", "grid", "bottleneck", "hidden", "n_freqs", "max_period")
-            if k in d
-        }
-        return cls(**known, extra=dict(d.get("extra", {})))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,15 @@ import torch
 from torch.nn import functional as F
 
 from .atomic import atomic_path
+from .config import TrainConfig
 from .metrics import pearson_r, r2_score
 from .model import FactorTopy, Selectors
+from .splits import Split
 
 __all__ = [
-    "Split",
-    "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
     "greedy_soup",
-    "make_split",
     "predict",
     "regulariser",
     "train",
@@ -39,134 +38,6 @@ __all__ = [
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf before any checkpoint was kept."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation recipe; defaults are the paper's (METHOD.md §3).
-
-    Attributes
-    ----------
-    lr, weight_decay, betas : AdamW settings.
-    batch_size : int
-        Images per step.
-    clip_norm : float
-        Gradient-norm clipping.
-    steps_per_epoch : int
-        Optimiser steps between validations.
-    max_epochs : int
-        Hard cap on epochs.
-    patience : int
-        Stop after this many epochs without improvement of the validation score.
-    top_k : int
-        Checkpoints kept (best validation scores) for the greedy soup.
-    reg_weight, reg_decay_steps : float, int
-        λ and T of the decaying selector regulariser ``λ·max(0, 1 − t/T)·R``.
-    smooth_l1_beta : float
-    soup : bool
-        Greedy soup of the kept checkpoints on the validation split.
-    seed : int
-        Seeds initialisation order of batches.
-    eval_batch_size : int
-        Images per forward pass when predicting.
-    max_seconds : float, optional
-        Wall-clock budget; training stops at the next validation after it.
-    log_every : int
-        A ``"step"`` record every this many steps.
-    amp : bool
-        bf16 autocast on CUDA.
-    """
-
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    betas: tuple[float, float] = (0.9, 0.999)
-    batch_size: int = 8
-    clip_norm: float = 0.5
-    steps_per_epoch: int = 1000
-    max_epochs: int = 1000
-    patience: int = 20
-    top_k: int = 10
-    reg_weight: float = 0.1
-    reg_decay_steps: int = 6000
-    smooth_l1_beta: float = 0.1
-    soup: bool = True
-    seed: int = 0
-    eval_batch_size: int = 64
-    max_seconds: float | None = None
-    log_every: int = 50
-    amp: bool = True
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {
-            k: (tuple(v) if k == "betas" else v)
-            for k, v in d.items()
-            if k in cls.__dataclass_fields__
-        }
-        return cls(**known)
-
-
-@dataclass(frozen=True)
-class Split:
-    """Image indices of the train, validation and test splits (disjoint)."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-    seed: int = 0
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-
-
-def make_split(
-    n_images: int,
-    groups: np.ndarray | None = None,
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-) -> Split:
-    """Seeded train/val/test split by image group.
-
-    Parameters
-    ----------
-    n_images : int
-    groups : array of shape (n_images,), optional
-        Group key of each image (e.g. the NSD image id of each trial): all images
-        of a group land in the same split. Default: each image its own group.
-    fractions : 3 floats summing to 1
-    seed : int
-
-    Returns
-    -------
-    Split
-        Sorted index arrays; group counts per split are ``round`` of the fractions
-        (train gets the remainder).
-    """
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(
-            f"split fractions must be 3 non-negative numbers summing to 1; found {fractions}"
-        )
-    groups = np.arange(n_images) if groups is None else np.asarray(groups)
-    if len(groups) != n_images:
-        raise ValueError(f"groups has {len(groups)} entries; expected {n_images} (one per image)")
-    keys, inverse = np.unique(groups, return_inverse=True)
-    order = np.random.default_rng(seed).permutation(len(keys))
-    n_val = round(fractions[1] * len(keys))
-    n_test = round(fractions[2] * len(keys))
-    which = np.zeros(len(keys), np.int64)  # 0 train, 1 val, 2 test
-    which[order[:n_val]] = 1
-    which[order[n_val : n_val + n_test]] = 2
-    per_image = which[inverse]
-    return Split(
-        train=np.flatnonzero(per_image == 0),
-        val=np.flatnonzero(per_image == 1),
-        test=np.flatnonzero(per_image == 2),
-        seed=seed,
-        fractions=tuple(float(f) for f in fractions),
-    )
 
 
 def regulariser(sel: Selectors) -> torch.Tensor:

@@ -308,8 +308,8 @@ class PhantomSubject:
         return phantom_images(indices, self.config.image_size, self.config.seed)
 
     def subject(self):
-        """The modelled vertices as a :class:`~napari_factortopy.core.fitting.Subject`."""
-        from ..core.fitting import Subject
+        """The modelled vertices as a :class:`~napari_factortopy.core.estimator.Subject`."""
+        from ..core.subject import Subject
 
         sf = self.surface
         return Subject(sf.vertex_ids, sf.n_lh, sf.sphere, "fsaverage5", sf.roi, list(ROI_NAMES))
@@ -342,7 +342,8 @@ def build_phantom(
     """
     import torch
 
-    from ..core.model import FactorTopy, FactorTopyConfig, Selectors
+    from ..core.config import FactorTopyConfig
+    from ..core.model import FactorTopy, Selectors
     from ..core.runtime import resolve_device
     from .cache import FeatureCache
     from .extract import extract_features
@@ -479,7 +480,7 @@ def build_phantom(
 def _truth_model(truth, sel: dict, surface: PhantomSurface, bb, root: Path):
     """The ground truth as a model file (kind ``"phantom-truth"``): its full weights
     and its fixed selectors; with those selectors it predicts the phantom's signal."""
-    from ..core.fitted import KIND_TRUTH, FittedModel
+    from ..core.fitted_model import KIND_TRUTH, FittedModel
 
     state = {
         k: v.detach().float().cpu().numpy()

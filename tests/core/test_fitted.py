@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_factortopy.core.fitted import FittedModel
-from napari_factortopy.core.fitting import Subject, check_responses
-from napari_factortopy.core.model import FactorTopy, FactorTopyConfig
+from napari_factortopy.core.config import FactorTopyConfig
+from napari_factortopy.core.fitted_model import FittedModel
+from napari_factortopy.core.model import FactorTopy
 from napari_factortopy.core.modelfile import ModelFileError, save_ftopy
+from napari_factortopy.core.subject import Subject, check_responses
 
 
 def _fitted():
@@ -126,7 +127,9 @@ def test_check_cache_names_the_mismatch(tmp_path):
 
 
 def test_resume_with_another_model_shape_is_a_clear_error(tmp_path):
-    from napari_factortopy.core.training import TrainConfig, make_split, train
+    from napari_factortopy.core.config import TrainConfig
+    from napari_factortopy.core.splits import make_split
+    from napari_factortopy.core.training import train
     from tests.core.test_training import _fresh, _problem
 
     coords, feats, y = _problem()

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_factortopy.core.features import InMemoryFeatures
+from napari_factortopy.core.config import TrainConfig
+from napari_factortopy.core.feature_source import InMemoryFeatures
 from napari_factortopy.core.runtime import resolve_device
-from napari_factortopy.core.training import TrainConfig, make_split, predict, train
+from napari_factortopy.core.splits import make_split
+from napari_factortopy.core.training import predict, train
 from tests.core.test_model import _model, _tokens
 from tests.core.test_training import _fresh, _problem
 

@@ -4,17 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from napari_factortopy.core.config import FactorTopyConfig
 from napari_factortopy.core.encoding import (
     encoding_dim,
     joint_sphere_coordinates,
     positional_encoding,
 )
-from napari_factortopy.core.model import (
-    FactorTopy,
-    FactorTopyConfig,
-    bilinear_taps,
-    weighted_gather,
-)
+from napari_factortopy.core.model import FactorTopy, bilinear_taps, weighted_gather
 from tests.core.reference import naive_forward, reference_forward
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from napari_factortopy.core.render import project, render_mesh, surface_figure, view_basis
+from napari_factortopy.scene.render import project, render_mesh, surface_figure, view_basis
 
 RED = np.array([1.0, 0.0, 0.0, 1.0])
 BLUE = np.array([0.0, 0.0, 1.0, 1.0])

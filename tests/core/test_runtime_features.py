@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_factortopy.core.features import (
+from napari_factortopy.core.feature_source import (
     InMemoryFeatures,
     RowMappedFeatures,
     StreamedFeatures,

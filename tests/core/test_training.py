@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_factortopy.core.features import InMemoryFeatures
-from napari_factortopy.core.model import FactorTopy, FactorTopyConfig, Selectors
+from napari_factortopy.core.config import FactorTopyConfig, TrainConfig
+from napari_factortopy.core.feature_source import InMemoryFeatures
+from napari_factortopy.core.model import FactorTopy, Selectors
+from napari_factortopy.core.splits import make_split
 from napari_factortopy.core.training import (
-    TrainConfig,
     TrainingDiverged,
     greedy_soup,
-    make_split,
     predict,
     regulariser,
     train,

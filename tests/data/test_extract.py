@@ -172,7 +172,7 @@ def test_concurrent_ranges(tmp_path, bb, images, reference):
 
 
 def test_cli_extract_folder_dataset(tmp_path, capsys):
-    from napari_factortopy._cli_data import add_extract_parser, run_extract
+    from napari_factortopy.app.cli_data import add_extract_parser, run_extract
     from napari_factortopy.data.datasets import write_folder
 
     rng = np.random.default_rng(0)

@@ -109,8 +109,8 @@ def test_load_phantom_names_the_missing_file(tmp_path):
 def test_truth_model_file_reproduces_the_signal(tiny):
     """phantom/truth.ftopy holds the truth's full weights: with its fixed selectors it
     predicts the phantom's (noise-free, standardised) signal."""
-    from napari_factortopy.core.features import feature_source
-    from napari_factortopy.core.fitted import FittedModel
+    from napari_factortopy.core.feature_source import feature_source
+    from napari_factortopy.core.fitted_model import FittedModel
     from napari_factortopy.core.training import predict
     from napari_factortopy.data.cache import FeatureCache
 

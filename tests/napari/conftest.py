@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_factortopy.core.fitted import FittedModel
-from napari_factortopy.data.phantom import phantom_surface
+from napari_factortopy.core.fitted_model import FittedModel
+from napari_factortopy.data.phantom import PhantomConfig, phantom_surface
 
 
 def make_model(
@@ -71,7 +71,7 @@ def synthetic_loader(n_per_hemi: int):
     Vertices on a Fibonacci sphere (radius 50) stretched like a hemisphere, faces from
     the sphere's convex hull; curvature = sign of a wavy function.
     """
-    from napari_factortopy._napari._surface import MeshSet
+    from napari_factortopy.scene.brain import MeshSet
 
     cache = {}
 
@@ -120,7 +120,7 @@ def model_path(tmp_path, tiny_model):
     return tiny_model.save(tmp_path / "tiny.ftopy")
 
 
-TINY_PHANTOM = {"n_vertices": 200, "n_images": 64, "image_size": 64}
+TINY_PHANTOM = PhantomConfig(n_vertices=200, n_images=64, image_size=64)
 
 
 @pytest.fixture(scope="session")
@@ -132,14 +132,15 @@ def phantom_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def phantom_model_path(phantom_root, tmp_path_factory):
     """A model trained for a few steps on the tiny phantom (the plugin's own job)."""
-    from napari_factortopy._napari._jobs import TrainJob, training_job
+    from napari_factortopy.app.jobs import TrainJob, training_job
+    from napari_factortopy.core.config import TrainConfig
 
     out = tmp_path_factory.mktemp("trained") / "phantom.ftopy"
     job = TrainJob(
         out=out,
         phantom=phantom_root,
-        phantom_config=dict(TINY_PHANTOM),
-        train={"steps_per_epoch": 3, "max_epochs": 1, "log_every": 1},
+        phantom_config=TINY_PHANTOM,
+        train=TrainConfig(steps_per_epoch=3, max_epochs=1, log_every=1),
         bottleneck=8,
         hidden=8,
         device="cpu",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from napari_factortopy._napari._compare_widget import CompareWidget, score_difference
+from napari_factortopy._napari._compare_widget import CompareWidget
 from napari_factortopy._napari._export_widget import ExportWidget
 from napari_factortopy._napari._layers import model_layers
 from napari_factortopy.core import colours
 from napari_factortopy.core.analyses import channel_clusters
+from napari_factortopy.core.compare import score_difference
 
 from .conftest import make_model
 

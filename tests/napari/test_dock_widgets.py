@@ -17,7 +17,7 @@ def test_widget_docks_from_the_plugins_menu(make_napari_viewer, name):
 
 
 def test_dropping_a_model_switches_to_3d(make_napari_viewer, tmp_path):
-    from napari_factortopy.core.fitted import FittedModel
+    from napari_factortopy.core.fitted_model import FittedModel
     from tests.core.test_fitted import _fitted
 
     _, fitted = _fitted()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_factortopy._cli_figure import main
-from napari_factortopy._napari._figure import figure_image
 from napari_factortopy._napari._layers import load_scene
+from napari_factortopy.app.cli_figure import main
 from napari_factortopy.core import colours
+from napari_factortopy.scene.figure import figure_image
 
 from .conftest import make_model
 

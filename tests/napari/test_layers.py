@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from napari_factortopy._napari import _layers
-from napari_factortopy._napari._surface import BrainScene, layout, roi_boundary
 from napari_factortopy.core import colours
 from napari_factortopy.data import surfaces
+from napari_factortopy.scene.brain import BrainScene, layout, roi_boundary
 
 from .conftest import make_model, synthetic_loader
 
@@ -106,7 +106,7 @@ def test_pick_finds_the_vertex_under_a_ray():
 
 
 def test_painted_colours_are_kept_until_their_sources_change():
-    from napari_factortopy._napari._surface import BrainScene
+    from napari_factortopy.scene.brain import BrainScene
 
     from .conftest import make_model, synthetic_loader
 
@@ -139,7 +139,7 @@ def test_painted_colours_are_kept_until_their_sources_change():
 
 
 def test_layer_vertices_are_column_major_for_fast_extents():
-    from napari_factortopy._napari._surface import BrainScene
+    from napari_factortopy.scene.brain import BrainScene
 
     from .conftest import make_model, synthetic_loader
 

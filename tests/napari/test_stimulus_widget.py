@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from napari_factortopy._napari._layers import model_layers
-from napari_factortopy._napari._stimulus_widget import StimulusWidget, predict_image
+from napari_factortopy._napari._stimulus_widget import StimulusWidget
+from napari_factortopy.app.predict import predict_image
 from napari_factortopy.core import colours
-from napari_factortopy.core.fitted import FittedModel
+from napari_factortopy.core.fitted_model import FittedModel
 from napari_factortopy.data.phantom import phantom_images
 
 
 def test_prediction_matches_core_predict(phantom_model_path):
     import torch
 
-    from napari_factortopy.core.features import feature_source
+    from napari_factortopy.core.feature_source import feature_source
     from napari_factortopy.core.training import predict
     from napari_factortopy.data.cache import FeatureCache
 
@@ -58,7 +59,7 @@ def test_widget_shows_stimulus_and_prediction(make_napari_viewer, phantom_model_
 
 
 def test_demo_style_records_are_understood(phantom_model_path, phantom_root):
-    from napari_factortopy._napari._stimuli import dataset_info, stimulus_loader
+    from napari_factortopy.data.stimuli import dataset_info, stimulus_loader
 
     model = FittedModel.load(phantom_model_path)
     model.extra = {"phantom": str(phantom_root)}  # as `factortopy demo` writes it
@@ -117,7 +118,7 @@ def test_any_image_file_is_predicted_through_the_models_backbone(
 
 
 def test_backbone_that_does_not_fit_the_model_is_refused(phantom_model_path):
-    from napari_factortopy._napari._stimulus_widget import model_backbone
+    from napari_factortopy.app.predict import model_backbone
     from napari_factortopy.data.backbones import BackboneError
 
     model = FittedModel.load(phantom_model_path)

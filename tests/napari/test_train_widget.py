@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from napari_factortopy._napari._jobs import TrainJob
 from napari_factortopy._napari._layers import META_KEY
 from napari_factortopy._napari._train_widget import TrainWidget
+from napari_factortopy.app.jobs import TrainJob
 from napari_factortopy.core import colours
-from napari_factortopy.core.fitted import FittedModel
+from napari_factortopy.core.fitted_model import FittedModel
 
 from .conftest import TINY_PHANTOM as TINY
 
@@ -21,10 +23,7 @@ def _job(widget, root, out):
     widget.bottleneck.value = 8
     widget.device.value = "cpu"
     job = widget.job()
-    job.phantom_config = TINY
-    job.hidden = 8
-    job.train["log_every"] = 2
-    return job
+    return replace(job, phantom_config=TINY, hidden=8, train=replace(job.train, log_every=2))
 
 
 def test_train_from_widget_opens_the_saved_model(
@@ -35,7 +34,7 @@ def test_train_from_widget_opens_the_saved_model(
     assert widget.lr.value == 1e-3 and widget.batch_size.value == 8  # the paper's defaults
     records = []
     job = _job(widget, phantom_root, tmp_path / "trained.ftopy")
-    assert isinstance(job, TrainJob) and job.train["steps_per_epoch"] == 4
+    assert isinstance(job, TrainJob) and job.train.steps_per_epoch == 4
     worker = widget._on_start(job=job, start=False)
     worker.yielded.connect(records.append)
     live = []
@@ -87,7 +86,7 @@ def test_stop_ends_training_without_saving(make_napari_viewer, qtbot, tmp_path, 
     viewer = make_napari_viewer()
     widget = TrainWidget(viewer)
     job = _job(widget, phantom_root, tmp_path / "stopped.ftopy")
-    job.train["max_epochs"] = 1000
+    job = replace(job, train=replace(job.train, max_epochs=1000))
     worker = widget._on_start(job=job, start=False)
     seen = []
 

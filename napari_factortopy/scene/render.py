@@ -32,7 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from .atomic import atomic_path
+from ..core.atomic import atomic_path
 
 __all__ = ["VIEWS", "project", "render_mesh", "surface_figure", "view_basis"]
 

@@ -2,7 +2,7 @@
 
 Hooked into the ``factortopy`` command by :func:`add_figure_parser` and
 :func:`run_figure`; the picture is the one the viewer's export button writes
-(:func:`napari_factortopy._napari._figure.figure_image`).
+(:func:`napari_factortopy.scene.figure.figure_image`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _names(text: str) -> list[str]:
 
 def add_figure_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``figure`` sub-command to an ``argparse`` sub-parsers object."""
-    from napari_factortopy._napari._surface import MAPS, MESH_KINDS, VIEWS
+    from napari_factortopy.scene.brain import MAPS, MESH_KINDS, VIEWS
 
     p = subparsers.add_parser(
         "figure",
@@ -60,13 +60,11 @@ def add_figure_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_figure(args: argparse.Namespace) -> int:
     """Run ``factortopy figure``; returns the exit status (0 ok, 2 bad input)."""
-    import napari_factortopy  # noqa: F401  (Mesa/triton guard)
-    from napari_factortopy._napari._figure import figure_image
-    from napari_factortopy._napari._layers import load_scene
-    from napari_factortopy._napari._surface import MAPS, VIEWS
-    from napari_factortopy.core.fitted import FittedModel
+    from napari_factortopy.core.fitted_model import FittedModel
     from napari_factortopy.core.modelfile import ModelFileError
     from napari_factortopy.data.surfaces import SurfaceError
+    from napari_factortopy.scene.brain import MAPS, VIEWS, load_scene
+    from napari_factortopy.scene.figure import figure_image
 
     bad = [m for m in args.maps if m not in MAPS] + [v for v in args.views if v not in VIEWS]
     if bad or not args.maps or not args.views:
@@ -98,7 +96,7 @@ def run_figure(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m napari_factortopy._cli_figure``)."""
+    """Stand-alone entry (``python -m napari_factortopy.app.cli_figure``)."""
     parser = argparse.ArgumentParser(prog="factortopy")
     add_figure_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Display logic of the brain view, in numpy only (no Qt, no napari).
 
-A :class:`BrainScene` turns a :class:`~napari_factortopy.core.fitted.FittedModel` into
+A :class:`BrainScene` turns a :class:`~napari_factortopy.core.fitted_model.FittedModel` into
 what one napari ``Surface`` layer shows: both hemispheres side by side
 (``vertices``, ``faces``) and one opaque RGBA colour per mesh vertex for the chosen
 map, with unmodelled vertices in curvature grey. It also answers clicks
@@ -9,7 +9,7 @@ map, with unmodelled vertices in curvature grey. It also answers clicks
 Display coordinates
 -------------------
 Each hemisphere is rotated into the screen frame of a view
-(:func:`~napari_factortopy.core.render.view_basis`), centred, and placed left or right
+(:func:`~napari_factortopy.scene.render.view_basis`), centred, and placed left or right
 of the other with a gap. The columns of the napari data are then
 ``(toward the camera, screen down, screen right)``, so napari's default 3-D camera
 (looking along the first data axis) shows every view preset without moving.
@@ -17,6 +17,7 @@ of the other with a gap. The columns of the napari data are then
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -25,7 +26,7 @@ import numpy as np
 
 from napari_factortopy.core import colours
 from napari_factortopy.core.analyses import layer_argmax
-from napari_factortopy.core.render import view_basis
+from napari_factortopy.scene.render import view_basis
 
 __all__ = [
     "MAPS",
@@ -35,6 +36,7 @@ __all__ = [
     "MeshSet",
     "Pick",
     "layout",
+    "load_scene",
     "map_rgba",
     "map_values",
     "roi_boundary",
@@ -587,3 +589,51 @@ class BrainScene:
                 for h, v, r in zip(hemis, self.vertex_ids, self.rows, strict=True)
             }
         return self._cache["rows"]
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def load_scene(model, loader=None, notify=None) -> BrainScene:
+    """A :class:`BrainScene` for ``model`` on its mesh, or on fsaverage5 if it is missing.
+
+    When the model's mesh is not on this machine and every hemisphere's vertex ids fit
+    fsaverage5 (ids < 10242 keep their meaning on the coarser mesh), the model is shown
+    on fsaverage5, keeping the vertices that exist there, and the user is told so.
+
+    Parameters
+    ----------
+    model : FittedModel
+    loader : callable, optional
+        Mesh loader (see :class:`BrainScene`).
+    notify : callable(str), optional
+        Told about the fallback (default: :func:`warnings.warn`).
+
+    Raises
+    ------
+    napari_factortopy.data.surfaces.SurfaceError
+        When the mesh is missing and no fallback applies (the message says which).
+    """
+    from napari_factortopy.data.surfaces import MESH_SIZES, SurfaceError
+
+    kwargs = {} if loader is None else {"loader": loader}
+    scene = BrainScene(model, **kwargs)
+    try:
+        scene.meshes()
+        return scene
+    except SurfaceError as exc:
+        small = MESH_SIZES["fsaverage5"]
+        if model.mesh == "fsaverage5" or not np.any(np.asarray(model.vertex_ids) < small):
+            raise SurfaceError(
+                f"this model was fitted on {model.mesh}, which is not on this machine ({exc}); "
+                "none of its vertices exists on fsaverage5, so it cannot be shown"
+            ) from exc
+        scene = BrainScene(model, mesh_name="fsaverage5", **kwargs)
+        dropped = scene.restrict_to(small)
+        (notify or _warn)(
+            f"{model.mesh} meshes are not on this machine; showing the model on fsaverage5 "
+            f"({model.n_vertices - dropped} of {model.n_vertices} modelled vertices exist "
+            f"there). Point $SUBJECTS_DIR at a FreeSurfer {model.mesh} folder to see all."
+        )
+        return scene

@@ -1,60 +1,23 @@
-"""fsaverage surfaces, flat patches and ROI labels.
+"""fsaverage meshes and per-vertex morphometry, offline unless allowed.
 
-Meshes
-------
-- fsaverage5 (10,242 vertices per hemisphere) comes offline from nilearn's package
-  data: pial, white, inflated, sphere and flat meshes, sulcal depth and curvature
-  (:func:`fsaverage5_mesh`, :func:`fsaverage5_morph`).
-- Any fsaverage resolution (``fsaverage3`` … ``fsaverage6``, ``fsaverage`` =
-  ``fsaverage7``, 163,842 per hemisphere) with :func:`load_mesh` / :func:`load_morph`:
-  from ``$SUBJECTS_DIR/<name>/surf/{lh,rh}.<kind>``, ``$FREESURFER_HOME/subjects/...``,
-  nilearn's data folder, or (only when ``allow_download``) nilearn's download.
-- Files the user names: :func:`read_surface` (GIFTI ``.gii`` or FreeSurfer geometry)
-  and :func:`read_morph`.
-- FreeSurfer flat patches (``?h.*.patch.flat``): :func:`read_patch`.
-- Coarser display: each coarser fsaverage mesh's vertices are the first vertices of
-  the finer ones, so :func:`to_coarser` keeps the modelled vertices whose index is
-  below the coarse mesh's size.
-
-ROI labels
-----------
-:func:`read_ctab` (NSD ``.mgz.ctab`` / FreeSurfer colour tables), :func:`read_mgz_labels`
-(NSD ``{lh,rh}.<name>.mgz``), :func:`read_label` (FreeSurfer ``.label``),
-:func:`read_annot` (FreeSurfer ``.annot``), :func:`read_algonauts_mapping`
-(``mapping_<family>.npy``).
+fsaverage5 comes from nilearn's package data (:func:`fsaverage5_mesh`,
+:func:`fsaverage5_morph`); any resolution is searched in ``subjects_dir``,
+``$SUBJECTS_DIR``, ``$FREESURFER_HOME/subjects`` and nilearn's data folder
+(:func:`load_mesh`, :func:`load_morph`); user-named files are read with
+:func:`read_surface` / :func:`read_morph`. :func:`to_coarser` keeps the vertices that
+exist on a coarser mesh and :func:`sphere_coordinates` gives the registered-sphere
+coordinates of modelled vertices. nibabel and nilearn are imported inside functions.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "HEMIS",
-    "MESH_KINDS",
-    "MESH_SIZES",
-    "FlatPatch",
-    "Mesh",
-    "SurfaceError",
-    "fsaverage5_mesh",
-    "fsaverage5_morph",
-    "load_mesh",
-    "load_morph",
-    "mesh_size",
-    "read_algonauts_mapping",
-    "read_annot",
-    "read_ctab",
-    "read_label",
-    "read_mgz_labels",
-    "read_morph",
-    "read_patch",
-    "read_surface",
-    "sphere_coordinates",
-    "to_coarser",
-]
+from ._base import Mesh, SurfaceError
+from .flat import read_patch
 
 HEMIS = ("lh", "rh")
 MESH_KINDS = ("pial", "white", "inflated", "sphere", "flat")
@@ -75,68 +38,6 @@ _NILEARN_MESH = {
     "flat": "flat",
 }
 _NILEARN_HEMI = {"lh": "left", "rh": "right"}
-
-
-class SurfaceError(ValueError):
-    """A surface, patch or label file is missing or malformed."""
-
-
-@dataclass(frozen=True)
-class Mesh:
-    """A triangle mesh of one hemisphere.
-
-    Attributes
-    ----------
-    vertices : array of shape (n, 3), float32
-    faces : array of shape (m, 3), int64
-    """
-
-    vertices: np.ndarray
-    faces: np.ndarray
-
-    @property
-    def n_vertices(self) -> int:
-        return len(self.vertices)
-
-
-@dataclass(frozen=True)
-class FlatPatch:
-    """A FreeSurfer flat patch.
-
-    Attributes
-    ----------
-    vertex_ids : array of shape (n,), int64
-        Index in the full mesh of each patch vertex.
-    coords : array of shape (n, 3), float32
-        Patch coordinates (z is 0 for flat patches).
-    border : array of shape (n,), bool
-        Vertices on the patch border (negative indices in the file).
-    faces : array of shape (m, 3), int64
-        Faces of the full mesh whose three vertices are in the patch, re-indexed into
-        ``coords`` (empty when no full mesh was given).
-    """
-
-    vertex_ids: np.ndarray
-    coords: np.ndarray
-    border: np.ndarray
-    faces: np.ndarray
-
-    @property
-    def mesh(self) -> Mesh:
-        """The patch as a :class:`Mesh` over its own vertices."""
-        return Mesh(self.coords, self.faces)
-
-    def full_mesh(self, n_vertices: int) -> tuple[Mesh, np.ndarray]:
-        """A mesh over all ``n_vertices`` of the full surface.
-
-        Vertices outside the patch are placed at the patch centroid and belong to no
-        face. Returns the mesh and a bool mask (n_vertices,) of the patch vertices.
-        """
-        coords = np.tile(self.coords.mean(axis=0), (n_vertices, 1)).astype(np.float32)
-        coords[self.vertex_ids] = self.coords
-        mask = np.zeros(n_vertices, bool)
-        mask[self.vertex_ids] = True
-        return Mesh(coords, self.vertex_ids[self.faces]), mask
 
 
 def _check_hemi(hemi: str) -> None:
@@ -432,69 +333,6 @@ def load_morph(
     raise SurfaceError(f"{kind} of {name} {hemi}: not found; looked in {', '.join(looked)}")
 
 
-# -------------------------------------------------------------- flat patches
-
-
-def read_patch(path: str | os.PathLike, full: Mesh | None = None) -> FlatPatch:
-    """Read a FreeSurfer patch file (``?h.*.patch.flat`` / ``.patch.3d``).
-
-    Format (big-endian): int32 −1, int32 n, then n records (int32 index, float32 x,
-    y, z); index > 0 → vertex index − 1, index < 0 → border vertex −index − 1.
-
-    Parameters
-    ----------
-    path : path
-    full : Mesh, optional
-        The full hemisphere mesh: its faces whose three vertices are in the patch
-        become the patch's faces.
-
-    Returns
-    -------
-    FlatPatch
-
-    Raises
-    ------
-    SurfaceError
-        When the header or record count is wrong, or an index is outside ``full``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SurfaceError(f"patch file {path} does not exist")
-    raw = path.read_bytes()
-    if len(raw) < 8:
-        raise SurfaceError(f"patch file {path}: expected an 8-byte header, found {len(raw)} bytes")
-    magic, n = np.frombuffer(raw[:8], ">i4")
-    if magic != -1:
-        raise SurfaceError(
-            f"patch file {path}: expected header int32 -1 (FreeSurfer patch), found {magic}"
-        )
-    rec = np.dtype([("index", ">i4"), ("x", ">f4"), ("y", ">f4"), ("z", ">f4")])
-    if n < 0 or len(raw) - 8 != n * rec.itemsize:
-        raise SurfaceError(
-            f"patch file {path}: header says {n} vertices ({n * rec.itemsize} bytes of "
-            f"records), found {len(raw) - 8} bytes"
-        )
-    recs = np.frombuffer(raw[8:], rec, count=int(n))
-    idx = recs["index"].astype(np.int64)
-    if np.any(idx == 0):
-        raise SurfaceError(f"patch file {path}: vertex index 0 is invalid (indices are ±(i+1))")
-    border = idx < 0
-    vids = np.where(border, -idx - 1, idx - 1)
-    coords = np.stack([recs["x"], recs["y"], recs["z"]], axis=1).astype(np.float32)
-    faces = np.zeros((0, 3), np.int64)
-    if full is not None:
-        if vids.max(initial=-1) >= full.n_vertices:
-            raise SurfaceError(
-                f"patch file {path}: vertex {int(vids.max())} is outside the full mesh "
-                f"({full.n_vertices} vertices)"
-            )
-        pos = np.full(full.n_vertices, -1, np.int64)
-        pos[vids] = np.arange(len(vids))
-        mapped = pos[full.faces]
-        faces = mapped[(mapped >= 0).all(axis=1)]
-    return FlatPatch(vids, coords, border, faces)
-
-
 # ------------------------------------------------------------- coarser mesh
 
 
@@ -527,161 +365,6 @@ def to_coarser(
     vertex_ids = np.asarray(vertex_ids, np.int64)
     keep = np.flatnonzero(vertex_ids < n)
     return keep, vertex_ids[keep], int((keep < n_lh).sum())
-
-
-# --------------------------------------------------------------- ROI labels
-
-
-def read_ctab(path: str | os.PathLike) -> dict[int, str]:
-    """Read a label → name table (NSD ``.mgz.ctab``, FreeSurfer LUT).
-
-    Each non-comment line is ``value name [r g b a]``.
-
-    Returns
-    -------
-    dict int → str
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SurfaceError(f"colour table {path} does not exist")
-    out: dict[int, str] = {}
-    for k, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        try:
-            value = int(parts[0])
-        except ValueError:
-            raise SurfaceError(
-                f"colour table {path}, line {k + 1}: expected 'value name', found {line!r}"
-            ) from None
-        out[value] = parts[1] if len(parts) > 1 else str(value)
-    return out
-
-
-def read_mgz_labels(
-    path: str | os.PathLike, ctab: str | os.PathLike | None = None
-) -> tuple[np.ndarray, dict[int, str]]:
-    """Read an NSD ROI label file (``{lh,rh}.<name>.mgz``) and its ``.ctab``.
-
-    Parameters
-    ----------
-    path : path
-        Per-vertex integer labels (n, 1, 1) or (n,); NSD uses 0 or −1 for "none".
-    ctab : path, optional
-        Default: ``<path>.ctab`` or, without the hemisphere prefix,
-        ``<folder>/<name>.mgz.ctab`` (NSD's naming), when present.
-
-    Returns
-    -------
-    labels : array of shape (n,), int64
-        Negative values are set to 0.
-    names : dict int → str
-        Empty when there is no table.
-    """
-    import nibabel as nib
-
-    path = Path(path)
-    if not path.is_file():
-        raise SurfaceError(f"ROI label file {path} does not exist")
-    try:
-        data = np.asarray(nib.load(str(path)).get_fdata()).ravel()
-    except Exception as exc:
-        raise SurfaceError(f"ROI label file {path}: cannot read it as MGH/MGZ: {exc}") from exc
-    labels = np.rint(data).astype(np.int64)
-    labels[labels < 0] = 0
-    if ctab:
-        cands = [Path(ctab)]
-    else:  # NSD: label/<name>.mgz.ctab beside label/{lh,rh}.<name>.mgz
-        bare = path.name.split(".", 1)[1] if path.name.startswith(("lh.", "rh.")) else path.name
-        cands = [Path(str(path) + ".ctab"), path.parent / f"{bare}.ctab"]
-    ctab_path = next((c for c in cands if c.is_file()), None)
-    names = read_ctab(ctab_path) if ctab_path is not None else {}
-    return labels, names
-
-
-def read_label(path: str | os.PathLike, n_vertices: int | None = None) -> np.ndarray:
-    """Read a FreeSurfer ``.label`` file: its vertex indices.
-
-    Parameters
-    ----------
-    path : path
-    n_vertices : int, optional
-        When given, the indices are checked against the mesh size.
-
-    Returns
-    -------
-    array of shape (k,), int64
-    """
-    import nibabel as nib
-
-    path = Path(path)
-    if not path.is_file():
-        raise SurfaceError(f"label file {path} does not exist")
-    try:
-        idx = np.asarray(nib.freesurfer.read_label(str(path)), np.int64)
-    except Exception as exc:
-        raise SurfaceError(
-            f"label file {path}: expected a FreeSurfer .label (count line, then 'vertex x y z "
-            f"value' rows): {exc}"
-        ) from exc
-    if n_vertices is not None and idx.size and (idx.max() >= n_vertices or idx.min() < 0):
-        raise SurfaceError(
-            f"label file {path}: vertex {int(idx.max())} is outside the mesh "
-            f"({n_vertices} vertices)"
-        )
-    return idx
-
-
-def read_annot(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """Read a FreeSurfer ``.annot``.
-
-    Returns
-    -------
-    labels : array of shape (n,), int64
-        0 = none, k = ``names[k-1]`` (the table's entries in order, "unknown" dropped).
-    names : list of str
-    """
-    import nibabel as nib
-
-    path = Path(path)
-    if not path.is_file():
-        raise SurfaceError(f"annotation file {path} does not exist")
-    try:
-        raw, _ctab, names = nib.freesurfer.read_annot(str(path))
-    except Exception as exc:
-        raise SurfaceError(f"annotation file {path}: cannot read it: {exc}") from exc
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    raw = np.asarray(raw, np.int64)
-    out = np.zeros(raw.shape, np.int64)
-    kept: list[str] = []
-    for k, nm in enumerate(names):
-        if nm.lower() in ("unknown", "???", "medial_wall"):
-            continue
-        kept.append(nm)
-        out[raw == k] = len(kept)
-    return out, kept
-
-
-def read_algonauts_mapping(path: str | os.PathLike) -> dict[int, str]:
-    """Read an Algonauts ``mapping_<family>.npy`` (pickled dict label → name).
-
-    The file format is a pickled dict; ``allow_pickle=True`` is used for it alone.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SurfaceError(f"ROI mapping {path} does not exist")
-    try:
-        obj = np.load(path, allow_pickle=True)
-        obj = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object else obj
-    except Exception as exc:
-        raise SurfaceError(f"ROI mapping {path}: cannot read it: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise SurfaceError(
-            f"ROI mapping {path}: expected a pickled dict label → name, found {type(obj).__name__}"
-        )
-    return {int(k): str(v) for k, v in obj.items()}
 
 
 def sphere_coordinates(

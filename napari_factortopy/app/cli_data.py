@@ -85,7 +85,7 @@ def dataset_from_args(args: argparse.Namespace):
     -------
     napari_factortopy.data.datasets.Dataset
     """
-    from .data.datasets import detect_kind, load_dataset
+    from ..data.datasets import detect_kind, load_dataset
 
     kind = None if args.dataset_kind == "auto" else args.dataset_kind
     kind = kind or detect_kind(args.dataset)
@@ -132,7 +132,7 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
 
 def backbone_from_args(args: argparse.Namespace):
     """Build the backbone named by :func:`add_backbone_arguments`' options."""
-    from .data.backbones import load_backbone
+    from ..data.backbones import load_backbone
 
     layers: Any = args.layers
     if layers and layers not in ("blocks", "stages"):
@@ -187,10 +187,10 @@ def run_extract(args: argparse.Namespace) -> int:
     """Run ``factortopy extract``; returns the exit status (0 ok, 1 error)."""
     from tqdm import tqdm
 
-    from .data.backbones import BackboneError
-    from .data.cache import CacheError, FeatureCache
-    from .data.datasets import DatasetError
-    from .data.extract import ExtractionError, extract_features
+    from ..data.backbones import BackboneError
+    from ..data.cache import CacheError, FeatureCache
+    from ..data.datasets import DatasetError
+    from ..data.extract import ExtractionError, extract_features
 
     try:
         ds = dataset_from_args(args)

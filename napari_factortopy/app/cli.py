@@ -61,7 +61,7 @@ def _drain_training(gen, seconds: float | None, steps_per_epoch: int, max_epochs
 
 # --------------------------------------------------------------------- demo
 def run_demo(args: argparse.Namespace) -> int:
-    from .core.demo import DemoOptions, run_demo_pipeline
+    from .demo import DemoOptions, run_demo_pipeline
 
     out = Path(args.out)
     opts = DemoOptions(
@@ -127,58 +127,44 @@ def _has_display() -> bool:
 
 
 def _open_in_napari(path: Path) -> None:
-    """A viewer showing the model in 3-D with the Brain maps panel docked."""
-    import napari
+    """napari showing the model (in 3-D, as the reader does) with Brain maps docked.
 
-    viewer = napari.Viewer(title="FactorTopy")
-    viewer.open(str(path), plugin="napari-factortopy")
-    viewer.dims.ndisplay = 3
-    viewer.window.add_plugin_dock_widget("napari-factortopy", "Brain maps")
-    napari.run()
+    Runs napari's own launcher in a child process, so the command line never imports
+    Qt (the app layer stays GUI-free).
+    """
+    import subprocess
+
+    cmd = [sys.executable, "-m", "napari", str(path), "--plugin", "napari-factortopy"]
+    subprocess.call([*cmd, "--with", "napari-factortopy", "Brain maps"])
 
 
 # -------------------------------------------------------------------- train
 def run_train(args: argparse.Namespace) -> int:
-    from .core.features import RowMappedFeatures, feature_source
-    from .core.fitting import check_responses, fit
-    from .core.runtime import resolve_device
-    from .core.training import TrainConfig, make_split
-    from .data.cache import FeatureCache
+    from ..core.config import TrainConfig
+    from ..core.estimator import fit
+    from ..core.runtime import resolve_device
+    from .inputs import training_inputs
 
     dev = resolve_device(args.device)
-    cache = FeatureCache.open(args.cache)
     if args.phantom:
-        from .data.phantom import load_phantom
-
-        ph = load_phantom(args.phantom)
-        responses, image_index = ph.responses, np.arange(len(ph.responses))
-        subject = ph.subject()
-        source = str(Path(args.phantom) / "responses.npy")
-        expected_ids = [f"phantom-{i:05d}" for i in range(len(responses))]
+        source = {"phantom": args.phantom}
     elif args.dataset:
-        from ._cli_data import dataset_from_args
+        from .cli_data import dataset_from_args
 
-        ds = dataset_from_args(args)
-        subject = _dataset_subject(ds, args.subjects_dir, args.allow_download)
-        responses, image_index = ds.responses, ds.image_index
-        source, expected_ids = str(args.dataset), [str(i) for i in ds.image_ids]
+        source = {"dataset": dataset_from_args(args)}
     else:
         raise ValueError("train needs --phantom DIR or --dataset PATH")
-    if list(map(str, cache.image_ids)) != expected_ids:
-        raise ValueError(
-            f"{args.cache}: the cache's {cache.n_images} image ids do not match the "
-            f"{len(expected_ids)} images of {source}; extract features for this dataset first"
-        )
-    written = cache.written[image_index]
-    if not written.all():
-        print(
-            f"{args.cache}: {int((~written).sum())} response rows have no features "
-            "(images skipped or not extracted yet); training without them",
-            file=sys.stderr,
-        )
-        responses, image_index = responses[written], image_index[written]
-    check_responses(responses, len(image_index), subject.n_vertices, source)
-    split = make_split(len(responses), image_index, seed=args.split_seed)
+    inputs = training_inputs(
+        args.cache,
+        **source,
+        split_seed=args.split_seed,
+        device=dev,
+        memory_limit=None if args.memory_limit is None else int(args.memory_limit * 2**30),
+        subjects_dir=args.subjects_dir,
+        allow_download=args.allow_download,
+    )
+    for note in inputs.notes:
+        print(note, file=sys.stderr)
     tcfg = TrainConfig(
         batch_size=args.batch_size,
         lr=args.lr,
@@ -188,30 +174,19 @@ def run_train(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         seed=args.seed,
     )
-    limit = None if args.memory_limit is None else int(args.memory_limit * 2**30)
-    feats = RowMappedFeatures(
-        feature_source(cache, np.unique(image_index), dev, limit), image_index
-    )
     gen = fit(
-        feats,
-        responses,
-        subject,
-        split,
-        widths=tuple(cache.widths),
-        grid=cache.grid,
-        backbone={
-            "name": cache.backbone,
-            "layer_names": list(cache.layer_names),
-            "widths": list(cache.widths),
-            "preprocessing": cache.preprocessing,
-        },
-        model_options={"bottleneck": args.bottleneck},
+        inputs.features,
+        inputs.responses,
+        inputs.subject,
+        inputs.split,
+        config=inputs.model_config(bottleneck=args.bottleneck),
         train_config=tcfg,
+        backbone=inputs.backbone,
         device=dev,
         checkpoint_dir=args.checkpoints,
         resume=args.resume,
         seed=args.seed,
-        extra={"cache": str(args.cache), "responses": source},
+        extra={"dataset": inputs.dataset},
     )
     fitted = _drain_training(gen, args.max_seconds, tcfg.steps_per_epoch, tcfg.max_epochs)
     path = fitted.save(args.out)
@@ -222,26 +197,10 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_subject(ds, subjects_dir=None, allow_download=False):
-    """The Subject of a loaded dataset: sphere coordinates from its mesh."""
-    from .core.fitting import Subject
-    from .data.surfaces import sphere_coordinates
-
-    sphere = sphere_coordinates(
-        ds.mesh,
-        ds.vertex_ids,
-        ds.n_lh,
-        subjects_dir=subjects_dir,
-        allow_download=allow_download,
-        source=str(ds.root),
-    )
-    return Subject(ds.vertex_ids, ds.n_lh, sphere, ds.mesh, ds.roi, list(ds.roi_names))
-
-
 # --------------------------------------------------------------------- info
 def run_info(args: argparse.Namespace) -> int:
-    from .core.analyses import confidence, hierarchy_levels, hierarchy_slope, layer_argmax
-    from .core.fitted import FittedModel
+    from ..core.analyses import confidence, hierarchy_levels, hierarchy_slope, layer_argmax
+    from ..core.fitted_model import FittedModel
 
     m = FittedModel.load(args.model)
     lines = [
@@ -310,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="phantom subject → features → training → maps, on CPU")
     d.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     d.add_argument("--no-gui", action="store_true", help="do not open napari at the end")
-    from .core.demo import DemoOptions
+    from .demo import DemoOptions
 
     dflt = DemoOptions()
     d.add_argument("--n-vertices", type=int, default=dflt.n_vertices)
@@ -328,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="feature cache + responses → model file")
     t.add_argument("--cache", required=True, help="feature cache (zarr folder)")
     t.add_argument("--phantom", help="a phantom subject folder (responses and subject)")
-    from ._cli_data import add_dataset_arguments
+    from .cli_data import add_dataset_arguments
 
     add_dataset_arguments(t, required=False)
     t.add_argument(
@@ -372,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=run_info)
 
     for mod, adder, runner in (
-        ("._cli_data", "add_extract_parser", "run_extract"),
-        ("._cli_figure", "add_figure_parser", "run_figure"),
+        (".cli_data", "add_extract_parser", "run_extract"),
+        (".cli_figure", "add_figure_parser", "run_figure"),
     ):
         try:
             import importlib

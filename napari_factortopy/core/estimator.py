@@ -8,96 +8,19 @@ bundles the result with the subject, backbone, split and scores.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .fitted import FittedModel
+from .config import FactorTopyConfig, TrainConfig
+from .fitted_model import FittedModel
 from .metrics import roi_table
-from .training import Split, TrainConfig, train
+from .splits import Split
+from .subject import Subject, check_responses
+from .training import train
 
-__all__ = ["Subject", "check_responses", "fit"]
-
-
-@dataclass
-class Subject:
-    """The modelled vertices of a subject.
-
-    Attributes
-    ----------
-    vertex_ids : array of shape (V,)
-        Per-hemisphere mesh indices, left hemisphere first.
-    n_lh : int
-    sphere : array of shape (V, 3)
-        Registered-sphere coordinates of the vertices (per hemisphere, unshifted).
-    mesh : str
-    roi : array of shape (V,), optional
-    roi_names : list of str
-    """
-
-    vertex_ids: np.ndarray
-    n_lh: int
-    sphere: np.ndarray
-    mesh: str = "fsaverage5"
-    roi: np.ndarray | None = None
-    roi_names: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        v = len(self.vertex_ids)
-        if np.shape(self.sphere) != (v, 3):
-            raise ValueError(
-                f"sphere coordinates must have shape ({v}, 3) for {v} vertex ids; "
-                f"found {np.shape(self.sphere)}"
-            )
-        if self.roi is not None and len(self.roi) != v:
-            raise ValueError(f"roi has {len(self.roi)} labels for {v} vertices")
-
-    @property
-    def n_vertices(self) -> int:
-        return len(self.vertex_ids)
-
-    def joint_coords(self) -> np.ndarray:
-        """(V, 3) coordinates with the right sphere shifted (METHOD.md §1)."""
-        from .encoding import joint_sphere_coordinates
-
-        return joint_sphere_coordinates(self.sphere[: self.n_lh], self.sphere[self.n_lh :])
-
-
-def check_responses(responses: np.ndarray, n_images: int, n_vertices: int, source: str) -> None:
-    """Stop on responses that cannot be trained on, naming ``source``.
-
-    Checks the shape (n_images, n_vertices), NaN/inf values and constant vertices.
-    """
-    y = np.asarray(responses)
-    if y.ndim != 2:
-        raise ValueError(
-            f"{source}: responses must be a 2-D (images, vertices) array; found shape {y.shape}"
-        )
-    if y.shape[0] != n_images:
-        raise ValueError(
-            f"{source}: expected responses for {n_images} images (the feature "
-            f"cache's count); found {y.shape[0]}"
-        )
-    if y.shape[1] != n_vertices:
-        raise ValueError(
-            f"{source}: expected {n_vertices} vertices (the subject's vertex "
-            f"ids); found {y.shape[1]}"
-        )
-    bad = ~np.isfinite(y)
-    if bad.any():
-        rows, cols = np.nonzero(bad)
-        raise ValueError(
-            f"{source}: {int(bad.sum())} NaN/inf responses (first at image "
-            f"{rows[0]}, vertex {cols[0]}); expected finite values"
-        )
-    const = np.flatnonzero(np.ptp(y, axis=0) == 0)
-    if len(const):
-        raise ValueError(
-            f"{source}: {len(const)} vertices have constant responses (first: "
-            f"vertex {const[0]}); expected varying responses — drop them"
-        )
+__all__ = ["fit"]
 
 
 def fit(
@@ -106,11 +29,9 @@ def fit(
     subject: Subject,
     split: Split,
     *,
-    widths: tuple[int, ...],
-    grid: tuple[int, int],
-    backbone: dict | None = None,
-    model_options: dict | None = None,
+    config: FactorTopyConfig,
     train_config: TrainConfig | None = None,
+    backbone: dict | None = None,
     device: Any = "auto",
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -127,13 +48,12 @@ def fit(
     responses : array of shape (N, V)
     subject : Subject
     split : Split
-    widths, grid
-        Layer widths and token grid of the features.
+    config : FactorTopyConfig
+        The architecture; its ``widths`` and ``grid`` must be those of ``features``.
+    train_config : TrainConfig
+        The optimisation recipe (default: the paper's, METHOD.md §3).
     backbone : dict
         ``name``, ``layer_names``, ``widths``, ``preprocessing`` (recorded).
-    model_options : dict
-        Extra :class:`~.model.FactorTopyConfig` fields (``bottleneck``, ``hidden``, …).
-    train_config : TrainConfig
     device : str
     checkpoint_dir, resume, snapshots
         Passed to :func:`.training.train`.
@@ -149,14 +69,15 @@ def fit(
     """
     import torch
 
-    from .model import FactorTopy, FactorTopyConfig
+    from .model import FactorTopy
     from .runtime import resolve_device
 
     dev = resolve_device(device)
     check_responses(responses, len(responses), subject.n_vertices, "responses")
-    cfg = FactorTopyConfig(widths=tuple(widths), grid=tuple(grid), **(model_options or {}))
+    if not isinstance(config, FactorTopyConfig):
+        raise TypeError(f"config must be a FactorTopyConfig; found {type(config).__name__}")
     torch.manual_seed(seed)
-    module = FactorTopy(subject.joint_coords(), cfg).to(dev)
+    module = FactorTopy(subject.joint_coords(), config).to(dev)
     tcfg = train_config or TrainConfig()
     result = None
     for rec in train(
@@ -172,7 +93,8 @@ def fit(
         if rec["kind"] == "done":
             result = rec["result"]
         yield rec
-    assert result is not None
+    if result is None:  # train() always ends with "done"; a generator closed early does not
+        return
     roi = subject.roi if subject.roi is not None else np.zeros(subject.n_vertices, np.int64)
     summary = {
         "r2_test_mean": float(np.nanmean(result.test_r2)),

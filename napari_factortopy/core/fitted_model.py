@@ -138,7 +138,8 @@ class FittedModel:
         """Rebuild the torch module (weights loaded, on ``device``)."""
         import torch
 
-        from .model import FactorTopy, FactorTopyConfig
+        from .config import FactorTopyConfig
+        from .model import FactorTopy
 
         module = FactorTopy(self.state["coords"], FactorTopyConfig.from_dict(self.config))
         sd = {k: torch.from_numpy(np.asarray(v)) for k, v in self.state.items()}
@@ -219,7 +220,7 @@ class FittedModel:
             "extra": self.extra,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        from .. import __version__
+        from .version import __version__
 
         meta["software"] = f"napari-factortopy {__version__}"
         return save_ftopy(path, tensors, meta)

@@ -1,9 +1,9 @@
 """Publication figures: maps × views, both hemispheres, a legend per map (no display).
 
-Drawn offscreen with matplotlib (:func:`napari_factortopy.core.render.surface_figure`),
+Drawn offscreen with matplotlib (:func:`napari_factortopy.scene.render.surface_figure`),
 so the export button and ``factortopy figure`` give the same picture and neither needs
 OpenGL. One row per map, one column per view; each cell shows both hemispheres as
-the viewer lays them out (:func:`~napari_factortopy._napari._surface.layout`).
+the viewer lays them out (:func:`~napari_factortopy.scene.brain.layout`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_factortopy._napari._surface import BrainScene
 from napari_factortopy.core.atomic import atomic_path
+from napari_factortopy.scene.brain import BrainScene
 
 __all__ = ["MAP_TITLES", "figure_image", "legend_for", "save_png"]
 
@@ -125,7 +125,7 @@ def figure_image(
     ----------
     scene : BrainScene
     maps : sequence of str
-        Rows (names of :data:`~napari_factortopy._napari._surface.MAPS`).
+        Rows (names of :data:`~napari_factortopy.scene.brain.MAPS`).
     views : sequence of str
         Columns (camera presets; ``"flat"`` uses the flat mesh).
     width_px : int
@@ -137,7 +137,7 @@ def figure_image(
     -------
     image : uint8 array of shape (H, width_px, 4)
     """
-    from napari_factortopy.core.render import surface_figure
+    from napari_factortopy.scene.render import surface_figure
 
     saved = (scene.map_name, scene.view, scene.kind)
     rows = []

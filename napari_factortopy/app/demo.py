@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from ..core.atomic import atomic_path
 
 __all__ = ["DemoOptions", "recovery_report", "run_demo_pipeline", "write_layer_map_png"]
 
@@ -84,8 +84,8 @@ def recovery_report(
         ``hierarchy_slope_truth`` (each with intercept and top), per-ROI agreement,
         ``scale_error_mean``, ``seconds``.
     """
-    from .analyses import hierarchy_slope, layer_argmax
-    from .metrics import r2_score
+    from ..core.analyses import hierarchy_slope, layer_argmax
+    from ..core.metrics import r2_score
 
     agree = layer_argmax(fitted.layer) == layer_argmax(truth["layer"])
     rf = np.linalg.norm(fitted.space - truth["space"], axis=1)
@@ -137,9 +137,9 @@ def write_layer_map_png(
         One figure row per model; columns: left and right hemisphere, posterior
         and medial views of the inflated fsaverage5 surface.
     """
+    from ..core.colours import layer_legend, layer_rgba, paint_surface
     from ..data.surfaces import fsaverage5_mesh, fsaverage5_morph
-    from .colours import layer_legend, layer_rgba, paint_surface
-    from .render import surface_figure
+    from ..scene.render import surface_figure
 
     meshes = {h: fsaverage5_mesh("inflated", h) for h in ("lh", "rh")}
     curv = {h: fsaverage5_morph("curv", h) for h in ("lh", "rh")}
@@ -185,12 +185,12 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
         ``"train"`` (with the training ``record``), ``"message"``, and finally
         ``"done"`` with ``recovery`` (the dict written to ``recovery.json``).
     """
+    from ..core.config import TrainConfig
+    from ..core.estimator import fit
+    from ..core.fitted_model import FittedModel
+    from ..core.runtime import resolve_device
     from ..data.phantom import PhantomConfig, build_phantom
-    from .features import feature_source
-    from .fitted import FittedModel
-    from .fitting import fit
-    from .runtime import resolve_device
-    from .training import TrainConfig, make_split
+    from .inputs import training_inputs
 
     opts = options or DemoOptions()
     out = Path(out)
@@ -204,13 +204,8 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
             subject_ph = rec["subject"]
         else:
             yield rec
-    from ..data.cache import FeatureCache
-
-    cache = FeatureCache.open(subject_ph.cache_path)
-    sf = subject_ph.surface
-    subject = subject_ph.subject()
-    split = make_split(cache.n_images, seed=opts.seed)
-    feats = feature_source(cache, np.arange(cache.n_images), dev)
+    inputs = training_inputs(phantom=out / "phantom", split_seed=opts.seed, device=dev)
+    split = inputs.split
     tcfg = TrainConfig(
         lr=opts.lr,
         batch_size=opts.batch_size,
@@ -220,26 +215,18 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
         patience=10,
         seed=opts.seed,
     )
-    backbone = {
-        "name": cache.backbone,
-        "layer_names": list(cache.layer_names),
-        "widths": list(cache.widths),
-        "preprocessing": cache.preprocessing,
-    }
     fitted = None
     for rec in fit(
-        feats,
-        subject_ph.responses,
-        subject,
+        inputs.features,
+        inputs.responses,
+        inputs.subject,
         split,
-        widths=tuple(cache.widths),
-        grid=cache.grid,
-        backbone=backbone,
-        model_options={"bottleneck": opts.bottleneck},
+        config=inputs.model_config(bottleneck=opts.bottleneck),
         train_config=tcfg,
+        backbone=inputs.backbone,
         device=dev,
         seed=opts.seed,
-        extra={"demo": asdict(opts)},
+        extra={"demo": asdict(opts), "dataset": inputs.dataset},
     ):
         if rec["kind"] == "fitted":
             fitted = rec["model"]
@@ -247,7 +234,13 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
             yield {"stage": "train", "record": rec}
     seconds = time.perf_counter() - t0
     recovery = recovery_report(
-        fitted, subject_ph.truth, sf, subject_ph.responses, subject_ph.signal, split.test, seconds
+        fitted,
+        subject_ph.truth,
+        subject_ph.surface,
+        subject_ph.responses,
+        subject_ph.signal,
+        split.test,
+        seconds,
     )
     fitted.summary["recovery"] = {k: v for k, v in recovery.items() if k != "per_roi"}
     fitted.extra["phantom"] = str(out / "phantom")

@@ -1,0 +1,292 @@
+"""One function builds a training run's inputs, for the CLI, the Train panel and Python.
+
+:func:`training_inputs` reads a feature cache and the responses from one of three
+sources — a phantom subject folder, a loaded dataset (Algonauts 2023, NSD, folder
+format) or a responses ``.npy`` with a subject ``.npz`` — and returns a
+:class:`TrainingInputs`: features on the device, responses, the subject's vertices
+and sphere coordinates, a split that keeps repeats of an image together, and the
+records (backbone, dataset) that the model file keeps. Every check happens here
+once, before any training: the cache's image ids against the responses' images,
+rows without features (dropped, and said so in ``notes``), the responses' shape and
+values, the subject's vertex ids on its mesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.config import FactorTopyConfig
+from ..core.splits import Split, make_split
+from ..core.subject import Subject, check_responses
+from ..data.cache import FeatureCache
+
+__all__ = ["TrainingInputs", "training_inputs"]
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """Everything :func:`napari_factortopy.core.estimator.fit` needs, checked.
+
+    Attributes
+    ----------
+    features : FeatureSource
+        Tokens of the rows' images (row ``i`` reads image ``image_index[i]``).
+    responses : array of shape (N, V)
+    image_index : array of shape (N,)
+        Cache row (image) of each response row; repeats share one.
+    subject : Subject
+    split : Split
+        Row indices; all rows of an image fall in one split.
+    layer_names : list of str, length L
+    widths : tuple of int, length L
+    grid : (h, w)
+    backbone : dict
+        ``name``, ``layer_names``, ``widths``, ``preprocessing`` (kept in the model file).
+    dataset : dict
+        Where the data came from: ``kind`` (``"phantom"``, ``"algonauts"``, ``"nsd"``,
+        ``"folder"`` or ``"arrays"``), ``root``, ``cache``, ``responses`` (absolute
+        paths) and, for a phantom, its ``config``.
+    notes : tuple of str
+        What the user should know (e.g. rows dropped for missing features).
+    """
+
+    features: Any
+    responses: np.ndarray
+    image_index: np.ndarray
+    subject: Subject
+    split: Split
+    layer_names: list[str]
+    widths: tuple[int, ...]
+    grid: tuple[int, int]
+    backbone: dict
+    dataset: dict
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def model_config(self, **options: Any) -> FactorTopyConfig:
+        """The :class:`FactorTopyConfig` for these features (``bottleneck=``, ``hidden=``…)."""
+        return FactorTopyConfig(widths=self.widths, grid=self.grid, **options)
+
+
+class _LayerSubset:
+    """A feature cache seen through a subset of its layers (same ``read``/``nbytes``)."""
+
+    def __init__(self, cache: FeatureCache, layers: Sequence[str]) -> None:
+        self.cache, self.layers = cache, list(layers)
+
+    def read(self, indices=None, dtype=np.float32):
+        return self.cache.read(indices, layers=self.layers, dtype=dtype)
+
+    def nbytes(self, indices=None):
+        return self.cache.nbytes(indices, layers=self.layers)
+
+
+def _abs(path: str | Path) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def _from_phantom(root: Path) -> tuple:
+    from ..data.phantom import load_phantom
+
+    ph = load_phantom(root)
+    responses = ph.responses
+    ids = [f"phantom-{i:05d}" for i in range(len(responses))]
+    record = {
+        "kind": "phantom",
+        "root": _abs(root),
+        "cache": _abs(ph.cache_path),
+        "responses": _abs(root / "responses.npy"),
+        "config": ph.config.to_dict(),
+    }
+    return ph.cache_path, responses, np.arange(len(responses)), ids, ph.subject(), record
+
+
+def _from_dataset(ds, subjects_dir, allow_download) -> tuple:
+    from ..data.surfaces import sphere_coordinates
+
+    sphere = sphere_coordinates(
+        ds.mesh,
+        ds.vertex_ids,
+        ds.n_lh,
+        subjects_dir=subjects_dir,
+        allow_download=allow_download,
+        source=str(ds.root),
+    )
+    subject = Subject(ds.vertex_ids, ds.n_lh, sphere, ds.mesh, ds.roi, list(ds.roi_names))
+    record = {"kind": ds.kind, "root": _abs(ds.root), "responses": _abs(ds.root)}
+    ids = [str(i) for i in ds.image_ids]
+    return None, ds.responses, np.asarray(ds.image_index, np.int64), ids, subject, record
+
+
+def _from_arrays(responses_path, subject_path, mesh, subjects_dir, allow_download) -> tuple:
+    from ..data.surfaces import sphere_coordinates
+
+    responses_path, subject_path = Path(responses_path), Path(subject_path)
+    try:
+        responses = np.load(responses_path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"{responses_path}: expected a .npy array of responses (images, vertices); "
+            f"it cannot be read ({exc})"
+        ) from exc
+    try:
+        with np.load(subject_path, allow_pickle=False) as s:
+            ids = np.asarray(s["vertex_ids"], np.int64)
+            n_lh = int(s["n_lh"])
+            roi = np.asarray(s["roi"], np.int64) if "roi" in s.files else None
+            roi_names = [str(x) for x in s["roi_names"]] if "roi_names" in s.files else []
+            mesh = str(s["mesh"]) if "mesh" in s.files else mesh
+    except KeyError as exc:
+        raise ValueError(
+            f"{subject_path}: expected a subject .npz with 'vertex_ids' and 'n_lh' "
+            f"(optionally 'roi', 'roi_names', 'mesh'); {exc.args[0]!r} is missing"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"{subject_path}: expected a subject .npz; cannot read it ({exc})"
+        ) from exc
+    sphere = sphere_coordinates(
+        mesh,
+        ids,
+        n_lh,
+        subjects_dir=subjects_dir,
+        allow_download=allow_download,
+        source=str(subject_path),
+    )
+    subject = Subject(ids, n_lh, sphere, mesh, roi, roi_names)
+    record = {
+        "kind": "arrays",
+        "root": _abs(subject_path.parent),
+        "responses": _abs(responses_path),
+    }
+    return None, responses, np.arange(len(responses)), None, subject, record
+
+
+def training_inputs(
+    cache: str | Path | FeatureCache | None = None,
+    *,
+    phantom: str | Path | None = None,
+    dataset: Any = None,
+    responses: str | Path | None = None,
+    subject: str | Path | None = None,
+    mesh: str = "fsaverage5",
+    layers: Sequence[str] | None = None,
+    split_seed: int = 0,
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    device: Any = "cpu",
+    memory_limit: int | None = None,
+    subjects_dir: str | Path | None = None,
+    allow_download: bool = False,
+) -> TrainingInputs:
+    """Read, check and assemble a training run's inputs.
+
+    Give exactly one source: ``phantom`` (a phantom subject folder; its own feature
+    cache is used unless ``cache`` is given), ``dataset`` (a loaded
+    :class:`~napari_factortopy.data.datasets.Dataset`) or ``responses`` + ``subject``
+    (an (N, V) ``.npy`` whose rows are the cache's images in order, and a ``.npz``
+    with ``vertex_ids`` (V,), ``n_lh`` and optionally ``roi`` (V,), ``roi_names``,
+    ``mesh``).
+
+    Parameters
+    ----------
+    cache : path or FeatureCache
+        The feature cache (zarr) of the source's images.
+    layers : sequence of str, optional
+        Backbone layers to train on (default: every layer of the cache).
+    split_seed, split_fractions
+        The train/val/test split of images (repeats of an image stay together).
+    device : str or torch.device
+        Where the features are placed (when they fit in ``memory_limit`` bytes).
+    subjects_dir, allow_download
+        Where the mesh of the subject's vertices is looked for (see
+        :func:`napari_factortopy.data.surfaces.sphere_coordinates`).
+
+    Returns
+    -------
+    TrainingInputs
+
+    Raises
+    ------
+    ValueError
+        Inputs that do not fit together, naming the file and what was expected.
+    """
+    from ..core.feature_source import RowMappedFeatures, feature_source
+    from ..core.runtime import resolve_device
+
+    given = [phantom is not None, dataset is not None, responses is not None]
+    if sum(given) != 1 or (responses is not None and subject is None):
+        raise ValueError(
+            "give exactly one source of responses: a phantom folder, a dataset, or a "
+            "responses .npy together with a subject .npz"
+        )
+    if phantom is not None:
+        own_cache, y, image_index, ids, subj, record = _from_phantom(Path(phantom))
+    elif dataset is not None:
+        own_cache, y, image_index, ids, subj, record = _from_dataset(
+            dataset, subjects_dir, allow_download
+        )
+    else:
+        own_cache, y, image_index, ids, subj, record = _from_arrays(
+            responses, subject, mesh, subjects_dir, allow_download
+        )
+    source = record["responses"]
+    cache = cache if cache is not None else own_cache
+    if cache is None:
+        raise ValueError(f"{source}: no feature cache given; extract features first")
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache.open(cache)
+    record["cache"] = _abs(fc.path) if getattr(fc, "path", None) else record.get("cache")
+    if ids is not None and list(map(str, fc.image_ids)) != ids:
+        raise ValueError(
+            f"{fc.path}: the cache's {fc.n_images} image ids do not match the "
+            f"{len(ids)} images of {source}; extract features for this dataset first"
+        )
+    if ids is None and len(y) != fc.n_images:
+        raise ValueError(
+            f"{source}: {len(y)} response rows, but the feature cache {fc.path} has "
+            f"{fc.n_images} images; expected one row per cached image, in the cache's order"
+        )
+    notes: list[str] = []
+    written = np.asarray(fc.written)[image_index]
+    if not written.all():
+        notes.append(
+            f"{fc.path}: {int((~written).sum())} response rows have no features "
+            "(images skipped or not extracted yet); training without them"
+        )
+        y, image_index = y[written], image_index[written]
+    check_responses(y, len(image_index), subj.n_vertices, source)
+
+    names = list(layers) if layers else list(fc.layer_names)
+    unknown = [n for n in names if n not in fc.layer_names]
+    if unknown:
+        raise ValueError(
+            f"{fc.path}: layers {unknown} are not in the cache (it has {list(fc.layer_names)})"
+        )
+    widths = tuple(int(fc.widths[fc.layer_names.index(n)]) for n in names)
+    store = _LayerSubset(fc, names) if layers else fc
+    dev = resolve_device(device)
+    features = RowMappedFeatures(
+        feature_source(store, np.unique(image_index), dev, memory_limit), image_index
+    )
+    split = make_split(len(y), image_index, fractions=split_fractions, seed=split_seed)
+    return TrainingInputs(
+        features=features,
+        responses=y,
+        image_index=image_index,
+        subject=subj,
+        split=split,
+        layer_names=names,
+        widths=widths,
+        grid=tuple(int(g) for g in fc.grid),
+        backbone={
+            "name": fc.backbone,
+            "layer_names": names,
+            "widths": list(widths),
+            "preprocessing": fc.preprocessing,
+        },
+        dataset=record,
+        notes=tuple(notes),
+    )

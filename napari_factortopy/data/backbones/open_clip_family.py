@@ -1,0 +1,172 @@
+"""The open_clip family: the image tower of an open_clip model as a backbone.
+
+:func:`open_clip_backbone` takes a model name and a pretrained tag. ViT towers hook
+every residual block (batch-first or sequence-first, read from the transformer),
+timm-trunk towers (ConvNeXt CLIP) follow the timm rules, and ModifiedResNet hooks its
+4 stages. open_clip is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .base import (
+    Backbone,
+    BackboneError,
+    Preprocessing,
+    TokenLayout,
+    WeightsNotFoundError,
+    _finish,
+    _unknown_modules_message,
+)
+from .timm_family import _timm_default_layers
+from .weights import _open_clip_weights
+
+
+def open_clip_backbone(
+    model_name: str,
+    pretrained: str | None = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    layers: Sequence[str] | str | None = None,
+    allow_download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    model: Any = None,
+    preprocess_cfg: dict | None = None,
+) -> Backbone:
+    """The image tower of an open_clip model as a backbone.
+
+    Parameters
+    ----------
+    model_name : str
+        open_clip model name (``"ViT-B-16"``, ``"ViT-L-14"``, ``"convnext_base_w"`` …).
+    pretrained : str, optional
+        Pretrained tag (``"datacomp_l_s1b_b8k"``, the paper's default for ViT-B-16).
+    weights : None, "random" or path
+        None: the tag's weights from the local cache; ``"random"``: random weights; a
+        path: an open_clip checkpoint file.
+    layers : None or sequence of str
+        None: every residual block of a ViT tower (``transformer.resblocks.i``), the 4
+        stages of a ModifiedResNet, or the timm rules for timm trunks; else names of
+        sub-modules of ``model.visual``.
+    allow_download : bool
+        Let open_clip download missing weights.
+    cache_dir : path, optional
+        Hugging Face cache to look in / download to.
+    model : open_clip.CLIP, optional
+        An already built model (``model_name`` is then only recorded).
+    preprocess_cfg : dict, optional
+        Overrides ``size``/``mean``/``std``/``interpolation``/``resize_mode``.
+
+    Returns
+    -------
+    Backbone
+        ``module`` is ``model.visual``.
+
+    Raises
+    ------
+    BackboneError
+        Unknown model name or tag (close matches listed), or unusable layers.
+    WeightsNotFoundError
+        Weights not available locally and downloading not allowed.
+    """
+    import open_clip
+
+    tag = pretrained
+    source: dict[str, Any] = {"library": "open_clip", "model": model_name, "pretrained": tag}
+    if model is None:
+        known = open_clip.list_models()
+        if model_name not in known and not model_name.startswith(("hf-hub:", "local-dir:")):
+            close = difflib.get_close_matches(model_name, known, n=6, cutoff=0.5)
+            raise BackboneError(
+                f"unknown open_clip model {model_name!r}; close matches: "
+                f"{', '.join(close) or 'none'}"
+            )
+        path = None
+        if weights == "random":
+            source["weights"] = "random"
+        elif weights is not None:
+            path = str(weights)
+            if not Path(path).is_file():
+                raise WeightsNotFoundError(f"weights file {path} does not exist")
+        elif tag is None:
+            raise WeightsNotFoundError(
+                f"open_clip {model_name}: give a pretrained tag (e.g. "
+                f"{open_clip.list_pretrained_tags_by_model(model_name)[:3]}), a weights "
+                "file, or weights='random'"
+            )
+        elif allow_download:
+            from open_clip.pretrained import download_pretrained
+
+            path = download_pretrained(
+                open_clip.get_pretrained_cfg(model_name, tag), cache_dir=cache_dir
+            )
+        else:  # resolve before building: a missing file fails at once
+            path = _open_clip_weights(model_name, tag, cache_dir)
+        model = open_clip.create_model(model_name, pretrained=None)
+        if path is not None:
+            open_clip.load_checkpoint(model, path)
+            source["weights"] = path
+    visual = model.visual
+    visual.eval()
+    for p in visual.parameters():
+        p.requires_grad_(False)
+    pcfg = dict(getattr(visual, "preprocess_cfg", {}) or {})
+    if tag and not pcfg.get("mean"):
+        pcfg.update(open_clip.get_pretrained_cfg(model_name, tag) or {})
+    pcfg.update(preprocess_cfg or {})
+    size = pcfg.get("size", getattr(visual, "image_size", 224))
+    if isinstance(size, tuple | list):
+        size = int(size[0]) if size[0] == size[1] else (int(size[0]), int(size[1]))
+    prep = Preprocessing(
+        input_size=size,
+        crop_pct=1.0,
+        mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        interpolation=str(pcfg.get("interpolation", "bicubic")),
+        resize_mode="squash" if pcfg.get("resize_mode") == "squash" else "shortest",
+    )
+    name = model_name + (f"@{tag}" if tag else "")
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None:  # timm trunk (ConvNeXt CLIP…)
+        names, layout, glob = _timm_default_layers(trunk, layers)
+        names = [f"trunk.{n}" for n in names]
+    elif hasattr(visual, "transformer"):
+        tr = visual.transformer
+        ps = visual.patch_size
+        ps = (int(ps[0]), int(ps[1])) if isinstance(ps, tuple | list) else (int(ps), int(ps))
+        kind = "nlc" if getattr(tr, "batch_first", True) else "lnc"
+        layout = TokenLayout(kind, 1, 0, ps)
+        glob = "class"
+        names = (
+            [f"transformer.resblocks.{i}" for i in range(len(tr.resblocks))]
+            if layers in (None, "blocks")
+            else list(layers)
+        )
+    elif hasattr(visual, "layer4"):  # ModifiedResNet
+        layout, glob = TokenLayout("nchw"), "mean"
+        names = [f"layer{k}" for k in range(1, 5)] if layers in (None, "stages") else list(layers)
+    else:
+        raise BackboneError(
+            f"open_clip {model_name}: image tower {type(visual).__name__} is not supported; "
+            "wrap it with from_module(model.visual, layer_names)"
+        )
+    bb = Backbone(
+        name=f"open_clip:{name}",
+        module=visual,
+        layer_names=names,
+        widths=[],
+        preprocessing=prep,
+        global_token=glob,
+        layout=layout,
+        source=source,
+    )
+    modules = dict(visual.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise BackboneError(_unknown_modules_message(bb.name, missing, modules))
+    return _finish(bb)
