@@ -127,9 +127,7 @@ class TrainWidget(widgets.Container):
             steps_per_epoch=int(self.steps_per_epoch.value),
             max_epochs=int(self.max_epochs.value),
             patience=int(self.patience.value),
-            max_seconds=60.0 * float(self.max_minutes.value)
-            if self.max_minutes.value > 0
-            else None,
+            max_seconds=60.0 * minutes if minutes > 0 else None,
         )
         layers = tuple(s.strip() for s in self.layers.value.split(",") if s.strip()) or None
         common = {
