@@ -4,11 +4,27 @@
 drawn without torch), the subject (mesh, vertex ids, hemisphere split, ROIs), the
 backbone (name, layers, widths, preprocessing), the split, the training history and
 the test scores; it is stored as one ``.ftopy`` file (:mod:`.modelfile`).
+
+Loading validates the whole file against one schema (:func:`validate_model_file`):
+every metadata field's type and range, every tensor's dtype and shape (against the
+vertex count V, the configuration's widths, bottleneck and selector sizes), vertex ids
+within the mesh (fsaverage meshes) and unique per hemisphere, ROI labels within the
+ROI names, split indices non-negative, unique and disjoint, selector values in their
+ranges (space in [-1, 1], layer rows summing to 1, scale in [0, 1]). Any violation is a
+:class:`~napari_factortopy.core.modelfile.ModelFileError` naming the file and the
+field, never a later TypeError or IndexError.
+
+Non-finite values are refused in the shared weights (alignment, selector MLPs,
+coordinates). Per-vertex values may be non-finite (a vertex that could not be fitted):
+such vertices are kept and listed in :attr:`FittedModel.missing`, a (V,) bool mask the
+display greys.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +33,16 @@ import numpy as np
 
 from .modelfile import ModelFileError, load_ftopy, save_ftopy
 
-__all__ = ["FittedModel"]
+__all__ = ["FSAVERAGE_SIZES", "FittedModel", "validate_model_file"]
 
 KIND_MODEL = "factortopy"
 KIND_TRUTH = "phantom-truth"
+
+#: Vertices per hemisphere of the fsaverage meshes (icosahedron order k: 10·4^k + 2).
+FSAVERAGE_SIZES: Mapping[str, int] = {
+    **{f"fsaverage{k}": 10 * 4**k + 2 for k in range(3, 7)},
+    "fsaverage": 10 * 4**7 + 2,
+}
 
 
 @dataclass
@@ -93,6 +115,19 @@ class FittedModel:
                 raise ValueError(f"{name} must have shape {shape}; found {np.shape(arr)}")
         if not 0 <= self.n_lh <= v:
             raise ValueError(f"n_lh must lie in [0, {v}]; found {self.n_lh}")
+        per_vertex = [
+            np.asarray(self.space).reshape(v, -1),
+            np.asarray(self.layer).reshape(v, -1),
+            np.asarray(self.scale).reshape(v, -1),
+        ]
+        for key in ("beta", "bias"):
+            arr = self.state.get(key)
+            if arr is not None and np.shape(arr)[:1] == (v,):
+                per_vertex.append(np.asarray(arr).reshape(v, -1))
+        missing = np.zeros(v, bool)
+        for arr in per_vertex:
+            missing |= ~np.isfinite(arr).all(axis=1)
+        self._missing = missing
 
     # ------------------------------------------------------------ properties
     @property
@@ -102,6 +137,13 @@ class FittedModel:
     @property
     def n_layers(self) -> int:
         return self.layer.shape[1]
+
+    @property
+    def missing(self) -> np.ndarray:
+        """(V,) bool: vertices with a non-finite selector (space, layer, scale) or readout
+        (``beta`` row, ``bias``). They are kept, but maps and predictions there are
+        meaningless: the display greys them."""
+        return self._missing.copy()
 
     @property
     def beta(self) -> np.ndarray:
@@ -142,6 +184,12 @@ class FittedModel:
         from .model import FactorTopy
 
         module = FactorTopy(self.state["coords"], FactorTopyConfig.from_dict(self.config))
+        absent = sorted(set(module.state_dict()) - set(self.state) - {"encoding"})
+        if absent:
+            raise ValueError(
+                f"this model holds no weights {absent[:4]}{'…' if len(absent) > 4 else ''}; "
+                "it can be shown but not run (a preview or display-only model)"
+            )
         sd = {k: torch.from_numpy(np.asarray(v)) for k, v in self.state.items()}
         sd["encoding"] = module.encoding
         module.load_state_dict(sd)
@@ -236,23 +284,12 @@ class FittedModel:
             contents do not form a model (naming what is missing).
         """
         tensors, meta = load_ftopy(path)
-        needed = [
-            "selectors/space",
-            "selectors/layer",
-            "selectors/scale",
-            "subject/vertex_ids",
-            "state/coords",
-            "state/beta",
-        ]
-        missing = [k for k in needed if k not in tensors]
-        if missing or "config" not in meta or "subject" not in meta:
-            raise ModelFileError(
-                f"{path}: not a FactorTopy model; missing {missing or ['config/subject metadata']}"
-            )
-        split = dict(meta.get("split", {}))
+        validate_model_file(path, tensors, meta)
+        split = dict(meta["split"])
         for k in ("train", "val", "test"):
             if f"split/{k}" in tensors:
                 split[k] = tensors[f"split/{k}"]
+        subject = meta["subject"]
         try:
             return cls(
                 config=meta["config"],
@@ -261,17 +298,283 @@ class FittedModel:
                 layer=tensors["selectors/layer"],
                 scale=tensors["selectors/scale"],
                 vertex_ids=tensors["subject/vertex_ids"],
-                n_lh=int(meta["subject"]["n_lh"]),
-                mesh=meta["subject"].get("mesh", "fsaverage5"),
-                roi=tensors.get("subject/roi"),
-                roi_names=list(meta["subject"].get("roi_names", [])),
-                backbone=meta.get("backbone", {}),
+                n_lh=subject["n_lh"],
+                mesh=subject["mesh"],
+                roi=tensors["subject/roi"],
+                roi_names=list(subject["roi_names"]),
+                backbone=meta["backbone"],
                 split=split,
-                history=list(meta.get("history", [])),
+                history=list(meta["history"]),
                 scores={k[7:]: v for k, v in tensors.items() if k.startswith("scores/")},
-                summary=dict(meta.get("summary", {})),
-                kind=meta.get("kind", KIND_MODEL),
-                extra=dict(meta.get("extra", {})),
+                summary=dict(meta["summary"]),
+                kind=meta["kind"],
+                extra=dict(meta["extra"]),
             )
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError) as exc:  # pragma: no cover - the schema catches these
             raise ModelFileError(f"{path}: inconsistent model file: {exc}") from exc
+
+
+# ------------------------------------------------------------------ schema
+
+
+class _Bad(Exception):
+    """One schema violation: the field and what is wrong with it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _need(meta: Mapping, key: str, where: str, kind: type | tuple, what: str) -> Any:
+    if key not in meta:
+        raise _Bad(f"{where}[{key!r}]", f"missing (expected {what})")
+    value = meta[key]
+    ok = _is_int(value) if kind is int else isinstance(value, kind)
+    ok = ok and not isinstance(value, bool)
+    if not ok:
+        raise _Bad(f"{where}[{key!r}]", f"expected {what}, found {value!r}")
+    return value
+
+
+def _int_at_least(meta: Mapping, key: str, where: str, low: int) -> int:
+    value = _need(meta, key, where, int, f"an int >= {low}")
+    if value < low:
+        raise _Bad(f"{where}[{key!r}]", f"expected an int >= {low}, found {value!r}")
+    return value
+
+
+def _str_list(meta: Mapping, key: str, where: str, *, unique: bool = False) -> list[str]:
+    value = _need(meta, key, where, list, "a list of str")
+    if not all(isinstance(x, str) for x in value):
+        raise _Bad(f"{where}[{key!r}]", f"expected a list of str, found {value!r}")
+    if unique and len(set(value)) != len(value):
+        raise _Bad(f"{where}[{key!r}]", f"expected unique names, found {value!r}")
+    return value
+
+
+def _tensor(
+    tensors: Mapping[str, np.ndarray], name: str, kinds: str, shape: tuple, *, required=True
+) -> np.ndarray | None:
+    if name not in tensors:
+        if required:
+            raise _Bad(f"tensor {name!r}", f"missing (expected shape {shape})")
+        return None
+    arr = tensors[name]
+    what = {"f": "float", "iu": "integer", "b": "bool"}.get(kinds, kinds)
+    if arr.dtype.kind not in kinds:
+        raise _Bad(f"tensor {name!r}", f"expected a {what} array, found dtype {arr.dtype}")
+    if tuple(arr.shape) != tuple(shape):
+        raise _Bad(f"tensor {name!r}", f"expected shape {tuple(shape)}, found {tuple(arr.shape)}")
+    return arr
+
+
+def _expected_state(cfg: Mapping, v: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of a FactorTopy state dict (without the recomputed ``encoding``)."""
+    d, hid = cfg["bottleneck"], cfg["hidden"]
+    n_enc = 6 * cfg["n_freqs"]  # encoding_dim: 3 axes × n_freqs × (sin, cos)
+    out: dict[str, tuple[int, ...]] = {"coords": (v, 3), "beta": (v, d), "bias": (v,)}
+    for i, c in enumerate(cfg["widths"]):
+        out[f"local_align.{i}.weight"] = (d, c, 1, 1)
+        out[f"global_align.{i}.weight"] = (d, c)
+    for mlp, n_out in (("space_mlp", 2), ("layer_mlp", len(cfg["widths"])), ("scale_mlp", 1)):
+        out[f"{mlp}.0.weight"] = (hid, n_enc)
+        out[f"{mlp}.0.bias"] = (hid,)
+        out[f"{mlp}.2.weight"] = (hid, hid)
+        out[f"{mlp}.2.bias"] = (hid,)
+        out[f"{mlp}.4.weight"] = (n_out, hid)
+    return out
+
+
+def _check_meta(meta: Mapping[str, Any]) -> None:
+    top = "metadata"
+    kind = _need(meta, "kind", top, str, f"{KIND_MODEL!r} or {KIND_TRUTH!r}")
+    if kind not in (KIND_MODEL, KIND_TRUTH):
+        raise _Bad(
+            "metadata['kind']", f"expected {KIND_MODEL!r} or {KIND_TRUTH!r}, found {kind!r}"
+        )
+    for key in ("created", "software"):
+        if key in meta and not isinstance(meta[key], str):
+            raise _Bad(f"metadata[{key!r}]", f"expected a str, found {meta[key]!r}")
+    cfg = _need(meta, "config", top, dict, "a dict (the FactorTopyConfig)")
+    w = "config"
+    widths = _need(cfg, "widths", w, list, "a list of ints >= 1")
+    if not widths or not all(_is_int(c) and c >= 1 for c in widths):
+        raise _Bad("config['widths']", f"expected a non-empty list of ints >= 1, found {widths!r}")
+    grid = _need(cfg, "grid", w, list, "[h, w], two ints >= 1")
+    if len(grid) != 2 or not all(_is_int(g) and g >= 1 for g in grid):
+        raise _Bad("config['grid']", f"expected [h, w], two ints >= 1, found {grid!r}")
+    for key in ("bottleneck", "hidden", "n_freqs"):
+        _int_at_least(cfg, key, w, 1)
+    period = _need(cfg, "max_period", w, (int, float), "a positive number")
+    if not _is_number(period) or period <= 0:
+        raise _Bad("config['max_period']", f"expected a positive number, found {period!r}")
+    if "extra" in cfg and not isinstance(cfg["extra"], dict):
+        raise _Bad("config['extra']", f"expected a dict, found {cfg['extra']!r}")
+    subj = _need(meta, "subject", top, dict, "a dict (mesh, n_lh, roi_names)")
+    mesh = _need(subj, "mesh", "subject", str, "a mesh name or folder (str)")
+    if not mesh:
+        raise _Bad("subject['mesh']", "expected a mesh name or folder, found ''")
+    _int_at_least(subj, "n_lh", "subject", 0)
+    _str_list(subj, "roi_names", "subject")
+    bb = _need(meta, "backbone", top, dict, "a dict (name, layer_names, widths, ...)")
+    if bb:
+        _need(bb, "name", "backbone", str, "the backbone's name (str)")
+        if "layer_names" in bb:
+            names = _str_list(bb, "layer_names", "backbone", unique=True)
+            if len(names) != len(widths):
+                raise _Bad(
+                    "backbone['layer_names']",
+                    f"expected {len(widths)} names (one per config width), found {names!r}",
+                )
+        if "widths" in bb and bb["widths"] != widths:
+            raise _Bad(
+                "backbone['widths']", f"expected {widths!r} (config), found {bb['widths']!r}"
+            )
+        for key in ("preprocessing", "source"):
+            if key in bb and not isinstance(bb[key], dict):
+                raise _Bad(f"backbone[{key!r}]", f"expected a dict, found {bb[key]!r}")
+    split = _need(meta, "split", top, dict, "a dict (seed, fractions)")
+    if "seed" in split and not _is_int(split["seed"]):
+        raise _Bad("split['seed']", f"expected an int, found {split['seed']!r}")
+    if "n" in split and not (_is_int(split["n"]) and split["n"] >= 0):
+        raise _Bad("split['n']", f"expected an int >= 0, found {split['n']!r}")
+    if "fractions" in split:
+        fr = split["fractions"]
+        if (
+            not isinstance(fr, list)
+            or len(fr) != 3
+            or not all(_is_number(f) and f >= 0 for f in fr)
+            or abs(sum(fr) - 1) > 1e-6
+        ):
+            raise _Bad("split['fractions']", f"expected 3 numbers >= 0 summing to 1, found {fr!r}")
+    history = _need(meta, "history", top, list, "a list of dicts")
+    if not all(isinstance(h, dict) for h in history):
+        raise _Bad("metadata['history']", "expected a list of dicts, found other items")
+    _need(meta, "summary", top, dict, "a dict")
+    _need(meta, "extra", top, dict, "a dict")
+
+
+def _check_tensors(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+    cfg, subj = meta["config"], meta["subject"]
+    n_layers = len(cfg["widths"])
+    if "subject/vertex_ids" not in tensors:
+        raise _Bad("tensor 'subject/vertex_ids'", "missing (expected shape (V,))")
+    ids = tensors["subject/vertex_ids"]
+    if ids.ndim != 1:
+        raise _Bad("tensor 'subject/vertex_ids'", f"expected shape (V,), found {ids.shape}")
+    v = ids.shape[0]
+    ids = _tensor(tensors, "subject/vertex_ids", "iu", (v,))
+    n_lh = subj["n_lh"]
+    if n_lh > v:
+        raise _Bad("subject['n_lh']", f"expected 0..{v} (V vertices), found {n_lh}")
+    size = FSAVERAGE_SIZES.get(subj["mesh"])
+    for hemi, part in (("lh", ids[:n_lh]), ("rh", ids[n_lh:])):
+        if part.size and (int(part.min()) < 0 or (size is not None and int(part.max()) >= size)):
+            bad = part[(part < 0) | (part >= (size or np.iinfo(np.int64).max))]
+            rng = f"0..{size - 1}" if size else ">= 0"
+            raise _Bad(
+                "tensor 'subject/vertex_ids'",
+                f"{hemi} ids must lie in {rng} (mesh {subj['mesh']}), found {bad[:5].tolist()}",
+            )
+        if np.unique(part).size != part.size:
+            raise _Bad("tensor 'subject/vertex_ids'", f"{hemi} ids repeat a vertex")
+    roi = _tensor(tensors, "subject/roi", "iu", (v,))
+    n_roi = len(subj["roi_names"])
+    if roi.size and (int(roi.min()) < 0 or int(roi.max()) > n_roi):
+        raise _Bad(
+            "tensor 'subject/roi'",
+            f"labels must lie in 0..{n_roi} (roi_names has {n_roi}), found "
+            f"{int(roi.min())}..{int(roi.max())}",
+        )
+    space = _tensor(tensors, "selectors/space", "f", (v, 2))
+    layer = _tensor(tensors, "selectors/layer", "f", (v, n_layers))
+    scale = _tensor(tensors, "selectors/scale", "f", (v,))
+    tol = 1e-3
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(space).all(1) & np.isfinite(layer).all(1) & np.isfinite(scale)
+        if (np.abs(space[ok]) > 1 + tol).any():
+            raise _Bad("tensor 'selectors/space'", "expected values in [-1, 1] (tanh outputs)")
+        if (layer[ok] < -tol).any() or (np.abs(layer[ok].sum(1) - 1) > tol).any():
+            raise _Bad("tensor 'selectors/layer'", "expected rows of weights >= 0 summing to 1")
+        if ((scale[ok] < -tol) | (scale[ok] > 1 + tol)).any():
+            raise _Bad("tensor 'selectors/scale'", "expected values in [0, 1] (sigmoid outputs)")
+    shapes = _expected_state(cfg, v)
+    state = {k[6:] for k in tensors if k.startswith("state/")}
+    for key in sorted(state - set(shapes)):
+        raise _Bad(f"tensor 'state/{key}'", "not a FactorTopy weight (unexpected tensor)")
+    for key, shape in shapes.items():
+        # coords and beta are needed to show a model; display-only files (previews,
+        # synthetic models) may lack the rest, which to_module then asks for.
+        arr = _tensor(tensors, f"state/{key}", "f", shape, required=key in ("coords", "beta"))
+        if arr is None:
+            continue
+        if key not in ("beta", "bias") and not np.isfinite(arr).all():
+            raise _Bad(f"tensor 'state/{key}'", "non-finite values in a shared weight")
+    parts = {}
+    for k in ("train", "val", "test"):
+        arr = tensors.get(f"split/{k}")
+        if arr is None:
+            continue
+        if arr.dtype.kind not in "iu" or arr.ndim != 1:
+            raise _Bad(
+                f"tensor 'split/{k}'",
+                f"expected a 1-D integer array, found {arr.dtype} {arr.shape}",
+            )
+        n = meta["split"].get("n")
+        if arr.size and (int(arr.min()) < 0 or (n is not None and int(arr.max()) >= n)):
+            raise _Bad(
+                f"tensor 'split/{k}'",
+                f"indices must lie in 0..{'' if n is None else n - 1}, found "
+                f"{int(arr.min())}..{int(arr.max())}",
+            )
+        if np.unique(arr).size != arr.size:
+            raise _Bad(f"tensor 'split/{k}'", "repeats an index")
+        parts[k] = arr
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if np.intersect1d(parts[a], parts[b]).size:
+                raise _Bad(f"tensor 'split/{b}'", f"shares indices with split/{a}")
+    for name in tensors:
+        if name.startswith("scores/"):
+            _tensor(tensors, name, "f", (v,))
+        elif not name.startswith(("state/", "selectors/", "subject/", "split/")):
+            raise _Bad(f"tensor {name!r}", "not part of a FactorTopy model file")
+
+
+def validate_model_file(
+    path: Any, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+) -> None:
+    """Check a loaded ``.ftopy`` file against the model schema (module docstring).
+
+    Parameters
+    ----------
+    path : path
+        For messages.
+    tensors : dict of str → numpy.ndarray
+        As :func:`~napari_factortopy.core.modelfile.load_ftopy` returns them.
+    meta : dict
+        The metadata.
+
+    Raises
+    ------
+    ModelFileError
+        ``"<path>: not a valid FactorTopy model file: <field>: expected …, found …"``.
+    """
+    if not any(k.startswith("selectors/") for k in tensors) and "config" not in meta:
+        raise ModelFileError(
+            f"{path}: not a FactorTopy model; missing the selectors/* tensors and the "
+            "config/subject metadata"
+        )
+    try:
+        _check_meta(meta)
+        _check_tensors(tensors, meta)
+    except _Bad as exc:
+        raise ModelFileError(f"{path}: not a valid FactorTopy model file: {exc}") from None

@@ -23,18 +23,29 @@ bools and nested lists), tuples become lists, :class:`os.PathLike` becomes ``str
 and non-finite floats (NaN, ±inf) become ``null``, because JSON cannot hold them.
 Anything else is refused before anything is written.
 
+  ``"digest"``
+      ``"sha256:<hex>"`` over the format version, the metadata JSON string and every
+      tensor's name, dtype, shape and bytes (in name order). :func:`load_ftopy`
+      recomputes it and refuses a file whose digest differs (a flipped bit anywhere in
+      the metadata or the data). Files without a digest (written before it existed)
+      are read without this check.
+
 Writes are atomic: the file is written under a temporary name in the destination
-folder, flushed and fsynced, then moved over the destination with :func:`os.replace`,
-so a crash never leaves a half-written file where a good one was.
+folder (:func:`~napari_factortopy.core.atomic.temporary_name`), flushed and fsynced,
+given the permissions ``0o666 & ~umask`` of any new file, then moved over the
+destination with :func:`os.replace`, so a crash never leaves a half-written file where
+a good one was. Temporaries left by killed writers of the same target are removed by
+the next write (:func:`~napari_factortopy.core.atomic.remove_stale_temporaries`: the
+writer's process is gone, or the temporary is older than 15 minutes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import struct
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -43,6 +54,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors import numpy as st_numpy
+
+from .atomic import creation_mode, remove_stale_temporaries, temporary_name
 
 __all__ = [
     "FORMAT_VERSION",
@@ -80,6 +93,24 @@ _SAFETENSORS_DTYPE_SIZES: Mapping[str, int] = MappingProxyType(
         "I64": 8,
         "U64": 8,
         "F64": 8,
+    }
+)
+
+
+_NUMPY_TO_ST: Mapping[str, str] = MappingProxyType(
+    {
+        "bool": "BOOL",
+        "uint8": "U8",
+        "int8": "I8",
+        "int16": "I16",
+        "uint16": "U16",
+        "float16": "F16",
+        "int32": "I32",
+        "uint32": "U32",
+        "float32": "F32",
+        "int64": "I64",
+        "uint64": "U64",
+        "float64": "F64",
     }
 )
 
@@ -247,18 +278,29 @@ def save_ftopy(
         if name == "__metadata__":
             raise ModelFileError(f"{path}: '__metadata__' is reserved and cannot name a tensor")
         arrays[name] = _as_array(name, value, path)
+    for name, arr in arrays.items():
+        if arr.dtype.name not in _NUMPY_TO_ST:
+            raise ModelFileError(f"{path}: tensor {name!r} has unsupported dtype {arr.dtype}")
+    version = str(FORMAT_VERSION)
     header_meta = {
         "format": _FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": version,
         _META_KEY: meta_json,
+        "digest": _digest(
+            version,
+            meta_json,
+            ((n, _NUMPY_TO_ST[a.dtype.name], a.shape, a) for n, a in arrays.items()),
+        ),
     }
 
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    remove_stale_temporaries(path)
+    tmp = temporary_name(path)
     try:
         st_numpy.save_file(arrays, tmp, metadata=header_meta)
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, creation_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -267,6 +309,17 @@ def save_ftopy(
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _digest(version: str, meta_json: str, tensors: Any) -> str:
+    """``"sha256:<hex>"`` of the version, the metadata JSON and (name, dtype, shape, bytes)."""
+    h = hashlib.sha256(b"factortopy-digest-1\0")
+    h.update(version.encode() + b"\0" + meta_json.encode("utf-8") + b"\0")
+    for name, code, shape, arr in sorted(tensors, key=lambda t: t[0]):
+        h.update(json.dumps([name, code, [int(s) for s in shape]]).encode("utf-8") + b"\0")
+        a = np.ascontiguousarray(arr)
+        h.update(a.reshape(-1).view(np.uint8).data if a.size else b"")
+    return "sha256:" + h.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -433,6 +486,20 @@ def load_ftopy(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dic
                 tensors[name] = fh.get_tensor(name)
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: damaged model file: {exc}") from exc
+    meta = hdr.header["__metadata__"]
+    stored = meta.get("digest")
+    if stored is not None:
+        found = _digest(
+            str(meta.get("format_version")),
+            str(meta.get(_META_KEY)),
+            ((n, hdr.header[n]["dtype"], t.shape, t) for n, t in tensors.items()),
+        )
+        if found != stored:
+            raise ModelFileError(
+                f"{path}: damaged model file: its contents do not match the digest stored "
+                f"when it was written (expected {stored!r}, found {found!r}); a bit was "
+                "flipped or the file was edited. Use another copy"
+            )
     return tensors, metadata
 
 
