@@ -2,6 +2,13 @@
 
 A magicgui ``Container`` acting on the FactorTopy surface layer chosen at the top.
 Every control calls a private ``_on_<event>`` slot; tests call those directly.
+
+The panel follows its layer: whoever repaints it (the clusters button, a prediction)
+goes through :func:`apply_scene`, whose metadata event makes the panel re-read the
+scene (:meth:`BrainWidget._sync`), so panel and surface never disagree. Every
+drop-down takes its choices from a callable, so napari's ``reset_choices()`` refreshes
+them instead of emptying them. Clicks are answered on whichever FactorTopy surface is
+under the cursor, whatever layer is selected (a viewer-level mouse callback).
 """
 
 from __future__ import annotations
@@ -12,8 +19,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-from napari_factortopy._napari._layers import META_KEY, scene_for_layer, scene_metadata
-from napari_factortopy.data.stimuli import stimulus_loader
+from napari_factortopy._napari._common import (
+    ModelChoice,
+    apply_scene,
+    factortopy_layers,
+    keep_selection,
+    pick_surfaces,
+    same_layer,
+    show_image,
+)
+from napari_factortopy._napari._inspector import Inspector
+from napari_factortopy._napari._layers import scene_for_layer, unfinished
 from napari_factortopy.scene import plots as _plots
 from napari_factortopy.scene.brain import MAPS, MESH_KINDS, VIEWS, BrainScene, Pick
 
@@ -22,59 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BrainWidget", "ModelChoice", "apply_scene", "factortopy_layers"]
 
-
-def factortopy_layers(viewer) -> list:
-    """The viewer's surface layers that show a FactorTopy model."""
-    return [ly for ly in viewer.layers if META_KEY in getattr(ly, "metadata", {})]
-
-
-class ModelChoice(widgets.ComboBox):
-    """Drop-down of the viewer's FactorTopy layers; follows layers added and removed.
-
-    Parameters
-    ----------
-    viewer : napari.viewer.Viewer
-    label : str
-    """
-
-    def __init__(self, viewer, label: str = "model") -> None:
-        self._viewer = viewer
-        super().__init__(label=label, choices=self._names)
-        viewer.layers.events.inserted.connect(lambda e=None: self.reset_choices())
-        viewer.layers.events.removed.connect(lambda e=None: self.reset_choices())
-
-    def _names(self, _widget=None) -> list[str]:
-        return [ly.name for ly in factortopy_layers(self._viewer)]
-
-    @property
-    def layer(self):
-        """The chosen layer, or None."""
-        name = self.value
-        return self._viewer.layers[name] if name in self._viewer.layers else None
-
-
-def apply_scene(layer, scene: BrainScene, geometry: bool = False) -> None:
-    """Push a scene's colours (and with ``geometry`` its vertices) into its layer."""
-    if geometry:
-        layer.data = scene.layer_data()
-    layer.vertex_colors = scene.colors()
-    layer.metadata = {
-        **layer.metadata,
-        META_KEY: {**layer.metadata[META_KEY], **scene_metadata(scene, _path(layer))},
-    }
-
-
-def _path(layer) -> str | None:
-    return layer.metadata.get(META_KEY, {}).get("path")
-
-
-def show_image(widget: widgets.Image, image, width: int | None = None) -> None:
-    """Put an (H, W, 3|4) image into a magicgui Image widget at a readable size."""
-    h, w = image.shape[:2]
-    width = width or w
-    height = round(h * width / w)
-    widget.set_data(image, width=int(width), height=height)
-    widget.min_width, widget.min_height = int(width), height
+_FLAT_TIP = "the flat patch of both hemispheres (FreeSurfer ?h.*.patch.flat)"
+_NO_FLAT_TIP = "no flat patch of this mesh on this machine: the flat view is off"
 
 
 class BrainWidget(widgets.Container):
@@ -88,40 +53,47 @@ class BrainWidget(widgets.Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.last_pick: Pick | None = None
         self.timings: dict[str, float] = {}
         self.model_choice = ModelChoice(viewer)
-        self.map_choice = widgets.ComboBox(label="map", choices=list(MAPS), value="layer")
-        self.layer_slider = widgets.Slider(label="layer", min=1, max=1, value=1, visible=False)
-        self.score_choice = widgets.ComboBox(label="score", choices=[], visible=False)
-        self.legend = widgets.Image(label="legend")
+        self.banner = widgets.Label(label="", value="", visible=False)
+        self.map_choice = widgets.ComboBox(
+            label="map", choices=self._map_names, tooltip="what the surface shows"
+        )
+        self.layer_slider = widgets.Slider(
+            label="layer",
+            min=1,
+            max=1,
+            value=1,
+            visible=False,
+            tooltip="layer whose weight π is shown",
+        )
+        self.score_choice = widgets.ComboBox(
+            label="score",
+            choices=self._score_keys,
+            visible=False,
+            tooltip="which of the model's per-vertex scores (R², r) is shown",
+        )
+        self.legend = widgets.Image(label="legend", tooltip="legend of the shown map")
         self.mesh_choice = widgets.ComboBox(
-            label="mesh", choices=list(MESH_KINDS), value="inflated"
+            label="mesh",
+            choices=list(MESH_KINDS),
+            value="inflated",
+            tooltip="surface the map is drawn on (flat: the flat patch)",
         )
         self.view_buttons = widgets.Container(layout="horizontal", labels=False, label="view")
         for view in VIEWS:
-            button = widgets.PushButton(text=view)
+            button = widgets.PushButton(text=view, tooltip=f"camera preset: {view}")
             button.changed.connect(lambda _=None, v=view: self._on_view(v))
             self.view_buttons.append(button)
-        self.outlines = widgets.CheckBox(text="ROI outlines", value=False)
-        self.info = widgets.Label(label="vertex", value="click the brain to inspect a vertex")
-        self.bars = widgets.Image(label="weights")
-        self.where = widgets.Image(label="looks at")
-        self.extend(
-            [
-                self.model_choice,
-                self.map_choice,
-                self.layer_slider,
-                self.score_choice,
-                self.legend,
-                self.mesh_choice,
-                self.view_buttons,
-                self.outlines,
-                self.info,
-                self.bars,
-                self.where,
-            ]
+        self.outlines = widgets.CheckBox(
+            text="ROI outlines", value=False, tooltip="ROI borders in black, with ROI names"
         )
+        self.inspector = Inspector()
+        self.extend(
+            [self.model_choice, self.banner, self.map_choice, self.layer_slider,
+             self.score_choice, self.legend, self.mesh_choice, self.view_buttons,
+             self.outlines, *self.inspector.widgets]
+        )  # fmt: skip
         self.model_choice.changed.connect(self._on_model)
         self.map_choice.changed.connect(self._on_map)
         self.layer_slider.changed.connect(self._on_layer_index)
@@ -130,6 +102,7 @@ class BrainWidget(widgets.Container):
         self.outlines.changed.connect(self._on_outlines)
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
+        viewer.mouse_drag_callbacks.append(self._on_mouse)
         self._hooked: set[int] = set()
         self._legends: dict[tuple, object] = {}
         self._on_layers_changed()
@@ -143,22 +116,34 @@ class BrainWidget(widgets.Container):
     def scene(self) -> BrainScene | None:
         return None if self.layer is None else scene_for_layer(self.layer)
 
+    @property
+    def last_pick(self) -> Pick | None:
+        return self.inspector.last_pick
+
+    def _map_names(self, _widget=None) -> list[str]:
+        scene = self.scene
+        return list(MAPS) + ([] if scene is None else [k for k in scene.custom if k not in MAPS])
+
+    def _score_keys(self, _widget=None) -> list[str]:
+        scene = self.scene
+        return [] if scene is None else list(scene.model.scores)
+
     def _refresh(self, geometry: bool = False, event: str = "map") -> None:
         layer, scene = self.layer, self.scene
         if layer is None or scene is None:
             return
         t0 = time.perf_counter()
-        apply_scene(layer, scene, geometry)
+        apply_scene(layer, scene, geometry)  # its metadata event re-syncs this panel
         if geometry or event == "outlines":
             self._show_roi_names(layer, scene)
         self.timings[event] = time.perf_counter() - t0
-        self._show_legend(scene)
 
     def _show_roi_names(self, layer, scene: BrainScene) -> None:
         """ROI names at each ROI's centre (per hemisphere) while outlines are on.
 
         A Points layer of invisible points carrying the names as text, in the layer's
-        current mesh and view layout; removed when the outlines are off.
+        current mesh and view layout; removed when the outlines are off. Adding it
+        leaves the model layer selected.
         """
         name = f"{layer.name} ROI names"
         if not scene.outlines:
@@ -171,30 +156,60 @@ class BrainWidget(widgets.Container):
             points.data = pos
             points.features = {"roi": names}
         else:
-            points = self.viewer.add_points(
-                pos,
-                name=name,
-                features={"roi": names},
-                text={"string": "{roi}", "color": "white", "size": 10},
-                size=0,
-                opacity=1.0,
-                face_color="transparent",
-                border_width=0,
-            )
+            with keep_selection(self.viewer):
+                points = self.viewer.add_points(
+                    pos, name=name, features={"roi": names},
+                    text={"string": "{roi}", "color": "white", "size": 10},
+                    size=0, opacity=1.0, face_color="transparent", border_width=0,
+                )  # fmt: skip
         points.scale, points.translate = layer.scale, layer.translate
 
     def _show_legend(self, scene: BrainScene) -> None:
         """Legend of the scene's map (cached: matplotlib takes ~50 ms per image)."""
-        key = (
-            id(scene),
-            scene.map_name,
-            scene.layer_index,
-            scene.score_key,
-            None if scene.clusters is None else int(scene.clusters.max()),
-        )
+        n_clusters = None if scene.clusters is None else int(scene.clusters.max())
+        key = (id(scene), scene.map_name, scene.layer_index, scene.score_key, n_clusters)
         if scene.map_name in scene.custom or key not in self._legends:
             self._legends[key] = _plots.legend_image(scene)
         show_image(self.legend, self._legends[key])
+
+    def _sync(self) -> None:
+        """Set every control from the current layer's scene (without side effects)."""
+        scene = self.scene
+        if scene is None:
+            return
+        m = scene.model
+        self.layer_slider.max = m.n_layers
+        self.map_choice.reset_choices()
+        self.score_choice.reset_choices()
+        flat = scene.has_mesh("flat")
+        self.view_buttons[VIEWS.index("flat")].enabled = flat
+        self.view_buttons[VIEWS.index("flat")].tooltip = _FLAT_TIP if flat else _NO_FLAT_TIP
+        values = [
+            (self.map_choice, scene.map_name),
+            (self.mesh_choice, scene.kind),
+            (self.outlines, scene.outlines),
+            (self.layer_slider, scene.layer_index + 1),
+        ]
+        if scene.score_key in m.scores:
+            values.append((self.score_choice, scene.score_key))
+        for widget, value in values:
+            with widget.changed.blocked():
+                widget.value = value
+        self.layer_slider.visible = scene.map_name == "layer weights"
+        self.score_choice.visible = scene.map_name == "score"
+        self._show_banner(m)
+        self._show_legend(scene)
+
+    def _show_banner(self, model) -> None:
+        line = unfinished(model)
+        self.banner.value = f"⚠ unfinished model: {line}" if line else ""
+        self.banner.visible = bool(line)
+        overlay = self.viewer.text_overlay
+        if line:
+            overlay.text = f"UNFINISHED MODEL: {line}"
+            overlay.color, overlay.visible = "orange", True
+        elif overlay.text.startswith("UNFINISHED MODEL"):
+            overlay.text, overlay.visible = "", False
 
     # -------------------------------------------------------------------- slots
     def _on_layers_changed(self, event=None) -> None:
@@ -206,28 +221,16 @@ class BrainWidget(widgets.Container):
         self.model_choice.reset_choices()
         for layer in factortopy_layers(self.viewer):
             if id(layer) not in self._hooked:
-                layer.mouse_drag_callbacks.append(self._on_mouse)
+                layer.events.metadata.connect(self._on_layer_metadata)
                 self._hooked.add(id(layer))
-        if self.model_choice.value is not None:
-            self._on_model()
+        self._sync()
+
+    def _on_layer_metadata(self, event=None) -> None:
+        if event is None or same_layer(getattr(event, "source", None), self.layer):
+            self._sync()
 
     def _on_model(self, value=None) -> None:
-        scene = self.scene
-        if scene is None:
-            return
-        m = scene.model
-        self.layer_slider.max = m.n_layers
-        self.score_choice.choices = list(m.scores)
-        if scene.score_key in m.scores:
-            self.score_choice.value = scene.score_key
-        for widget, value in (
-            (self.map_choice, scene.map_name),
-            (self.mesh_choice, scene.kind),
-            (self.outlines, scene.outlines),
-        ):
-            with widget.changed.blocked():
-                widget.value = value
-        self._show_legend(scene)
+        self._sync()
 
     def _on_map(self, name: str | None = None) -> None:
         scene = self.scene
@@ -235,8 +238,8 @@ class BrainWidget(widgets.Container):
             return
         name = name or self.map_choice.value
         scene.map_name = name
-        self.layer_slider.visible = name == "layer weights"
-        self.score_choice.visible = name == "score"
+        if name == "score" and scene.score_key is None and scene.model.scores:
+            scene.score_key = self.score_choice.value or next(iter(scene.model.scores))
         if name == "clusters" and scene.clusters is None:
             from napari_factortopy.core.analyses import channel_clusters
 
@@ -264,13 +267,14 @@ class BrainWidget(widgets.Container):
 
         from napari_factortopy.data.surfaces import SurfaceError
 
-        previous = scene.kind
-        scene.kind = kind or self.mesh_choice.value
+        previous = (scene.kind, scene.view)
+        scene.set_kind(kind or self.mesh_choice.value)
         try:
             self._refresh(geometry=True, event="mesh")
         except (SurfaceError, OSError, ValueError) as exc:
-            scene.kind = previous
-            show_warning(f"cannot show the {scene.kind} mesh: {exc}")
+            scene.kind, scene.view = previous
+            show_warning(f"cannot show the {kind or self.mesh_choice.value} mesh: {exc}")
+            self._sync()
             return
         self._reset_camera()
 
@@ -278,7 +282,12 @@ class BrainWidget(widgets.Container):
         scene = self.scene
         if scene is None:
             return
-        scene.view = view
+        if view == "flat" and not scene.has_mesh("flat"):
+            from napari.utils.notifications import show_warning
+
+            show_warning(_NO_FLAT_TIP)
+            return
+        scene.set_view(view)
         self._refresh(geometry=True, event="view")
         self._reset_camera()
 
@@ -294,52 +303,32 @@ class BrainWidget(widgets.Container):
             self.scene.outlines = bool(self.outlines.value if value is None else value)
             self._refresh(event="outlines")
 
-    def _on_mouse(self, layer, event) -> None:
+    def _on_mouse(self, viewer, event) -> None:
+        """Viewer-level click: inspect the surface under the cursor (any layer selected)."""
         if event.type != "mouse_press" or event.position is None:
             return
         direction = getattr(event, "view_direction", None)
-        if direction is None:
+        if direction is None or viewer.dims.ndisplay != 3:
             return
-        if layer.name != self.model_choice.value:
+        self._on_click_world(np.asarray(event.position), np.asarray(direction))
+
+    def _on_click_world(self, position, direction) -> Pick | None:
+        """Inspect the vertex a world-coordinate ray meets first, on any model layer."""
+        t0 = time.perf_counter()
+        layer, pick = pick_surfaces(self.viewer, position, direction)
+        if layer is not None and layer.name != self.model_choice.value:
             self.model_choice.value = layer.name
-        self._on_click(np.asarray(event.position)[-3:], np.asarray(direction)[-3:])
+        self.timings["click"] = time.perf_counter() - t0
+        self.inspector.show(self.scene if layer is not None else None, pick)
+        return pick
 
     def _on_click(self, position, direction) -> Pick | None:
-        """Inspect the vertex under a click ray (data coordinates of the layer)."""
+        """Inspect the vertex under a click ray (data coordinates of the chosen layer)."""
         scene = self.scene
         if scene is None:
             return None
         t0 = time.perf_counter()
         pick = scene.pick(position, direction)
         self.timings["click"] = time.perf_counter() - t0
-        self.last_pick = pick
-        self._show_pick(pick)
+        self.inspector.show(scene, pick)
         return pick
-
-    def _show_pick(self, pick: Pick | None) -> None:
-        scene = self.scene
-        if pick is None:
-            self.info.value = "no vertex there"
-            return
-        m = scene.model
-        text = f"{pick.hemi} vertex {pick.hemi_vertex}"
-        if pick.row is None:
-            self.info.value = text + " (not modelled)"
-            return
-        r = pick.row
-        roi = int(m.roi[r])
-        roi_name = m.roi_names[roi - 1] if 0 < roi <= len(m.roi_names) else "no ROI"
-        scores = ", ".join(f"{k} {float(v[r]):.3f}" for k, v in m.scores.items())
-        x, y = m.space[r]
-        self.info.value = (
-            f"{text} · {roi_name}\nscore: {scores or 'none'}\n"
-            f"scale α {float(m.scale[r]):.2f} · space ({x:+.2f}, {y:+.2f})"
-        )
-        show_image(self.bars, _plots.bar_image(m.layer[r], m.backbone.get("layer_names")))
-        image = scene.stimulus
-        if image is None:
-            source = stimulus_loader(m)
-            if source is not None:
-                image = scene.stimulus = source[0](np.array([0]))[0]
-        if image is not None:
-            show_image(self.where, _plots.mark_location(image, m.space[r]), width=240)

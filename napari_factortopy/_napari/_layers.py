@@ -2,8 +2,10 @@
 
 One opaque ``Surface`` layer per model: both hemispheres side by side, the chosen
 map baked into ``vertex_colors`` with ``shading="none"``. The layer's metadata
-(``metadata["factortopy"]``) carries the model path and the current map's numbers,
-so the widgets can find the model again and the writer can save the map.
+(``metadata["factortopy"]``) carries the :class:`BrainScene` itself (``"scene"``),
+the model path and the current map's numbers, so the widgets find the scene on the
+layer (no registry: the scene lives and dies with its layer) and the writer can
+save the map.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ __all__ = [
     "scene_for_layer",
     "scene_metadata",
     "surface_kwargs",
+    "unfinished",
 ]
 
 #: Key of the layer metadata entry written here.
 META_KEY = "factortopy"
 
-#: Scenes of the layers shown in this process, by ``metadata[META_KEY]["scene_id"]``.
-SCENES: dict[int, BrainScene] = {}
+#: Marked on the name of a layer whose model did not converge.
+UNFINISHED = " [unfinished]"
 
 
 def _notify(message: str, level: str = "warning") -> None:
@@ -47,10 +50,11 @@ def load_scene(model, loader=None, notify=_notify) -> BrainScene:
 def scene_metadata(scene: BrainScene, path: str | None = None) -> dict:
     """The layer metadata entry for a scene's current map (see the module notes)."""
     values, names = scene.values()
-    SCENES[id(scene)] = scene
+    if path is not None and scene.model_path is None:
+        scene.model_path = str(path)
     return {
-        "scene_id": id(scene),
-        "path": path,
+        "scene": scene,
+        "path": path if path is not None else scene.model_path,
         "map": scene.map_name,
         "layer_index": scene.layer_index,
         "kind": scene.kind,
@@ -99,9 +103,21 @@ def model_layers(path: str | os.PathLike, loader=None) -> list[tuple]:
     except SurfaceError as exc:
         _notify(str(exc))
         return []
-    name = Path(path).stem
+    scene.model_path = path
+    name = Path(path).stem + (UNFINISHED if unfinished(model) else "")
     verts, faces = scene.layer_data()
     return [((verts, faces), surface_kwargs(scene, name, path), "surface")]
+
+
+def unfinished(model) -> str | None:
+    """The one-line reason when the model file says training did not converge, else None.
+
+    Reads ``model.summary["convergence"]`` (``state``, ``reason``, ``line``).
+    """
+    conv = (getattr(model, "summary", None) or {}).get("convergence") or {}
+    if conv.get("state") != "not_converged":
+        return None
+    return str(conv.get("line") or conv.get("reason") or "training did not converge")
 
 
 def scene_for_layer(layer) -> BrainScene | None:
@@ -113,13 +129,17 @@ def scene_for_layer(layer) -> BrainScene | None:
     meta = getattr(layer, "metadata", {}).get(META_KEY)
     if not meta:
         return None
-    scene = SCENES.get(meta.get("scene_id"))
-    if scene is None and meta.get("path") and Path(meta["path"]).is_file():
+    scene = meta.get("scene")
+    if isinstance(scene, BrainScene):
+        return scene
+    if meta.get("path") and Path(meta["path"]).is_file():
         from napari_factortopy.core.fitted_model import FittedModel
 
         scene = load_scene(FittedModel.load(meta["path"]))
+        scene.model_path = meta["path"]
         for key in ("kind", "view", "map", "layer_index"):
             if key in meta:
                 setattr(scene, "map_name" if key == "map" else key, meta[key])
-        SCENES[id(scene)] = scene
-    return scene
+        layer.metadata = {**layer.metadata, META_KEY: {**meta, "scene": scene}}
+        return scene
+    return None

@@ -3,7 +3,8 @@
 For the shown image: the model's predicted response as a map on the cortex and the
 per-ROI top-channel RGB images (METHOD.md §5) as image layers beside the stimulus.
 A dataset image's features come from the model's feature cache (the dataset record of
-the model); any other image file is run through the model's own backbone
+the model, found beside a moved model file, or in a folder chosen with "locate data
+folder…"); any other image file is run through the model's own backbone
 (``model.backbone``: name, hooked layers, widths, preprocessing), loaded once per
 widget. The computation is :mod:`napari_factortopy.app.predict`; torch is imported
 only when predicting.
@@ -17,10 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-from napari_factortopy._napari._brain_widget import ModelChoice, apply_scene
+from napari_factortopy._napari._common import ModelChoice, apply_scene, keep_selection
+from napari_factortopy._napari._data import missing_data, stimuli_for
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy.app.predict import model_backbone, predict_array, predict_image
-from napari_factortopy.data.stimuli import read_image, stimulus_loader
+from napari_factortopy.data.stimuli import read_image
+from napari_factortopy.scene.brain import CustomMap
 
 if TYPE_CHECKING:
     import napari
@@ -43,14 +46,31 @@ class StimulusWidget(widgets.Container):
         self.worker = None
         self.viewer = viewer
         self.model_choice = ModelChoice(viewer)
-        self.index = widgets.Slider(label="image", min=0, max=0, value=0)
-        self.file = widgets.FileEdit(label="or open", filter="*.png *.jpg *.jpeg *.bmp *.tif")
-        self.rois = widgets.Select(label="ROIs", choices=[])
-        self.predict_button = widgets.PushButton(text="Predict response + top channels")
+        self.index = widgets.Slider(
+            label="image", min=0, max=0, value=0, tooltip="image of the model's dataset"
+        )
+        self.file = widgets.FileEdit(
+            label="or open",
+            filter="*.png *.jpg *.jpeg *.bmp *.tif",
+            tooltip="any image file: predicted through the model's own backbone",
+        )
+        self.rois = widgets.Select(
+            label="ROIs", choices=self._roi_names, tooltip="ROIs whose top channels are shown"
+        )
+        self.predict_button = widgets.PushButton(
+            text="Predict response + top channels",
+            tooltip="the model's predicted response to the shown image, as a map",
+        )
+        self.locate_button = widgets.PushButton(
+            text="locate data folder…",
+            visible=False,
+            tooltip="the model's data folder is not where it was trained: point at it",
+        )
         self.status = widgets.Label(label="status", value="")
         self.extend(
-            [self.model_choice, self.index, self.file, self.rois, self.predict_button, self.status]
-        )
+            [self.model_choice, self.index, self.file, self.rois, self.predict_button,
+             self.locate_button, self.status]
+        )  # fmt: skip
         #: the opened image file's pixels (None: predict the slider's dataset image)
         self.file_image: np.ndarray | None = None
         self.file_name = ""
@@ -60,6 +80,7 @@ class StimulusWidget(widgets.Container):
         self.index.changed.connect(self._on_index)
         self.file.changed.connect(self._on_file)
         self.predict_button.changed.connect(self._on_predict)
+        self.locate_button.changed.connect(self._on_locate)
         self._on_model()
 
     @property
@@ -70,17 +91,44 @@ class StimulusWidget(widgets.Container):
     def scene(self):
         return None if self.layer is None else scene_for_layer(self.layer)
 
+    def _roi_names(self, _widget=None) -> list[str]:
+        scene = self.scene
+        if scene is None:
+            return []
+        m = scene.model
+        return [n for k, n in enumerate(m.roi_names, 1) if np.any(m.roi == k)]
+
     def _on_model(self, _=None) -> None:
         scene = self.scene
         if scene is None:
             return
-        m = scene.model
-        self.rois.choices = [n for k, n in enumerate(m.roi_names, 1) if np.any(m.roi == k)]
-        source = stimulus_loader(m)
+        self.rois.reset_choices()
+        source = stimuli_for(scene)
+        self.locate_button.visible = bool(missing_data(scene, notify=False))
         self.index.max = max(source[1] - 1, 0) if source else 0
         self.index.enabled = source is not None
         if source is not None:
             self._on_index(self.index.value)
+
+    def _on_locate(self, _=None) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(None, "The model's data folder")
+        if folder:
+            self._on_data_folder(folder)
+
+    def _on_data_folder(self, folder: str | Path) -> list[str]:
+        """Use ``folder`` as the model's data folder; returns what is still missing."""
+        scene = self.scene
+        if scene is None:
+            return []
+        scene.data_root = str(folder)
+        missing = missing_data(scene, notify=False)
+        self.status.value = (
+            f"data folder {folder}" if not missing else f"still not found: {', '.join(missing)}"
+        )
+        self._on_model()
+        return missing
 
     def _show(self, name: str, image: np.ndarray, column: int = 0) -> None:
         """Add or update an RGB image layer placed beside the brain (in the screen plane)."""
@@ -93,13 +141,14 @@ class StimulusWidget(widgets.Container):
         if name in self.viewer.layers:
             self.viewer.layers[name].data = img
         else:
-            self.viewer.add_image(
-                img, name=name, rgb=True, scale=(scale, scale), translate=(top, left)
-            )
+            with keep_selection(self.viewer):
+                self.viewer.add_image(
+                    img, name=name, rgb=True, scale=(scale, scale), translate=(top, left)
+                )
 
     def _on_index(self, value: int | None = None) -> None:
         scene = self.scene
-        source = None if scene is None else stimulus_loader(scene.model)
+        source = None if scene is None else stimuli_for(scene)
         if source is None:
             return
         self.file_image = None
@@ -132,12 +181,14 @@ class StimulusWidget(widgets.Container):
             self._backbones[key] = model_backbone(model)
         return self._backbones[key]
 
-    def _predict(self, model, rois):
+    def _predict(self, scene, rois):
+        model = scene.model
         if self.file_image is not None:
             bb = self.backbone(model)
             return predict_array(model, self.file_image, bb, rois), self.file_name
         index = int(self.index.value)
-        return predict_image(model, index, rois), f"image {index}"
+        where = {"model_path": scene.model_path, "data_root": scene.data_root}
+        return predict_image(model, index, rois, **where), f"image {index}"
 
     def _on_predict(self, _=None, block: bool = False):
         """Predict for the shown stimulus.
@@ -145,22 +196,22 @@ class StimulusWidget(widgets.Container):
         Runs in a ``thread_worker`` (a backbone on the CPU can take seconds) and returns
         the worker; ``block=True`` computes in the calling thread (tests, scripts).
         """
-        scene = self.scene
+        scene, layer = self.scene, self.layer
         if scene is None:
             return None
-        model, rois = scene.model, list(self.rois.value)
+        rois = list(self.rois.value)
         if block:
             try:
-                result = self._predict(model, rois)
+                result = self._predict(scene, rois)
             except (FileNotFoundError, ValueError, KeyError, ImportError) as exc:
                 self._on_predict_error(exc)
                 return None
-            self._show_prediction(scene, result)
+            self._show_prediction(layer, scene, result)
             return None
         from napari.qt.threading import thread_worker
 
-        worker = thread_worker(self._predict, start_thread=False)(model, rois)
-        worker.returned.connect(lambda result: self._show_prediction(scene, result))
+        worker = thread_worker(self._predict, start_thread=False)(scene, rois)
+        worker.returned.connect(lambda result: self._show_prediction(layer, scene, result))
         worker.errored.connect(self._on_predict_error)
         self.status.value = "predicting…"
         self.worker = worker
@@ -173,19 +224,18 @@ class StimulusWidget(widgets.Container):
         # includes WeightsNotFoundError (says what to fetch) and BackboneError
         show_warning(f"cannot predict: {exc}")
         self.status.value = f"cannot predict: {exc}"
+        if isinstance(exc, FileNotFoundError):
+            self.locate_button.visible = True
 
-    def _show_prediction(self, scene, result) -> None:
-        from napari_factortopy.core import colours
-
+    def _show_prediction(self, layer, scene, result) -> None:
         (response, tops), what = result
-        lim = float(np.max(np.abs(response))) or 1.0
-        scene.custom[PREDICTION] = (
-            colours.weight_rgba(response, -lim, lim, cmap="coolwarm"),
-            response,
-        )
+        custom = CustomMap.from_values(response, "coolwarm", label="predicted response")
+        lim = float(custom.hi)
+        scene.custom[PREDICTION] = custom
         scene.map_name = PREDICTION
-        apply_scene(self.layer, scene)
-        for k, (roi, rgb) in enumerate(tops.items(), start=1):
-            self._show(f"top channels {roi}", (np.clip(rgb, 0, 1) * 255).astype(np.uint8), k)
         self.status.value = f"{what}: response ±{lim:.2f}, {len(tops)} ROIs"
         self.last = (response, tops)
+        if layer is not None and layer in self.viewer.layers:
+            apply_scene(layer, scene)
+        for k, (roi, rgb) in enumerate(tops.items(), start=1):
+            self._show(f"top channels {roi}", (np.clip(rgb, 0, 1) * 255).astype(np.uint8), k)

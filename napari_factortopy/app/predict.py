@@ -23,16 +23,22 @@ __all__ = [
 ]
 
 
-def _cache_path(model) -> Path | None:
-    info = dataset_info(model)
-    if info.get("kind") == "phantom" and info.get("root"):
-        return Path(info["root"]) / "features.zarr"
-    if info.get("kind") == "cache" and info.get("root"):
-        return Path(info["root"])
-    return None
+def _cache_path(model, model_path=None, data_root=None) -> tuple[Path | None, list[str]]:
+    """The model's feature cache as found here, and the recorded paths not found."""
+    info = dataset_info(model, model_path, data_root)
+    missing = list(info.get("missing", []))
+    if info.get("cache") and str(info["cache"]) not in missing:
+        return Path(info["cache"]), missing
+    if info.get("kind") == "phantom" and info.get("root") and info["root"] not in missing:
+        return Path(info["root"]) / "features.zarr", missing
+    if info.get("kind") == "cache" and info.get("root") and info["root"] not in missing:
+        return Path(info["root"]), missing
+    return None, missing
 
 
-def predict_image(model, index: int, rois=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def predict_image(
+    model, index: int, rois=None, *, model_path=None, data_root=None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Predicted response and ROI top-channel images of one cached image.
 
     Parameters
@@ -42,25 +48,39 @@ def predict_image(model, index: int, rois=None) -> tuple[np.ndarray, dict[str, n
         Image index in the model's feature cache.
     rois : sequence of str, optional
         ROIs for :func:`~napari_factortopy.core.analyses.roi_top_channels` (default all).
+    model_path : path, optional
+        The model file: a data folder moved with it is found beside it.
+    data_root : path, optional
+        A data folder chosen by the user (replaces the recorded one).
 
     Returns
     -------
     response : array of shape (V,)
     top_channels : dict ROI name → array of shape (H, W, 3) in [0, 1]
+
+    Raises
+    ------
+    FileNotFoundError
+        The feature cache is not found (the message names the recorded path).
     """
     from ..data.cache import FeatureCache
 
-    path = _cache_path(model)
+    path, missing = _cache_path(model, model_path, data_root)
     if path is None or not path.exists():
+        where = ", ".join(missing) or (str(path) if path else "")
         raise FileNotFoundError(
-            "the model does not say where its feature cache is "
-            "(model.extra['dataset']), or it is gone"
+            f"the model's feature cache is not found ({where}); it was not beside the "
+            "model file either: locate its data folder"
+            if where
+            else "the model does not say where its feature cache is (model.extra['dataset'])"
         )
     cache = FeatureCache.open(path)
     model.check_cache(cache)
     names = model.backbone.get("layer_names") or cache.layer_names
     local, global_ = cache.read(np.array([index]), layers=names)
-    size = int((dataset_info(model).get("config") or {}).get("image_size", 224))
+    size = int(
+        (dataset_info(model, model_path, data_root).get("config") or {}).get("image_size", 224)
+    )
     return predict_features(model, local, global_, rois, out_size=(size, size))
 
 

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,13 +34,17 @@ __all__ = [
     "MESH_KINDS",
     "VIEWS",
     "BrainScene",
+    "CustomMap",
     "MeshSet",
     "Pick",
+    "hemisphere_order",
     "layout",
     "load_scene",
     "map_rgba",
     "map_values",
+    "missing_rows",
     "roi_boundary",
+    "score_label",
 ]
 
 #: Maps a model can be shown as (METHOD.md §4).
@@ -49,6 +54,61 @@ MESH_KINDS = ("inflated", "sphere", "pial", "flat")
 #: Camera presets.
 VIEWS = ("lateral", "medial", "ventral", "posterior", "flat")
 HEMIS = ("lh", "rh")
+#: How score keys read in legends and panels.
+SCORE_LABELS = {"r2": "R²", "r": "r"}
+
+
+def score_label(key: str | None) -> str:
+    """A score key as people read it: ``"r2_test"`` → ``"R² (test)"``, ``"r_val"`` → ``"r (val)"``.
+
+    Unknown keys come back unchanged; None reads ``"score"``.
+    """
+    if not key:
+        return "score"
+    head, _, split = str(key).partition("_")
+    name = SCORE_LABELS.get(head.lower())
+    if name is None:
+        return str(key)
+    return f"{name} ({split})" if split else name
+
+
+class CustomMap(NamedTuple):
+    """A map computed outside :func:`map_rgba` (a prediction, a difference of two models).
+
+    Attributes
+    ----------
+    rgba : array of shape (V, 4)
+        Colours of the modelled vertices.
+    values : array of shape (V,)
+        The numbers behind them (NaN = no value).
+    cmap : str
+        Matplotlib colormap of the colour bar.
+    lo, hi : float
+        Range of the colour bar.
+    label : str
+        What the values are (colour bar title); default the map's name.
+    """
+
+    rgba: np.ndarray
+    values: np.ndarray
+    cmap: str = "coolwarm"
+    lo: float | None = None
+    hi: float | None = None
+    label: str = ""
+
+    @classmethod
+    def from_values(
+        cls, values: np.ndarray, cmap: str = "coolwarm", symmetric: bool = True, label: str = ""
+    ) -> CustomMap:
+        """Colour ``values (V,)`` over ``±max|v|`` (``symmetric``) or ``[0, max v]``."""
+        from napari_factortopy.core import colours
+
+        v = np.asarray(values, np.float64)
+        finite = v[np.isfinite(v)]
+        top = float(np.max(np.abs(finite))) if finite.size else 0.0
+        top = top or 1.0
+        lo, hi = (-top, top) if symmetric else (0.0, top)
+        return cls(colours.weight_rgba(v, lo, hi, cmap=cmap), v, cmap, lo, hi, label)
 
 
 # --------------------------------------------------------------------------- maps
@@ -114,6 +174,36 @@ def _default_score_key(model) -> str | None:
         if key in model.scores:
             return key
     return next(iter(model.scores), None)
+
+
+def missing_rows(
+    model, name: str, *, layer_index: int = 0, score_key: str | None = None
+) -> np.ndarray:
+    """Rows whose selector (or score) behind a map is not finite: drawn as no value.
+
+    Parameters
+    ----------
+    model : FittedModel
+    name : str
+        One of :data:`MAPS`.
+
+    Returns
+    -------
+    missing : bool array of shape (V,)
+    """
+    v = model.n_vertices
+    if name == "layer":
+        return ~np.isfinite(np.asarray(model.layer, np.float64)).all(axis=1)
+    if name == "layer weights":
+        return ~np.isfinite(np.asarray(model.layer, np.float64)[:, int(layer_index)])
+    if name == "space":
+        return ~np.isfinite(np.asarray(model.space, np.float64)).all(axis=1)
+    if name == "scale":
+        return ~np.isfinite(np.asarray(model.scale, np.float64))
+    if name == "score":
+        values, _ = map_values(model, "score", score_key=score_key)
+        return ~np.isfinite(values)
+    return np.zeros(v, bool)
 
 
 def map_rgba(
@@ -228,10 +318,15 @@ def layout(meshes: MeshSet, view: str, gap: float = 10.0) -> tuple[np.ndarray, n
         Columns ``(toward camera, screen down, screen right)``; left hemisphere first.
     faces : int array of shape (m_lh + m_rh, 3)
     """
+    if view == "flat" and meshes.kind != "flat":
+        raise ValueError(
+            f"the flat view needs the flat mesh; this is the {meshes.kind} mesh "
+            "(a 3-D mesh seen flat would be squashed into a plane)"
+        )
     placed = {}
     for hemi in HEMIS:
         p = np.asarray(meshes.vertices[hemi], np.float64)
-        if view == "flat" or meshes.kind == "flat":
+        if meshes.kind == "flat":
             right, up, toward = p[:, 0], p[:, 1], np.zeros(len(p))
         else:
             r, u, f = view_basis(view, hemi)
@@ -239,11 +334,7 @@ def layout(meshes: MeshSet, view: str, gap: float = 10.0) -> tuple[np.ndarray, n
         scr = np.stack([toward, -up, right], axis=1)
         lo, hi = scr.min(0), scr.max(0)
         placed[hemi] = scr - (lo + hi) / 2.0
-    # which hemisphere goes left: anatomical for views shared by both hemispheres
-    order = HEMIS
-    if view in ("ventral", "dorsal", "anterior") and meshes.kind != "flat":
-        order = ("rh", "lh") if view_basis(view, "lh")[0][0] > 0 else HEMIS
-    left, right_h = order
+    left, right_h = hemisphere_order(view, meshes.kind)
     wl = np.ptp(placed[left][:, 2]) if len(placed[left]) else 0.0
     wr = np.ptp(placed[right_h][:, 2]) if len(placed[right_h]) else 0.0
     placed[left][:, 2] -= wl / 2 + gap / 2
@@ -253,6 +344,26 @@ def layout(meshes: MeshSet, view: str, gap: float = 10.0) -> tuple[np.ndarray, n
         [meshes.faces["lh"], np.asarray(meshes.faces["rh"]) + meshes.n("lh")]
     ).astype(np.int64)
     return verts, faces
+
+
+def hemisphere_order(view: str, kind: str = "inflated") -> tuple[str, str]:
+    """Which hemisphere is drawn on the screen's left and which on its right.
+
+    Views that see both hemispheres from one camera (posterior, anterior, ventral,
+    dorsal) place them where that camera sees them: from behind (or above) the left
+    hemisphere is on the left; from the front (or below, anterior up) it is on the
+    right. Per-hemisphere views (lateral, medial) and the flat patches put the left
+    hemisphere on the left.
+
+    Returns
+    -------
+    (screen left, screen right) : tuple of "lh" / "rh"
+    """
+    if kind == "flat" or view in ("lateral", "medial", "flat"):
+        return HEMIS
+    right = view_basis(view, "lh")[0]  # screen right in RAS
+    # screen right pointing to −x (the subject's left) puts the left hemisphere right
+    return ("rh", "lh") if right[0] < 0 else HEMIS
 
 
 def roi_boundary(faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -314,6 +425,17 @@ class BrainScene:
     loader : callable (name, kind) -> MeshSet, optional
         Where meshes come from (default :func:`load_meshset`; tests and benchmarks
         pass synthetic meshes).
+
+    Attributes
+    ----------
+    custom : dict name → CustomMap
+        Maps computed elsewhere, shown like the built-in ones.
+    model_path : str or None
+        The model file the scene shows (data folders are looked for beside it).
+    data_root : str or None
+        A data folder the user pointed at, used before the model's own record.
+    told : set of str
+        Things the user has already been told about this model (said once).
     """
 
     model: object
@@ -328,6 +450,9 @@ class BrainScene:
     clusters: np.ndarray | None = None
     stimulus: np.ndarray | None = None
     custom: dict = field(default_factory=dict)
+    model_path: str | None = None
+    data_root: str | None = None
+    told: set = field(default_factory=set, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -340,6 +465,35 @@ class BrainScene:
     # ---- mesh-dependent pieces
     def meshes(self, kind: str | None = None) -> MeshSet:
         return self.loader(self.mesh_name, kind or self.kind)
+
+    def has_mesh(self, kind: str) -> bool:
+        """Whether the ``kind`` mesh (e.g. the flat patch) is on this machine (asked once)."""
+        from napari_factortopy.data.surfaces import SurfaceError
+
+        key = ("has_mesh", kind)
+        if key not in self._cache:
+            try:
+                self.meshes(kind)
+                self._cache[key] = True
+            except (SurfaceError, OSError, ValueError):
+                self._cache[key] = False
+        return self._cache[key]
+
+    def set_view(self, view: str) -> None:
+        """Switch the camera preset; the flat view switches to the flat patch."""
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}; choose from {VIEWS}")
+        if view == "flat":
+            self.kind = "flat"
+        self.view = view
+
+    def set_kind(self, kind: str) -> None:
+        """Switch the mesh kind; leaving the flat patch leaves the flat view too."""
+        if kind not in MESH_KINDS:
+            raise ValueError(f"unknown mesh {kind!r}; choose from {MESH_KINDS}")
+        self.kind = kind
+        if kind != "flat" and self.view == "flat":
+            self.view = "lateral"
 
     def restrict_to(self, n_per_hemi: int) -> int:
         """Keep only modelled vertices with ids below ``n_per_hemi`` (a coarser mesh).
@@ -472,7 +626,9 @@ class BrainScene:
                 painted[key] = hit  # most recently used last
                 return hit[1]
         out = self._background32().copy()
-        out[self.mesh_index()] = np.clip(self.model_rgba()[self.rows], 0.0, 1.0)
+        rgba = np.clip(self.model_rgba()[self.rows], 0.0, 1.0)
+        ok = ~self.missing()[self.rows]
+        out[self.mesh_index()[ok]] = rgba[ok]
         if self.outlines:
             out[self._outline_mask(), :3] = 0.0
         out.flags.writeable = False
@@ -480,6 +636,18 @@ class BrainScene:
         while len(painted) > self.N_PAINTED:
             painted.pop(next(iter(painted)))
         return out
+
+    def missing(self) -> np.ndarray:
+        """(V,) bool: modelled vertices without a finite value in the current map.
+
+        They keep the curvature grey of unmodelled vertices (a map never shows a colour
+        for a non-finite selector).
+        """
+        if self.map_name in self.custom:
+            return ~np.isfinite(np.asarray(self.custom[self.map_name][1], np.float64))
+        return missing_rows(
+            self.model, self.map_name, layer_index=self.layer_index, score_key=self.score_key
+        )
 
     def _background32(self) -> np.ndarray:
         key = ("bg32", self.kind)
@@ -535,7 +703,18 @@ class BrainScene:
         return self._cache[key]
 
     def pick(self, position, direction) -> Pick | None:
-        """The displayed vertex a click ray hits first.
+        """The displayed vertex a click ray hits first (see :meth:`hit`).
+
+        Returns
+        -------
+        Pick or None
+            None when the ray misses the brain.
+        """
+        hit = self.hit(position, direction)
+        return None if hit is None else self.describe(hit[1])
+
+    def hit(self, position, direction) -> tuple[float, int] | None:
+        """Where a click ray first meets the displayed vertices.
 
         The ray ``position + t · direction`` is sampled through the bounding box in
         steps of half the (90th-percentile) edge length; the first sample with a
@@ -550,7 +729,9 @@ class BrainScene:
 
         Returns
         -------
-        Pick or None
+        (t, mesh_index) or None
+            Ray parameter of the hit along the unit ``direction`` from ``position``
+            (the depth, to choose among several surfaces) and the displayed vertex;
             None when the ray misses the brain.
         """
         tree, radius, lo, hi = self._tree()
@@ -570,7 +751,7 @@ class BrainScene:
         hit = np.flatnonzero(np.isfinite(dist))
         if hit.size == 0:
             return None
-        return self.describe(int(idx[hit[0]]))
+        return float(t[hit[0]]), int(idx[hit[0]])
 
     def describe(self, mesh_index: int) -> Pick:
         """A :class:`Pick` for a displayed vertex index."""

@@ -33,18 +33,8 @@ def make_model(
     logits = rng.normal(size=(v, n_layers)) * 3
     layer = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     space = rng.uniform(-1, 1, size=(v, 2))
-    config = {
-        "widths": [4] * n_layers,
-        "grid": [4, 4],
-        "bottleneck": d,
-        "hidden": 8,
-        "n_freqs": 4,
-        "max_period": 1000.0,
-    }
-    state = {
-        "beta": rng.normal(size=(v, d)).astype(np.float32),
-        "coords": rng.normal(size=(v, 3)).astype(np.float32),
-    }
+    config, state = _module_state(v, n_layers, d, seed)
+    state["beta"] = rng.normal(size=(v, d)).astype(np.float32)
     scores = {
         "r2_test": rng.uniform(-0.1, 0.6, size=v).astype(np.float32),
         "r_test": rng.uniform(0, 0.8, size=v).astype(np.float32),
@@ -63,6 +53,23 @@ def make_model(
         scores=scores,
         backbone={"name": "test", "layer_names": [f"b{i}" for i in range(n_layers)]},
     )
+
+
+def _module_state(v: int, n_layers: int, d: int, seed: int) -> tuple[dict, dict]:
+    """Config and a complete state dict of a small FactorTopy module (the model file
+    checks every tensor), from the torch module itself."""
+    import torch
+
+    from napari_factortopy.core.config import FactorTopyConfig
+    from napari_factortopy.core.model import FactorTopy
+
+    torch.manual_seed(seed)
+    coords = np.random.default_rng(seed).normal(size=(v, 3))
+    cfg = FactorTopyConfig((4,) * n_layers, (4, 4), bottleneck=d, hidden=8, n_freqs=4)
+    module = FactorTopy(coords, cfg)
+    state = {k: t.detach().float().numpy() for k, t in module.state_dict().items()}
+    state.pop("encoding", None)
+    return module.config.to_dict(), state
 
 
 def synthetic_loader(n_per_hemi: int):

@@ -22,10 +22,10 @@ def shown(make_napari_viewer, model_path):
 
 
 def _modelled(layer):
-    meta = layer.metadata[META_KEY]
-    from napari_factortopy._napari._layers import SCENES
+    from napari_factortopy._napari._layers import scene_for_layer
 
-    scene = SCENES[meta["scene_id"]]
+    scene = scene_for_layer(layer)
+    assert scene is layer.metadata[META_KEY]["scene"]
     return scene, scene.mesh_index()
 
 

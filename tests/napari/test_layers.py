@@ -36,13 +36,19 @@ def test_model_layers_show_layer_map_with_curvature_background(model_path, tiny_
 def test_layout_puts_hemispheres_side_by_side():
     loader = synthetic_loader(500)
     ms = loader("x", "inflated")
-    for view in ("lateral", "medial", "ventral", "posterior", "flat"):
-        verts, faces = layout(ms, view, gap=10)
+    with pytest.raises(ValueError, match="flat mesh"):
+        layout(ms, "flat")  # a 3-D mesh is never squashed into a plane
+    for view, mesh in [(v, ms) for v in ("lateral", "medial", "ventral", "posterior")] + [
+        ("flat", loader("x", "flat"))
+    ]:
+        verts, faces = layout(mesh, view, gap=10)
         lh, rh = verts[:500], verts[500:]
         assert lh[:, 2].max() + 10 <= rh[:, 2].min() + 1e-4 or rh[:, 2].max() + 10 <= (
             lh[:, 2].min() + 1e-4
         ), view
         assert faces.shape == (2 * len(ms.faces["lh"]), 3)
+        if view == "flat":
+            np.testing.assert_array_equal(verts[:, 0], 0)
 
 
 def test_roi_boundary_matches_a_naive_loop():

@@ -71,7 +71,8 @@ def test_demo_style_records_are_understood(phantom_model_path, phantom_root):
     response, _ = predict_image(model, 3)
     assert response.shape == (model.n_vertices,)
     model.extra = {"cache": str(phantom_root / "features.zarr")}  # as `factortopy train`
-    assert dataset_info(model) == {"kind": "cache", "root": str(phantom_root / "features.zarr")}
+    want = {"kind": "cache", "root": str(phantom_root / "features.zarr"), "missing": []}
+    assert dataset_info(model) == want
     assert stimulus_loader(model) is None
 
 

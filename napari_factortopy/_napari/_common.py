@@ -1,0 +1,144 @@
+"""Pieces every panel shares: the model drop-down, pushing a scene into its layer,
+showing a small image, and picking a vertex on whichever surface a click meets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from magicgui import widgets
+
+from napari_factortopy._napari._layers import META_KEY, scene_for_layer, scene_metadata
+from napari_factortopy.scene.brain import BrainScene, Pick
+
+__all__ = [
+    "ModelChoice",
+    "apply_scene",
+    "factortopy_layers",
+    "keep_selection",
+    "pick_surfaces",
+    "same_layer",
+    "show_image",
+]
+
+
+def same_layer(a, b) -> bool:
+    """Whether two layer references are one layer (napari hands docked widgets proxies)."""
+    return a is not None and getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
+
+
+def factortopy_layers(viewer) -> list:
+    """The viewer's surface layers that show a FactorTopy model."""
+    return [ly for ly in viewer.layers if META_KEY in getattr(ly, "metadata", {})]
+
+
+class ModelChoice(widgets.ComboBox):
+    """Drop-down of the viewer's FactorTopy layers; follows layers added and removed.
+
+    Its choices come from a callable, so napari's ``reset_choices()`` (called on every
+    docked widget whenever a layer is added or removed) refreshes instead of emptying it.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    label : str
+    """
+
+    def __init__(self, viewer, label: str = "model", **kwargs) -> None:
+        self._viewer = viewer
+        kwargs.setdefault("tooltip", "the FactorTopy model (surface layer) this panel acts on")
+        super().__init__(label=label, choices=self._names, **kwargs)
+        viewer.layers.events.inserted.connect(lambda e=None: self.reset_choices())
+        viewer.layers.events.removed.connect(lambda e=None: self.reset_choices())
+
+    def _names(self, _widget=None) -> list[str]:
+        return [ly.name for ly in factortopy_layers(self._viewer)]
+
+    @property
+    def layer(self):
+        """The chosen layer, or None."""
+        name = self.value
+        return self._viewer.layers[name] if name in self._viewer.layers else None
+
+
+@contextmanager
+def keep_selection(viewer) -> Iterator[None]:
+    """Layers added inside the block (ROI names, stimulus images) leave the selection as it was."""
+    selection = viewer.layers.selection
+    before, active = set(selection), selection.active
+    try:
+        yield
+    finally:
+        if before:
+            selection.clear()
+            selection.update(before)
+            selection.active = active if active in before else next(iter(before))
+
+
+def apply_scene(layer, scene: BrainScene, geometry: bool = False) -> None:
+    """Push a scene's colours (and with ``geometry`` its vertices) into its layer.
+
+    The metadata is written last: its ``metadata`` event tells the panels that follow
+    the layer (Brain maps) that the map changed, so they never disagree with it.
+    """
+    if geometry:
+        layer.data = scene.layer_data()
+    layer.vertex_colors = scene.colors()
+    path = layer.metadata.get(META_KEY, {}).get("path")
+    layer.metadata = {
+        **layer.metadata,
+        META_KEY: {**layer.metadata[META_KEY], **scene_metadata(scene, path)},
+    }
+
+
+def show_image(widget: widgets.Image, image, width: int | None = None) -> None:
+    """Put an (H, W, 3|4) image into a magicgui Image widget at a readable size."""
+    h, w = image.shape[:2]
+    width = width or w
+    height = round(h * width / w)
+    widget.set_data(image, width=int(width), height=height)
+    widget.min_width, widget.min_height = int(width), height
+
+
+def pick_surfaces(viewer, position, direction) -> tuple[object, Pick] | tuple[None, None]:
+    """The FactorTopy layer and vertex a click ray meets first, whatever layer is selected.
+
+    Every visible FactorTopy layer is asked, in its own data coordinates (its
+    ``translate``, ``scale`` … undone with ``layer.world_to_data``), and the hit
+    nearest to the camera (in world units along the ray) wins.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    position : array of shape (3,) or (ndim,)
+        A point on the ray in world coordinates (napari's ``event.position``).
+    direction : array of shape (3,) or (ndim,)
+        The viewing direction in world coordinates (``event.view_direction``).
+
+    Returns
+    -------
+    (layer, Pick) or (None, None)
+    """
+    p = np.asarray(position, np.float64)
+    d = np.asarray(direction, np.float64)
+    if d.shape != p.shape or not np.all(np.isfinite(d)) or not np.linalg.norm(d):
+        return None, None
+    d = d / np.linalg.norm(d)
+    best = (np.inf, None, None)
+    for layer in factortopy_layers(viewer):
+        scene = scene_for_layer(layer)
+        if not layer.visible or scene is None:
+            continue
+        a = np.asarray(layer.world_to_data(p), np.float64)[-3:]
+        b = np.asarray(layer.world_to_data(p + d), np.float64)[-3:]
+        hit = scene.hit(a, b - a)
+        if hit is None:
+            continue
+        vertex = np.asarray(layer.data[0][hit[1]], np.float64)
+        world = np.asarray(layer.data_to_world(vertex), np.float64)[-3:]
+        depth = float(np.dot(world - p[-3:], d[-3:]))
+        if depth < best[0]:
+            best = (depth, layer, scene.describe(hit[1]))
+    return (best[1], best[2]) if best[1] is not None else (None, None)

@@ -1,0 +1,58 @@
+"""The vertex inspector of the Brain maps panel: what a clicked vertex chose."""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui import widgets
+
+from napari_factortopy._napari._common import show_image
+from napari_factortopy._napari._data import stimuli_for
+from napari_factortopy.scene import plots as _plots
+from napari_factortopy.scene.brain import Pick, score_label
+
+__all__ = ["Inspector"]
+
+
+class Inspector:
+    """Text, layer-weight bars and the stimulus location of the last clicked vertex."""
+
+    def __init__(self) -> None:
+        self.last_pick: Pick | None = None
+        self.info = widgets.Label(label="vertex", value="click the brain to inspect a vertex")
+        self.info.tooltip = (
+            "hemisphere, vertex, ROI, scores, scale and space of the clicked vertex"
+        )
+        self.bars = widgets.Image(label="weights", tooltip="layer weights π of the vertex")
+        self.where = widgets.Image(
+            label="looks at", tooltip="where in the image the vertex looks (space selector)"
+        )
+        self.widgets = [self.info, self.bars, self.where]
+
+    def show(self, scene, pick: Pick | None) -> None:
+        """Describe ``pick`` (a vertex of ``scene``), or say that nothing was hit."""
+        self.last_pick = pick
+        if scene is None or pick is None:
+            self.info.value = "no vertex there"
+            return
+        m = scene.model
+        text = f"{pick.hemi} vertex {pick.hemi_vertex}"
+        if pick.row is None:
+            self.info.value = text + " (not modelled)"
+            return
+        r = pick.row
+        roi = int(m.roi[r])
+        roi_name = m.roi_names[roi - 1] if 0 < roi <= len(m.roi_names) else "no ROI"
+        scores = ", ".join(f"{score_label(k)} {float(v[r]):.3f}" for k, v in m.scores.items())
+        x, y = m.space[r]
+        self.info.value = (
+            f"{text} · {roi_name}\nscore: {scores or 'none'}\n"
+            f"scale α {float(m.scale[r]):.2f} · space ({x:+.2f}, {y:+.2f})"
+        )
+        show_image(self.bars, _plots.bar_image(m.layer[r], m.backbone.get("layer_names")))
+        image = scene.stimulus
+        if image is None:
+            source = stimuli_for(scene)
+            if source is not None:
+                image = scene.stimulus = source[0](np.array([0]))[0]
+        if image is not None and np.all(np.isfinite(m.space[r])):
+            show_image(self.where, _plots.mark_location(image, m.space[r]), width=240)

@@ -1,0 +1,186 @@
+"""Issue #9 flows in the real viewer: open through the reader, dock through the Plugins
+menu, reset_choices as napari does, click through napari's mouse handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_factortopy._napari._layers import scene_for_layer
+from napari_factortopy.core import colours
+from napari_factortopy.core.analyses import channel_clusters
+
+from ._drive import canvas_shot, click, colour_centroid, dock, open_model, paint_hemispheres
+
+
+def test_predict_with_brain_maps_open(make_napari_viewer, phantom_model_path, qtbot):
+    """#9.1: the top-channel layers no longer break Brain maps; the status ends."""
+    viewer = make_napari_viewer()
+    layer = open_model(viewer, phantom_model_path)
+    brain = dock(viewer, "Brain maps")
+    stim = dock(viewer, "Stimuli and predictions")
+    stim.index.value = 4
+    worker = stim._on_predict()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: stim.status.value.startswith("image 4"), timeout=10_000)
+    response, tops = stim.last
+    assert {f"top channels {r}" for r in tops} <= {ly.name for ly in viewer.layers}
+    # panel and surface agree: the prediction is the shown map, with its own colours
+    assert brain.map_choice.value == "prediction"
+    assert "prediction" in brain.map_choice.choices
+    scene = scene_for_layer(layer)
+    lim = np.abs(response).max()
+    np.testing.assert_allclose(
+        layer.vertex_colors[scene.mesh_index()],
+        colours.weight_rgba(response, -lim, lim, "coolwarm"),
+        atol=1e-6,
+    )
+    # back to a built-in map and forth again through the drop-down
+    brain.map_choice.value = "scale"
+    np.testing.assert_allclose(
+        layer.vertex_colors[scene.mesh_index()], colours.scale_rgba(scene.model.scale), atol=1e-6
+    )
+
+
+def test_dropdowns_survive_reset_choices(make_napari_viewer, model_path, tiny_model):
+    """#9.2: score and ROI lists keep their entries when docked and on every new layer."""
+    viewer = make_napari_viewer()
+    open_model(viewer, model_path)
+    brain = dock(viewer, "Brain maps")
+    stim = dock(viewer, "Stimuli and predictions")
+    rois = [n for k, n in enumerate(tiny_model.roi_names, 1) if np.any(tiny_model.roi == k)]
+    for _ in range(2):
+        assert brain.score_choice.choices == tuple(tiny_model.scores)
+        assert stim.rois.choices == tuple(rois)
+        assert brain.model_choice.value == "tiny"
+        viewer.add_points(np.zeros((1, 3)))  # napari resets every docked widget's choices
+    brain.map_choice.value = "score"
+    brain.score_choice.value = "r_test"
+    viewer.add_points(np.zeros((1, 3)))
+    assert (brain.map_choice.value, brain.score_choice.value) == ("score", "r_test")
+    assert scene_for_layer(viewer.layers["tiny"]).score_key == "r_test"
+
+
+def _world_of(layer, mesh_index):
+    return np.asarray(layer.data_to_world(np.asarray(layer.data[0][mesh_index])))
+
+
+def test_clicks_pick_the_surface_under_the_cursor(make_napari_viewer, model_path, tiny_model):
+    """#9.4: with ROI outlines on (the names layer selected), clicks still inspect."""
+    viewer = make_napari_viewer(show=True)
+    layer = open_model(viewer, model_path)
+    brain = dock(viewer, "Brain maps")
+    brain._on_view("lateral")
+    brain.outlines.value = True
+    names = viewer.layers["tiny ROI names"]
+    viewer.layers.selection.active = names  # the case of the issue: another layer selected
+    n_lh = scene_for_layer(layer).meshes().n("lh")
+    colours_before = np.array(layer.vertex_colors)
+    paint_hemispheres(layer, n_lh)
+    shot = canvas_shot(viewer)
+    layer.vertex_colors = colours_before
+    for rgb, hemi in (((255, 0, 0), "lh"), ((0, 0, 255), "rh")):
+        where = colour_centroid(shot, rgb)
+        click(viewer, where)
+        pick = brain.last_pick
+        assert pick is not None and pick.hemi == hemi, brain.inspector.info.value
+        assert "no vertex" not in brain.inspector.info.value
+        # the picked vertex lies on the clicked ray: its screen coordinates are the cursor's
+        cursor = np.asarray(viewer.cursor.position)
+        edge = 3 * np.median(
+            np.linalg.norm(np.diff(layer.data[0][layer.data[1][:, :2]], axis=1), axis=-1)
+        )
+        assert np.linalg.norm(_world_of(layer, pick.mesh_index)[1:] - cursor[1:]) < edge
+
+
+def test_flat_view_switches_to_the_flat_patch(make_napari_viewer, model_path):
+    """#9.6: "flat" shows the flat patch (never a squashed 3-D mesh) and says so."""
+    from napari_factortopy.scene.brain import load_meshset
+
+    viewer = make_napari_viewer()
+    layer = open_model(viewer, model_path)
+    brain = dock(viewer, "Brain maps")
+    brain._on_view("flat")
+    scene = scene_for_layer(layer)
+    assert (scene.kind, scene.view, brain.mesh_choice.value) == ("flat", "flat", "flat")
+    flat = load_meshset("fsaverage5", "flat")
+    v = np.asarray(layer.data[0])
+    np.testing.assert_allclose(np.ptp(v[:, 0]), 0, atol=1e-4)
+    lh = v[: flat.n("lh")]
+    # the patch's own x, y (up to placement): same extent as the file's
+    np.testing.assert_allclose(np.ptp(lh[:, 2]), np.ptp(flat.vertices["lh"][:, 0]), rtol=1e-5)
+    np.testing.assert_allclose(np.ptp(lh[:, 1]), np.ptp(flat.vertices["lh"][:, 1]), rtol=1e-5)
+    brain.mesh_choice.value = "inflated"  # leaving the patch leaves the flat view
+    assert (scene.kind, scene.view) == ("inflated", "lateral")
+    assert np.ptp(np.asarray(layer.data[0])[:, 0]) > 10
+
+
+def test_flat_view_is_disabled_without_a_patch(make_napari_viewer, model_path, tiny_model):
+    from napari_factortopy._napari._layers import surface_kwargs
+    from napari_factortopy.scene.brain import BrainScene
+
+    from .conftest import synthetic_loader
+
+    loader = synthetic_loader(400)
+
+    def no_flat(name, kind):
+        if kind == "flat":
+            from napari_factortopy.data.surfaces import SurfaceError
+
+            raise SurfaceError("no flat patch here")
+        return loader(name, kind)
+
+    model = __import__("tests.napari.conftest", fromlist=["make_model"]).make_model(
+        vertex_ids=np.r_[np.arange(50), np.arange(50)], n_lh=50
+    )
+    scene = BrainScene(model, loader=no_flat)
+    viewer = make_napari_viewer()
+    viewer.add_surface(scene.layer_data(), **surface_kwargs(scene, "synthetic"))
+    brain = dock(viewer, "Brain maps")
+    flat_button = brain.view_buttons[-1]
+    assert flat_button.text == "flat" and not flat_button.enabled
+    assert "no flat patch" in flat_button.tooltip
+    brain._on_view("flat")
+    assert scene.view == "lateral" and scene.kind == "inflated"
+
+
+def test_recomputed_clusters_show_in_the_panel(make_napari_viewer, model_path, tiny_model):
+    """#9.10: the clusters button repaints the surface and the Brain maps panel follows."""
+    viewer = make_napari_viewer()
+    layer = open_model(viewer, model_path)
+    brain = dock(viewer, "Brain maps")
+    compare = dock(viewer, "Clusters and compare")
+    assert brain.map_choice.value == "layer"
+    legend_before = np.array(brain.legend.value)
+    compare.n_clusters.value = 5
+    labels = compare._on_clusters()
+    want = channel_clusters(tiny_model.beta, 5, n_kmeans=min(1000, tiny_model.n_vertices)).labels
+    np.testing.assert_array_equal(labels, want)
+    scene = scene_for_layer(layer)
+    np.testing.assert_allclose(
+        layer.vertex_colors[scene.mesh_index()], colours.cluster_rgba(labels), atol=1e-6
+    )
+    assert brain.map_choice.value == "clusters"
+    assert np.asarray(brain.legend.value).shape != legend_before.shape or not np.array_equal(
+        brain.legend.value, legend_before
+    )
+
+
+@pytest.mark.parametrize("state", ["not_converged", "converged"])
+def test_unfinished_model_says_so(make_napari_viewer, tmp_path, tiny_model, state):
+    from dataclasses import replace
+
+    line = "stopped by the time budget at epoch 3; validation R² still rising"
+    conv = {"state": state, "reason": "budget", "line": line}
+    path = replace(tiny_model, summary={"convergence": conv}).save(tmp_path / "m.ftopy")
+    viewer = make_napari_viewer()
+    layer = open_model(viewer, path)
+    brain = dock(viewer, "Brain maps")
+    if state == "not_converged":
+        assert layer.name == "m [unfinished]"
+        assert not brain.banner.native.isHidden() and line in brain.banner.value
+        assert viewer.text_overlay.visible and line in viewer.text_overlay.text
+    else:
+        assert layer.name == "m" and brain.banner.native.isHidden()
+        assert not viewer.text_overlay.visible
