@@ -1,7 +1,8 @@
 """Command-line pieces for real data: ``factortopy extract`` and dataset arguments.
 
 ``cli.py`` wires these in: :func:`add_extract_parser` adds the ``extract``
-sub-command, :func:`run_extract` runs it; :func:`add_dataset_arguments` and
+sub-command, :func:`run_extract` runs it; :func:`add_cache_parser` adds ``cache verify``
+(:func:`run_cache_verify`); :func:`add_dataset_arguments` and
 :func:`dataset_from_args` let other sub-commands (``train``) accept each dataset kind.
 
 torch, timm and open_clip are imported inside functions only.
@@ -17,12 +18,18 @@ from typing import Any
 
 __all__ = [
     "add_backbone_arguments",
+    "add_cache_parser",
     "add_dataset_arguments",
     "add_extract_parser",
     "backbone_from_args",
     "dataset_from_args",
+    "run_cache_verify",
     "run_extract",
 ]
+
+#: torch seed of ``--weights random``: the same random network on every run, so that
+#: an interrupted extraction with random weights can be resumed.
+RANDOM_WEIGHTS_SEED = 0
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -115,7 +122,8 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--weights",
         default=None,
-        help="weights file (default: the local cache); 'random' for random weights",
+        help="weights file (default: the local cache); 'random' for random weights "
+        f"(seeded with torch seed {RANDOM_WEIGHTS_SEED}: the same network on every run)",
     )
     g.add_argument(
         "--layers",
@@ -137,13 +145,19 @@ def backbone_from_args(args: argparse.Namespace):
     layers: Any = args.layers
     if layers and layers not in ("blocks", "stages"):
         layers = [s.strip() for s in layers.split(",") if s.strip()]
-    return load_backbone(
-        args.backbone,
-        pretrained=args.pretrained,
-        weights=args.weights,
-        layers=layers,
-        allow_download=args.allow_download,
-    )
+    kwargs = {
+        "pretrained": args.pretrained,
+        "weights": args.weights,
+        "layers": layers,
+        "allow_download": args.allow_download,
+    }
+    if args.weights != "random":
+        return load_backbone(args.backbone, **kwargs)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        return load_backbone(args.backbone, **kwargs)
 
 
 def add_extract_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -179,19 +193,33 @@ def add_extract_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     g.add_argument("--chunk-images", type=int, default=64, help="images per cache chunk")
     g.add_argument("--overwrite", action="store_true", help="replace an existing cache")
+    g.add_argument(
+        "--verify",
+        action="store_true",
+        help="first read the whole cache and recompute rows whose data no longer matches "
+        "their digests (missing or short chunk files are always found and recomputed)",
+    )
     p.set_defaults(func=run_extract)
     return p
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    """Run ``factortopy extract``; returns the exit status (0 ok, 1 error)."""
+    """Run ``factortopy extract``; returns the exit status (0 ok, 1 error).
+
+    A cache this run created is removed again when the run fails before writing any
+    row (nothing is left behind); with ``--range`` (other processes may share it) it
+    is kept.
+    """
     from tqdm import tqdm
 
+    from ..core.atomic import atomic_path
     from ..data.backbones import BackboneError
     from ..data.cache import CacheError, FeatureCache
     from ..data.datasets import DatasetError
-    from ..data.extract import ExtractionError, extract_features
+    from ..data.extract import ExtractionError, extract_features, weights_identity
 
+    cache = None
+    created = False
     try:
         ds = dataset_from_args(args)
         print(ds.summary(), file=sys.stderr)
@@ -205,11 +233,21 @@ def run_extract(args: argparse.Namespace) -> int:
             "image_ids": [str(i) for i in ds.image_ids],
             "preprocessing": bb.preprocessing.to_dict(),
             "chunk_images": args.chunk_images,
+            "weights": weights_identity(bb),
         }
+        path = Path(args.cache)
+        created = not path.exists() or (path.is_dir() and not any(path.iterdir()))
         if args.overwrite:
-            cache = FeatureCache.create(args.cache, overwrite=True, **meta)
+            cache = FeatureCache.create(path, overwrite=True, **meta)
+            created = True
         else:
-            cache = FeatureCache.open_or_create(args.cache, **meta)
+            cache = FeatureCache.open_or_create(path, **meta)
+        if cache.damaged:
+            print(
+                f"{len(cache.damaged)} rows are damaged (e.g. row {min(cache.damaged)}: "
+                f"{cache.damaged[min(cache.damaged)]}); recomputing them",
+                file=sys.stderr,
+            )
         concurrent = args.range is not None
         bar = None
         record: dict = {}
@@ -223,7 +261,13 @@ def run_extract(args: argparse.Namespace) -> int:
             on_error=args.on_error,
             images=tuple(args.range) if args.range else None,
             concurrent=concurrent,
+            verify=getattr(args, "verify", False),
         ):
+            if record.get("stage") == "verify":
+                print(
+                    f"verify: {len(record['damaged'])} damaged rows to recompute", file=sys.stderr
+                )
+                continue
             if bar is None:
                 bar = tqdm(total=record["total"], unit="img", desc="extract")
             bar.n = record["done"]
@@ -234,7 +278,8 @@ def run_extract(args: argparse.Namespace) -> int:
         skipped = record.get("skipped", [])
         if skipped:
             report = Path(str(args.cache) + ".skipped.json")
-            report.write_text(json.dumps(skipped, indent=2), encoding="utf-8")
+            with atomic_path(report) as tmp:
+                tmp.write_text(json.dumps(skipped, indent=2), encoding="utf-8")
             print(
                 f"{len(skipped)} images could not be decoded and were skipped (left "
                 f"unwritten); list in {report}",
@@ -242,6 +287,66 @@ def run_extract(args: argparse.Namespace) -> int:
             )
         print(repr(cache), file=sys.stderr)
         return 0
-    except (BackboneError, CacheError, DatasetError, ExtractionError, FileNotFoundError) as exc:
-        print(f"factortopy extract: error: {exc}", file=sys.stderr)
+    except (BackboneError, CacheError, DatasetError, ExtractionError, OSError) as exc:
+        msg = str(exc)
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{exc.filename}: {msg}"
+        if cache is not None and created and args.range is None and cache.remove_if_empty():
+            msg += f" ({cache.path} removed: nothing was written)"
+        print(f"factortopy extract: error: {msg}", file=sys.stderr)
         return 1
+
+
+def add_cache_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``cache`` (with the sub-command ``verify``) to a sub-parser set."""
+    p = subparsers.add_parser(
+        "cache",
+        help="inspect feature caches",
+        description="Inspect feature caches written by `factortopy extract`.",
+    )
+    sub = p.add_subparsers(dest="cache_command", required=True)
+    v = sub.add_parser(
+        "verify",
+        help="read a whole feature cache and check every row against its digest",
+        description="Read every written row of a feature cache and compare it with the "
+        "digest recorded when it was written: finds missing, truncated and corrupted "
+        "chunk files. Exit status 0: intact; 1: damage found (or the cache cannot be "
+        "opened); with --repair the damaged rows are marked unwritten, and rerunning "
+        "`factortopy extract` recomputes them.",
+    )
+    v.add_argument("cache", type=Path, help="feature cache directory (.zarr)")
+    v.add_argument("--repair", action="store_true", help="mark damaged rows unwritten")
+    add_dataset_arguments(v, required=False)
+    v.set_defaults(func=run_cache_verify)
+    return p
+
+
+def run_cache_verify(args: argparse.Namespace) -> int:
+    """Run ``factortopy cache verify``; returns 0 (intact) or 1 (damage or error).
+
+    With ``--dataset``, each written row's image is decoded again and compared with
+    the digest of the image its features were computed from.
+    """
+    from tqdm import tqdm
+
+    from ..data.cache import CacheError, FeatureCache
+    from ..data.datasets import DatasetError
+
+    try:
+        load = dataset_from_args(args).load_images if args.dataset is not None else None
+        mode = "r+" if args.repair else "r"
+        cache = FeatureCache.open(args.cache, mode=mode, allow_damaged=True)
+        bar = tqdm(total=None, unit="chunk", desc="verify")
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        report = cache.verify(load, repair=args.repair, progress=progress)
+        bar.close()
+    except (CacheError, DatasetError, OSError) as exc:
+        print(f"factortopy cache verify: error: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary(), file=sys.stderr if report.damaged else sys.stdout)
+    return 0 if report.ok else 1

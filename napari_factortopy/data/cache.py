@@ -12,11 +12,51 @@ zarr 3, format 2 with zarr 2; zarr 3 reads both):
     float16 ``(N, C_l)``, the global token of layer ``l``;
 ``written``
     bool ``(N,)``, which images are complete (all layers written);
+``image_digest``
+    uint8 ``(N, 32)``, the sha256 of the decoded image each row was computed from
+    (:func:`image_digest`; all zeros: not recorded);
+``row_digest``
+    uint8 ``(N, 32)``, sha256 of the row's image digest and its float16 features of
+    every layer (local, then global), written with the row: :meth:`FeatureCache.verify`
+    recomputes it to find corrupted chunks;
 attributes
     ``format`` (``"factortopy-cache"``), ``version`` (:data:`CACHE_VERSION`),
     ``backbone``, ``layer_names``, ``widths`` (the ``C_l``), ``grid`` (``[h, w]``),
-    ``image_ids`` (N str), ``preprocessing`` (dict), ``n_images``, ``chunk_images``
-    and ``created`` (ISO 8601 time, UTC).
+    ``image_ids`` (N str), ``preprocessing`` (dict), ``weights`` (the identity of the
+    network weights, see below, or ``null`` until the first extraction records it),
+    ``n_images``, ``chunk_images``, ``created`` (ISO 8601 time, UTC) and
+    ``identity_digest`` (sha256 of all the others but ``created``: an edited or
+    damaged attribute file is refused).
+
+Identity: what made the rows
+----------------------------
+A cache holds the features of one backbone (``backbone``, ``layer_names``,
+``widths``), with one preprocessing and one set of weights, on one grid, of the
+images named by ``image_ids``, whose content digests are kept per row. ``weights`` is
+``{"kind": "pretrained" | "random" | "module", "sha256": <hex of the state_dict
+tensors>, "source": {...}}`` (:func:`napari_factortopy.data.extract.weights_identity`).
+Resuming with anything else is refused with a message naming the cache, what it
+holds and what was asked (:meth:`FeatureCache.open_or_create`,
+:func:`~napari_factortopy.data.extract.extract_features`). Caches of version 1 (before
+identities were recorded) are read as before, but extraction refuses to extend them.
+
+Damage
+------
+:meth:`FeatureCache.open` checks, cheaply (one ``stat`` per chunk), that every chunk
+holding written rows exists with its exact size and that every written row has a
+digest. Opened read-only, a damaged cache is refused naming the array, the chunk file
+and the rows; opened ``"r+"`` (to extract), the damaged rows count as missing, so
+extraction recomputes them. :meth:`FeatureCache.verify` reads everything and compares
+each row with its digest (bit flips of the same size); ``repair=True`` marks the rows
+it finds unwritten, for the next extraction to recompute.
+
+Claims
+------
+:meth:`FeatureCache.claim` records, in ``<cache>/.claims/``, which image range a
+process is extracting (its host and pid, refreshed after every batch). A second
+extraction of an overlapping range is refused while the claim lives; a claim whose
+process is gone (same host) or that was not refreshed for 15 minutes is stale and
+taken over.
 
 Every array is chunked along the image axis only, with the same chunk size
 ``chunk_images`` (default 64), and stored uncompressed (float16 activations shrink
@@ -45,11 +85,19 @@ end up sharing one cache.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import errno
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,19 +107,133 @@ import zarr
 
 from napari_factortopy.core.modelfile import ModelFileError, to_jsonable
 
-__all__ = ["CACHE_FORMAT", "CACHE_VERSION", "CacheError", "FeatureCache"]
+__all__ = [
+    "CACHE_FORMAT",
+    "CACHE_VERSION",
+    "CacheError",
+    "CacheReport",
+    "FeatureCache",
+    "image_digest",
+]
 
 #: Value of the ``format`` attribute of every cache.
 CACHE_FORMAT: str = "factortopy-cache"
 #: The newest cache layout version this code writes and reads.
-CACHE_VERSION: int = 1
+CACHE_VERSION: int = 2
+#: Seconds after which a claim that was not refreshed is stale.
+CLAIM_STALE_SECONDS: float = 15 * 60
 
 _ZARR_MAJOR = int(zarr.__version__.split(".")[0])
 _IDENTITY_FIELDS = ("backbone", "layer_names", "widths", "grid", "image_ids", "preprocessing")
+_DIGEST_BYTES = 32
+_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
 class CacheError(ValueError):
     """A feature cache is missing, foreign, damaged, incompatible or misused."""
+
+
+@dataclass
+class CacheReport:
+    """What :meth:`FeatureCache.verify` found.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The cache.
+    n_images, n_written : int
+        Rows in the cache, rows marked written.
+    n_checked : int
+        Written rows whose features were read and compared with their digests.
+    damaged : dict of int → str
+        Row → what is wrong with it (missing or short chunk, digest mismatch,
+        non-finite values, image content changed).
+    repaired : bool
+        Whether the damaged rows were marked unwritten.
+    """
+
+    path: Path
+    n_images: int
+    n_written: int
+    n_checked: int = 0
+    damaged: dict[int, str] = dataclasses.field(default_factory=dict)
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """No damaged rows."""
+        return not self.damaged
+
+    def summary(self) -> str:
+        """A few lines: counts, then the first damaged rows and why."""
+        head = (
+            f"feature cache {self.path}: {self.n_written}/{self.n_images} rows written, "
+            f"{self.n_checked} checked, {len(self.damaged)} damaged"
+        )
+        lines = [head]
+        for row, why in list(self.damaged.items())[:10]:
+            lines.append(f"  row {row}: {why}")
+        if len(self.damaged) > 10:
+            lines.append(f"  ... and {len(self.damaged) - 10} more")
+        if self.damaged:
+            lines.append(
+                "  marked unwritten: rerun `factortopy extract` to recompute them"
+                if self.repaired
+                else "  rerun with --repair (or `factortopy extract ... --verify`) to mark "
+                "them unwritten, then extract recomputes them"
+            )
+        return "\n".join(lines)
+
+
+def image_digest(image: Any) -> np.ndarray:
+    """sha256 of one decoded image, as a dataset loader yields it.
+
+    Parameters
+    ----------
+    image : PIL image or array
+        Usually uint8 ``(H, W, 3)``. PIL images are converted to arrays as they are
+        (mode kept), so the digest depends on the pixels, not on the file encoding.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 ``(32,)``: sha256 of the dtype, shape and bytes.
+    """
+    arr = np.ascontiguousarray(np.asarray(image))
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.reshape(-1).view(np.uint8).data if arr.size else b"")
+    return np.frombuffer(h.digest(), np.uint8).copy()
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _identity_digest(attrs: Mapping[str, Any]) -> str:
+    keys = ("format", "version", *_IDENTITY_FIELDS, "weights", "n_images", "chunk_images")
+    return hashlib.sha256(_canonical({k: attrs.get(k) for k in keys})).hexdigest()
+
+
+def _row_digests(image_digests: np.ndarray, arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Row digests ``(B, 32)`` of image digests ``(B, 32)`` and per-layer float16 rows."""
+    out = np.empty((len(image_digests), _DIGEST_BYTES), np.uint8)
+    flat = [np.ascontiguousarray(a).reshape(len(a), -1) for a in arrays]
+    for i in range(len(image_digests)):
+        h = hashlib.sha256(image_digests[i].tobytes())
+        for a in flat:
+            h.update(a[i].view(np.uint8).data)
+        out[i] = np.frombuffer(h.digest(), np.uint8)
+    return out
+
+
+def _describe_weights(w: Any) -> str:
+    if not isinstance(w, Mapping):
+        return "weights not recorded"
+    src = w.get("source") or {}
+    where = src.get("weights") if isinstance(src, Mapping) else None
+    kind = w.get("kind", "?")
+    extra = f" ({where})" if where and where not in (kind, "None", "random") else ""
+    return f"{kind} weights{extra}, sha256 {str(w.get('sha256', '?'))[:12]}…"
 
 
 # ------------------------------------------------------------------- helpers
@@ -211,9 +373,16 @@ class FeatureCache:
         self._group = group
         self._attrs = attrs
         self._mode = mode
-        self._local = [group["local"][str(i)] for i in range(len(attrs["layer_names"]))]
-        self._global = [group["global"][str(i)] for i in range(len(attrs["layer_names"]))]
+        n_layers = len(attrs["layer_names"])
+        self._local = [_full_chunks(group["local"][str(i)]) for i in range(n_layers)]
+        self._global = [_full_chunks(group["global"][str(i)]) for i in range(n_layers)]
         self._written = group["written"]
+        self._version = int(attrs["version"])
+        if self._version >= 2:
+            self._image_digest = _full_chunks(group["image_digest"])
+            self._row_digest = _full_chunks(group["row_digest"])
+        #: row → why it is damaged (found on open; rewriting the row clears it)
+        self._damaged: dict[int, str] = {}
 
     # ------------------------------------------------------------ creation
 
@@ -230,6 +399,7 @@ class FeatureCache:
         preprocessing: Mapping[str, Any] | None = None,
         chunk_images: int = 64,
         overwrite: bool = False,
+        weights: Mapping[str, Any] | None = None,
     ) -> FeatureCache:
         """Create an empty cache (nothing written yet) and open it for writing.
 
@@ -255,6 +425,10 @@ class FeatureCache:
         overwrite : bool
             Replace an existing cache at ``path``. A directory that is not a
             feature cache is never deleted.
+        weights : Mapping, optional
+            Identity of the network weights
+            (:func:`~napari_factortopy.data.extract.weights_identity`); ``None``: the
+            first extraction records it.
 
         Returns
         -------
@@ -265,9 +439,10 @@ class FeatureCache:
         ------
         CacheError
             If the metadata is invalid, ``path`` exists (and ``overwrite`` is false or
-            it is not a cache), or its parent folder is missing.
+            it is not a cache), its parent folder is missing or not writable.
         """
         path = Path(path)
+        weights = _norm_weights(path, weights)
         identity = _norm_identity(
             path,
             backbone=backbone,
@@ -285,7 +460,7 @@ class FeatureCache:
                     "it, or use FeatureCache.open_or_create to resume it"
                 )
             _refuse_unless_cache(path)
-        tmp = _build(path, identity, chunk_images)
+        tmp = _build(path, {**identity, "weights": weights}, chunk_images)
         if overwrite and path.exists() and not _is_empty_dir(path):
             trash = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
             os.replace(path, trash)
@@ -315,6 +490,7 @@ class FeatureCache:
         image_ids: Sequence[Any],
         preprocessing: Mapping[str, Any] | None = None,
         chunk_images: int = 64,
+        weights: Mapping[str, Any] | None = None,
     ) -> FeatureCache:
         """Open an existing cache with this exact metadata for resuming, or create it.
 
@@ -323,6 +499,9 @@ class FeatureCache:
         path, backbone, layer_names, widths, grid, image_ids, preprocessing, chunk_images
             As in :meth:`create`. For an existing cache, ``chunk_images`` is ignored
             (the cache keeps its own chunking).
+        weights : Mapping, optional
+            As in :meth:`create`; compared with an existing cache's (see
+            :meth:`check_weights`).
 
         Returns
         -------
@@ -333,8 +512,9 @@ class FeatureCache:
         ------
         CacheError
             If an existing cache differs in backbone, layer_names, widths, grid,
-            image_ids or preprocessing (the message names the first differing field,
-            the expected and the found value), or ``path`` is something else.
+            image_ids, preprocessing or weights (the message names the first differing
+            field, what the cache holds and what was asked), or ``path`` is something
+            else.
         """
         path = Path(path)
         kwargs = {
@@ -348,7 +528,7 @@ class FeatureCache:
         identity = _norm_identity(path, **kwargs)
         if not path.exists() or _is_empty_dir(path):
             try:
-                return cls.create(path, chunk_images=chunk_images, **kwargs)
+                return cls.create(path, chunk_images=chunk_images, weights=weights, **kwargs)
             except CacheError:
                 if not _is_zarr_group_dir(path):  # not a lost creation race: a real error
                     raise
@@ -361,10 +541,14 @@ class FeatureCache:
                     f"{_describe_difference(identity[field], found)} (delete it, choose "
                     "another path, or create it with overwrite=True)"
                 )
+        if weights is not None:
+            cache.check_weights(weights)
         return cache
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> FeatureCache:
+    def open(
+        cls, path: str | os.PathLike[str], mode: str = "r", *, allow_damaged: bool = False
+    ) -> FeatureCache:
         """Open an existing cache and validate its layout.
 
         Parameters
@@ -373,6 +557,10 @@ class FeatureCache:
             The cache directory.
         mode : {"r", "r+"}
             Read only, or read and write.
+        allow_damaged : bool
+            Open a read-only cache with missing or short chunk files anyway (to
+            :meth:`verify` it); their rows count as not written. In mode ``"r+"``
+            this is always so (extraction recomputes them).
 
         Returns
         -------
@@ -382,7 +570,9 @@ class FeatureCache:
         ------
         CacheError
             If ``path`` is missing or not a feature cache, was written by a newer
-            version, or its arrays disagree with its attributes.
+            version, its attributes or arrays are damaged or disagree, written rows lie
+            in missing or short chunk files (mode ``"r"``), or it is not writable
+            (mode ``"r+"``).
         """
         path = Path(path)
         if mode not in ("r", "r+"):
@@ -404,7 +594,18 @@ class FeatureCache:
             raise CacheError(f"feature cache {path}: cannot open the zarr group: {exc}") from exc
         attrs = _validate_attrs(path, attrs)
         _validate_arrays(path, group, attrs)
-        return cls(path, group, attrs, mode)
+        cache = cls(path, group, attrs, mode)
+        cache._damaged = cache._check_chunks()
+        if cache._damaged and mode == "r" and not allow_damaged:
+            rows = sorted(cache._damaged)
+            raise CacheError(
+                f"feature cache {path}: damaged: {len(rows)} written rows cannot be read "
+                f"(row {rows[0]}: {cache._damaged[rows[0]]}); rerun `factortopy extract` "
+                "with the same arguments to recompute them"
+            )
+        if mode == "r+":
+            _probe_writable(path)
+        return cache
 
     # ---------------------------------------------------------- properties
 
@@ -471,8 +672,36 @@ class FeatureCache:
 
     @property
     def written(self) -> np.ndarray:
-        """bool ``(N,)``: which images are complete, read afresh from disk."""
-        return np.asarray(self._written[:], dtype=bool)
+        """bool ``(N,)``: which images are complete, read afresh from disk (rows found
+        damaged on open count as not written)."""
+        flags = np.asarray(self._written[:], dtype=bool)
+        if self._damaged:
+            flags[list(self._damaged)] = False
+        return flags
+
+    @property
+    def damaged(self) -> dict[int, str]:
+        """Row → why: written rows whose chunks were missing or short on open (mode
+        ``"r+"``; read-only opening refuses such a cache). They count as missing."""
+        return dict(self._damaged)
+
+    @property
+    def version(self) -> int:
+        """The cache layout version (1: no digests and no weights identity)."""
+        return self._version
+
+    @property
+    def weights(self) -> dict[str, Any] | None:
+        """Identity of the weights the rows were computed with (``None``: not recorded)."""
+        w = self._attrs.get("weights")
+        return copy.deepcopy(w) if w is not None else None
+
+    def image_digests(self, indices: Any = None) -> np.ndarray:
+        """Stored image digests, uint8 ``(n, 32)`` (all zeros: not recorded)."""
+        idx = np.arange(self.n_images) if indices is None else np.asarray(indices, np.int64)
+        if self._version < 2:
+            return np.zeros((len(idx), _DIGEST_BYTES), np.uint8)
+        return np.asarray(self._image_digest.get_orthogonal_selection((idx, slice(None))))
 
     @property
     def complete(self) -> bool:
@@ -506,6 +735,7 @@ class FeatureCache:
         global_: Sequence[Any],
         *,
         concurrent: bool = False,
+        image_digests: Any = None,
     ) -> None:
         """Store the features of images ``start .. start + B - 1`` and mark them written.
 
@@ -521,6 +751,8 @@ class FeatureCache:
             Declare that other processes may write this cache at the same time: then
             ``start`` must be a multiple of :attr:`chunk_images` and ``start + B`` too
             (or equal N), or a :class:`CacheError` is raised before anything is written.
+        image_digests : array of shape (B, 32), uint8, optional
+            :func:`image_digest` of each image (default: not recorded, zeros).
 
         Raises
         ------
@@ -584,10 +816,26 @@ class FeatureCache:
                         why = f"values up to {np.abs(src).max():.6g} overflow float16 (max 65504)"
                     raise CacheError(f"{where}: {kind}[{i}] (layer {name!r}) has {why}")
                 arrays16.append((target, x16))
+        if self._version >= 2:
+            if image_digests is None:
+                digests = np.zeros((b, _DIGEST_BYTES), np.uint8)
+            else:
+                digests = np.asarray(image_digests)
+                if digests.shape != (b, _DIGEST_BYTES) or digests.dtype != np.uint8:
+                    raise CacheError(
+                        f"{where}: image_digests must be uint8 ({b}, {_DIGEST_BYTES}), found "
+                        f"{digests.dtype} {digests.shape}"
+                    )
+            ordered = [x for pair in zip(arrays16[0::2], arrays16[1::2], strict=True)
+                       for _, x in pair]  # fmt: skip
+            arrays16.append((self._image_digest, digests))
+            arrays16.append((self._row_digest, _row_digests(digests, ordered)))
         for target, x16 in arrays16:
             target[start:stop] = x16
         # Only now, with the data of every layer stored, are the images complete.
         self._written[start:stop] = np.ones(b, dtype=bool)
+        for row in [r for r in self._damaged if start <= r < stop]:
+            del self._damaged[row]
 
     def read(
         self,
@@ -639,6 +887,12 @@ class FeatureCache:
             )
         written = self.written
         not_written = np.unique(idx[~written[idx]])
+        hurt = [int(i) for i in not_written if int(i) in self._damaged]
+        if hurt:
+            raise CacheError(
+                f"{where}: {len(hurt)} of the requested images are damaged (row {hurt[0]}: "
+                f"{self._damaged[hurt[0]]}); rerun `factortopy extract` to recompute them"
+            )
         if not_written.size:
             raise CacheError(
                 f"{where}: {not_written.size} of the requested images are not written yet "
@@ -657,10 +911,17 @@ class FeatureCache:
         same_order = uniq.size == idx.size and bool(np.all(inverse == np.arange(idx.size)))
 
         def _get(arr: Any) -> np.ndarray:
-            if contiguous:
-                data = arr[selection]
-            else:
-                data = arr.get_orthogonal_selection((selection,))
+            try:
+                if contiguous:
+                    data = arr[selection]
+                else:
+                    data = arr.get_orthogonal_selection((selection,))
+            except Exception as exc:  # a chunk damaged since the cache was opened
+                raise CacheError(
+                    f"{where}: cannot read array {arr.path!r} ({type(exc).__name__}: {exc}); "
+                    "run `factortopy cache verify` on it, then `factortopy extract` to "
+                    "recompute the damaged rows"
+                ) from exc
             data = np.asarray(data)
             if not same_order:
                 data = data[inverse]
@@ -688,6 +949,312 @@ class FeatureCache:
                     f"{names!r} (or positions 0..{len(names) - 1})"
                 )
         return out
+
+    # ------------------------------------------------------- identity
+
+    def check_weights(self, weights: Mapping[str, Any], *, writing: bool = True) -> None:
+        """Refuse to add rows computed with other weights than the cache's.
+
+        Parameters
+        ----------
+        weights : Mapping
+            Identity of the weights about to be used
+            (:func:`~napari_factortopy.data.extract.weights_identity`).
+        writing : bool
+            Rows are about to be written: a cache without a recorded identity then
+            adopts ``weights`` if it holds no rows yet (and is refused otherwise).
+
+        Raises
+        ------
+        CacheError
+            Naming the cache, the weights it holds and the weights asked for.
+        """
+        asked = _norm_weights(self._path, weights)
+        held = self._attrs.get("weights")
+        fix = "use another --cache, or --overwrite to replace it"
+        if self._version < 2:
+            raise CacheError(
+                f"feature cache {self._path}: made by an older napari-factortopy (cache "
+                f"version {self._version}) that did not record the weights or the images "
+                f"its rows come from, so rows of {_describe_weights(asked)} cannot be added "
+                f"safely; {fix}"
+            )
+        if held is None:
+            if not writing:
+                return
+            if self.written.any() or self._damaged:
+                raise CacheError(
+                    f"feature cache {self._path}: holds {int(self.written.sum())} rows of "
+                    f"unrecorded weights; refusing to add rows of {_describe_weights(asked)}; "
+                    f"{fix}"
+                )
+            self._set_attrs(weights=asked)
+            return
+        if held.get("sha256") != asked.get("sha256"):
+            raise CacheError(
+                f"feature cache {self._path}: holds features of {self.backbone} with "
+                f"{_describe_weights(held)}; this run asks for {_describe_weights(asked)}. "
+                f"Mixing them would give rows of two networks; {fix}"
+            )
+
+    def _set_attrs(self, **changes: Any) -> None:
+        attrs = {**self._attrs, **changes}
+        attrs["identity_digest"] = _identity_digest(attrs)
+        try:
+            self._group.attrs.update({**changes, "identity_digest": attrs["identity_digest"]})
+        except OSError as exc:
+            raise CacheError(f"feature cache {self._path}: cannot update it: {exc}") from exc
+        self._attrs = attrs
+
+    # ------------------------------------------------------- damage
+
+    def _chunk_file(self, arr: Any, k: int) -> Path:
+        index = (k,) + (0,) * (len(arr.shape) - 1)
+        if _ZARR_MAJOR >= 3:
+            key = arr.metadata.encode_chunk_key(index)
+        else:  # pragma: no cover - zarr 2
+            key = ".".join(str(i) for i in index)
+        return self._path / arr.path / key
+
+    def _arrays(self) -> list[Any]:
+        out = [*self._local, *self._global]
+        if self._version >= 2:
+            out += [self._image_digest, self._row_digest]
+        return out
+
+    def _check_chunks(self) -> dict[int, str]:
+        """Written rows whose chunk files are missing or of the wrong size (cheap)."""
+        flags = np.asarray(self._written[:], dtype=bool)
+        n, chunk = self.n_images, self.chunk_images
+        damaged: dict[int, str] = {}
+        chunks = np.unique(np.flatnonzero(flags) // chunk)
+        for arr in self._arrays():
+            size = chunk * int(np.prod(arr.shape[1:])) * np.dtype(arr.dtype).itemsize
+            for k in chunks:
+                f = self._chunk_file(arr, int(k))
+                try:
+                    found = f.stat().st_size
+                except OSError:
+                    found = None
+                if found == size:
+                    continue
+                why = (
+                    f"chunk file {f} is missing"
+                    if found is None
+                    else f"chunk file {f} has {found} bytes, expected {size}"
+                )
+                rows = np.arange(k * chunk, min((k + 1) * chunk, n))
+                for r in rows[flags[rows]]:
+                    damaged.setdefault(int(r), why)
+        if self._version >= 2 and flags.any():
+            try:
+                digests = np.asarray(self._row_digest[:])
+            except Exception:
+                digests = None
+            if digests is not None:
+                blank = flags & ~digests.any(axis=1)
+                for r in np.flatnonzero(blank):
+                    damaged.setdefault(int(r), "marked written but it has no row digest")
+        return damaged
+
+    def verify(
+        self,
+        load_images: Callable[[np.ndarray], Sequence[Any]] | None = None,
+        *,
+        repair: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CacheReport:
+        """Read every written row and compare it with its digest.
+
+        Parameters
+        ----------
+        load_images : callable, optional
+            ``load_images(indices) -> images`` of the dataset the cache was made from:
+            each written row's image is decoded again and its digest compared too
+            (finds a cache built from other images sharing the names).
+        repair : bool
+            Mark the damaged rows unwritten (needs mode ``"r+"``), so that the next
+            extraction recomputes them.
+        progress : callable, optional
+            ``progress(done_chunks, total_chunks)`` after each chunk.
+
+        Returns
+        -------
+        CacheReport
+            Damaged rows: missing or short chunk files, unreadable chunks, digest
+            mismatches (bit flips), non-finite values, changed image content. Rows of a
+            version-1 cache have no digests: only readability and finiteness are checked.
+
+        Raises
+        ------
+        CacheError
+            ``repair=True`` on a read-only cache.
+        """
+        if repair and self._mode != "r+":
+            raise CacheError(f"feature cache {self._path}: open it with mode='r+' to repair it")
+        flags = np.asarray(self._written[:], dtype=bool)
+        report = CacheReport(self._path, self.n_images, int(flags.sum()))
+        damaged = dict(self._damaged)
+        damaged.update(self._check_chunks())
+        n, chunk = self.n_images, self.chunk_images
+        chunks = np.unique(np.flatnonzero(flags) // chunk)
+        for done, k in enumerate(chunks, start=1):
+            rows = np.arange(k * chunk, min((k + 1) * chunk, n))
+            rows = rows[flags[rows]]
+            rows = np.asarray([r for r in rows if int(r) not in damaged], np.int64)
+            if rows.size:
+                self._verify_rows(rows, damaged, load_images)
+                report.n_checked += int(rows.size)
+            if progress is not None:
+                progress(done, len(chunks))
+        report.damaged = dict(sorted(damaged.items()))
+        if repair and damaged:
+            self.mark_unwritten(sorted(damaged))
+            report.repaired = True
+        return report
+
+    def _verify_rows(
+        self, rows: np.ndarray, damaged: dict[int, str], load_images: Callable | None
+    ) -> None:
+        sel = slice(int(rows[0]), int(rows[-1]) + 1)
+        pick = rows - rows[0]
+        try:
+            arrays = []
+            for loc, glo in zip(self._local, self._global, strict=True):
+                arrays.append(np.asarray(loc[sel])[pick])
+                arrays.append(np.asarray(glo[sel])[pick])
+            if self._version >= 2:
+                img = np.asarray(self._image_digest[sel])[pick]
+                stored = np.asarray(self._row_digest[sel])[pick]
+        except Exception as exc:
+            for r in rows:
+                damaged[int(r)] = f"cannot be read ({type(exc).__name__}: {exc})"
+            return
+        finite = np.ones(len(rows), bool)
+        for a in arrays:
+            finite &= np.isfinite(a.reshape(len(rows), -1)).all(axis=1)
+        if self._version >= 2:
+            found = _row_digests(img, arrays)
+            bad = ~(found == stored).all(axis=1)
+            for r in rows[bad]:
+                damaged[int(r)] = "its features do not match the row digest (a corrupted chunk)"
+        for r in rows[~finite]:
+            damaged.setdefault(int(r), "non-finite feature values")
+        if load_images is not None and self._version >= 2:
+            ids = self.image_ids
+            images = load_images(rows)
+            for j, (r, im) in enumerate(zip(rows, images, strict=True)):
+                if img[j].any() and not np.array_equal(image_digest(im), img[j]):
+                    damaged.setdefault(
+                        int(r),
+                        f"image {ids[int(r)]!r} differs from the one its features were "
+                        "computed from",
+                    )
+
+    def mark_unwritten(self, rows: Sequence[int]) -> None:
+        """Mark rows unwritten (damaged rows, before recomputing them).
+
+        Parameters
+        ----------
+        rows : sequence of int
+            Row indices in ``[0, N)``.
+        """
+        if self._mode != "r+":
+            raise CacheError(f"feature cache {self._path}: open it with mode='r+' to change it")
+        idx = np.unique(np.asarray(rows, np.int64))
+        if idx.size:
+            self._written.set_orthogonal_selection((idx,), np.zeros(idx.size, bool))
+        for r in idx:
+            self._damaged.pop(int(r), None)
+
+    # ------------------------------------------------------- claims
+
+    @contextmanager
+    def claim(self, start: int, stop: int) -> Iterator[Callable[[], None]]:
+        """Claim images ``start .. stop-1`` for one extraction (module docstring).
+
+        Yields
+        ------
+        callable
+            ``refresh()``: call it now and then (every batch) to keep the claim alive.
+
+        Raises
+        ------
+        CacheError
+            If another live process claims an overlapping range (the message names
+            its host, pid and range).
+        """
+        folder = self._path / ".claims"
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"feature cache {self._path}: cannot write there: {exc}") from exc
+        me = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        mine = folder / f"{int(start)}-{int(stop)}.{me}.json"
+        body = {"start": int(start), "stop": int(stop), "host": socket.gethostname(),
+                "pid": os.getpid(), "since": datetime.now(timezone.utc).isoformat()}  # fmt: skip
+        mine.write_text(json.dumps(body), encoding="utf-8")
+        try:
+            for other in folder.iterdir():
+                if other == mine:
+                    continue
+                m = re.match(r"^(\d+)-(\d+)\.([0-9a-f]{8})-(\d+)-[0-9a-f]+\.json$", other.name)
+                if m is None:
+                    continue
+                a, b, host, pid = int(m[1]), int(m[2]), m[3], int(m[4])
+                if b <= start or a >= stop:
+                    continue
+                if _claim_stale(other, host, pid):
+                    other.unlink(missing_ok=True)
+                    continue
+                try:  # simultaneous claims: the earlier one wins, the later refuses
+                    if (mine.stat().st_mtime_ns, mine.name) < (
+                        other.stat().st_mtime_ns,
+                        other.name,
+                    ):
+                        continue
+                except OSError:  # the other claim ended meanwhile
+                    continue
+                raise CacheError(
+                    f"feature cache {self._path}: images {a}..{b - 1} are being extracted "
+                    f"by process {pid} (host {host}, claim {other.name}); this run asks for "
+                    f"{start}..{stop - 1}. Not computing them twice: wait for it, or give "
+                    "each process its own --range (plan_ranges)"
+                )
+        except BaseException:
+            mine.unlink(missing_ok=True)
+            raise
+
+        def refresh() -> None:
+            try:
+                os.utime(mine)
+            except OSError:
+                pass
+
+        try:
+            yield refresh
+        finally:
+            mine.unlink(missing_ok=True)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+    def remove_if_empty(self) -> bool:
+        """Delete the cache directory if no row was ever written (a refused extraction).
+
+        Returns
+        -------
+        bool
+            Whether it was removed.
+        """
+        if np.asarray(self._written[:], dtype=bool).any() or self._damaged:
+            return False
+        claims = self._path / ".claims"
+        if claims.is_dir() and any(claims.iterdir()):
+            return False
+        shutil.rmtree(self._path, ignore_errors=True)
+        return not self._path.exists()
 
     # ---------------------------------------------------------- other
 
@@ -756,6 +1323,74 @@ class FeatureCache:
 # ----------------------------------------------------------- module helpers
 
 
+def _full_chunks(arr: Any) -> Any:
+    """The array, set to store chunks even when they hold only zeros.
+
+    zarr skips all-fill chunks by default; a missing chunk file must mean damage.
+    """
+    if _ZARR_MAJOR >= 3:
+        return arr.with_config({"write_empty_chunks": True})
+    return arr  # pragma: no cover - zarr 2 writes empty chunks by default
+
+
+def _norm_weights(path: Path, weights: Any) -> dict[str, Any] | None:
+    if weights is None:
+        return None
+    if not isinstance(weights, Mapping) or not isinstance(weights.get("sha256"), str):
+        raise CacheError(
+            f"feature cache {path}: weights must be a dict with a 'sha256' str (see "
+            f"extract.weights_identity), found {weights!r}"
+        )
+    try:
+        return json.loads(json.dumps(to_jsonable(weights, where="weights")))
+    except ModelFileError as exc:
+        raise CacheError(f"feature cache {path}: {exc}") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _claim_stale(claim: Path, host: str, pid: int) -> bool:
+    try:
+        age = time.time() - claim.stat().st_mtime
+    except OSError:
+        return True
+    if host == _HOST and pid != os.getpid() and not _pid_alive(pid):
+        return True
+    return age > CLAIM_STALE_SECONDS
+
+
+def _unwritable(path: Path, exc: OSError) -> CacheError:
+    why = {
+        errno.EROFS: "it is on a read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOSPC: "the disk is full",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return CacheError(
+        f"feature cache {path}: cannot write there ({why}: {exc.filename or path}); choose "
+        "a writable location for --cache"
+    )
+
+
+def _probe_writable(path: Path) -> None:
+    """Raise a clear CacheError unless files can be created in ``path``."""
+    probe = path / f".write-probe.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+
+
 def _check_chunk(path: Path, chunk_images: Any) -> None:
     if isinstance(chunk_images, bool) or not isinstance(chunk_images, (int, np.integer)):
         raise CacheError(
@@ -801,16 +1436,22 @@ def _build(path: Path, identity: dict[str, Any], chunk_images: int) -> Path:
             _create_array(loc, str(i), shape=(n, c, h, w), chunks=(chunk, c, h, w), dtype="f2")
             _create_array(glo, str(i), shape=(n, c), chunks=(chunk, c), dtype="f2")
         _create_array(group, "written", shape=(n,), chunks=(chunk,), dtype="bool")
-        group.attrs.update(
-            {
-                "format": CACHE_FORMAT,
-                "version": CACHE_VERSION,
-                **identity,
-                "n_images": n,
-                "chunk_images": chunk,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-        )
+        for name in ("image_digest", "row_digest"):
+            shape, chunks = (n, _DIGEST_BYTES), (chunk, _DIGEST_BYTES)
+            _create_array(group, name, shape=shape, chunks=chunks, dtype="u1")
+        attrs = {
+            "format": CACHE_FORMAT,
+            "version": CACHE_VERSION,
+            **identity,
+            "n_images": n,
+            "chunk_images": chunk,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        attrs["identity_digest"] = _identity_digest(attrs)
+        group.attrs.update(attrs)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _unwritable(parent, exc) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -845,6 +1486,24 @@ def _validate_attrs(path: Path, attrs: dict[str, Any]) -> dict[str, Any]:
             f"{where}: damaged cache: n_images is {attrs['n_images']!r} but image_ids "
             f"holds {len(identity['image_ids'])} ids"
         )
+    if version >= 2:
+        for key in ("weights", "chunk_images", "identity_digest"):
+            if key not in attrs:
+                raise CacheError(f"{where}: damaged cache: attribute {key!r} is missing")
+        try:
+            _norm_weights(path, attrs["weights"])
+            expected = _identity_digest(attrs)
+        except (CacheError, TypeError, ValueError) as exc:
+            raise CacheError(
+                f"{where}: damaged cache: attribute 'weights' is invalid: {exc}"
+            ) from None
+        if attrs["identity_digest"] != expected:
+            raise CacheError(
+                f"{where}: damaged cache: its attributes (zarr.json) do not match the "
+                f"identity digest recorded with them (expected {expected[:16]}…, found "
+                f"{str(attrs['identity_digest'])[:16]}…); it was edited or corrupted. "
+                "Re-extract it (factortopy extract --overwrite)"
+            )
     return {**attrs, **identity}
 
 
@@ -856,6 +1515,9 @@ def _validate_arrays(path: Path, group: Any, attrs: dict[str, Any]) -> None:
     for i, c in enumerate(attrs["widths"]):
         expected.append((f"local/{i}", (n, c, h, w), "float16"))
         expected.append((f"global/{i}", (n, c), "float16"))
+    if attrs["version"] >= 2:
+        expected.append(("image_digest", (n, _DIGEST_BYTES), "uint8"))
+        expected.append(("row_digest", (n, _DIGEST_BYTES), "uint8"))
     chunk = None
     for name, shape, dtype in expected:
         try:
@@ -863,8 +1525,14 @@ def _validate_arrays(path: Path, group: Any, attrs: dict[str, Any]) -> None:
             found_shape = tuple(arr.shape)
             found_dtype = np.dtype(arr.dtype)
             found_chunk = int(arr.chunks[0])
-        except (KeyError, AttributeError, TypeError):
+        except KeyError:
             raise CacheError(f"{where}: damaged cache: array {name!r} is missing") from None
+        except Exception as exc:
+            raise CacheError(
+                f"{where}: damaged cache: the metadata of array {name!r} ({path / name}) "
+                f"cannot be read: {type(exc).__name__}: {exc}"
+            ) from None
+        _check_layout(where, name, arr)
         if found_shape != shape:
             raise CacheError(
                 f"{where}: damaged cache: array {name!r} has shape {found_shape}, but the "
@@ -881,3 +1549,30 @@ def _validate_arrays(path: Path, group: Any, attrs: dict[str, Any]) -> None:
                 f"{where}: damaged cache: array {name!r} is chunked by {found_chunk} images, "
                 f"'written' by {chunk}; all arrays must share one chunk size"
             )
+
+
+def _check_layout(where: str, name: str, arr: Any) -> None:
+    """Refuse array metadata that would change how the bytes are read."""
+    if _ZARR_MAJOR < 3:  # pragma: no cover - zarr 2
+        return
+    meta = arr.metadata
+    try:
+        codecs = [c.to_dict() for c in meta.codecs]
+        fill = float(np.asarray(meta.fill_value, dtype=np.float64))
+        encoding = meta.chunk_key_encoding.to_dict()
+    except Exception as exc:  # pragma: no cover - defensive
+        raise CacheError(f"{where}: damaged cache: array {name!r}: {exc}") from None
+    endian = {"name": "bytes", "configuration": {"endian": "little"}}
+    single = len(codecs) == 1 and codecs[0]["name"] == "bytes"
+    if not single or (np.dtype(arr.dtype).itemsize > 1 and codecs[0] != endian):
+        raise CacheError(
+            f"{where}: damaged cache: array {name!r} is encoded with {codecs}, expected "
+            "plain little-endian bytes"
+        )
+    if fill != 0 or encoding != {"name": "default", "configuration": {"separator": "/"}}:
+        raise CacheError(
+            f"{where}: damaged cache: array {name!r} has fill value {fill} and chunk keys "
+            f"{encoding}, expected 0 and the default '/' keys"
+        )
+    if len(meta.storage_transformers):
+        raise CacheError(f"{where}: damaged cache: array {name!r} has storage transformers")

@@ -12,12 +12,23 @@ forward pass. Writes are gathered per cache chunk, so each chunk is written once
 
 Several processes may fill one cache at the same time when each owns a disjoint image
 range whose ends are multiples of the cache's ``chunk_images`` (the last may end at N):
-pass ``images=(start, stop)`` and ``concurrent=True``.
+pass ``images=(start, stop)`` and ``concurrent=True``. Each run claims its range
+(:meth:`FeatureCache.claim`): a second run of an overlapping range is refused while
+the first lives.
+
+Nothing silent: before computing, the run checks that the cache was made with this
+backbone's preprocessing and weights (:func:`weights_identity`, recorded by the first
+extraction) and that a sample of already written rows still comes from the same image
+content (:func:`check_images`); every image decoded on the way is compared with its
+row's digest too. Rows found damaged when the cache is opened (a missing or short
+chunk file) count as missing and are recomputed; ``verify=True`` first reads the whole
+cache (:meth:`FeatureCache.verify`) and marks corrupted rows for recomputation.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import shutil
 import time
@@ -28,9 +39,15 @@ from typing import Any
 import numpy as np
 
 from .backbones import Backbone, resize_tokens
-from .cache import CacheError, FeatureCache
+from .cache import CacheError, FeatureCache, image_digest
 
-__all__ = ["ExtractionError", "extract_features", "plan_ranges"]
+__all__ = [
+    "ExtractionError",
+    "check_images",
+    "extract_features",
+    "plan_ranges",
+    "weights_identity",
+]
 
 
 class ExtractionError(RuntimeError):
@@ -56,6 +73,101 @@ def plan_ranges(n_images: int, chunk_images: int, n_workers: int) -> list[tuple[
     ]
 
 
+def weights_identity(backbone: Backbone) -> dict[str, Any]:
+    """Identity of a backbone's weights, recorded in feature caches.
+
+    The sha256 of every tensor of the module's ``state_dict`` (name, dtype, shape and
+    bytes, in name order), so two runs agree exactly when the networks do. Cost: one
+    pass over the weights (about 20 ms for EfficientNet-Lite0's 19 MB; about 0.3 s per
+    GB of weights).
+
+    Parameters
+    ----------
+    backbone : Backbone
+
+    Returns
+    -------
+    dict
+        ``{"kind": "random" | "pretrained" | "module", "sha256": str, "source": dict}``;
+        ``kind`` comes from ``backbone.source["weights"]`` (``"random"`` / ``None``:
+        random; another value: pretrained; absent: a user module).
+    """
+    import torch
+
+    h = hashlib.sha256(b"factortopy-weights-1\0")
+    state = backbone.module.state_dict()
+    for name in sorted(state):
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\0".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    src = dict(backbone.source)
+    w = src.get("weights", "<module>")
+    kind = (
+        "module"
+        if w == "<module>"
+        else ("random" if w in (None, "None", "random") else "pretrained")
+    )
+    return {"kind": kind, "sha256": h.hexdigest(), "source": src}
+
+
+def check_images(
+    cache: FeatureCache,
+    load_images: Callable[[np.ndarray], Sequence[Any]],
+    rows: Any = None,
+    n_sample: int = 4,
+) -> None:
+    """Check that written rows were computed from the images the loader gives now.
+
+    Parameters
+    ----------
+    cache : FeatureCache
+    load_images : callable
+        As in :func:`extract_features`.
+    rows : array-like of int, optional
+        Rows to check (default: ``n_sample`` written rows spread over the cache).
+    n_sample : int
+        How many rows to sample when ``rows`` is not given.
+
+    Raises
+    ------
+    ExtractionError
+        Naming the cache, the row, its image id, the stored and the found digest.
+    """
+    written = np.flatnonzero(cache.written)
+    if rows is None:
+        if written.size == 0:
+            return
+        pick = np.unique(np.linspace(0, written.size - 1, min(n_sample, written.size)).round())
+        rows = written[pick.astype(np.int64)]
+    rows = np.asarray(rows, np.int64)
+    stored = cache.image_digests(rows)
+    known = stored.any(axis=1)
+    if not known.any():
+        return
+    rows, stored = rows[known], stored[known]
+    try:
+        images = list(load_images(rows))
+    except Exception:  # undecodable now: extraction reports it where it matters
+        return
+    for r, im, want in zip(rows, images, stored, strict=True):
+        _compare_digest(cache, int(r), image_digest(im), want)
+
+
+def _compare_digest(cache: FeatureCache, row: int, found: np.ndarray, want: np.ndarray) -> None:
+    if want.any() and not np.array_equal(found, want):
+        raise ExtractionError(
+            f"feature cache {cache.path}: row {row} (image {cache.image_ids[row]!r}) was "
+            f"computed from other image content (sha256 {want.tobytes().hex()[:12]}…) "
+            f"than the dataset gives now ({found.tobytes().hex()[:12]}…): the cache was "
+            "built from different images sharing these names. Use another --cache, or "
+            "--overwrite to replace it (nothing was written)"
+        )
+
+
 def _units(todo: np.ndarray, chunk: int) -> list[np.ndarray]:
     """Contiguous runs of missing images, each inside one cache chunk."""
     if len(todo) == 0:
@@ -77,6 +189,7 @@ def extract_features(
     concurrent: bool = False,
     prefetch: bool = True,
     check_space: bool = True,
+    verify: bool = False,
 ) -> Iterator[dict]:
     """Fill the missing images of ``cache`` with ``backbone``'s tokens.
 
@@ -107,6 +220,9 @@ def extract_features(
         Decode the next batch and write the previous one in background threads.
     check_space : bool
         Refuse to start when the disk cannot hold the missing images.
+    verify : bool
+        First read the whole cache and mark corrupted rows unwritten
+        (:meth:`FeatureCache.verify`), so that they are recomputed.
 
     Yields
     ------
@@ -120,22 +236,36 @@ def extract_features(
     ------
     ExtractionError
         Undecodable image with ``on_error="stop"``, a full disk (the cache stays
-        valid: rerun to resume), a misaligned concurrent range, not enough space.
+        valid: rerun to resume), a misaligned concurrent range, not enough space,
+        other weights or preprocessing than the cache's, other image content than the
+        written rows', a range another live process is extracting.
     """
-    import torch
-
-    from ..core.runtime import resolve_device
 
     if on_error not in ("stop", "skip"):
         raise ValueError(f"on_error must be 'stop' or 'skip'; found {on_error!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; found {batch_size}")
+    if cache.mode != "r+":
+        raise ExtractionError(
+            f"feature cache {cache.path}: opened read-only; open it with mode='r+' to extract"
+        )
     cache.check_compatible(
         layer_names=backbone.layer_names,
         widths=backbone.widths,
         backbone=backbone.name,
         source=f"backbone {backbone.name}",
     )
+    prep = backbone.preprocessing.to_dict()
+    if cache.preprocessing != prep:
+        raise ExtractionError(
+            f"feature cache {cache.path}: holds features preprocessed with "
+            f"{cache.preprocessing}; this run preprocesses with {prep}. Use another "
+            "--cache, or --overwrite to replace it"
+        )
+    try:
+        cache.check_weights(weights_identity(backbone))
+    except CacheError as exc:
+        raise ExtractionError(str(exc)) from None
     n, chunk = cache.n_images, cache.chunk_images
     start, stop = (0, n) if images is None else (int(images[0]), int(images[1]))
     if not 0 <= start <= stop <= n:
@@ -148,6 +278,51 @@ def extract_features(
             f"end on a chunk boundary (multiples of {chunk}, or {n}); found {start}..{stop}. "
             f"Use plan_ranges({n}, {chunk}, workers)"
         )
+    claim = cache.claim(start, stop)
+    try:
+        refresh = claim.__enter__()
+    except CacheError as exc:
+        raise ExtractionError(str(exc)) from None
+    try:
+        yield from _extract(
+            backbone, load_images, cache, start, stop, refresh,
+            batch_size=batch_size, device=device, autocast=autocast, on_error=on_error,
+            concurrent=concurrent, prefetch=prefetch, check_space=check_space, verify=verify,
+        )  # fmt: skip
+    finally:
+        claim.__exit__(None, None, None)
+
+
+def _extract(
+    backbone: Backbone,
+    load_images: Callable[[np.ndarray], Sequence[Any]],
+    cache: FeatureCache,
+    start: int,
+    stop: int,
+    refresh: Callable[[], None],
+    *,
+    batch_size: int,
+    device: str | None,
+    autocast: bool,
+    on_error: str,
+    concurrent: bool,
+    prefetch: bool,
+    check_space: bool,
+    verify: bool,
+) -> Iterator[dict]:
+    """The body of :func:`extract_features`, run while the range is claimed."""
+    import torch
+
+    from ..core.runtime import resolve_device
+
+    n, chunk = cache.n_images, cache.chunk_images
+    if verify:
+        report = cache.verify(repair=True)
+        if report.damaged:
+            yield {"stage": "verify", "damaged": dict(report.damaged)}
+    in_range = np.flatnonzero(cache.written)
+    check_images(cache, load_images, in_range[(in_range >= start) & (in_range < stop)][:1])
+    check_images(cache, load_images)
     todo = cache.missing()
     todo = todo[(todo >= start) & (todo < stop)]
     total = len(todo)
@@ -168,6 +343,8 @@ def extract_features(
     wanted = np.zeros(n, bool)
     wanted[todo] = True
     skipped: list[dict] = []
+    stored_digests = cache.image_digests()
+    written_now = cache.written
 
     def fetch(idx: np.ndarray) -> tuple[np.ndarray, Any]:
         """Decode + preprocess; returns the indices actually kept and the tensor."""
@@ -196,13 +373,17 @@ def extract_features(
                 imgs.append(im)
             keep = np.asarray(keep_l, np.int64)
         if len(keep) == 0:
-            return keep, None
-        return keep, backbone.preprocessing(imgs)
+            return keep, None, None
+        digests = np.stack([image_digest(im) for im in imgs])
+        for i, d in zip(keep, digests, strict=True):  # neighbours already written
+            if written_now[int(i)]:
+                _compare_digest(cache, int(i), d, stored_digests[int(i)])
+        return keep, backbone.preprocessing(imgs), digests
 
     pool = ThreadPoolExecutor(max_workers=2) if prefetch else None
     pending_fetch: Future | None = None
     pending_write: Future | None = None
-    # per-unit buffers: unit position → {index: (local list, global list)}
+    # per-unit buffers: unit position → {index: (local list, global list, digest)}
     unit_of = np.empty(n, np.int64) if total else np.empty(0, np.int64)
     for u, run in enumerate(units):
         unit_of[run] = u
@@ -230,9 +411,10 @@ def extract_features(
                 np.stack([buf[int(i)][0][k] for i in run]) for k in range(len(buf[run[0]][0]))
             ]
             glob = [np.stack([buf[int(i)][1][k] for i in run]) for k in range(len(buf[run[0]][1]))]
+            digests = np.stack([buf[int(i)][2] for i in run])
             r0, r1 = int(run[0]), int(run[-1]) + 1
             whole = r0 % chunk == 0 and (r1 % chunk == 0 or r1 == n)
-            _write(cache, r0, local, glob, concurrent=concurrent and whole)
+            _write(cache, r0, local, glob, digests, concurrent=concurrent and whole)
 
     def flush(units_ready: list[int]) -> Future | None:
         if not units_ready:
@@ -251,7 +433,7 @@ def extract_features(
     try:
         pending_fetch = submit_fetch(0)
         for b in range(len(batches)):
-            keep, x = pending_fetch.result()
+            keep, x, digests = pending_fetch.result()
             pending_fetch = submit_fetch(b + 1)
             batch_idx = batches[b][wanted[batches[b]]]
             lost = np.setdiff1d(batch_idx, keep)
@@ -271,6 +453,7 @@ def extract_features(
                     buffers.setdefault(u, {})[int(i)] = (
                         [a[j] for a in loc16],
                         [a[j] for a in glo16],
+                        digests[j],
                     )
                     filled[u] += 1
             touched = {int(unit_of[i]) for i in batch_idx}
@@ -284,6 +467,7 @@ def extract_features(
                 pending_write.result()
             pending_write = flush(ready)
             done += len(batch_idx)
+            refresh()
             elapsed = time.perf_counter() - t0
             rate = done / max(elapsed, 1e-9)
             yield {
@@ -308,9 +492,17 @@ def extract_features(
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write(cache: FeatureCache, start: int, local: list, glob: list, *, concurrent: bool) -> None:
+def _write(
+    cache: FeatureCache,
+    start: int,
+    local: list,
+    glob: list,
+    digests: np.ndarray,
+    *,
+    concurrent: bool,
+) -> None:
     try:
-        cache.write(start, local, glob, concurrent=concurrent)
+        cache.write(start, local, glob, concurrent=concurrent, image_digests=digests)
     except OSError as exc:
         full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
         what = "the disk is full" if full else f"writing failed ({exc})"

@@ -80,7 +80,7 @@ def test_uneven_batches_out_of_order(tmp_path: Path) -> None:
     assert group["written"][:].all()
     attrs = dict(group.attrs)
     assert attrs["format"] == CACHE_FORMAT == "factortopy-cache"
-    assert attrs["version"] == CACHE_VERSION == 1
+    assert attrs["version"] == CACHE_VERSION == 2
     assert attrs["backbone"] == "vit_tiny"
     assert attrs["layer_names"] == LAYERS and attrs["widths"] == WIDTHS
     assert attrs["grid"] == [3, 2] and attrs["n_images"] == n
@@ -397,16 +397,15 @@ def test_open_errors(tmp_path: Path) -> None:
         FeatureCache.open(tmp_path / "other", mode="w")
 
     FeatureCache.create(tmp_path / "new", **_kwargs(4))
-    zarr.open_group(str(tmp_path / "new"), mode="r+").attrs.update({"version": 2})
-    with pytest.raises(CacheError, match=r"newer napari-factortopy \(cache version 2\)"):
+    zarr.open_group(str(tmp_path / "new"), mode="r+").attrs.update({"version": 3})
+    with pytest.raises(CacheError, match=r"newer napari-factortopy \(cache version 3\)"):
         FeatureCache.open(tmp_path / "new")
 
     FeatureCache.create(tmp_path / "bad", **_kwargs(4))
     zarr.open_group(str(tmp_path / "bad"), mode="r+").attrs.update({"widths": [4, 7, 3]})
     with pytest.raises(CacheError) as info:
         FeatureCache.open(tmp_path / "bad")
-    msg = str(info.value)
-    assert "'local/1'" in msg and "(4, 6, 3, 2)" in msg and "(4, 7, 3, 2)" in msg
+    assert "do not match the identity digest" in str(info.value)  # an edited zarr.json
 
     FeatureCache.create(tmp_path / "ids", **_kwargs(4))
     grp = zarr.open_group(str(tmp_path / "ids"), mode="r+")
