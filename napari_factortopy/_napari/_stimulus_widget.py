@@ -221,11 +221,13 @@ class StimulusWidget(widgets.Container):
     def _on_predict_error(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_warning
 
+        self.status.value = f"cannot predict: {exc}"
+        scene = self.scene
+        if isinstance(exc, FileNotFoundError) and scene is not None and missing_data(scene):
+            self.locate_button.visible = True  # missing_data told the user (once)
+            return
         # includes WeightsNotFoundError (says what to fetch) and BackboneError
         show_warning(f"cannot predict: {exc}")
-        self.status.value = f"cannot predict: {exc}"
-        if isinstance(exc, FileNotFoundError):
-            self.locate_button.visible = True
 
     def _show_prediction(self, layer, scene, result) -> None:
         (response, tops), what = result

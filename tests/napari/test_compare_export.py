@@ -43,6 +43,7 @@ def test_clusters_and_compare(make_napari_viewer, tmp_path, model_path, tiny_mod
 
     diff, _ = score_difference(tiny_model, make_model(seed=9))
     lim = np.nanmax(np.abs(diff))
+    widget.difference.value = "r2_test A − B"
     idx = scene_for_layer(d).mesh_index()
     np.testing.assert_allclose(
         d.vertex_colors[idx], colours.weight_rgba(diff, -lim, lim, "RdBu_r"), atol=1e-6

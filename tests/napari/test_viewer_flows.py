@@ -184,3 +184,136 @@ def test_unfinished_model_says_so(make_napari_viewer, tmp_path, tiny_model, stat
     else:
         assert layer.name == "m" and brain.banner.native.isHidden()
         assert not viewer.text_overlay.visible
+
+
+def _naive_differences(a, b):
+    """Differences by a plain loop over A's vertices (independent of core.compare)."""
+    rows_b = {}
+    for i in range(b.n_vertices):
+        rows_b[(i >= b.n_lh, int(b.vertex_ids[i]))] = i
+    out = {k: np.full(a.n_vertices, np.nan) for k in ("pos", "scale", "space")}
+    for i in range(a.n_vertices):
+        j = rows_b.get((i >= a.n_lh, int(a.vertex_ids[i])))
+        if j is None:
+            continue
+        la = sum(a.layer[i, k] * k for k in range(a.n_layers)) / (a.n_layers - 1)
+        lb = sum(b.layer[j, k] * k for k in range(b.n_layers)) / (b.n_layers - 1)
+        out["pos"][i] = la - lb
+        out["scale"][i] = a.scale[i] - b.scale[j]
+        out["space"][i] = np.hypot(*(a.space[i] - b.space[j]))
+    return out
+
+
+def test_model_against_truth_without_scores(make_napari_viewer, tmp_path, model_path, tiny_model):
+    """#9.5: a truth file without scores compares on every selector; the panel says the
+    score difference is left out. Clicks work on the side-by-side (translated) layers."""
+    from dataclasses import replace
+
+    from .conftest import make_model
+
+    truth = replace(make_model(seed=3), scores={})
+    truth_path = truth.save(tmp_path / "truth.ftopy")
+    viewer = make_napari_viewer(show=True)
+    open_model(viewer, model_path)
+    brain = dock(viewer, "Brain maps")
+    compare = dock(viewer, "Clusters and compare")
+    compare.file_a.value, compare.file_b.value = str(model_path), str(truth_path)
+    _a_layer, b_layer, d_layer = compare._on_compare()
+    assert "left out: r2_test A − B (model B has no r2_test scores)" in compare.status.value
+    want = _naive_differences(tiny_model, truth)
+    scene = scene_for_layer(d_layer)
+    assert set(compare.difference.choices) == {
+        "layer position A − B", "layer selector distance", "scale A − B", "space distance"
+    }  # fmt: skip
+    for name, key in (("layer position A − B", "pos"), ("scale A − B", "scale"),
+                      ("space distance", "space")):  # fmt: skip
+        compare.difference.value = name
+        np.testing.assert_allclose(scene.custom[name].values, want[key], atol=1e-9)
+        vals = d_layer.metadata["factortopy"]["values"][scene.mesh_index()]
+        np.testing.assert_allclose(vals, want[key], atol=1e-9)
+    # every difference is also a map of the difference layer in Brain maps
+    brain.model_choice.value = d_layer.name
+    assert "space distance" in brain.map_choice.choices
+    assert brain.map_choice.value == "space distance"
+    # a click on model B's surface (translated to the side) inspects B
+    n_lh = scene_for_layer(b_layer).meshes().n("lh")
+    paint_hemispheres(b_layer, n_lh, lh=(0.0, 1.0, 0.0), rh=(0.0, 1.0, 0.0))
+    shot = canvas_shot(viewer)
+    where = colour_centroid(shot, (0, 255, 0))
+    click(viewer, where)
+    assert brain.model_choice.value == b_layer.name
+    pick = brain.last_pick
+    assert pick is not None, brain.inspector.info.value
+    cursor = np.asarray(viewer.cursor.position)
+    assert abs(_world_of(b_layer, pick.mesh_index)[2] - cursor[2]) < 10
+
+
+def _moved(model_path, old_prefix, new_prefix, out):
+    """The model file with its dataset record rewritten as if trained under ``new_prefix``."""
+    from napari_factortopy.core.fitted_model import FittedModel
+
+    model = FittedModel.load(model_path)
+    rec = dict(model.extra["dataset"])
+    for key in ("root", "cache", "responses"):
+        if isinstance(rec.get(key), str):
+            rec[key] = rec[key].replace(str(old_prefix), str(new_prefix))
+    model.extra = {**model.extra, "dataset": rec}
+    return model.save(out)
+
+
+def test_moved_model_finds_its_data(
+    make_napari_viewer, phantom_model_path, phantom_root, tmp_path, monkeypatch
+):
+    """#9.3: a model file and its data folder moved together still predict; a model
+    moved alone says once where its data was, and "locate data folder…" fixes it."""
+    import shutil
+
+    import napari.utils.notifications as notifications
+
+    from napari_factortopy.app.predict import predict_image
+    from napari_factortopy.core.fitted_model import FittedModel
+
+    told = []
+    monkeypatch.setattr(notifications, "show_warning", told.append)
+    gone = "/nowhere/demo-out"  # where it was trained: not on this machine any more
+    assert not __import__("os").path.exists(gone)
+    moved = tmp_path / "moved"
+    shutil.copytree(phantom_root, moved / phantom_root.name)
+    path = _moved(phantom_model_path, phantom_root.parent, gone, moved / "model.ftopy")
+    want, _ = predict_image(FittedModel.load(phantom_model_path), 6)
+
+    viewer = make_napari_viewer()
+    open_model(viewer, path)
+    stim = dock(viewer, "Stimuli and predictions")
+    assert stim.index.max == 63 and stim.locate_button.native.isHidden()
+    stim.index.value = 6
+    stim._on_predict(block=True)
+    np.testing.assert_allclose(stim.last[0], want, rtol=1e-5, atol=1e-6)
+    assert told == []
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    lone = _moved(phantom_model_path, phantom_root.parent, gone, alone / "lone.ftopy")
+    open_model(viewer, lone)
+    stim.model_choice.value = "lone"
+    stim._on_predict(block=True)
+    stim._on_model()
+    recorded = f"{gone}/{phantom_root.name}"
+    assert sum(recorded in str(t) for t in told) == 1, told  # said once, naming the path
+    assert not stim.locate_button.native.isHidden()
+    assert "cannot predict" in stim.status.value
+    assert stim._on_data_folder(moved / phantom_root.name) == []
+    stim._on_predict(block=True)
+    np.testing.assert_allclose(stim.last[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_resolve_path_order(tmp_path):
+    from napari_factortopy.data.stimuli import resolve_path
+
+    (tmp_path / "m" / "phantom").mkdir(parents=True)
+    (tmp_path / "abs").mkdir()
+    model_dir = tmp_path / "m"
+    assert resolve_path(tmp_path / "abs", [model_dir]) == tmp_path / "abs"  # exists as is
+    assert resolve_path("phantom", [model_dir]) == model_dir / "phantom"  # relative
+    assert resolve_path("/old/demo-out/phantom", [model_dir]) == model_dir / "phantom"  # tail
+    assert resolve_path("/old/demo-out/other", [model_dir]) is None
