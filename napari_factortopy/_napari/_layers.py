@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from napari_factortopy.scene.brain import BrainScene, load_meshset
+from napari_factortopy.scene.brain import BrainScene, convergence_line, load_meshset
 from napari_factortopy.scene.brain import load_scene as _load_scene
 
 __all__ = [
@@ -110,14 +110,8 @@ def model_layers(path: str | os.PathLike, loader=None) -> list[tuple]:
 
 
 def unfinished(model) -> str | None:
-    """The one-line reason when the model file says training did not converge, else None.
-
-    Reads ``model.summary["convergence"]`` (``state``, ``reason``, ``line``).
-    """
-    conv = (getattr(model, "summary", None) or {}).get("convergence") or {}
-    if conv.get("state") != "not_converged":
-        return None
-    return str(conv.get("line") or conv.get("reason") or "training did not converge")
+    """:func:`~napari_factortopy.scene.brain.convergence_line`: why a model is unfinished."""
+    return convergence_line(model)
 
 
 def scene_for_layer(layer) -> BrainScene | None:

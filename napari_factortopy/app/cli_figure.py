@@ -54,6 +54,12 @@ def add_figure_parser(subparsers) -> argparse.ArgumentParser:
         help="layer shown by the 'layer weights' map, 1-based (default 1)",
     )
     p.add_argument("--out", "-o", required=True, help="PNG file to write")
+    p.add_argument(
+        "--no-stamp",
+        action="store_true",
+        help="leave out the 'UNFINISHED MODEL' stamp written on figures of a model whose "
+        "training did not converge",
+    )
     p.set_defaults(func=run_figure)
     return p
 
@@ -90,7 +96,8 @@ def run_figure(args: argparse.Namespace) -> int:
         print(f"factortopy figure: --layer must lie in 1..{model.n_layers}", file=sys.stderr)
         return 2
     scene.layer_index = args.layer - 1
-    image = figure_image(scene, args.maps, args.views, args.width, args.out)
+    stamp = not getattr(args, "no_stamp", False)
+    image = figure_image(scene, args.maps, args.views, args.width, args.out, stamp=stamp)
     print(f"wrote {args.out} ({image.shape[1]}×{image.shape[0]} px)")
     return 0
 

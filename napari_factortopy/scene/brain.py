@@ -37,6 +37,7 @@ __all__ = [
     "CustomMap",
     "MeshSet",
     "Pick",
+    "convergence_line",
     "hemisphere_order",
     "layout",
     "load_scene",
@@ -56,6 +57,18 @@ VIEWS = ("lateral", "medial", "ventral", "posterior", "flat")
 HEMIS = ("lh", "rh")
 #: How score keys read in legends and panels.
 SCORE_LABELS = {"r2": "R²", "r": "r"}
+
+
+def convergence_line(model) -> str | None:
+    """The one-line reason when the model file says training did not converge, else None.
+
+    Reads ``model.summary["convergence"]`` (``state``, ``reason``, ``line``): maps of
+    such a model are unfinished and say so (panel banner, layer name, figure stamp).
+    """
+    conv = (getattr(model, "summary", None) or {}).get("convergence") or {}
+    if conv.get("state") != "not_converged":
+        return None
+    return str(conv.get("line") or conv.get("reason") or "training did not converge")
 
 
 def score_label(key: str | None) -> str:

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from napari_factortopy.core.atomic import atomic_path
-from napari_factortopy.scene.brain import BrainScene
+from napari_factortopy.scene.brain import (
+    BrainScene,
+    _default_score_key,
+    convergence_line,
+    score_label,
+)
 
 __all__ = ["MAP_TITLES", "figure_image", "legend_for", "save_png"]
 
@@ -32,11 +37,26 @@ MAP_TITLES = {
 
 
 def legend_for(scene: BrainScene) -> dict:
-    """Legend image and labels of a scene's map, as ``surface_figure`` keyword arguments."""
+    """Legend image and labels of a scene's map, as ``surface_figure`` keyword arguments.
+
+    Colour bars are 1-D (no y axis); label maps (ROIs, clusters) name their rows and
+    have no x axis; the score bar names its score (R², r).
+    """
     from napari_factortopy.core import colours
 
     name, m = scene.map_name, scene.model
     ramp = np.tile(np.linspace(0, 1, 256), (16, 1))
+    bar = {"legend_ylabel": "", "legend_yticklabels": ()}
+    if name in scene.custom:
+        c = scene.custom[name]
+        lo, hi = _custom_range(c)
+        rgba = colours.weight_rgba(lo + ramp.ravel() * (hi - lo), lo, hi, cmap=c.cmap)
+        return {
+            "legend": rgba.reshape(16, 256, 4),
+            "legend_extent": (lo, hi, 0, 1),
+            "legend_xlabel": c.label or name,
+            **bar,
+        }
     if name == "layer":
         n = m.n_layers
         return {
@@ -57,8 +77,8 @@ def legend_for(scene: BrainScene) -> dict:
         return {
             "legend": rgba,
             "legend_extent": (0, 1, 0, 1),
-            "legend_xlabel": "α",
-            "legend_ylabel": "",
+            "legend_xlabel": "scale α (global share)",
+            **bar,
         }
     if name == "layer weights":
         rgba = colours.weight_rgba(ramp.ravel()).reshape(16, 256, 4)
@@ -66,7 +86,7 @@ def legend_for(scene: BrainScene) -> dict:
             "legend": rgba,
             "legend_extent": (0, 1, 0, 1),
             "legend_xlabel": f"π (layer {scene.layer_index + 1})",
-            "legend_ylabel": "",
+            **bar,
         }
     if name == "score":
         vals, _ = scene.values()
@@ -76,8 +96,8 @@ def legend_for(scene: BrainScene) -> dict:
         return {
             "legend": rgba,
             "legend_extent": (0, vmax, 0, 1),
-            "legend_xlabel": scene.score_key or "score",
-            "legend_ylabel": "",
+            "legend_xlabel": score_label(scene.score_key or _default_score_key(m)),
+            **bar,
         }
     _, names = scene.values()
     k = max(len(names or []), 1)
@@ -86,8 +106,19 @@ def legend_for(scene: BrainScene) -> dict:
         "legend": pal[:, None, :],
         "legend_extent": (0, 1, k + 0.5, 0.5),
         "legend_xlabel": "",
-        "legend_ylabel": "label",
+        "legend_ylabel": "",
+        "legend_yticklabels": list(names or []) or [""],
+        "legend_xticks": False,
     }
+
+
+def _custom_range(c) -> tuple[float, float]:
+    """Colour-bar range of a :class:`CustomMap` (its own, or ± the largest value)."""
+    if c.lo is not None and c.hi is not None and c.hi > c.lo:
+        return float(c.lo), float(c.hi)
+    v = np.asarray(c.values, np.float64)
+    top = float(np.nanmax(np.abs(v))) if np.any(np.isfinite(v)) else 1.0
+    return -(top or 1.0), top or 1.0
 
 
 def _panel(scene: BrainScene, view: str, title: str) -> dict:
@@ -116,6 +147,7 @@ def figure_image(
     views: Sequence[str] = ("lateral", "ventral"),
     width_px: int = 3000,
     out_path: str | os.PathLike | None = None,
+    stamp: bool = True,
 ) -> np.ndarray:
     """Render maps × views of a scene into one RGBA image (and a PNG when asked).
 
@@ -132,6 +164,9 @@ def figure_image(
         Width of the figure (≥ 3000 for print).
     out_path : path, optional
         PNG to write (atomically).
+    stamp : bool, default True
+        Write "UNFINISHED MODEL: <reason>" across each row when the model file says
+        training did not converge (``summary["convergence"]``).
 
     Returns
     -------
@@ -156,8 +191,15 @@ def figure_image(
                     scene.kind = "flat"
                 panels.append(_panel(scene, view, f"{MAP_TITLES.get(name, name)} · {view}"))
                 scene.kind = kind
+            line = convergence_line(scene.model) if stamp else None
             rows.append(
-                surface_figure([panels], width_px=width_px, legend_title=name, **legend_for(scene))
+                surface_figure(
+                    [panels],
+                    width_px=width_px,
+                    legend_title=MAP_TITLES.get(name, name),
+                    stamp=f"UNFINISHED MODEL: {line}" if line else "",
+                    **legend_for(scene),
+                )
             )
     finally:
         scene.map_name, scene.view, scene.kind = saved

@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from napari_factortopy.core import colours
+from napari_factortopy.scene.brain import score_label
 
 __all__ = ["bar_image", "legend_image", "mark_location", "space_to_pixel"]
 
@@ -143,16 +144,19 @@ def legend_image(scene, size_px=(260, 200)) -> np.ndarray:
         ax.set_ylabel("image y", fontsize=7)
     elif name in getattr(scene, "custom", {}):
         ax = fig.add_axes([0.08, 0.45, 0.84, 0.2])
-        vals = np.asarray(scene.custom[name][1], np.float64)
+        c = scene.custom[name]
+        vals = np.asarray(c.values, np.float64)
         lim = float(np.nanmax(np.abs(vals))) if np.any(np.isfinite(vals)) else 1.0
-        ramp = np.linspace(-lim, lim, 256)
+        lo, hi = (c.lo, c.hi) if c.lo is not None and c.hi is not None else (-lim, lim)
+        lo, hi = (lo, hi) if hi > lo else (-1.0, 1.0)
+        ramp = np.linspace(lo, hi, 256)
         ax.imshow(
-            colours.weight_rgba(ramp, -lim or -1, lim or 1, cmap="coolwarm")[None],
-            extent=(-lim, lim, 0, 1),
+            colours.weight_rgba(ramp, lo, hi, cmap=c.cmap)[None],
+            extent=(lo, hi, 0, 1),
             aspect="auto",
         )
         ax.set_yticks([])
-        ax.set_title(name, fontsize=7)
+        ax.set_title(c.label or name, fontsize=7)
     elif name in ("layer weights", "scale", "score"):
         ax = fig.add_axes([0.08, 0.45, 0.84, 0.2])
         ramp = np.linspace(0, 1, 256)
@@ -161,7 +165,8 @@ def legend_image(scene, size_px=(260, 200)) -> np.ndarray:
             vmax = float(np.nanmax(vals)) if np.any(np.isfinite(vals)) else 0.0
             vmax = max(vmax, 0.0)
             bar = colours.score_rgba(ramp * vmax if vmax > 0 else ramp, vmax=vmax or 1.0)
-            lo, hi, label = 0.0, vmax, f"brain score ({scene.score_key or 'r2_test'})"
+            key = scene.score_key or next(iter(scene.model.scores), None)
+            lo, hi, label = 0.0, vmax, f"brain score {score_label(key)}"
         elif name == "scale":
             bar, lo, hi, label = colours.scale_rgba(ramp), 0.0, 1.0, "scale α (global share)"
         else:

@@ -224,6 +224,9 @@ def surface_figure(
     legend_ylabel: str = "confidence",
     legend_extent: tuple[float, float, float, float] | None = None,
     shading: bool = False,
+    legend_yticklabels: Sequence[str] | None = None,
+    legend_xticks: bool = True,
+    stamp: str = "",
 ) -> np.ndarray:
     """Compose surface renderings (and an optional legend) into one image.
 
@@ -253,6 +256,15 @@ def surface_figure(
         ``(0.5, L + 0.5, 0, 1)`` for the layer legend. Default ``(0, 1, 0, 1)``.
     shading : bool, default False
         Lambert shading for panels that do not say otherwise.
+    legend_yticklabels : sequence of str, optional
+        Names of the legend's rows, one per row from the top (label maps); an empty
+        sequence hides the y axis (a 1-D colour bar has no second axis). Default:
+        numeric ticks.
+    legend_xticks : bool, default True
+        False hides the x axis (label swatches have no x scale).
+    stamp : str, optional
+        A warning written across the top of the figure in red (e.g. "unfinished
+        model: …"); none by default.
 
     Returns
     -------
@@ -327,8 +339,24 @@ def surface_figure(
         lax.set_xlabel(legend_xlabel, fontsize=fontsize * 0.9)
         lax.set_ylabel(legend_ylabel, fontsize=fontsize * 0.9)
         lax.tick_params(labelsize=fontsize * 0.75)
+        if legend_yticklabels is not None:
+            names = [str(n) for n in legend_yticklabels]
+            if names:
+                bottom, top = lax.get_ylim()  # as drawn (bottom > top when inverted)
+                frac_rows = (np.arange(len(names)) + 0.5) / len(names)
+                lax.set_yticks(top + (bottom - top) * frac_rows, names)
+            else:
+                lax.set_yticks([])
+        if not legend_xticks:
+            lax.set_xticks([])
         if legend_title:
             lax.set_title(legend_title, fontsize=fontsize)
+
+    if stamp:
+        fig.text(
+            0.5, 1.0 - 0.5 * margin / height_px, stamp, ha="center", va="top",
+            color="#c00000", fontsize=fontsize, fontweight="bold",
+        )  # fmt: skip
 
     canvas.draw()
     image = np.asarray(canvas.buffer_rgba()).copy()
