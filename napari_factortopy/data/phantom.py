@@ -11,16 +11,23 @@
   map rising with level, smooth readout weights (radial basis functions on the
   sphere), random channel-align matrices.
 - **Stimuli**: procedurally generated images (gradients, 1/f texture, ellipses,
-  rectangles, gratings, bars), regenerated from (seed, index) on demand.
+  rectangles, gratings, bars), regenerated from (seed, index) on demand; optionally
+  (``photo_fraction``) a share of them are seeded crops of the natural photographs
+  scikit-image bundles (offline).
 - **Features**: a real pretrained network that installs offline,
   EfficientNet-Lite0, every block a layer.
 - **Responses**: the truth on those features, standardised per vertex, plus
   Gaussian noise whose variance sets each vertex's ceiling R² (drawn in
   ``ceiling``, as on NSD's better vertices).
+
+This truth is FactorTopy-shaped, so recovering it is a consistency check; the
+mismatch phantoms of :mod:`napari_factortopy.data.mismatch_phantom` are not. Both
+write the same folder layout and both open with :func:`load_phantom`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -33,6 +40,7 @@ from ..core.atomic import atomic_path
 from .surfaces import HEMIS, fsaverage5_mesh
 
 __all__ = [
+    "PHOTO_NAMES",
     "ROI_NAMES",
     "PhantomConfig",
     "PhantomSubject",
@@ -40,6 +48,7 @@ __all__ = [
     "build_phantom",
     "load_phantom",
     "phantom_images",
+    "phantom_space_map",
     "phantom_surface",
     "phantom_truth_selectors",
 ]
@@ -75,6 +84,9 @@ class PhantomConfig:
     n_basis : int
         Radial basis functions per hemisphere for the truth readout.
     seed : int
+    photo_fraction : float
+        Share of the stimuli that are crops of scikit-image's bundled photographs
+        (:func:`phantom_images`); 0 (the default) keeps the purely procedural stimuli.
     """
 
     n_vertices: int = 3000
@@ -88,6 +100,7 @@ class PhantomConfig:
     truth_bottleneck: int = 16
     n_basis: int = 12
     seed: int = 0
+    photo_fraction: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,6 +184,24 @@ def phantom_surface(n_vertices: int = 3000) -> PhantomSurface:
     )
 
 
+def phantom_space_map(surface: PhantomSurface) -> np.ndarray:
+    """The phantom's retinotopy: a point on the token grid per vertex.
+
+    Each hemisphere sees the opposite half of the image (left hemisphere: x > 0),
+    smoothly mapped from the vertex's place in the tangent frame at the pole.
+
+    Returns
+    -------
+    array of shape (V, 2), float64
+        ``grid_sample`` coordinates in [-1, 1] (x first), |x| in [0.1, 0.85],
+        y in [-0.8, 0.8].
+    """
+    sign = np.where(np.arange(len(surface.roi)) < surface.n_lh, 1.0, -1.0)
+    x = sign * (0.1 + 0.75 * surface.frame[:, 0])
+    y = -0.8 + 1.6 * surface.frame[:, 1]
+    return np.stack([x, y], axis=1)
+
+
 def phantom_truth_selectors(
     surface: PhantomSurface, n_layers: int, config: PhantomConfig
 ) -> dict[str, np.ndarray]:
@@ -187,10 +218,7 @@ def phantom_truth_selectors(
         )
     level = surface.roi - 1
     # space: left hemisphere sees the right half of the image and vice versa
-    sign = np.where(np.arange(len(level)) < surface.n_lh, 1.0, -1.0)
-    x = sign * (0.1 + 0.75 * surface.frame[:, 0])
-    y = -0.8 + 1.6 * surface.frame[:, 1]
-    space = np.stack([x, y], axis=1)
+    space = phantom_space_map(surface)
     mu = np.asarray(config.level_layers, np.float64)[level]
     dist = np.arange(n_layers)[None, :] - mu[:, None]
     logits = -(dist**2) / (2 * config.layer_width**2)
@@ -255,7 +283,76 @@ def _one_image(rng: np.random.Generator, size: int) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def phantom_images(indices, size: int = 128, seed: int = 0) -> np.ndarray:
+#: scikit-image's bundled photographs (``skimage.data.<name>()``, no download) that
+#: the photo stimuli are cropped from.
+PHOTO_NAMES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "camera",
+    "coins",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "page",
+    "text",
+)
+
+
+@functools.cache
+def _photo(name: str) -> np.ndarray:
+    """One of scikit-image's bundled photographs as (H, W, 3) uint8 (grey → RGB)."""
+    try:
+        from skimage import data
+    except ImportError as exc:  # pragma: no cover - scikit-image comes with napari
+        raise ImportError(
+            "photo stimuli (photo_fraction > 0) are crops of scikit-image's bundled "
+            "photographs: install it with `pip install scikit-image`"
+        ) from exc
+    img = np.asarray(getattr(data, name)())
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    img = np.ascontiguousarray(img[..., :3]).astype(np.uint8)
+    img.setflags(write=False)
+    return img
+
+
+def _photo_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random square crop of a bundled photograph (side 25–100 % of the photo's
+    short side), randomly mirrored, with a random gain, resized to ``size``."""
+    from PIL import Image
+
+    img = _photo(PHOTO_NAMES[int(rng.integers(len(PHOTO_NAMES)))])
+    h, w = img.shape[:2]
+    side = max(16, round(rng.uniform(0.25, 1.0) * min(h, w)))
+    y0 = int(rng.integers(0, h - side + 1))
+    x0 = int(rng.integers(0, w - side + 1))
+    crop = img[y0 : y0 + side, x0 : x0 + side]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    out = Image.fromarray(np.ascontiguousarray(crop)).resize(
+        (size, size), Image.Resampling.BILINEAR
+    )
+    gain = rng.uniform(0.8, 1.2)
+    return np.clip(np.asarray(out, np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+def _is_photo(seed: int, index: int, photo_fraction: float) -> bool:
+    if photo_fraction <= 0:
+        return False
+    return bool(np.random.default_rng([seed, index, 1]).random() < photo_fraction)
+
+
+def phantom_images(
+    indices, size: int = 128, seed: int = 0, photo_fraction: float = 0.0
+) -> np.ndarray:
     """Generate phantom stimuli (deterministic in ``seed`` and each index).
 
     Parameters
@@ -263,6 +360,10 @@ def phantom_images(indices, size: int = 128, seed: int = 0) -> np.ndarray:
     indices : array-like of shape (n,)
     size : int
     seed : int
+    photo_fraction : float
+        Share of the images that are crops of scikit-image's bundled photographs
+        (:data:`PHOTO_NAMES`): whether image ``i`` is one is drawn from
+        ``(seed, i)`` alone. 0 gives the procedural images only, unchanged.
 
     Returns
     -------
@@ -271,7 +372,10 @@ def phantom_images(indices, size: int = 128, seed: int = 0) -> np.ndarray:
     idx = np.asarray(indices, dtype=np.int64).ravel()
     out = np.empty((len(idx), size, size, 3), np.uint8)
     for k, i in enumerate(idx):
-        out[k] = _one_image(np.random.default_rng([seed, int(i)]), size)
+        if _is_photo(seed, int(i), photo_fraction):
+            out[k] = _photo_image(np.random.default_rng([seed, int(i), 2]), size)
+        else:
+            out[k] = _one_image(np.random.default_rng([seed, int(i)]), size)
     return out
 
 
@@ -289,9 +393,17 @@ class PhantomSubject:
     signal : array of shape (N, V), float32
         The noise-free truth responses (standardised per vertex).
     truth : dict
-        ``space`` (V, 2), ``layer`` (V, L), ``scale`` (V,) ground-truth selectors.
+        ``space`` (V, 2), ``layer`` (V, L), ``scale`` (V,) ground-truth selectors
+        (and whatever else the generator stored in ``truth.npz``).
     cache_path : Path
         The feature cache (zarr).
+    layer_names : list of str
+    generator : str
+        ``"factortopy"`` (:func:`build_phantom`) or ``"mismatch"``
+        (:func:`napari_factortopy.data.mismatch_phantom.build_mismatch_phantom`).
+    details : dict
+        The generator's own parameters where they go beyond :class:`PhantomConfig`
+        (``phantom.json``'s ``"generator_config"``); empty for ``"factortopy"``.
     """
 
     root: Path
@@ -302,10 +414,13 @@ class PhantomSubject:
     truth: dict[str, np.ndarray]
     cache_path: Path
     layer_names: list[str] = field(default_factory=list)
+    generator: str = "factortopy"
+    details: dict = field(default_factory=dict)
 
     def images(self, indices) -> np.ndarray:
         """Stimuli (n, S, S, 3) uint8 for the given image indices."""
-        return phantom_images(indices, self.config.image_size, self.config.seed)
+        cfg = self.config
+        return phantom_images(indices, cfg.image_size, cfg.seed, cfg.photo_fraction)
 
     def subject(self):
         """The modelled vertices as a :class:`~napari_factortopy.core.estimator.Subject`."""
@@ -367,7 +482,7 @@ def build_phantom(
     )
 
     def load(idx):
-        return phantom_images(idx, config.image_size, config.seed)
+        return phantom_images(idx, config.image_size, config.seed, config.photo_fraction)
 
     yield from extract_features(bb, load, cache, batch_size=batch_size, device=device)
 
@@ -546,6 +661,8 @@ def load_phantom(root) -> PhantomSubject:
         truth=truth,
         cache_path=root / "features.zarr",
         layer_names=list(meta["layer_names"]),
+        generator=str(meta.get("generator", "factortopy")),
+        details=dict(meta.get("generator_config") or {}),
     )
 
 

@@ -65,6 +65,32 @@ def test_images_are_deterministic_and_varied():
     assert a.std() > 20  # not blank
 
 
+def test_photo_stimuli_are_seeded_crops_and_zero_keeps_the_procedural_stream():
+    from napari_factortopy.data.phantom import PHOTO_NAMES, _is_photo
+
+    idx = list(range(12))
+    plain = phantom_images(idx, size=40, seed=2)
+    np.testing.assert_array_equal(plain, phantom_images(idx, size=40, seed=2, photo_fraction=0))
+    mixed = phantom_images(idx, size=40, seed=2, photo_fraction=0.5)
+    np.testing.assert_array_equal(mixed, phantom_images(idx, 40, 2, 0.5))
+    is_photo = np.array([_is_photo(2, i, 0.5) for i in idx])
+    assert 0 < is_photo.sum() < len(idx)
+    # procedural images are the same whatever the share of photos; photos differ
+    np.testing.assert_array_equal(mixed[~is_photo], plain[~is_photo])
+    assert not np.array_equal(mixed[is_photo], plain[is_photo])
+    photos = phantom_images(range(6), size=40, seed=2, photo_fraction=1.0)
+    assert photos.shape == (6, 40, 40, 3) and photos.dtype == np.uint8
+    assert photos.std() > 10 and len(PHOTO_NAMES) >= 10
+    assert not np.array_equal(photos, phantom_images(range(6), 40, 3, 1.0))
+
+
+def test_config_reads_files_written_before_photo_fraction():
+    old = PhantomConfig().to_dict()
+    del old["photo_fraction"]
+    old["grid"] = list(old["grid"])
+    assert PhantomConfig.from_dict(old) == PhantomConfig()
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantom")
@@ -91,6 +117,7 @@ def test_build_phantom_writes_a_consistent_subject(tiny):
     assert abs(np.mean(r2) - np.mean(c)) < 0.08
     assert list(ROI_NAMES) == ["V1", "V2/V3", "OPA", "EBA"]
     np.testing.assert_array_equal(s.images([5])[0], phantom_images([5], 64, 3)[0])
+    assert s.generator == "factortopy" and s.details == {}
 
 
 def test_build_phantom_resumes_without_recomputing(tiny):
