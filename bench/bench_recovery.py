@@ -19,7 +19,8 @@ not know are passed to ``factortopy train`` as they are (e.g. ``--recipe paper``
     python bench/bench_recovery.py --seeds 11 12 13 --max-seconds 900 --recipe paper
     python bench/bench_recovery.py --seeds 11 --train-seeds 0 1 --max-seconds 300
 
-Phantoms are kept in ``--work`` (default ``bench-recovery/``) and reused when complete
+Phantoms (about 0.5 GB each) are kept in ``--work`` (default
+``$TMPDIR/factortopy-bench-recovery``, outside the repository) and reused when complete
 (the build is resumable); results go to ``--work/results.json``.
 """
 
@@ -30,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         "--train-seeds", type=int, nargs="+", default=[0], help="training seeds per phantom"
     )
     p.add_argument("--max-seconds", type=float, default=None, help="passed to factortopy train")
-    p.add_argument("--work", default="bench-recovery", help="phantoms, models, logs, results")
+    p.add_argument(
+        "--work",
+        default=str(Path(tempfile.gettempdir()) / "factortopy-bench-recovery"),
+        help="phantoms, models, logs, results",
+    )
     p.add_argument("--n-vertices", type=int, default=2000)
     p.add_argument("--n-images", type=int, default=2000)
     p.add_argument("--device", default="auto")
