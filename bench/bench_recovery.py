@@ -123,7 +123,7 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--seeds", type=int, nargs="+", required=True, help="phantom seeds")
     p.add_argument(
         "--train-seeds", type=int, nargs="+", default=[0], help="training seeds per phantom"
