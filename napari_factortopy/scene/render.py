@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 
 from ..core.atomic import atomic_path
 
-__all__ = ["VIEWS", "project", "render_mesh", "surface_figure", "view_basis"]
+__all__ = ["VIEWS", "compose_figure", "project", "render_mesh", "surface_figure", "view_basis"]
 
 #: Names of the supported views.
 VIEWS = ("lateral", "medial", "posterior", "anterior", "ventral", "dorsal", "flat")
@@ -214,7 +214,7 @@ def _save_png_atomic(fig: Figure, out_path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png", dpi=fig.dpi, facecolor=fig.get_facecolor())
 
 
-def surface_figure(
+def compose_figure(
     panels: Sequence[Sequence[Mapping[str, Any] | None]],
     legend: np.ndarray | None = None,
     legend_title: str = "",
@@ -227,49 +227,11 @@ def surface_figure(
     legend_yticklabels: Sequence[str] | None = None,
     legend_xticks: bool = True,
     stamp: str = "",
-) -> np.ndarray:
-    """Compose surface renderings (and an optional legend) into one image.
+) -> Figure:
+    """The :func:`surface_figure` as a matplotlib ``Figure`` (Agg canvas attached), not drawn.
 
-    Parameters
-    ----------
-    panels : list of rows, each a list of dict (or None for an empty cell)
-        Each dict has ``vertices`` (n, 3), ``faces`` (m, 3), ``rgba`` (n, 4) and
-        optionally ``view`` (default "lateral"), ``hemi`` (default "lh"), ``title``
-        and ``shading`` (default: the ``shading`` argument). Rows may differ in length;
-        panel width is the width of the longest row's cells, each row's height follows
-        its panels' aspect.
-    legend : array of shape (h, w, 3 or 4), optional
-        A legend image (e.g. :func:`~napari_factortopy.core.colours.layer_legend`),
-        drawn in an extra column on the right with axis labels.
-    legend_title : str
-        Title above the legend.
-    width_px : int, default 2400
-        Width of the image in pixels; the height follows from the layout. Fonts scale
-        with the width (the figure is 12 inches wide at ``width_px / 12`` dpi).
-    out_path : path, optional
-        Where to save the PNG; written atomically (temporary file in the same folder,
-        then ``os.replace``).
-    legend_xlabel, legend_ylabel : str
-        Legend axis labels, by default those of the layer legend.
-    legend_extent : (left, right, bottom, top), optional
-        Data extent of the legend image, for meaningful ticks; e.g.
-        ``(0.5, L + 0.5, 0, 1)`` for the layer legend. Default ``(0, 1, 0, 1)``.
-    shading : bool, default False
-        Lambert shading for panels that do not say otherwise.
-    legend_yticklabels : sequence of str, optional
-        Names of the legend's rows, one per row from the top (label maps); an empty
-        sequence hides the y axis (a 1-D colour bar has no second axis). Default:
-        numeric ticks.
-    legend_xticks : bool, default True
-        False hides the x axis (label swatches have no x scale).
-    stamp : str, optional
-        A warning written across the top of the figure in red (e.g. "unfinished
-        model: …"); none by default.
-
-    Returns
-    -------
-    image : uint8 array of shape (H, W, 4)
-        The rendered RGBA figure (white background), identical to the saved PNG.
+    Same parameters as :func:`surface_figure` (``out_path`` is ignored); tests and
+    callers that want to adjust the figure start here.
     """
     rows = [list(r) for r in panels]
     if not rows or not any(p is not None for r in rows for p in r):
@@ -297,7 +259,6 @@ def surface_figure(
     fig = Figure(
         figsize=((width_px + 0.25) / dpi, (height_px + 0.25) / dpi), dpi=dpi, facecolor="white"
     )
-    canvas = FigureCanvasAgg(fig)
 
     def frac(x0: float, y_top: float, w: float, h: float) -> list[float]:
         """Pixel box (left, top-down y of the top edge, width, height) → figure fraction."""
@@ -358,8 +319,73 @@ def surface_figure(
             color="#c00000", fontsize=fontsize, fontweight="bold",
         )  # fmt: skip
 
-    canvas.draw()
-    image = np.asarray(canvas.buffer_rgba()).copy()
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def surface_figure(
+    panels: Sequence[Sequence[Mapping[str, Any] | None]],
+    legend: np.ndarray | None = None,
+    legend_title: str = "",
+    width_px: int = 2400,
+    out_path: str | os.PathLike | None = None,
+    legend_xlabel: str = "layer",
+    legend_ylabel: str = "confidence",
+    legend_extent: tuple[float, float, float, float] | None = None,
+    shading: bool = False,
+    legend_yticklabels: Sequence[str] | None = None,
+    legend_xticks: bool = True,
+    stamp: str = "",
+) -> np.ndarray:
+    """Compose surface renderings (and an optional legend) into one image.
+
+    Parameters
+    ----------
+    panels : list of rows, each a list of dict (or None for an empty cell)
+        Each dict has ``vertices`` (n, 3), ``faces`` (m, 3), ``rgba`` (n, 4) and
+        optionally ``view`` (default "lateral"), ``hemi`` (default "lh"), ``title``
+        and ``shading`` (default: the ``shading`` argument). Rows may differ in length;
+        panel width is the width of the longest row's cells, each row's height follows
+        its panels' aspect.
+    legend : array of shape (h, w, 3 or 4), optional
+        A legend image (e.g. :func:`~napari_factortopy.core.colours.layer_legend`),
+        drawn in an extra column on the right with axis labels.
+    legend_title : str
+        Title above the legend.
+    width_px : int, default 2400
+        Width of the image in pixels; the height follows from the layout. Fonts scale
+        with the width (the figure is 12 inches wide at ``width_px / 12`` dpi).
+    out_path : path, optional
+        Where to save the PNG; written atomically (temporary file in the same folder,
+        then ``os.replace``).
+    legend_xlabel, legend_ylabel : str
+        Legend axis labels, by default those of the layer legend.
+    legend_extent : (left, right, bottom, top), optional
+        Data extent of the legend image, for meaningful ticks; e.g.
+        ``(0.5, L + 0.5, 0, 1)`` for the layer legend. Default ``(0, 1, 0, 1)``.
+    shading : bool, default False
+        Lambert shading for panels that do not say otherwise.
+    legend_yticklabels : sequence of str, optional
+        Names of the legend's rows, one per row from the top (label maps); an empty
+        sequence hides the y axis (a 1-D colour bar has no second axis). Default:
+        numeric ticks.
+    legend_xticks : bool, default True
+        False hides the x axis (label swatches have no x scale).
+    stamp : str, optional
+        A warning written across the top of the figure in red (e.g. "unfinished
+        model: …"); none by default.
+
+    Returns
+    -------
+    image : uint8 array of shape (H, W, 4)
+        The rendered RGBA figure (white background), identical to the saved PNG.
+    """
+    fig = compose_figure(
+        panels, legend, legend_title, width_px, None, legend_xlabel, legend_ylabel,
+        legend_extent, shading, legend_yticklabels, legend_xticks, stamp,
+    )  # fmt: skip
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba()).copy()
     if out_path is not None:
         _save_png_atomic(fig, out_path)
     return image
