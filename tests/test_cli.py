@@ -24,7 +24,7 @@ def demo_dir(tmp_path_factory):
             "--n-images",
             "80",
             "--train-seconds",
-            "2",
+            "8",
             "--device",
             "cpu",
         ]
@@ -85,7 +85,11 @@ def test_train_from_phantom_folder(demo_dir, tmp_path):
             "--steps-per-epoch",
             "20",
             "--max-epochs",
-            "2",
+            "3",
+            "--lr",
+            "5e-3",
+            "--reg-decay-steps",
+            "20",
             "--bottleneck",
             "8",
             "--device",
@@ -94,7 +98,12 @@ def test_train_from_phantom_folder(demo_dir, tmp_path):
     )
     assert rc == 0
     m = FittedModel.load(out)
-    assert m.summary["steps"] == 40 and len(m.history) == 2
+    assert m.summary["steps"] == 60 and len(m.history) == 3
+    conv = m.summary["convergence"]
+    assert conv["state"] != "converged" and conv["stop_reason"] == "max_epochs"
+    assert conv["reg_strength"] == 0.0 and conv["epochs"] == 3
+    tc = m.extra["train_config"]
+    assert tc["lr"] == 5e-3 and tc["reg_decay_steps"] == 20 and tc["recipe"] == "paper"
 
 
 def test_unknown_device_is_a_clear_error(demo_dir, capsys):
@@ -317,6 +326,108 @@ def test_divergence_is_a_message_not_a_traceback(demo_dir, tmp_path, monkeypatch
             "cpu",
         ]
     )
-    assert rc == 2
-    assert "training diverged at step 0" in capsys.readouterr().err
+    assert rc == 1  # a failure at run time, not bad input
+    err = capsys.readouterr().err
+    assert "training diverged at step 0" in err and "Traceback" not in err
     assert not (tmp_path / "x.ftopy").exists()
+
+
+def _train_args(demo_dir, out, *extra):
+    return [
+        "train",
+        "--cache",
+        str(demo_dir / "phantom" / "features.zarr"),
+        "--phantom",
+        str(demo_dir / "phantom"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps-per-epoch", "0"], "--steps-per-epoch: expected a whole number >= 1, found 0"),
+        (["--batch-size", "0"], "--batch-size: expected a whole number >= 1, found 0"),
+        (["--lr", "1e30"], "a learning rate of 1e+30 makes AdamW diverge"),
+        (["--lr", "nan"], "--lr: expected a finite number > 0"),
+        (["--max-seconds", "-5"], "--max-seconds: expected a finite number > 0"),
+        (["--recipe", "fast"], "invalid choice: 'fast'"),
+    ],
+)
+def test_bad_training_options_are_usage_errors(demo_dir, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exc:
+        main(_train_args(demo_dir, tmp_path / "m.ftopy", *extra))
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("m.npz", "must end in .ftopy"),
+        ("adir.ftopy", "is a directory"),
+        ("missing/m.ftopy", "does not exist"),
+    ],
+)
+def test_output_path_is_checked_before_any_work(demo_dir, tmp_path, capsys, out, message):
+    (tmp_path / "adir.ftopy").mkdir()
+    rc = main(_train_args(demo_dir, tmp_path / out))
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err
+    assert "%|" not in err  # no progress bar: nothing was trained
+
+
+def test_auto_recipe_options_conflict_with_its_own_choices(demo_dir, tmp_path, capsys):
+    rc = main(_train_args(demo_dir, tmp_path / "m.ftopy", "--max-seconds", "30", "--lr", "1e-3"))
+    assert rc == 2 and "--recipe auto chooses --lr" in capsys.readouterr().err
+    rc = main(_train_args(demo_dir, tmp_path / "m.ftopy", "--recipe", "auto"))
+    assert rc == 2 and "give --max-seconds" in capsys.readouterr().err
+
+
+def test_every_training_setting_is_an_option():
+    from dataclasses import fields
+
+    from napari_factortopy.app.cli import build_parser
+    from napari_factortopy.core.config import TrainConfig
+
+    train = next(
+        a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train"
+    )[1]
+    flags = {s for a in train._actions for s in a.option_strings}
+    internal = {"betas", "smooth_l1_beta", "eval_batch_size", "log_every"}  # not recipe knobs
+    renamed = {"soup": "--no-soup"}
+    for f in fields(TrainConfig):
+        if f.name in internal:
+            continue
+        flag = renamed.get(f.name, "--" + f.name.replace("_", "-"))
+        assert flag in flags, f"TrainConfig.{f.name} has no option {flag}"
+
+
+def test_info_survives_null_scores_and_prints_the_convergence_line(demo_dir, tmp_path, capsys):
+    m = FittedModel.load(demo_dir / "model.ftopy")
+    m.summary["r2_test_mean"] = None  # what JSON keeps of a NaN
+    m.summary["r_test_mean"] = float("nan")
+    m.scores["r2_test"] = np.full(m.n_vertices, np.nan, np.float32)
+    m.summary["convergence"] = {
+        "state": "not_converged",
+        "line": "NOT converged: stopped by the time budget with the regulariser at 80 %",
+    }
+    path = m.save(tmp_path / "nan.ftopy")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "test R²     - (mean), Pearson r -" in out
+    assert (
+        "state       NOT converged: stopped by the time budget with the regulariser at 80 %" in out
+    )
+
+
+def test_the_demo_model_records_how_it_ended(demo_dir, capsys):
+    m = FittedModel.load(demo_dir / "model.ftopy")
+    conv = m.summary["convergence"]
+    assert conv["stop_reason"] == "budget" and conv["epochs"] == len(m.history)
+    assert main(["info", str(demo_dir / "model.ftopy")]) == 0
+    assert f"state       {conv['line']}" in capsys.readouterr().out

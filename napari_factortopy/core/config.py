@@ -6,9 +6,15 @@ and recorded in the model file through ``to_dict``/``from_dict``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["FactorTopyConfig", "TrainConfig"]
+import numpy as np
+
+__all__ = ["RECIPES", "FactorTopyConfig", "TrainConfig"]
+
+#: Training recipes (see :class:`TrainConfig`).
+RECIPES = ("paper", "auto")
 
 
 @dataclass(frozen=True)
@@ -96,11 +102,21 @@ class TrainConfig:
     eval_batch_size : int
         Images per forward pass when predicting.
     max_seconds : float, optional
-        Wall-clock budget; training stops at the next validation after it.
+        Wall-clock budget of the whole run (training, the last validation, the soup and
+        the test scores): when it is about to run out, training validates early and
+        stops, so the run ends within ≈ 5 % of the budget plus one validation pass.
     log_every : int
         A ``"step"`` record every this many steps.
     amp : bool
-        bf16 autocast on CUDA.
+        bf16 autocast on CUDA (off by default: fp32 until a GPU run shows bf16
+        recovers the phantom as well).
+    recipe : {"paper", "auto"}
+        ``"paper"``: the fields as given (METHOD.md §3). ``"auto"`` (needs
+        ``max_seconds``): after a short warm-up the run measures its speed and
+        resolves batch size, learning rate, validation interval and the
+        regulariser's decay T so that the schedule finishes inside the budget —
+        see :func:`napari_factortopy.core.training.resolve_auto_recipe`. The
+        resolved values are recorded in the model file.
     """
 
     lr: float = 1e-3
@@ -120,7 +136,49 @@ class TrainConfig:
     eval_batch_size: int = 64
     max_seconds: float | None = None
     log_every: int = 50
-    amp: bool = True
+    amp: bool = False
+    recipe: str = "paper"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        positive_ints = (
+            "batch_size",
+            "steps_per_epoch",
+            "max_epochs",
+            "patience",
+            "top_k",
+            "reg_decay_steps",
+            "eval_batch_size",
+            "log_every",
+        )
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; found {value!r}")
+        ranges = {"lr": (0, 1e3), "clip_norm": (0, math.inf), "smooth_l1_beta": (0, math.inf)}
+        for name, (lo, hi) in ranges.items():
+            value = getattr(self, name)
+            ok = isinstance(value, int | float) and math.isfinite(value) and lo <= value < hi
+            if not ok or (name != "lr" and value == 0):
+                raise ValueError(
+                    f"{name} must be a finite number in [{lo}, {hi:g}); found {value!r}"
+                )
+        for name in ("weight_decay", "reg_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0; found {value!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1); found {self.betas}")
+        if self.max_seconds is not None and not (
+            isinstance(self.max_seconds, int | float)
+            and math.isfinite(self.max_seconds)
+            and self.max_seconds > 0
+        ):
+            raise ValueError(f"max_seconds must be a positive number; found {self.max_seconds!r}")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}; found {self.recipe!r}")
+        if self.recipe == "auto" and self.max_seconds is None:
+            raise ValueError("recipe 'auto' fits the schedule to a budget: give max_seconds")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "greedy_soup",
     "predict",
     "regulariser",
+    "resolve_auto_recipe",
     "train",
 ]
 
@@ -105,6 +106,7 @@ def greedy_soup(
     model: FactorTopy,
     candidates: list[tuple[float, dict[str, torch.Tensor]]],
     score_fn,
+    has_time: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[int], float]:
     """Greedy soup (ours: on validation): add checkpoints best-first to a running
     uniform average while its validation score does not drop.
@@ -116,6 +118,9 @@ def greedy_soup(
     candidates : list of (validation score, state dict)
     score_fn : callable
         ``score_fn(model) -> float`` validation score of the model's current weights.
+    has_time : callable, optional
+        ``has_time() -> bool``, asked before each trial: when it says no, the soup
+        ends with the members it has (a budget's deadline).
 
     Returns
     -------
@@ -131,6 +136,8 @@ def greedy_soup(
     best_state = candidates[order[0]][1]
     best = candidates[order[0]][0]
     for i in order[1:]:
+        if has_time is not None and not has_time():
+            break
         trial = _average([candidates[j][1] for j in [*members, i]])
         model.load_state_dict(trial)
         score = score_fn(model)
@@ -160,6 +167,18 @@ class TrainResult:
     diverged : bool
     soup_members : list of int
     seconds : float
+    epochs : int
+        Validations done.
+    stop_reason : str
+        ``"early_stop"`` (patience ran out), ``"max_epochs"``, ``"budget"``,
+        ``"user_stop"`` or ``"diverged"``.
+    reg_strength : float
+        ``max(0, 1 − t/T)`` at the last step: 1 = the regulariser at full strength,
+        0 = finished.
+    config : TrainConfig
+        The recipe actually used (the ``auto`` recipe's resolved values).
+    recipe : dict
+        How the recipe was resolved (measured speeds, the rule), empty for ``paper``.
     """
 
     state: dict[str, torch.Tensor]
@@ -171,6 +190,89 @@ class TrainResult:
     diverged: bool = False
     soup_members: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    epochs: int = 0
+    stop_reason: str = "max_epochs"
+    reg_strength: float = 0.0
+    config: TrainConfig | None = None
+    recipe: dict = field(default_factory=dict)
+
+
+#: Steps run before the ``auto`` recipe measures the speed (not counted in the probe).
+AUTO_WARMUP_STEPS = 5
+#: Validations the ``auto`` recipe plans inside the budget.
+AUTO_VALIDATIONS = 20
+#: Largest fraction of the budget the ``auto`` recipe lets validations take.
+AUTO_VALIDATION_SHARE = 0.1
+#: Batch sizes the ``auto`` recipe compares (images per second), and the paper's pair.
+AUTO_BATCHES = (8, 16, 32)
+PAPER_BATCH, PAPER_LR = 8, 1e-3
+
+
+def resolve_auto_recipe(
+    cfg: TrainConfig,
+    remaining: float,
+    step_seconds: float,
+    val_seconds: float,
+    batch_size: int,
+) -> tuple[TrainConfig, dict]:
+    """The ``auto`` recipe: a schedule that finishes inside the remaining budget.
+
+    The rule (measured, then written down):
+
+    - batch size: the one of :data:`AUTO_BATCHES` with the most images per second
+      (measured by the caller); learning rate scaled linearly from the paper's
+      1e-3 at batch 8 (``lr = 1e-3 · batch / 8``);
+    - validation interval: about :data:`AUTO_VALIDATIONS` validations in the budget,
+      but never more than :data:`AUTO_VALIDATION_SHARE` of the time spent validating
+      (and at most the paper's 1000 steps);
+    - regulariser decay ``T``: half of the steps that fit in the budget (so the
+      sharpened selectors get at least the other half), never more than the
+      paper's ``T``.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        The requested recipe (``recipe="auto"``).
+    remaining : float
+        Seconds of the budget left for training steps and their validations.
+    step_seconds : float
+        Measured seconds per training step at ``batch_size``.
+    val_seconds : float
+        Measured (or estimated) seconds per validation pass.
+    batch_size : int
+        The chosen batch size.
+
+    Returns
+    -------
+    config : TrainConfig
+        ``cfg`` with the resolved ``batch_size``, ``lr``, ``steps_per_epoch``,
+        ``reg_decay_steps``.
+    info : dict
+        The measurements, the planned steps and the rule, for the model file.
+    """
+    step_seconds = max(step_seconds, 1e-6)
+    min_spe = math.ceil(val_seconds / (AUTO_VALIDATION_SHARE * step_seconds))
+    steps_guess = max(1, int(remaining / step_seconds))
+    spe = min(1000, max(10, min_spe, math.ceil(steps_guess / AUTO_VALIDATIONS)))
+    planned = max(1, int(remaining / (step_seconds + val_seconds / spe)))
+    decay = max(1, min(cfg.reg_decay_steps, planned // 2))
+    lr = PAPER_LR * batch_size / PAPER_BATCH
+    resolved = replace(
+        cfg, batch_size=batch_size, lr=lr, steps_per_epoch=spe, reg_decay_steps=decay
+    )
+    info = {
+        "name": "auto",
+        "step_seconds": step_seconds,
+        "validation_seconds": val_seconds,
+        "planned_steps": planned,
+        "rule": (
+            "batch: most images/s of 8/16/32; lr = 1e-3 * batch / 8; steps between "
+            f"validations: ~{AUTO_VALIDATIONS} validations in the budget, validations "
+            f"<= {AUTO_VALIDATION_SHARE:.0%} of it, <= 1000; regulariser decay T = half "
+            "the planned steps (<= the paper's T)"
+        ),
+    }
+    return resolved, info
 
 
 def train(
@@ -183,6 +285,9 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     snapshots: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    started_at: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Iterator[dict]:
     """Train ``model`` in place, yielding progress records.
 
@@ -204,13 +309,25 @@ def train(
     snapshots : bool
         Attach the selectors (numpy ``space``, ``layer``, ``scale``) to every
         validation record (for live maps).
+    should_stop : callable, optional
+        Polled before every step; when it returns True training validates at once
+        and finishes normally (soup, test scores) with ``stop_reason="user_stop"``.
+        (Closing the generator instead abandons the run, keeping only a checkpoint.)
+    started_at : float, optional
+        ``clock()`` when the budget's clock started (default: now), so
+        a caller's set-up time counts against ``config.max_seconds``.
+    clock : callable
+        Seconds from a monotonic clock (default :func:`time.perf_counter`; tests pass
+        a simulated clock to check the budget logic deterministically).
 
     Yields
     ------
     dict
-        ``kind="step"``: step, epoch, loss, loss_fit, loss_reg, elapsed, eta.
+        ``kind="step"``: step, epoch, loss, loss_fit, loss_reg, reg_strength, elapsed,
+        eta.
+        ``kind="recipe"``: the ``auto`` recipe's resolved ``config`` and ``info``.
         ``kind="validation"``: step, epoch, val_score, best_score, improved, elapsed,
-        eta (and ``selectors`` when ``snapshots``).
+        eta, reg_strength (and ``selectors`` when ``snapshots``).
         ``kind="diverged"``: step, loss. ``kind="soup"``: members, val_score.
         ``kind="done"``: result (:class:`TrainResult`).
 
@@ -218,6 +335,13 @@ def train(
     -------
     TrainResult
         Also the generator's return value.
+
+    Raises
+    ------
+    TrainingDiverged
+        The loss became non-finite before the first validation.
+    ValueError
+        A budget too small for one validation (the message gives the minimum).
     """
     cfg = config or TrainConfig()
     dev = next(model.parameters()).device
@@ -239,6 +363,8 @@ def train(
         "kept": [],
         "history": [],
         "elapsed": 0.0,
+        "config": cfg.to_dict(),
+        "recipe": {},
     }
     ckpt_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
     if resume:
@@ -252,11 +378,23 @@ def train(
                 f"{ckpt_path}: the checkpoint was written for a model of another shape "
                 f"(other layers, widths or vertices) than this run's: {str(exc)[:300]}"
             ) from exc
+        _check_resume(ckpt_path, saved["state"].get("config"), cfg)
         opt.load_state_dict(saved["optimizer"])
         state = saved["state"]
         state["order"] = state["order"].numpy()
         rng = np.random.default_rng()
         rng.bit_generator.state = saved["rng"]
+        # the recipe in force when the run stopped; the stopping rules of this call
+        cfg = replace(
+            TrainConfig.from_dict(state.get("config") or cfg.to_dict()),
+            max_seconds=cfg.max_seconds,
+            max_epochs=cfg.max_epochs,
+            patience=cfg.patience,
+            log_every=cfg.log_every,
+            eval_batch_size=cfg.eval_batch_size,
+        )
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr
 
     def save_checkpoint():
         if ckpt_path is None:
@@ -276,30 +414,88 @@ def train(
         pred = predict(m, features, split.val, cfg.eval_batch_size, cfg.amp)
         return float(np.nanmean(r2_score(y_all[split.val], pred)))
 
-    t_start = time.perf_counter() - state["elapsed"]
-    max_steps = cfg.max_epochs * cfg.steps_per_epoch
+    clock0 = clock() if started_at is None else float(started_at)
+    t_start = clock0 - state["elapsed"]
+    budget = cfg.max_seconds
     train_idx = np.asarray(split.train)
     if "order" not in state:
         state["order"], state["pos"] = rng.permutation(train_idx), 0
+    timing = _Timing()
+    auto_pending = cfg.recipe == "auto" and not state["recipe"]
+    probe: dict[int, list[float]] = {}
+    stop_reason = "max_epochs"
     diverged = False
     model.train()
+
+    def reg_strength() -> float:
+        return max(0.0, 1.0 - state["step"] / cfg.reg_decay_steps)
+
+    def validate() -> dict:
+        t0 = clock()
+        state["epoch"] += 1
+        score = val_score(model)
+        timing.val = clock() - t0
+        improved = score > state["best"]
+        if improved:
+            state["best"], state["bad_epochs"] = score, 0
+        else:
+            state["bad_epochs"] += 1
+        state["kept"].append((score, _state_copy(model)))
+        state["kept"].sort(key=lambda t: -t[0])
+        del state["kept"][cfg.top_k :]
+        elapsed = clock() - t_start
+        state["elapsed"] = elapsed
+        rec = {
+            "kind": "validation",
+            "step": state["step"],
+            "epoch": state["epoch"],
+            "val_score": score,
+            "best_score": state["best"],
+            "improved": improved,
+            "elapsed": elapsed,
+            "eta": _eta(elapsed, state["step"], cfg, budget),
+            "reg_strength": reg_strength(),
+        }
+        state["history"].append(dict(rec))
+        save_checkpoint()
+        if snapshots:
+            with torch.no_grad():
+                rec["selectors"] = model.selectors().numpy()
+        return rec
+
     try:
-        while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
-            if state["pos"] + cfg.batch_size > len(state["order"]):
+        while state["epoch"] < cfg.max_epochs:
+            if state["bad_epochs"] >= cfg.patience:
+                stop_reason = "early_stop"
+                break
+            if should_stop is not None and should_stop():
+                stop_reason = "user_stop"
+                if state["step"] % cfg.steps_per_epoch:
+                    yield validate()
+                break
+            batch_size = cfg.batch_size
+            if auto_pending:  # compare batch sizes on real training steps
+                batch_size = _probe_batch(probe, state["step"])
+            if state["pos"] + batch_size > len(state["order"]):
                 state["order"], state["pos"] = rng.permutation(train_idx), 0
-            batch = state["order"][state["pos"] : state["pos"] + cfg.batch_size]
-            state["pos"] += cfg.batch_size
+            batch = state["order"][state["pos"] : state["pos"] + batch_size]
+            state["pos"] += batch_size
+            t_step = clock()
             loc, glo = features.get(batch)
             target = y_dev[torch.as_tensor(batch, device=y_dev.device)].to(dev)
             with _autocast(dev, cfg.amp):
                 sel = model.selectors()
+                if not bool(torch.isfinite(sel.space).all()):  # NaN weights: stop now
+                    diverged, stop_reason = True, "diverged"
+                    yield {"kind": "diverged", "step": state["step"], "loss": float("nan")}
+                    break
                 pred = model(loc, glo, sel)
                 fit = F.smooth_l1_loss(pred.float(), target, beta=cfg.smooth_l1_beta)
-                decay = max(0.0, 1.0 - state["step"] / cfg.reg_decay_steps)
+                decay = reg_strength()
                 reg = regulariser(sel)
                 loss = fit + cfg.reg_weight * decay * reg
             if not torch.isfinite(loss):
-                diverged = True
+                diverged, stop_reason = True, "diverged"
                 yield {"kind": "diverged", "step": state["step"], "loss": float(loss.detach())}
                 break
             opt.zero_grad(set_to_none=True)
@@ -307,8 +503,23 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             opt.step()
             state["step"] += 1
+            timing.add_step(clock() - t_step, state["step"])
+            if auto_pending:
+                probe.setdefault(batch_size, []).append(clock() - t_step)
+                if _probe_done(probe):
+                    cfg, info = _resolve_from_probe(
+                        cfg, probe, model, features, split, budget, clock() - t_start, clock
+                    )
+                    timing.val = info["validation_seconds"]
+                    timing.reset_steps(info["step_seconds"])
+                    _check_budget(budget, timing, split)
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.lr
+                    state["config"], state["recipe"] = cfg.to_dict(), info
+                    auto_pending = False
+                    yield {"kind": "recipe", "config": cfg, "info": info}
             if state["step"] % cfg.log_every == 0:
-                elapsed = time.perf_counter() - t_start
+                elapsed = clock() - t_start
                 yield {
                     "kind": "step",
                     "step": state["step"],
@@ -316,44 +527,26 @@ def train(
                     "loss": float(loss.detach()),
                     "loss_fit": float(fit.detach()),
                     "loss_reg": float(reg.detach()),
+                    "reg_strength": reg_strength(),
                     "elapsed": elapsed,
-                    "eta": _eta(elapsed, state["step"], max_steps, cfg.max_seconds),
+                    "eta": _eta(elapsed, state["step"], cfg, budget),
                 }
-            if state["step"] % cfg.steps_per_epoch:
-                continue
-            # ---- end of epoch: validate, keep top-k, early stopping
-            state["epoch"] += 1
-            score = val_score(model)
-            improved = score > state["best"]
-            if improved:
-                state["best"], state["bad_epochs"] = score, 0
-            else:
-                state["bad_epochs"] += 1
-            state["kept"].append((score, _state_copy(model)))
-            state["kept"].sort(key=lambda t: -t[0])
-            del state["kept"][cfg.top_k :]
-            elapsed = time.perf_counter() - t_start
-            state["elapsed"] = elapsed
-            rec = {
-                "kind": "validation",
-                "step": state["step"],
-                "epoch": state["epoch"],
-                "val_score": score,
-                "best_score": state["best"],
-                "improved": improved,
-                "elapsed": elapsed,
-                "eta": _eta(elapsed, state["step"], max_steps, cfg.max_seconds),
-            }
-            state["history"].append(dict(rec))
-            save_checkpoint()
-            if snapshots:
-                with torch.no_grad():
-                    rec["selectors"] = model.selectors().numpy()
-            yield rec
-            if cfg.max_seconds is not None and elapsed >= cfg.max_seconds:
-                break
+            out_of_time = False
+            if budget is not None:
+                if timing.val is None and state["step"] >= AUTO_WARMUP_STEPS:
+                    timing.val = _time_validation(model, features, split, cfg, clock)
+                    _check_budget(budget, timing, split)
+                if timing.val is not None:
+                    elapsed = clock() - t_start
+                    finish = timing.val + _test_seconds(timing.val, split)
+                    out_of_time = elapsed + timing.step + finish > budget
+            if out_of_time or state["step"] % cfg.steps_per_epoch == 0:
+                yield validate()
+                if out_of_time:
+                    stop_reason = "budget"
+                    break
     except GeneratorExit:
-        state["elapsed"] = time.perf_counter() - t_start
+        state["elapsed"] = clock() - t_start
         save_checkpoint()
         raise
 
@@ -362,8 +555,18 @@ def train(
             f"training diverged at step {state['step']} (loss is not finite) before the "
             "first validation; lower the learning rate or check the responses"
         )
+    deadline = None
+    if budget is not None:
+        deadline = 1.05 * budget - _test_seconds(timing.val or 0.0, split)
     if cfg.soup and len(state["kept"]) > 1:
-        final, members, score = greedy_soup(model, state["kept"], val_score)
+        final, members, score = greedy_soup(
+            model,
+            state["kept"],
+            val_score,
+            has_time=None
+            if deadline is None
+            else lambda: clock() - t_start + (timing.val or 0.0) <= deadline,
+        )
         yield {"kind": "soup", "members": members, "val_score": score}
     else:
         final, score, members = state["kept"][0][1], state["kept"][0][0], [0]
@@ -379,24 +582,116 @@ def train(
         steps=state["step"],
         diverged=diverged,
         soup_members=members,
-        seconds=time.perf_counter() - t_start,
+        seconds=clock() - t_start,
+        epochs=state["epoch"],
+        stop_reason=stop_reason,
+        reg_strength=reg_strength(),
+        config=cfg,
+        recipe=dict(state["recipe"]),
     )
     yield {"kind": "done", "result": result}
     return result
 
 
-def _fast_adamw(dev: torch.device) -> dict:
-    """The fused AdamW kernel where this torch has it for the device (CPU, CUDA, MPS)."""
-    try:
-        probe = torch.nn.Parameter(torch.zeros(1, device=dev))
-        torch.optim.AdamW([probe], fused=True).step()
-    except (RuntimeError, TypeError, ValueError):
-        return {}
-    return {"fused": True}
+class _Timing:
+    """Running estimates of a step's and a validation's wall time (seconds)."""
+
+    def __init__(self) -> None:
+        self.step = 0.0
+        self.val: float | None = None
+        self._n = 0
+
+    def add_step(self, seconds: float, step: int) -> None:
+        if step <= 2:  # the first steps pay one-off costs (allocation, kernels)
+            return
+        self._n += 1
+        # mean of the first few, then an exponential average (speed can drift)
+        w = 1.0 / self._n if self._n < 20 else 0.05
+        self.step += w * (seconds - self.step)
+
+    def reset_steps(self, seconds: float) -> None:
+        self.step, self._n = seconds, 20
 
 
-def _eta(elapsed: float, step: int, max_steps: int, max_seconds: float | None) -> float:
+def _time_validation(
+    model: FactorTopy, features: Any, split: Split, cfg: TrainConfig, clock=time.perf_counter
+) -> float:
+    """Seconds of one validation pass, from one timed evaluation batch."""
+    n = min(len(split.val), cfg.eval_batch_size)
+    t0 = clock()
+    predict(model, features, np.asarray(split.val[:n]), cfg.eval_batch_size, cfg.amp)
+    per_image = (clock() - t0) / max(n, 1)
+    return per_image * len(split.val)
+
+
+def _test_seconds(val_seconds: float, split: Split) -> float:
+    return val_seconds * len(split.test) / max(len(split.val), 1)
+
+
+def _check_budget(budget: float, timing: _Timing, split: Split) -> None:
+    """Stop at once when the budget cannot hold warm-up, one validation and the test."""
+    val = timing.val or 0.0
+    minimum = AUTO_WARMUP_STEPS * timing.step + val + _test_seconds(val, split)
+    if minimum > budget:
+        raise ValueError(
+            f"a budget of {budget:g} s is too small for one validation: this run needs "
+            f"at least {math.ceil(minimum)} s (warm-up {AUTO_WARMUP_STEPS} steps, one "
+            f"validation {val:.2g} s, the test scores)"
+        )
+
+
+def _probe_batch(probe: dict[int, list[float]], step: int) -> int:
+    """The batch size of the next probe step: warm-up at 8, then 3 timed steps each."""
+    for b in AUTO_BATCHES:
+        if len(probe.get(b, [])) < (AUTO_WARMUP_STEPS if b == AUTO_BATCHES[0] else 3):
+            return b
+    return AUTO_BATCHES[-1]
+
+
+def _probe_done(probe: dict[int, list[float]]) -> bool:
+    return all(
+        len(probe.get(b, [])) >= (AUTO_WARMUP_STEPS if b == AUTO_BATCHES[0] else 3)
+        for b in AUTO_BATCHES
+    )
+
+
+def _resolve_from_probe(cfg, probe, model, features, split, budget, elapsed, clock):
+    # per batch size: the median of its last 3 steps (the first ones warm up)
+    step_s = {b: float(np.median(ts[-3:])) for b, ts in probe.items()}
+    batch = max(AUTO_BATCHES, key=lambda b: (b / step_s[b], -b))
+    t0 = clock()
+    val_s = _time_validation(model, features, split, cfg, clock)
+    elapsed += clock() - t0
+    remaining = budget - elapsed - val_s - _test_seconds(val_s, split)
+    resolved, info = resolve_auto_recipe(cfg, remaining, step_s[batch], val_s, batch)
+    info["images_per_second"] = {str(b): b / s for b, s in step_s.items()}
+    return resolved, info
+
+
+def _check_resume(path: Path, saved: dict | None, cfg: TrainConfig) -> None:
+    """Refuse to resume with a recipe other than the checkpoint's (budget aside)."""
+    if not saved:
+        return
+    ignore = {"max_seconds", "max_epochs", "patience", "log_every", "eval_batch_size"}
+    if saved.get("recipe") == "auto":  # the auto recipe's own values were resolved
+        ignore |= {"batch_size", "lr", "steps_per_epoch", "reg_decay_steps"}
+    want = cfg.to_dict()
+    diff = {
+        k: (saved[k], want[k])
+        for k in want
+        if k in saved and k not in ignore and saved[k] != want[k]
+    }
+    if diff:
+        listed = ", ".join(f"{k} {a!r} (checkpoint) vs {b!r} (now)" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"{path}: cannot resume with another recipe: {listed}; resume with the "
+            "checkpoint's settings or start a new run"
+        )
+
+
+def _eta(elapsed: float, step: int, cfg: TrainConfig, budget: float | None) -> float:
+    max_steps = cfg.max_epochs * cfg.steps_per_epoch
     by_steps = elapsed / max(step, 1) * max(max_steps - step, 0)
-    if max_seconds is not None:
-        return max(0.0, min(by_steps, max_seconds - elapsed))
+    if budget is not None:
+        return max(0.0, min(by_steps, budget - elapsed))
     return by_steps

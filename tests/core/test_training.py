@@ -215,3 +215,220 @@ def test_bad_responses_shape_is_named():
     coords, feats, y = _problem()
     with pytest.raises(ValueError, match=r"shape \(N, 30\)"):
         list(train(_fresh(coords), feats, y[:, :5], make_split(len(y)), TrainConfig()))
+
+
+class _SimClock:
+    """A simulated clock: only feature reads take time (deterministic budget tests)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _SlowFeatures:
+    """Feature reads that cost ``per_call + per_image · n`` simulated seconds."""
+
+    def __init__(self, inner, clock, per_image=0.002, per_call=0.01):
+        self.inner, self.clock = inner, clock
+        self.per_image, self.per_call = per_image, per_call
+        self.widths, self.grid = inner.widths, inner.grid
+
+    def get(self, idx):
+        self.clock.now += self.per_call + self.per_image * len(idx)
+        return self.inner.get(idx)
+
+
+def _validation_seconds(feats, split, batch=64):
+    """Simulated cost of one validation pass (independent of the training code)."""
+    n = len(split.val)
+    calls = -(-n // batch)
+    return calls * feats.per_call + n * feats.per_image
+
+
+@pytest.mark.parametrize("budget", [1.5, 3.0, 7.0])
+def test_budget_is_honoured_whatever_steps_per_epoch(budget):
+    """Paper recipe with 1000 steps between validations: the run validates early and
+    ends within 5 % of the budget plus one validation pass."""
+    coords, feats, y = _problem()
+    clock = _SimClock()
+    slow = _SlowFeatures(feats, clock)
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=1000, max_seconds=budget, lr=5e-3)
+    recs, res = _run(train(_fresh(coords), slow, y, split, cfg, clock=clock))
+    one_val = _validation_seconds(slow, split)
+    assert clock.now <= 1.05 * budget + one_val, (clock.now, one_val)
+    assert clock.now >= 0.9 * budget  # and it used the budget, not a fraction of it
+    assert res.stop_reason == "budget" and res.epochs == 1 and 0 < res.steps < 1000
+    assert [r["kind"] for r in recs].count("validation") == 1
+
+
+def test_budget_with_frequent_validations_and_soup_stays_inside():
+    coords, feats, y = _problem()
+    clock = _SimClock()
+    slow = _SlowFeatures(feats, clock)
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=20, max_seconds=10.0, lr=5e-3, top_k=10)
+    recs, res = _run(train(_fresh(coords), slow, y, split, cfg, clock=clock))
+    assert clock.now <= 1.05 * 10.0 + _validation_seconds(slow, split)
+    assert res.stop_reason == "budget" and res.epochs > 5
+    assert any(r["kind"] == "soup" for r in recs)
+
+
+def test_budget_counts_from_the_callers_clock():
+    coords, feats, y = _problem()
+    clock = _SimClock()
+    clock.now = 5.0
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=1000, max_seconds=3.0, lr=5e-3)
+    slow = _SlowFeatures(feats, clock)
+    # the caller started the clock at 4.0: 1 s of the budget is already spent
+    gen = train(_fresh(coords), slow, y, split, cfg, started_at=4.0, clock=clock)
+    _, res = _run(gen)
+    assert clock.now - 4.0 <= 1.05 * 3.0 + _validation_seconds(slow, split)
+    assert res.seconds == pytest.approx(clock.now - 4.0)
+
+
+def test_budget_too_small_for_one_validation_names_the_minimum():
+    coords, feats, y = _problem()
+    clock = _SimClock()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(max_seconds=0.2)
+    slow = _SlowFeatures(feats, clock, per_image=0.01, per_call=0.02)
+    with pytest.raises(ValueError, match=r"too small for one validation: .* at least 1 s"):
+        list(train(_fresh(coords), slow, y, split, cfg, clock=clock))
+
+
+def test_user_stop_validates_and_keeps_the_best_so_far():
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=10, max_epochs=100, lr=5e-3)
+    seen = {"steps": 0}
+
+    def stop():
+        return seen["steps"] >= 25
+
+    gen = train(_fresh(coords), feats, y, split, cfg, should_stop=stop)
+    recs = []
+    for rec in gen:
+        recs.append(rec)
+        seen["steps"] = rec.get("step", seen["steps"]) if rec["kind"] == "step" else seen["steps"]
+    # log_every 50 > 25: steps are counted from the validations instead
+    res = recs[-1]["result"]
+    assert res.stop_reason == "user_stop"
+    vals = [r for r in recs if r["kind"] == "validation"]
+    assert res.val_score >= max(v["val_score"] for v in vals) - 1e-9
+    assert res.test_r2.shape == (30,)
+
+
+def test_user_stop_mid_epoch_adds_a_validation():
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=10, max_epochs=100, lr=5e-3, log_every=1)
+    steps = []
+    gen = train(_fresh(coords), feats, y, split, cfg, should_stop=lambda: len(steps) >= 15)
+    recs = []
+    for rec in gen:
+        recs.append(rec)
+        if rec["kind"] == "step":
+            steps.append(rec["step"])
+    vals = [r["step"] for r in recs if r["kind"] == "validation"]
+    assert vals == [10, 15]  # the regular one, and one at the stop
+    assert recs[-1]["result"].stop_reason == "user_stop"
+
+
+def test_auto_recipe_closed_form():
+    from napari_factortopy.core.training import resolve_auto_recipe
+
+    cfg = TrainConfig(max_seconds=300, recipe="auto")
+    # 250 s left, 0.1 s/step, 2 s/validation at batch 16
+    res, info = resolve_auto_recipe(cfg, 250.0, 0.1, 2.0, 16)
+    # validations <= 10 %: >= 2 / (0.1 * 0.1) = 200 steps apart; ~20 validations of
+    # 2500 steps would be 125: the larger wins
+    assert res.steps_per_epoch == 200
+    planned = int(250.0 / (0.1 + 2.0 / 200))
+    assert info["planned_steps"] == planned == 2272
+    assert res.reg_decay_steps == planned // 2
+    assert res.batch_size == 16 and res.lr == pytest.approx(2e-3)
+    assert res.recipe == "auto" and res.max_seconds == 300
+    # never more than the paper's T, never more than 1000 steps between validations
+    res2, _ = resolve_auto_recipe(cfg, 1e6, 0.01, 0.01, 8)
+    assert res2.reg_decay_steps == 6000 and res2.steps_per_epoch == 1000
+
+
+def test_auto_recipe_run_finishes_the_regulariser_inside_the_budget():
+    coords, feats, y = _problem()
+    clock = _SimClock()
+    # a read costs 0.05 s + 0.004 s per image: batch 32 gives the most images per second
+    slow = _SlowFeatures(feats, clock, per_image=0.004, per_call=0.05)
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(max_seconds=60.0, recipe="auto")
+    recs, res = _run(train(_fresh(coords), slow, y, split, cfg, clock=clock))
+    recipe = next(r for r in recs if r["kind"] == "recipe")
+    resolved = recipe["config"]
+    assert res.config == resolved and res.recipe["name"] == "auto"
+    assert resolved.batch_size == 32 and resolved.lr == pytest.approx(4e-3)
+    step_s = 0.05 + 0.004 * 32
+    assert res.recipe["step_seconds"] == pytest.approx(step_s)
+    # the regulariser ended with at least about half of the steps left
+    assert res.reg_strength == 0.0
+    assert resolved.reg_decay_steps <= 0.55 * res.steps
+    assert clock.now <= 1.05 * 60.0 + _validation_seconds(slow, split)
+    assert res.stop_reason in ("budget", "early_stop")
+
+
+def test_auto_recipe_needs_a_budget_and_configs_are_checked():
+    with pytest.raises(ValueError, match="give max_seconds"):
+        TrainConfig(recipe="auto")
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        TrainConfig(recipe="fast")
+    for bad in (
+        {"steps_per_epoch": 0},
+        {"batch_size": 0},
+        {"lr": 1e30},
+        {"lr": float("nan")},
+        {"max_seconds": -1},
+        {"patience": 2.5},
+        {"reg_weight": -0.1},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(**bad)
+
+
+def test_resume_with_another_learning_rate_is_refused(tmp_path):
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=10, max_epochs=4, lr=5e-3)
+    gen = train(_fresh(coords), feats, y, split, cfg, checkpoint_dir=tmp_path)
+    for rec in gen:
+        if rec["kind"] == "validation":
+            gen.close()
+            break
+    other = TrainConfig(steps_per_epoch=10, max_epochs=4, lr=1e-2)
+    with pytest.raises(ValueError, match=r"lr 0.005 \(checkpoint\) vs 0.01 \(now\)"):
+        list(train(_fresh(coords), feats, y, split, other, checkpoint_dir=tmp_path, resume=True))
+    # a longer run (more epochs) may resume
+    longer = TrainConfig(steps_per_epoch=10, max_epochs=6, lr=5e-3)
+    _, res = _run(
+        train(_fresh(coords), feats, y, split, longer, checkpoint_dir=tmp_path, resume=True)
+    )
+    assert res.steps == 60 and res.config.lr == 5e-3
+
+
+def test_non_finite_weights_end_as_divergence_not_a_crash():
+    """A learning rate that blows the selector MLPs up to NaN stops with 'diverged'."""
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    model = _fresh(coords)
+    cfg = TrainConfig(steps_per_epoch=5, max_epochs=3, soup=False, lr=1.0)
+    gen = train(model, feats, y, split, cfg)
+    recs = []
+    for rec in gen:
+        recs.append(rec)
+        if rec["kind"] == "validation":
+            with torch.no_grad():  # poison the space selector's weights after epoch 1
+                model.space_mlp[-1].weight.fill_(float("nan"))
+    kinds = [r["kind"] for r in recs]
+    assert "diverged" in kinds and kinds[-1] == "done"
+    assert recs[-1]["result"].stop_reason == "diverged"

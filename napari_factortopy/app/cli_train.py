@@ -1,0 +1,364 @@
+"""``factortopy train``: a feature cache and responses → a model file.
+
+Every training setting of :class:`~napari_factortopy.core.config.TrainConfig` is an
+option here (defaults: the paper's, METHOD.md §3), checked before any work, as is the
+output path. With ``--max-seconds`` the run honours the budget and, unless
+``--recipe paper``, fits its schedule to it (``--recipe auto``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["add_train_parser", "check_output_path", "run_train", "train_config_from_args"]
+
+#: TrainConfig fields the ``auto`` recipe resolves itself (an error to give them too).
+AUTO_RESOLVED = ("batch_size", "lr", "steps_per_epoch", "reg_decay_steps")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, found {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}") from None
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, found {text}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"a learning rate of {value:g} makes AdamW diverge at once; expected a value "
+            "below 1 (the paper uses 1e-3)"
+        )
+    return value
+
+
+def check_output_path(path: str | os.PathLike, suffix: str = ".ftopy") -> Path:
+    """Stop before any work when ``path`` cannot be written as a model file.
+
+    Raises
+    ------
+    ValueError
+        Wrong suffix, a directory, a missing or unwritable folder (named).
+    """
+    out = Path(path)
+    if out.suffix != suffix:
+        raise ValueError(f"--out {out}: a model file must end in {suffix}; found {out.suffix!r}")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; expected a file name ending in {suffix}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: the folder {folder} is not writable")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ValueError(f"--out {out} exists and is not writable")
+    return out
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``train`` to a sub-parser set."""
+    from ..core.config import RECIPES, TrainConfig
+    from .cli_data import add_dataset_arguments
+
+    d = TrainConfig()
+    t = subparsers.add_parser(
+        "train",
+        help="feature cache + responses → model file",
+        description="Train FactorTopy on a feature cache and a subject's responses. Defaults "
+        "are the paper's recipe (METHOD.md §3). With --max-seconds the run ends within the "
+        "budget (it validates early when time runs out) and, unless --recipe paper, "
+        "resolves batch size, learning rate, validation interval and the regulariser's "
+        "decay from its measured speed so that the schedule finishes inside the budget.",
+    )
+    t.add_argument("--cache", required=True, help="feature cache (zarr folder)")
+    t.add_argument("--phantom", help="a phantom subject folder (responses and subject)")
+    add_dataset_arguments(t, required=False)
+    t.add_argument(
+        "--subjects-dir",
+        help="FreeSurfer subjects folder holding the dataset's mesh (default $SUBJECTS_DIR)",
+    )
+    t.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let nilearn download a missing fsaverage mesh (off: fail naming what is missing)",
+    )
+    t.add_argument("--out", required=True, help="model file to write (.ftopy)")
+    t.add_argument("--device", default="auto", help="'auto' (CUDA > MPS > CPU), 'cuda', 'cpu'")
+
+    g = t.add_argument_group("schedule")
+    g.add_argument(
+        "--max-seconds",
+        type=_positive_float,
+        default=None,
+        help="wall-clock budget of the whole command; the run ends within ~5%% of it plus "
+        "one validation",
+    )
+    g.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default=None,
+        help="'paper': the options as given; 'auto' (the default with --max-seconds): "
+        "fit batch, lr, steps per epoch and regulariser decay to the budget",
+    )
+    g.add_argument(
+        "--steps-per-epoch",
+        type=_positive_int,
+        default=None,
+        help=f"steps between validations (paper: {d.steps_per_epoch})",
+    )
+    g.add_argument(
+        "--max-epochs", type=_positive_int, default=d.max_epochs, help="hard cap on epochs"
+    )
+    g.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=d.patience,
+        help=f"epochs without improvement before stopping (paper: {d.patience})",
+    )
+
+    o = t.add_argument_group("optimiser")
+    o.add_argument(
+        "--batch-size", type=_positive_int, default=None, help=f"images per step ({d.batch_size})"
+    )
+    o.add_argument(
+        "--lr", type=_learning_rate, default=None, help=f"AdamW learning rate ({d.lr:g})"
+    )
+    o.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        default=d.weight_decay,
+        help=f"AdamW weight decay ({d.weight_decay:g})",
+    )
+    o.add_argument(
+        "--clip-norm",
+        type=_positive_float,
+        default=d.clip_norm,
+        help=f"gradient-norm clipping ({d.clip_norm:g})",
+    )
+    o.add_argument(
+        "--amp",
+        action="store_true",
+        help="bf16 mixed precision on CUDA (off: fp32, until a GPU run shows bf16 recovers "
+        "the phantom as well)",
+    )
+
+    r = t.add_argument_group("regulariser and soup")
+    r.add_argument(
+        "--reg-weight",
+        type=_non_negative_float,
+        default=d.reg_weight,
+        help=f"λ of the selector regulariser ({d.reg_weight:g})",
+    )
+    r.add_argument(
+        "--reg-decay-steps",
+        type=_positive_int,
+        default=None,
+        help=f"T: steps over which λ decays to 0 ({d.reg_decay_steps})",
+    )
+    r.add_argument(
+        "--top-k",
+        type=_positive_int,
+        default=d.top_k,
+        help=f"best checkpoints kept for the soup ({d.top_k})",
+    )
+    r.add_argument(
+        "--no-soup",
+        action="store_true",
+        help="use the best checkpoint instead of the greedy soup of the top-k",
+    )
+
+    m = t.add_argument_group("model and data")
+    m.add_argument("--bottleneck", type=_positive_int, default=128, help="channels D (paper: 128)")
+    m.add_argument(
+        "--memory-limit",
+        type=_positive_float,
+        default=None,
+        help="GiB the features may take on the device (default: automatic)",
+    )
+    m.add_argument("--checkpoints", help="checkpoint folder (enables --resume)")
+    m.add_argument("--resume", action="store_true", help="continue from --checkpoints")
+    m.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 image split")
+    m.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
+    t.set_defaults(func=run_train)
+    return t
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """The :class:`TrainConfig` the options describe (paper defaults where not given).
+
+    Raises
+    ------
+    ValueError
+        ``--recipe auto`` together with a setting the recipe resolves itself, or
+        without a budget.
+    """
+    from ..core.config import TrainConfig
+
+    recipe = args.recipe or ("auto" if args.max_seconds else "paper")
+    given = {k: getattr(args, k) for k in AUTO_RESOLVED if getattr(args, k) is not None}
+    if recipe == "auto" and given:
+        opts = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(
+            f"--recipe auto chooses {opts} from the measured speed; drop them, or give "
+            "--recipe paper to set them yourself"
+        )
+    if recipe == "auto" and not args.max_seconds:
+        raise ValueError("--recipe auto fits the schedule to a budget: give --max-seconds")
+    return TrainConfig(
+        **given,
+        weight_decay=args.weight_decay,
+        clip_norm=args.clip_norm,
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        top_k=args.top_k,
+        reg_weight=args.reg_weight,
+        soup=not args.no_soup,
+        seed=args.seed,
+        max_seconds=args.max_seconds,
+        amp=args.amp,
+        recipe=recipe,
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``factortopy train``; returns the exit status.
+
+    A model that trained but predicts worse than each vertex's mean (test R² < 0) is
+    still written (nothing lost), with ``summary["convergence"]["state"] == "failed"``
+    that ``factortopy info`` and napari show, and a warning here.
+    """
+    started = time.perf_counter()
+    tcfg = train_config_from_args(args)
+    out = check_output_path(args.out)
+    from ..core.estimator import fit
+    from ..core.runtime import resolve_device
+    from .inputs import training_inputs
+
+    dev = resolve_device(args.device)
+    if args.phantom:
+        source = {"phantom": args.phantom}
+    elif args.dataset:
+        from .cli_data import dataset_from_args
+
+        source = {"dataset": dataset_from_args(args)}
+    else:
+        raise ValueError("train needs --phantom DIR or --dataset PATH")
+    inputs = training_inputs(
+        args.cache,
+        **source,
+        split_seed=args.split_seed,
+        device=dev,
+        memory_limit=None if args.memory_limit is None else int(args.memory_limit * 2**30),
+        subjects_dir=args.subjects_dir,
+        allow_download=args.allow_download,
+    )
+    for note in inputs.notes:
+        print(note, file=sys.stderr)
+    gen = fit(
+        inputs.features,
+        inputs.responses,
+        inputs.subject,
+        inputs.split,
+        config=inputs.model_config(bottleneck=args.bottleneck),
+        train_config=tcfg,
+        backbone=inputs.backbone,
+        device=dev,
+        checkpoint_dir=args.checkpoints,
+        resume=args.resume,
+        seed=args.seed,
+        extra={"dataset": inputs.dataset},
+        started_at=started,
+    )
+    fitted = _drain_training(gen, tcfg)
+    path = fitted.save(out)
+    s = fitted.summary
+    conv = s.get("convergence", {})
+    print(
+        f"wrote {path}: test R² {s['r2_test_mean']:.4f} (mean over {fitted.n_vertices} "
+        f"vertices), {s['steps']} steps in {time.perf_counter() - started:.0f} s"
+    )
+    print(conv.get("line", ""), file=sys.stderr)
+    if conv.get("state") == "failed":
+        print(
+            f"factortopy train: warning: {path} was written, but {conv['line']}", file=sys.stderr
+        )
+    return 0
+
+
+def _drain_training(gen, tcfg):
+    """Consume a fit() generator with a progress bar; return the FittedModel."""
+    from ._progress import progress_bar
+
+    seconds = tcfg.max_seconds
+    total = seconds if seconds else tcfg.steps_per_epoch * tcfg.max_epochs
+    bar = progress_bar(round(total), "train", "s" if seconds else "step")
+    fitted = None
+    try:
+        for rec in gen:
+            kind = rec["kind"]
+            if kind in ("step", "validation"):
+                bar.n = min(round(rec["elapsed"]), bar.total) if seconds else rec["step"]
+                if kind == "step":
+                    bar.set_postfix(
+                        loss=f"{rec['loss']:.4f}",
+                        reg=f"{rec['reg_strength']:.0%}",
+                        epoch=rec["epoch"],
+                    )
+                else:
+                    bar.set_postfix(
+                        val_r2=f"{rec['val_score']:.4f}",
+                        best=f"{rec['best_score']:.4f}",
+                        epoch=rec["epoch"],
+                    )
+                bar.refresh()
+            elif kind == "recipe":
+                c, info = rec["config"], rec["info"]
+                bar.write(
+                    f"auto recipe: batch {c.batch_size}, lr {c.lr:.2g}, validation every "
+                    f"{c.steps_per_epoch} steps, regulariser decay T = {c.reg_decay_steps} "
+                    f"({info['step_seconds'] * 1e3:.0f} ms/step, "
+                    f"~{info['planned_steps']} steps planned)"
+                )
+            elif kind == "diverged":
+                bar.write(
+                    f"training diverged at step {rec['step']} (loss {rec['loss']}); "
+                    "stopping; the best checkpoints kept so far (if any) make the model"
+                )
+            elif kind == "soup":
+                bar.write(
+                    f"greedy soup of checkpoints {rec['members']}: "
+                    f"validation R² {rec['val_score']:.4f}"
+                )
+            elif kind == "fitted":
+                fitted = rec["model"]
+    finally:
+        bar.close()
+    return fitted
