@@ -298,9 +298,27 @@ def _norm_identity(
     grid: Any,
     image_ids: Any,
     preprocessing: Any,
+    strict: bool = False,
 ) -> dict[str, Any]:
-    """Validate and normalise the identifying metadata of a cache (JSON-able)."""
+    """Validate and normalise the identifying metadata of a cache (JSON-able).
+
+    ``strict`` (stored attributes): widths and grid must be ints and image ids str
+    already; nothing is converted.
+    """
     where = f"feature cache {path}"
+    if strict:
+        is_int = [isinstance(x, int) and not isinstance(x, bool) for x in (*widths, *grid)] if (
+            isinstance(widths, list) and isinstance(grid, list)
+        ) else [False]  # fmt: skip
+        if not all(is_int):
+            raise CacheError(
+                f"{where}: widths and grid must be lists of ints, found widths={widths!r}, "
+                f"grid={grid!r}"
+            )
+        if not isinstance(image_ids, list) or not all(isinstance(i, str) for i in image_ids):
+            raise CacheError(
+                f"{where}: image_ids must be a list of str, found {_short(image_ids)}"
+            )
     if not isinstance(backbone, str) or not backbone:
         raise CacheError(f"{where}: backbone must be a non-empty str, found {backbone!r}")
     if isinstance(layer_names, str) or not isinstance(layer_names, Sequence):
@@ -374,8 +392,8 @@ class FeatureCache:
         self._attrs = attrs
         self._mode = mode
         n_layers = len(attrs["layer_names"])
-        self._local = [_full_chunks(group["local"][str(i)]) for i in range(n_layers)]
-        self._global = [_full_chunks(group["global"][str(i)]) for i in range(n_layers)]
+        self._local = [_full_chunks(group[f"local/{i}"]) for i in range(n_layers)]
+        self._global = [_full_chunks(group[f"global/{i}"]) for i in range(n_layers)]
         self._written = group["written"]
         self._version = int(attrs["version"])
         if self._version >= 2:
@@ -1024,8 +1042,22 @@ class FeatureCache:
 
     def _check_chunks(self) -> dict[int, str]:
         """Written rows whose chunk files are missing or of the wrong size (cheap)."""
-        flags = np.asarray(self._written[:], dtype=bool)
         n, chunk = self.n_images, self.chunk_images
+        for k in range(-(-n // chunk)):
+            f = self._chunk_file(self._written, k)
+            try:
+                found = f.stat().st_size
+            except OSError:
+                continue  # absent: all unwritten
+            if found != chunk:  # one byte per flag
+                if self._mode != "r+":
+                    raise CacheError(
+                        f"feature cache {self._path}: damaged: chunk file {f} of the "
+                        f"'written' flags has {found} bytes, expected {chunk}; rerun "
+                        "`factortopy extract` to recompute its rows"
+                    )
+                f.unlink(missing_ok=True)  # its rows read as unwritten: recomputed
+        flags = np.asarray(self._written[:], dtype=bool)
         damaged: dict[int, str] = {}
         chunks = np.unique(np.flatnonzero(flags) // chunk)
         for arr in self._arrays():
@@ -1336,9 +1368,15 @@ def _full_chunks(arr: Any) -> Any:
 def _norm_weights(path: Path, weights: Any) -> dict[str, Any] | None:
     if weights is None:
         return None
-    if not isinstance(weights, Mapping) or not isinstance(weights.get("sha256"), str):
+    if (
+        not isinstance(weights, Mapping)
+        or not isinstance(weights.get("sha256"), str)
+        or weights.get("kind", "module") not in ("random", "pretrained", "module")
+        or not isinstance(weights.get("source", {}), Mapping)
+    ):
         raise CacheError(
-            f"feature cache {path}: weights must be a dict with a 'sha256' str (see "
+            f"feature cache {path}: weights must be a dict with a 'sha256' str, a 'kind' "
+            "('random', 'pretrained' or 'module') and a 'source' dict (see "
             f"extract.weights_identity), found {weights!r}"
         )
     try:
@@ -1478,7 +1516,7 @@ def _validate_attrs(path: Path, attrs: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise CacheError(f"{where}: damaged cache: attributes {missing} are missing")
     try:
-        identity = _norm_identity(path, **{k: attrs[k] for k in _IDENTITY_FIELDS})
+        identity = _norm_identity(path, strict=True, **{k: attrs[k] for k in _IDENTITY_FIELDS})
     except CacheError as exc:
         raise CacheError(f"{exc} (damaged cache attributes)") from None
     if attrs["n_images"] != len(identity["image_ids"]):
@@ -1487,9 +1525,16 @@ def _validate_attrs(path: Path, attrs: dict[str, Any]) -> dict[str, Any]:
             f"holds {len(identity['image_ids'])} ids"
         )
     if version >= 2:
-        for key in ("weights", "chunk_images", "identity_digest"):
+        for key in ("weights", "chunk_images", "identity_digest", "created"):
             if key not in attrs:
                 raise CacheError(f"{where}: damaged cache: attribute {key!r} is missing")
+        for key, kind in (("chunk_images", int), ("identity_digest", str), ("created", str)):
+            value = attrs[key]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise CacheError(
+                    f"{where}: damaged cache: attribute {key!r} must be a {kind.__name__}, "
+                    f"found {value!r}"
+                )
         try:
             _norm_weights(path, attrs["weights"])
             expected = _identity_digest(attrs)
@@ -1518,6 +1563,18 @@ def _validate_arrays(path: Path, group: Any, attrs: dict[str, Any]) -> None:
     if attrs["version"] >= 2:
         expected.append(("image_digest", (n, _DIGEST_BYTES), "uint8"))
         expected.append(("row_digest", (n, _DIGEST_BYTES), "uint8"))
+    for sub in ("local", "global"):
+        try:
+            node = group[sub]
+        except KeyError:
+            raise CacheError(f"{where}: damaged cache: group {sub!r} is missing") from None
+        except Exception as exc:
+            raise CacheError(
+                f"{where}: damaged cache: the metadata of group {sub!r} ({path / sub}) cannot "
+                f"be read: {type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(node, zarr.Group):
+            raise CacheError(f"{where}: damaged cache: {sub!r} is not a group")
     chunk = None
     for name, shape, dtype in expected:
         try:
@@ -1549,6 +1606,16 @@ def _validate_arrays(path: Path, group: Any, attrs: dict[str, Any]) -> None:
                 f"{where}: damaged cache: array {name!r} is chunked by {found_chunk} images, "
                 f"'written' by {chunk}; all arrays must share one chunk size"
             )
+        if name != "written" and tuple(arr.chunks[1:]) != shape[1:]:
+            raise CacheError(
+                f"{where}: damaged cache: array {name!r} has chunks {tuple(arr.chunks)}, "
+                f"expected whole rows {(chunk, *shape[1:])}"
+            )
+    if attrs.get("chunk_images", chunk) != chunk:
+        raise CacheError(
+            f"{where}: damaged cache: attribute chunk_images is {attrs['chunk_images']!r} but "
+            f"the arrays are chunked by {chunk} images"
+        )
 
 
 def _check_layout(where: str, name: str, arr: Any) -> None:
