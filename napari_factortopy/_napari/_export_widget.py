@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-from napari_factortopy._napari._brain_widget import ModelChoice
+from napari_factortopy._napari._common import ModelChoice
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy.scene.brain import MAPS, VIEWS
 
@@ -30,19 +30,31 @@ class ExportWidget(widgets.Container):
         super().__init__(labels=True)
         self.viewer = viewer
         self.model_choice = ModelChoice(viewer)
-        self.maps = widgets.Select(label="maps", choices=list(MAPS), value=["layer", "score"])
+        self.maps = widgets.Select(
+            label="maps", choices=list(MAPS), value=["layer", "score"],
+            tooltip="one figure row per map (ctrl-click for several)",
+        )  # fmt: skip
         self.views = widgets.Select(
-            label="views", choices=list(VIEWS), value=["lateral", "ventral"]
-        )
-        self.width_px = widgets.SpinBox(label="width (px)", value=3000, min=500, max=20000)
+            label="views", choices=list(VIEWS), value=["lateral", "ventral"],
+            tooltip="one figure column per camera preset (ctrl-click for several)",
+        )  # fmt: skip
+        self.width_px = widgets.SpinBox(
+            label="width (px)", value=3000, min=500, max=20000,
+            tooltip="width of the figure or screenshot in pixels (≥ 3000 for print)",
+        )  # fmt: skip
         self.out = widgets.FileEdit(
             label="save as",
             mode="w",
             filter="*.png",
             value=str(Path.home() / "factortopy" / "figure.png"),
+            tooltip="PNG to write (the screenshot gets '-canvas' added to its name)",
         )
-        self.figure_button = widgets.PushButton(text="Export figure")
-        self.shot_button = widgets.PushButton(text="Screenshot canvas")
+        self.figure_button = widgets.PushButton(
+            text="Export figure", tooltip="maps × views with legends, drawn offscreen"
+        )
+        self.shot_button = widgets.PushButton(
+            text="Screenshot canvas", tooltip="the canvas as shown, at the chosen width"
+        )
         self.status = widgets.Label(label="status", value="")
         self.extend(
             [
@@ -79,12 +91,24 @@ class ExportWidget(widgets.Container):
         return image
 
     def _on_screenshot(self, _=None) -> np.ndarray:
-        """Save the canvas as it is shown, scaled to the chosen width."""
+        """Save the canvas as it is shown, scaled to the chosen width.
+
+        napari enlarges the canvas for a bigger screenshot but keeps the camera's zoom
+        (screen pixels per world unit), so the brain would stay as small as on screen
+        in a mostly black picture; the zoom is scaled with the canvas for the shot
+        (and put back), so the picture is framed as on screen.
+        """
         from napari_factortopy.scene.figure import save_png
 
-        probe = self.viewer.screenshot(canvas_only=True)
+        probe = self.viewer.screenshot(canvas_only=True, flash=False)
         scale = int(self.width_px.value) / max(probe.shape[1], 1)
-        image = self.viewer.screenshot(canvas_only=True, scale=scale)
+        camera = self.viewer.camera
+        zoom = camera.zoom
+        try:
+            camera.zoom = zoom * scale
+            image = self.viewer.screenshot(canvas_only=True, scale=scale, flash=False)
+        finally:
+            camera.zoom = zoom
         path = Path(str(self.out.value))
         out = path.with_name(path.stem + "-canvas.png")
         save_png(image, out)

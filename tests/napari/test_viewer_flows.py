@@ -317,3 +317,30 @@ def test_resolve_path_order(tmp_path):
     assert resolve_path("phantom", [model_dir]) == model_dir / "phantom"  # relative
     assert resolve_path("/old/demo-out/phantom", [model_dir]) == model_dir / "phantom"  # tail
     assert resolve_path("/old/demo-out/other", [model_dir]) is None
+
+
+def test_screenshot_is_framed_as_on_screen(make_napari_viewer, model_path, tmp_path):
+    """#9.9: a 3000 px canvas screenshot shows the brain as large as the screen does."""
+
+    def extent(image):
+        lit = image[..., :3].max(-1) > 10
+        cols, rows = np.nonzero(lit.any(0))[0], np.nonzero(lit.any(1))[0]
+        width = (cols.max() - cols.min() + 1) / image.shape[1]
+        return width, (rows.max() - rows.min() + 1) / image.shape[0]
+
+    viewer = make_napari_viewer(show=True)
+    open_model(viewer, model_path)
+    brain = dock(viewer, "Brain maps")
+    brain._on_view("lateral")
+    export = dock(viewer, "Export figure")
+    export.out.value = str(tmp_path / "fig.png")
+    zoom = viewer.camera.zoom
+    on_screen = extent(canvas_shot(viewer))
+    shot = export._on_screenshot()
+    assert abs(shot.shape[1] - 3000) <= 2
+    np.testing.assert_allclose(extent(shot), on_screen, atol=0.02)
+    assert on_screen[0] > 0.6
+    assert viewer.camera.zoom == zoom  # the view is left as it was
+    from PIL import Image
+
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "fig-canvas.png")), shot)
