@@ -1489,7 +1489,7 @@ def _build(path: Path, identity: dict[str, Any], chunk_images: int) -> Path:
         group.attrs.update(attrs)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _unwritable(parent, exc) from exc
+        raise _unwritable(path, exc) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

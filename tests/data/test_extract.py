@@ -193,3 +193,197 @@ def test_cli_extract_folder_dataset(tmp_path, capsys):
     bad = [*argv[:2], "timm:vit_tiny_patch16_22", *argv[3:]]
     assert run_extract(parser.parse_args(bad)) == 1
     assert "vit_tiny_patch16_224" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- nothing silent
+
+
+def _partial(path, bb, images, batches=2):
+    c = _cache(path, bb)
+    gen = extract_features(bb, lambda idx: [images[i] for i in idx], c, batch_size=3)
+    for _ in range(batches):
+        next(gen)
+    gen.close()
+    return FeatureCache.open(path, mode="r+")
+
+
+def test_other_weights_are_refused(tmp_path, bb, images):
+    c = _partial(tmp_path / "w.zarr", bb, images)
+    before = c.written.copy()
+    other = timm_backbone("vit_tiny_patch16_224", weights="random", img_size=32, depth=2)
+    with pytest.raises(ExtractionError) as info:
+        _run(other, c, lambda idx: [images[i] for i in idx], batch_size=3)
+    msg = str(info.value)
+    assert str(tmp_path / "w.zarr") in msg and "holds features of" in msg
+    assert "this run asks for random weights" in msg
+    np.testing.assert_array_equal(c.written, before)  # nothing was added
+    assert not (tmp_path / "w.zarr" / ".claims").exists()
+
+
+def test_other_images_with_the_same_names_are_refused(tmp_path, bb, images):
+    c = _partial(tmp_path / "i.zarr", bb, images)
+    before = c.written.copy()
+    other = images.copy()
+    other[:, 0, 0, 0] ^= 1  # the same names, one pixel different
+    with pytest.raises(ExtractionError, match="computed from other image content"):
+        _run(bb, c, lambda idx: [other[i] for i in idx], batch_size=3)
+    np.testing.assert_array_equal(c.written, before)
+
+
+def test_deleted_and_flipped_chunks_are_recomputed(tmp_path, bb, images, reference):
+    from napari_factortopy.data.cache import CacheError
+
+    c = _cache(tmp_path / "d.zarr", bb)
+    _run(bb, c, lambda idx: [images[i] for i in idx], batch_size=3)
+    chunk = tmp_path / "d.zarr" / "local" / "1" / "c" / "2" / "0" / "0" / "0"
+    chunk.unlink()
+    with pytest.raises(CacheError, match="is missing"):
+        FeatureCache.open(tmp_path / "d.zarr")
+    c = FeatureCache.open(tmp_path / "d.zarr", mode="r+")
+    rec = _run(bb, c, lambda idx: [images[i] for i in idx], batch_size=3)
+    assert rec["total"] == 4 and c.complete
+    _same(FeatureCache.open(tmp_path / "d.zarr"), reference)
+    # a flipped bit keeps the file size: found by verify, recomputed with verify=True
+    data = bytearray(chunk.read_bytes())
+    data[7] ^= 0x40
+    chunk.write_bytes(bytes(data))
+    c = FeatureCache.open(tmp_path / "d.zarr", mode="r+")
+    records = list(extract_features(bb, lambda idx: [images[i] for i in idx], c,
+                                    device="cpu", batch_size=3, verify=True))  # fmt: skip
+    assert list(records[0]["damaged"]) == [8] and records[-1]["total"] == 1
+    assert FeatureCache.open(tmp_path / "d.zarr").verify().ok
+    _same(FeatureCache.open(tmp_path / "d.zarr"), reference)
+
+
+def test_a_range_another_process_extracts_is_refused(tmp_path, bb, images):
+    from napari_factortopy.data import cache as cache_mod
+
+    c = _cache(tmp_path / "r.zarr", bb)
+    claims = tmp_path / "r.zarr" / ".claims"
+    claims.mkdir()
+    # pid 1 is alive: another process extracting images 0..7 right now
+    (claims / f"0-8.{cache_mod._HOST}-1-0badc0de.json").write_text("{}")
+    with pytest.raises(ExtractionError, match=r"images 0\.\.7 are being extracted by process 1"):
+        _run(bb, c, lambda idx: [images[i] for i in idx], images=(0, 8), concurrent=True)
+    rec = _run(bb, c, lambda idx: [images[i] for i in idx], images=(8, 20), concurrent=True)
+    assert rec["total"] == 12 and c.missing().tolist() == list(range(8))
+
+
+def test_identical_ranges_at_once_compute_once(tmp_path, bb, images):
+    import threading
+
+    _cache(tmp_path / "t.zarr", bb)
+    barrier = threading.Barrier(2)
+    outcome = []
+
+    def load(idx):
+        return [images[i] for i in idx]
+
+    def work():
+        cache = FeatureCache.open(tmp_path / "t.zarr", mode="r+")
+        gen = extract_features(bb, load, cache, device="cpu", batch_size=4, images=(0, 8),
+                               concurrent=True, prefetch=False)  # fmt: skip
+        barrier.wait()
+        try:
+            outcome.append(list(gen)[-1]["total"])
+        except ExtractionError as exc:
+            outcome.append(str(exc))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(str, outcome))[0] == "8", outcome  # one computed all 8 ...
+    assert sum("being extracted" in str(o) or o == 0 for o in outcome) == 1, outcome
+
+
+def _folder(tmp_path, n=3):
+    from napari_factortopy.data.datasets import write_folder
+
+    rng = np.random.default_rng(0)
+    imgs = {f"{i}.png": rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for i in range(n)}
+    return write_folder(tmp_path / "ds", imgs, np.zeros((n, 2)), np.array([1, 2]), 1)
+
+
+def _cli(argv):
+    from napari_factortopy.app.cli_data import add_extract_parser, run_extract
+
+    parser = argparse.ArgumentParser()
+    add_extract_parser(parser.add_subparsers())
+    return run_extract(parser.parse_args(argv))
+
+
+def test_cli_random_rerun_on_a_pretrained_cache_is_refused(tmp_path, capsys):
+    root, cache = _folder(tmp_path), tmp_path / "p.zarr"
+    argv = ["extract", "--backbone", "efficientnet_lite0", "--dataset", str(root),
+            "--cache", str(cache), "--grid", "1", "1", "--device", "cpu"]  # fmt: skip
+    assert _cli(argv) == 0
+    capsys.readouterr()
+    assert _cli([*argv, "--weights", "random"]) == 1
+    err = capsys.readouterr().err
+    assert str(cache) in err and "pretrained weights (packaged)" in err
+    assert "this run asks for random weights" in err
+    assert FeatureCache.open(cache).complete
+
+
+def test_cli_refused_extraction_leaves_nothing(tmp_path, capsys, monkeypatch):
+    root, cache = _folder(tmp_path), tmp_path / "n.zarr"
+
+    class Usage:
+        free = 10
+
+    monkeypatch.setattr(extract_mod.shutil, "disk_usage", lambda _p: Usage)
+    argv = ["extract", "--backbone", "efficientnet_lite0", "--weights", "random",
+            "--dataset", str(root), "--cache", str(cache), "--grid", "1", "1",
+            "--device", "cpu"]  # fmt: skip
+    assert _cli(argv) == 1
+    err = capsys.readouterr().err
+    assert "nothing was written" in err and f"{cache} removed" in err
+    assert not cache.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_cli_unwritable_folder_is_named(tmp_path, capsys, monkeypatch):
+    import pathlib
+
+    root = _folder(tmp_path)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_mkdir = pathlib.Path.mkdir
+
+    def mkdir(self, *a, **k):  # what a read-only mount answers
+        if str(self).startswith(str(ro)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    argv = ["extract", "--backbone", "efficientnet_lite0", "--weights", "random",
+            "--dataset", str(root), "--cache", str(ro / "f.zarr"), "--grid", "1", "1",
+            "--device", "cpu"]  # fmt: skip
+    assert _cli(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "cannot write there (it is on a read-only file system" in err
+    assert str(ro / "f.zarr") in err
+    assert list(ro.iterdir()) == []
+
+
+def test_cli_cache_verify(tmp_path, capsys, bb, images):
+    from napari_factortopy.app.cli_data import add_cache_parser, run_cache_verify
+
+    parser = argparse.ArgumentParser()
+    add_cache_parser(parser.add_subparsers())
+    c = _cache(tmp_path / "v.zarr", bb)
+    _run(bb, c, lambda idx: [images[i] for i in idx], batch_size=5)
+    assert run_cache_verify(parser.parse_args(["cache", "verify", str(c.path)])) == 0
+    assert "20/20 rows written, 20 checked, 0 damaged" in capsys.readouterr().out
+    chunk = c.path / "global" / "0" / "c" / "1" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[0] ^= 1
+    chunk.write_bytes(bytes(data))
+    assert run_cache_verify(parser.parse_args(["cache", "verify", str(c.path)])) == 1
+    err = capsys.readouterr().err
+    assert "1 damaged" in err and "row 4:" in err and "--repair" in err
+    argv = ["cache", "verify", str(c.path), "--repair"]
+    assert run_cache_verify(parser.parse_args(argv)) == 1
+    assert "marked unwritten" in capsys.readouterr().err
+    assert FeatureCache.open(c.path).missing().tolist() == [4]
