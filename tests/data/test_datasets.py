@@ -245,3 +245,47 @@ def test_undecodable_image_is_named(tmp_path):
     with pytest.raises(ImageDecodeError, match=re.escape("broken.png")) as err:
         ds.load_images([0, 1])
     assert err.value.index == 1
+
+
+def _small_folder(tmp_path):
+    return write_folder(tmp_path / "f", {"a.png": np.zeros((4, 4, 3), np.uint8),
+                                         "b.png": np.ones((4, 4, 3), np.uint8)},
+                        np.zeros((2, 3)), np.array([0, 1, 2]), 2, "fsaverage3",
+                        roi=np.array([1, 0, 2]), roi_names=["V1", "V2"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (
+            lambda p: p.write_bytes(p.read_bytes()[:-7]),
+            "is truncated: its header declares a "
+            "float32 array of shape (2, 3) (24 bytes) but only 17 bytes follow",
+        ),
+        (lambda p: np.save(p, np.array([{"x": 1}, None], dtype=object)), "holds Python objects"),
+        (lambda p: p.write_bytes(b"\x80\x04K\x01."), "is not a readable .npy file"),
+        (lambda p: p.write_bytes(b""), "is not a readable .npy file"),
+    ],
+)
+def test_broken_npy_files_are_named(tmp_path, damage, fragment):
+    root = _small_folder(tmp_path)
+    target = root / "responses.npy"
+    damage(target)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(root)
+    msg = str(info.value)
+    assert str(target) in msg and fragment in msg, msg
+    assert "mmap length" not in msg and "allow_pickle" not in msg
+
+
+def test_roi_label_range_names_the_file(tmp_path):
+    root = _small_folder(tmp_path)
+    np.save(root / "roi.npy", np.array([1, -1, 3]))
+    with pytest.raises(DatasetError) as info:
+        load_dataset(root)
+    msg = str(info.value)
+    assert f"{root / 'roi.npy'} holds labels -1..3; expected 0..2" in msg
+    assert str(root / "dataset.json") in msg
+    np.save(root / "vertex_ids.npy", np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(DatasetError, match=r"vertex_ids\.npy must be an int array"):
+        load_dataset(root)

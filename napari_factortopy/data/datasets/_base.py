@@ -17,6 +17,7 @@ __all__ = [
     "DatasetError",
     "ImageDecodeError",
     "file_image_loader",
+    "load_npy",
     "paper_rois",
 ]
 
@@ -276,6 +277,62 @@ def paper_rois(
             names.append(group)
             roi[mask] = len(names)
     return roi, names
+
+
+def load_npy(path: Path, what: str, where: str, *, mmap: bool = False) -> np.ndarray:
+    """Read a ``.npy`` array, or raise DatasetError naming the file and what is wrong.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    what : str
+        What it should hold, for messages (e.g. ``"a float (N, V) array"``).
+    where : str
+        The dataset, for messages.
+    mmap : bool
+        Memory-map it read-only instead of reading it.
+
+    Returns
+    -------
+    numpy.ndarray
+        Never an object array: pickled contents are refused, not unpickled.
+
+    Raises
+    ------
+    DatasetError
+        A truncated file (header and size named), pickled or object contents, or a
+        file that is not in the ``.npy`` format.
+    """
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _fortran, dtype = reader(fh)
+            offset = fh.tell()
+        size = path.stat().st_size
+    except (ValueError, OSError, EOFError) as exc:
+        raise DatasetError(
+            f"{where}: {path} is not a readable .npy file ({type(exc).__name__}: {exc}); "
+            f"expected {what} saved with numpy.save"
+        ) from None
+    if dtype.hasobject:
+        raise DatasetError(
+            f"{where}: {path} holds Python objects (pickled, dtype {dtype}), which are never "
+            f"unpickled; expected {what}: save a numeric array"
+        )
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size - offset < need:
+        raise DatasetError(
+            f"{where}: {path} is truncated: its header declares a {dtype} array of shape "
+            f"{shape} ({need} bytes) but only {size - offset} bytes follow (an interrupted "
+            f"copy?); expected {what}"
+        )
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # pragma: no cover - caught above
+        raise DatasetError(f"{where}: {path} cannot be read: {exc}") from None
 
 
 def require(path: Path, what: str, where: str) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..surfaces import MESH_SIZES, read_algonauts_mapping
-from ._base import Dataset, DatasetError, file_image_loader, paper_rois, require
+from ._base import Dataset, DatasetError, file_image_loader, load_npy, paper_rois, require
 
 __all__ = ["ROI_FAMILIES", "is_algonauts", "load_algonauts"]
 
@@ -121,7 +121,7 @@ def load_algonauts(
             f"the {hemi} responses",
             where,
         )
-        resp = np.load(fpath, mmap_mode="r")
+        resp = load_npy(fpath, f"a float ({n}, vertices) array", where, mmap=True)
         if resp.ndim != 2 or resp.shape[0] != n:
             raise DatasetError(
                 f"{where}: {fpath.name} has shape {resp.shape}; expected ({n}, vertices), one "
@@ -132,7 +132,7 @@ def load_algonauts(
             f"the {hemi} vertex mask",
             where,
         )
-        mask = np.load(mpath)
+        mask = load_npy(mpath, f"a ({MESH_SIZES['fsaverage']},) mask", where)
         if mask.shape != (MESH_SIZES["fsaverage"],):
             raise DatasetError(
                 f"{where}: {mpath.name} has shape {mask.shape}; expected "
@@ -202,7 +202,7 @@ def _read_family(
     ch = roi_dir / f"{hemi}.{fam}_challenge_space.npy"
     fs = roi_dir / f"{hemi}.{fam}_fsaverage_space.npy"
     if ch.exists():
-        lab = np.load(ch)
+        lab = load_npy(ch, f"an int ({len(hv)},) label array", where)
         if lab.shape != hv.shape:
             raise DatasetError(
                 f"{where}: {ch.name} has {lab.shape[0]} entries; expected {len(hv)} (one per "
@@ -210,7 +210,7 @@ def _read_family(
             )
         return np.asarray(lab, np.int64)
     if fs.exists():
-        lab = np.load(fs)
+        lab = load_npy(fs, f"an int ({MESH_SIZES['fsaverage']},) label array", where)
         if lab.shape != (MESH_SIZES["fsaverage"],):
             raise DatasetError(
                 f"{where}: {fs.name} has shape {lab.shape}; expected ({MESH_SIZES['fsaverage']},)"

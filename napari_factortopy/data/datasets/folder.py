@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..surfaces import MESH_SIZES, read_surface
-from ._base import IMAGE_SUFFIXES, Dataset, DatasetError, file_image_loader, require
+from ._base import IMAGE_SUFFIXES, Dataset, DatasetError, file_image_loader, load_npy, require
 
 __all__ = ["FOLDER_FORMAT", "is_folder_dataset", "load_folder", "write_folder"]
 
@@ -100,7 +100,7 @@ def load_folder(root: str | os.PathLike) -> Dataset:
     if not files:
         raise DatasetError(f"{where}: {img_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     rpath = require(root / "responses.npy", "responses.npy (N, V)", where)
-    responses = np.load(rpath, mmap_mode="r")
+    responses = load_npy(rpath, "a float (N, V) array", where, mmap=True)
     if responses.ndim != 2 or responses.dtype.kind != "f":
         raise DatasetError(
             f"{where}: responses.npy must be a float (N, V) array; found {responses.dtype} "
@@ -133,7 +133,7 @@ def load_folder(root: str | os.PathLike) -> Dataset:
             )
         image_index = np.arange(n, dtype=np.int64)
     vpath = require(root / "vertex_ids.npy", "vertex_ids.npy (V,)", where)
-    vertex_ids = np.load(vpath)
+    vertex_ids = load_npy(vpath, f"an int ({v},) array", where)
     if vertex_ids.shape != (v,) or vertex_ids.dtype.kind not in "iu":
         raise DatasetError(
             f"{where}: vertex_ids.npy must be an int array of shape ({v},) (one per response "
@@ -158,21 +158,22 @@ def load_folder(root: str | os.PathLike) -> Dataset:
     roi = np.zeros(v, np.int64)
     roi_names = [str(x) for x in meta.get("roi_names", [])]
     if (root / "roi.npy").exists():
-        roi = np.load(root / "roi.npy")
+        roi = load_npy(root / "roi.npy", f"an int ({v},) array", where)
         if roi.shape != (v,) or roi.dtype.kind not in "iu":
             raise DatasetError(
                 f"{where}: roi.npy must be an int array of shape ({v},); found {roi.dtype} "
                 f"{roi.shape}"
             )
         roi = roi.astype(np.int64)
-        if roi.min() < 0 or roi.max() > len(roi_names):
+        if roi.size and (roi.min() < 0 or roi.max() > len(roi_names)):
             raise DatasetError(
-                f"{where}: roi.npy holds labels 0..{int(roi.max())} but dataset.json names "
-                f"{len(roi_names)} ROIs (roi_names)"
+                f"{where}: {root / 'roi.npy'} holds labels {int(roi.min())}..{int(roi.max())}"
+                f"; expected 0..{len(roi_names)} (0 = none, k = roi_names[k-1]: "
+                f"{root / 'dataset.json'} names {len(roi_names)} ROIs)"
             )
     nc = None
     if (root / "noise_ceiling.npy").exists():
-        nc = np.load(root / "noise_ceiling.npy")
+        nc = load_npy(root / "noise_ceiling.npy", f"a float ({v},) array", where)
         if nc.shape != (v,):
             raise DatasetError(
                 f"{where}: noise_ceiling.npy must have shape ({v},); found {nc.shape}"
