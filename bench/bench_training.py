@@ -1,9 +1,11 @@
 """Training-step speed and peak memory at paper scale: FactorTopy vs the plain reference.
 
 Shapes (issue "The spine", item 2): V = 37,984 vertices, L = 12 layers of C = 768
-channels, D = 128, an 8×8 grid, batch 8, synthetic inputs. Each implementation runs
-in its own subprocess so that peak memory (ru_maxrss) is its own; the baseline RSS
-(interpreter, torch, model, optimiser, inputs) is measured just before the first step.
+channels, D = 128, an 8×8 grid, batch 8, synthetic inputs. The plain reference is
+``napari_factortopy/core/reference.py`` (per-layer ``grid_sample``, B×L×D×V tensors)
+with the same initial weights. Each implementation runs in its own subprocess so that
+peak memory (ru_maxrss) is its own; the baseline RSS (interpreter, torch, model,
+optimiser, inputs) is measured just before the first step.
 
     python bench/bench_training.py                 # both, CPU
     python bench/bench_training.py --impl ours --device cuda --steps 20
@@ -38,8 +40,8 @@ def run_one(impl: str, device: str, steps: int, warmup: int, args) -> dict:
     import napari_factortopy  # noqa: F401  (installs the triton guard)
     from napari_factortopy.core.config import FactorTopyConfig
     from napari_factortopy.core.model import FactorTopy
+    from napari_factortopy.core.reference import ReferenceFactorTopy, reference_forward
     from napari_factortopy.core.training import regulariser
-    from tests.core.reference import reference_forward
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -48,7 +50,11 @@ def run_one(impl: str, device: str, steps: int, warmup: int, args) -> dict:
         grid=(args.grid, args.grid),
         bottleneck=args.bottleneck,
     )
-    model = FactorTopy(np.random.default_rng(0).normal(size=(args.vertices, 3)), cfg).to(dev)
+    coords = np.random.default_rng(0).normal(size=(args.vertices, 3))
+    model = FactorTopy(coords, cfg).to(dev)
+    if impl == "reference":
+        # the same weights in the plain transcription of METHOD §2
+        model = ReferenceFactorTopy.like(model, coords, dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     b = args.batch
     local = [
@@ -62,7 +68,7 @@ def run_one(impl: str, device: str, steps: int, warmup: int, args) -> dict:
         if impl == "ours":
             pred = model(local, glob, sel)
         else:
-            pred = reference_forward(model, local, glob)
+            pred = reference_forward(model, local, glob, sel)
         loss = torch.nn.functional.smooth_l1_loss(pred, y, beta=0.1) + 0.1 * regulariser(sel)
         opt.zero_grad(set_to_none=True)
         loss.backward()

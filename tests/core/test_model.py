@@ -1,4 +1,11 @@
-"""FactorTopy's selection and gradients against independent implementations."""
+"""FactorTopy against an independent transcription of METHOD.md §1–§2.
+
+The reference (:mod:`napari_factortopy.core.reference`) has its own positional
+encoding, selector MLPs, channel-align matrices and ``grid_sample`` forward; only the
+weights are copied in from the model. Outputs and the gradient of every parameter are
+compared end to end in float64, and the reference's bilinear reading is checked once
+more by an explicit vertex-by-vertex loop.
+"""
 
 import numpy as np
 import pytest
@@ -11,58 +18,189 @@ from napari_factortopy.core.encoding import (
     positional_encoding,
 )
 from napari_factortopy.core.model import FactorTopy, bilinear_taps, weighted_gather
-from tests.core.reference import naive_forward, reference_forward
+from napari_factortopy.core.reference import (
+    ReferenceFactorTopy,
+    reference_encoding,
+    reference_forward,
+)
+
+#: (widths, grid, V, D): square and non-square grids, a one-row grid, L = 1.
+SHAPES = [
+    ((5, 7, 3), (4, 6), 40, 8),
+    ((4,), (8, 8), 30, 6),
+    ((3, 3, 3, 3, 3), (1, 5), 25, 4),
+    ((6, 2), (3, 2), 17, 5),
+    ((2, 9, 4, 3), (5, 3), 50, 16),
+]
+SHAPE_IDS = ["L3-4x6", "L1-8x8", "L5-1x5", "L2-3x2", "L4-5x3"]
+
+
+def _coords(v, seed=0):
+    """Random vertex positions with unequal axis extents (so S differs per axis)."""
+    return np.random.default_rng(seed).normal(size=(v, 3)) * np.array([1.0, 0.6, 1.7])
 
 
 def _model(widths=(5, 7, 3), grid=(4, 6), v=40, d=8, seed=0, dtype=torch.float64):
+    """A FactorTopy whose selectors are moved away from their zero-initialised centre.
+
+    Returns
+    -------
+    model : FactorTopy
+    coords : array of shape (V, 3)
+    """
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    m = FactorTopy(
-        rng.normal(size=(v, 3)), FactorTopyConfig(widths, grid, bottleneck=d, hidden=16)
-    )
-    # move the selectors away from their zero-initialised centre
-    for mlp in (m.space_mlp, m.layer_mlp, m.scale_mlp):
-        torch.nn.init.normal_(mlp[-1].weight, std=0.7)
-    return m.to(dtype)
+    coords = _coords(v, seed)
+    m = FactorTopy(coords, FactorTopyConfig(widths, grid, bottleneck=d, hidden=16))
+    for mlp, std in ((m.space_mlp, 3.0), (m.layer_mlp, 0.7), (m.scale_mlp, 0.7)):
+        torch.nn.init.normal_(mlp[-1].weight, std=std)
+    return m.to(dtype), coords
 
 
-def _tokens(m, b=3, seed=1, dtype=torch.float64):
+def _tokens(m, b=3, seed=1, dtype=torch.float64, requires_grad=False):
+    """Random local (B, C_l, h, w) and global (B, C_l) tokens for every layer."""
     g = torch.Generator().manual_seed(seed)
     h, w = m.config.grid
     local = [torch.randn(b, c, h, w, generator=g, dtype=dtype) for c in m.config.widths]
     glob = [torch.randn(b, c, generator=g, dtype=dtype) for c in m.config.widths]
+    for t in (*local, *glob):
+        t.requires_grad_(requires_grad)
     return local, glob
 
 
-@pytest.mark.parametrize(
-    ("widths", "grid"), [((5, 7, 3), (4, 6)), ((4,), (8, 8)), ((3, 3, 3, 3, 3), (1, 5))]
-)
-def test_forward_matches_reference_and_naive_loop(widths, grid):
-    m = _model(widths, grid)
-    local, glob = _tokens(m)
-    ours = m(local, glob)
-    ref = reference_forward(m, local, glob)
-    naive = naive_forward(m, local, glob)
-    assert ours.shape == (3, m.n_vertices)
-    np.testing.assert_allclose(ours.detach(), ref.detach(), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(ours.detach(), naive.detach(), rtol=1e-6, atol=1e-9)
+def naive_forward(ref, local, global_):
+    """Vertex by vertex, layer by layer, with bilinear weights written out.
+
+    ``grid_sample`` with ``align_corners=False`` puts pixel centre (r, c) at
+    ``x = (2c + 1)/w − 1``, ``y = (2r + 1)/h − 1``; a point's weight on a pixel is
+    ``max(0, 1 − |px − c|)·max(0, 1 − |py − r|)`` in pixel units, and pixels outside
+    the grid (zero padding) contribute nothing.
+
+    Returns
+    -------
+    tensor of shape (B, V), float64
+    """
+    with torch.no_grad():
+        sel = ref.selectors()
+        h, w = ref.grid
+        b = local[0].shape[0]
+        out = torch.zeros(b, ref.beta.shape[0], dtype=torch.float64)
+        for v in range(ref.beta.shape[0]):
+            px = ((float(sel.space[v, 0]) + 1) * w - 1) / 2
+            py = ((float(sel.space[v, 1]) + 1) * h - 1) / 2
+            f = torch.zeros(b, ref.bottleneck, dtype=torch.float64)
+            for li in range(len(ref.widths)):
+                loc = torch.zeros(b, ref.bottleneck, dtype=torch.float64)
+                for r in range(h):
+                    for c in range(w):
+                        wt = max(0.0, 1 - abs(px - c)) * max(0.0, 1 - abs(py - r))
+                        loc += wt * (local[li][:, :, r, c] @ ref.local_align[li].T)
+                glo = global_[li] @ ref.global_align[li].T
+                a = float(sel.scale[v])
+                f += float(sel.layer[v, li]) * ((1 - a) * loc + a * glo)
+            out[:, v] = f @ ref.beta[v] / ref.bottleneck + ref.bias[v]
+    return out
 
 
-def test_gradients_match_reference():
-    m = _model()
-    local, glob = _tokens(m)
-    weights = torch.randn(3, m.n_vertices, dtype=torch.float64)
-    grads = []
-    for fn in (m.forward, lambda a, b: reference_forward(m, a, b)):
-        m.zero_grad()
-        (fn(local, glob) * weights).sum().backward()
-        grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
-    for name in grads[0]:
+def test_reference_encoding_closed_form():
+    coords = torch.tensor([[0.0, 0, 0], [2.0, 1.0, 0.5], [1.0, 0.5, 0.25]], dtype=torch.float64)
+    enc = reference_encoding(coords, n_freqs=4, max_period=100.0)
+    assert enc.shape == (3, 24)
+    t = np.array([[0, 0, 0], [100, 50, 25], [50, 25, 12.5]])  # longest axis spans [0, 100]
+    omega = 100.0 ** (-np.arange(4) / 4)
+    for v in range(3):
+        for a in range(3):
+            np.testing.assert_allclose(enc[v, a * 8 : a * 8 + 4], np.sin(omega * t[v, a]))
+            np.testing.assert_allclose(enc[v, a * 8 + 4 : a * 8 + 8], np.cos(omega * t[v, a]))
+
+
+@pytest.mark.parametrize(("n_freqs", "max_period"), [(32, 1000.0), (5, 37.0)])
+def test_model_encoding_matches_reference(n_freqs, max_period):
+    coords = _coords(60, seed=3)
+    ours = positional_encoding(coords, n_freqs, max_period)
+    ref = reference_encoding(torch.as_tensor(coords), n_freqs, max_period)
+    assert ours.shape == tuple(ref.shape) == (60, encoding_dim(n_freqs))
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=0, atol=2e-7)  # float32 storage
+
+
+@pytest.mark.parametrize(("widths", "grid", "v", "d"), SHAPES, ids=SHAPE_IDS)
+def test_forward_and_every_gradient_match_reference(widths, grid, v, d):
+    m, coords = _model(widths, grid, v, d)
+    ref = ReferenceFactorTopy.like(m, coords)
+    np.testing.assert_array_equal(ref.encoding.numpy(), m.encoding.numpy())
+
+    # selectors agree; some points lie within half a pixel of the grid's border (where
+    # zero padding matters), and, on grids with more than one row, some inside it
+    sel, rsel = m.selectors(), ref.selectors()
+    for key in ("space", "layer", "scale"):
         np.testing.assert_allclose(
-            grads[0][name], grads[1][name], rtol=1e-5, atol=1e-9, err_msg=name
+            getattr(sel, key).detach(), getattr(rsel, key).detach(), rtol=1e-12, atol=1e-14
         )
-    # every parameter group is reached (selectors, align, readout)
-    assert all(grads[0][n].abs().sum() > 0 for n in grads[0])
+    h, w = grid
+    near_border = (rsel.space[:, 0].abs() > 1 - 1 / w) | (rsel.space[:, 1].abs() > 1 - 1 / h)
+    assert near_border.any()
+    assert h == 1 or not near_border.all()
+
+    local, glob = _tokens(m, requires_grad=True)
+    rlocal, rglob = _tokens(m, requires_grad=True)
+    weights = torch.randn(3, v, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ours = m(local, glob)
+    theirs = reference_forward(ref, rlocal, rglob)
+    assert ours.shape == theirs.shape == (3, v)
+    np.testing.assert_allclose(ours.detach(), theirs.detach(), rtol=1e-10, atol=1e-12)
+    assert theirs.detach().std() > 0.1  # not a trivially small output
+
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    counterpart = ref.counterparts()
+    names = [n for n, _ in m.named_parameters()]
+    assert sorted(names) == sorted(counterpart)
+    for name, p in m.named_parameters():
+        q = counterpart[name]
+        g_ours = p.grad.reshape(q.shape)
+        np.testing.assert_allclose(g_ours, q.grad, rtol=1e-9, atol=1e-12, err_msg=name)
+        if name.startswith("layer_mlp") and len(widths) == 1:
+            # one layer: π ≡ 1, the layer selector cannot matter
+            assert q.grad.abs().max() < 1e-12, name
+        else:
+            assert q.grad.abs().max() > 1e-6, f"{name} is not reached"
+    for a, b in zip([*local, *glob], [*rlocal, *rglob], strict=True):
+        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(("widths", "grid", "v", "d"), SHAPES[:3], ids=SHAPE_IDS[:3])
+def test_reference_matches_an_explicit_loop(widths, grid, v, d):
+    m, coords = _model(widths, grid, v, d)
+    ref = ReferenceFactorTopy.like(m, coords)
+    local, glob = _tokens(m)
+    with torch.no_grad():
+        expect = naive_forward(ref, local, glob)
+        np.testing.assert_allclose(reference_forward(ref, local, glob), expect, rtol=1e-10)
+        np.testing.assert_allclose(m(local, glob), expect, rtol=1e-10)
+
+
+def test_comparison_sees_a_small_change_in_any_parameter():
+    """Each parameter, nudged by 1e-6 in the reference only, breaks the agreement."""
+    m, coords = _model()
+    local, glob = _tokens(m)
+    with torch.no_grad():
+        ours = m(local, glob)
+    names = [n for n, _ in m.named_parameters()]
+    assert len(names) == 3 * 5 + 2 * 3 + 2
+    for name in names:
+        ref = ReferenceFactorTopy.like(m, coords)
+        with torch.no_grad():
+            q = ref.counterparts()[name]
+            q.view(-1)[0] += 1e-6 * max(1.0, float(q.abs().max()))
+            diff = (reference_forward(ref, local, glob) - ours).abs().max()
+        assert diff > 1e-11, name
+
+
+def test_copy_refuses_a_model_with_other_parameters():
+    m, coords = _model()
+    ref = ReferenceFactorTopy.like(m, coords)
+    m.register_parameter("extra", torch.nn.Parameter(torch.zeros(1, dtype=torch.float64)))
+    with pytest.raises(KeyError, match="extra"):
+        ref.copy_from(m)
 
 
 def test_weighted_gather_gradcheck():
@@ -98,7 +236,7 @@ def test_initial_selectors_are_centre_uniform_half():
 
 
 def test_wrong_token_shapes_are_named():
-    m = _model()
+    m, _ = _model()
     local, glob = _tokens(m)
     with pytest.raises(ValueError, match="expects 3 layers"):
         m(local[:2], glob[:2])
@@ -132,7 +270,7 @@ def test_joint_sphere_coordinates_shift():
 
 def test_no_vertex_by_layer_tensor_at_paper_like_ratio():
     """The largest tensor saved for backward is O(V·B·D), never O(V·B·D·L)."""
-    m = _model(widths=(6,) * 6, grid=(4, 4), v=300, d=16, dtype=torch.float32)
+    m, _ = _model(widths=(6,) * 6, grid=(4, 4), v=300, d=16, dtype=torch.float32)
     local, glob = _tokens(m, b=8, dtype=torch.float32)
     sizes = []
 

@@ -1,5 +1,6 @@
 """Device selection, the Mesa/triton guard, and in-memory vs streamed features."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,12 +19,30 @@ from napari_factortopy.core.runtime import TritonGuard, available_devices, resol
 from napari_factortopy.data.cache import FeatureCache
 
 
+def test_available_devices_follow_torch():
+    mps = torch.backends.mps.is_available()
+    expect = ["cuda"] * torch.cuda.is_available() + ["mps"] * mps + ["cpu"]
+    assert available_devices() == expect
+
+
 def test_resolve_device():
-    assert resolve_device("auto").type == available_devices()[0]
-    assert resolve_device("cpu") == torch.device("cpu")
+    best = (
+        "cuda"
+        if torch.cuda.is_available()
+        else "mps"
+        if torch.backends.mps.is_available()
+        else "cpu"
+    )
+    assert resolve_device("auto") == resolve_device(None) == torch.device(best)
+    assert resolve_device("cpu") == resolve_device(torch.device("cpu")) == torch.device("cpu")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         resolve_device("tpu")
-    if not torch.cuda.is_available():
+    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpu:
+        assert resolve_device("cuda:0") == torch.device("cuda:0")
+        with pytest.raises(ValueError, match=f"this machine has {n_gpu} CUDA device"):
+            resolve_device(f"cuda:{n_gpu}")
+    else:
         with pytest.raises(ValueError, match="'cuda' is not available here; available: "):
             resolve_device("cuda")
 
@@ -46,13 +65,19 @@ def test_guard_blocks_triton_only_without_cuda():
     assert res.returncode == 0, res.stderr
     expect = "imported" if torch.cuda.is_available() else "blocked True"
     assert res.stdout.strip() == expect
+    # triton is installed (a torch dependency): with the guard switched off it imports
+    env = {**os.environ, "FACTORTOPY_ALLOW_TRITON": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "imported"
     assert TritonGuard().find_spec("numpy") is None  # other modules are never touched
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the crash needs Mesa without a GPU")
 def test_guard_prevents_the_mesa_triton_crash():
     """Mesa's OpenGL loaded (pyvista renders), then torch's first optimiser step."""
-    pytest.importorskip("pyvista")
     code = textwrap.dedent(
         """
         import napari_factortopy

