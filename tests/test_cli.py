@@ -431,3 +431,68 @@ def test_the_demo_model_records_how_it_ended(demo_dir, capsys):
     assert conv["stop_reason"] == "budget" and conv["epochs"] == len(m.history)
     assert main(["info", str(demo_dir / "model.ftopy")]) == 0
     assert f"state       {conv['line']}" in capsys.readouterr().out
+
+
+def test_seed_ensemble_one_file_with_consistency_and_resume(demo_dir, tmp_path, capsys):
+    """--seeds 2: one model file with the seeds' mean selectors and consistency maps;
+    a rerun after a kill trains only the seeds it lacks."""
+    from napari_factortopy.core.ensemble import consistency_maps
+
+    out = tmp_path / "ens.ftopy"
+    args = _train_args(
+        demo_dir,
+        out,
+        "--steps-per-epoch",
+        "10",
+        "--max-epochs",
+        "1",
+        "--bottleneck",
+        "8",
+        "--seeds",
+        "2",
+        "--seed",
+        "3",
+    )
+    # a finished seed 3 from a killed run: the rerun must reuse it
+    assert (
+        main(
+            _train_args(
+                demo_dir,
+                tmp_path / "ens.seed3.ftopy",
+                "--steps-per-epoch",
+                "10",
+                "--max-epochs",
+                "1",
+                "--bottleneck",
+                "8",
+                "--seed",
+                "3",
+            )
+        )
+        == 0
+    )
+    seed3 = FittedModel.load(tmp_path / "ens.seed3.ftopy")
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "seed 3: already trained" in err and "seed 4 (2 of 2)" in err
+    assert not (tmp_path / "ens.seed3.ftopy").exists()  # folded into the ensemble
+    m = FittedModel.load(out)
+    ens = m.ensemble
+    assert ens["layer"].shape == (2, m.n_vertices, m.n_layers)
+    np.testing.assert_allclose(ens["layer"][0], seed3.layer, rtol=1e-6)
+    np.testing.assert_allclose(m.layer, ens["layer"].mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(m.space, ens["space"].mean(0), rtol=1e-5, atol=1e-7)
+    want = consistency_maps(ens["layer"], ens["space"], ens["scale"])
+    for key in ("layer_agreement", "space_spread", "scale_sd"):
+        np.testing.assert_allclose(ens[key], want[key], rtol=1e-6)
+    assert m.summary["ensemble"]["seeds"] == [3, 4]
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "ensemble    2 seeds [3, 4]" in info and "consistency ROI" in info
+
+
+def test_zero_seeds_is_a_usage_error(demo_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(_train_args(demo_dir, tmp_path / "m.ftopy", "--seeds", "0"))
+    assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err

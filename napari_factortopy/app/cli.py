@@ -149,6 +149,20 @@ def info_lines(m, path: str) -> list[str]:
             f"T {tc.get('reg_decay_steps', '?')}); soup of {len(s.get('soup_members', []))}"
             f"{'; DIVERGED' if s.get('diverged') else ''}"
         )
+    ens = s.get("ensemble")
+    if ens:
+        lines.append(
+            f"  ensemble    {len(ens['seeds'])} seeds {ens['seeds']}: maps are their mean, "
+            f"weights from seed {ens['weights_from_seed']}; mean layer agreement "
+            f"{_num(ens.get('layer_agreement_mean'), '.2f')}"
+        )
+        if ens.get("roi"):
+            lines.append("  consistency ROI         agreement  space spread  scale SD")
+            for row in ens["roi"]:
+                lines.append(
+                    f"              {row['roi']:<10} {_num(row['layer_agreement'], '.2f'):>9}  "
+                    f"{_num(row['space_spread'], '.3f'):>12}  {_num(row['scale_sd'], '.3f'):>8}"
+                )
     finite = np.isfinite(m.layer).all(1)
     if not finite.all():
         lines.append(f"  missing     {int((~finite).sum())} vertices have non-finite selectors")

@@ -207,6 +207,14 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--resume", action="store_true", help="continue from --checkpoints")
     m.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 image split")
     m.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
+    m.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help="train K initialisations (seeds SEED..SEED+K-1, one after the other, sharing "
+        "the budget) and store them in one model file: the maps show their mean, and "
+        "per-vertex consistency maps show where they agree",
+    )
     t.set_defaults(func=run_train)
     return t
 
@@ -282,23 +290,30 @@ def run_train(args: argparse.Namespace) -> int:
     )
     for note in inputs.notes:
         print(note, file=sys.stderr)
-    gen = fit(
-        inputs.features,
-        inputs.responses,
-        inputs.subject,
-        inputs.split,
-        config=inputs.model_config(bottleneck=args.bottleneck),
-        train_config=tcfg,
-        backbone=inputs.backbone,
-        device=dev,
-        checkpoint_dir=args.checkpoints,
-        resume=args.resume,
-        seed=args.seed,
-        extra={"dataset": inputs.dataset},
-        started_at=started,
-    )
-    fitted = _drain_training(gen, tcfg)
-    path = fitted.save(out)
+    fit_args = {
+        "config": inputs.model_config(bottleneck=args.bottleneck),
+        "backbone": inputs.backbone,
+        "device": dev,
+        "extra": {"dataset": inputs.dataset},
+    }
+    if args.seeds == 1:
+        gen = fit(
+            inputs.features,
+            inputs.responses,
+            inputs.subject,
+            inputs.split,
+            train_config=tcfg,
+            checkpoint_dir=args.checkpoints,
+            resume=args.resume,
+            seed=args.seed,
+            started_at=started,
+            **fit_args,
+        )
+        fitted = _drain_training(gen, tcfg)
+        path = fitted.save(out)
+    else:
+        fitted = _train_seeds(args, inputs, tcfg, fit_args, out, started)
+        path = out
     s = fitted.summary
     conv = s.get("convergence", {})
     print(
@@ -311,6 +326,71 @@ def run_train(args: argparse.Namespace) -> int:
             f"factortopy train: warning: {path} was written, but {conv['line']}", file=sys.stderr
         )
     return 0
+
+
+def _seed_part(out: Path, seed: int) -> Path:
+    """The model file of one seed of an ensemble (kept until the ensemble is written)."""
+    return out.with_name(f"{out.stem}.seed{seed}{out.suffix}")
+
+
+def _train_seeds(args, inputs, tcfg, fit_args, out: Path, started: float):
+    """Train ``args.seeds`` initialisations one after the other; write the ensemble.
+
+    Each finished seed is saved as ``OUT.seedS.ftopy`` first, so a killed run reruns
+    only the seeds it lacks (and, with ``--checkpoints``, resumes the one it was
+    training); the budget is shared among the seeds still to train.
+    """
+    from dataclasses import replace
+
+    from ..core.ensemble import combine_seeds
+    from ..core.estimator import fit
+    from ..core.fitted_model import FittedModel
+    from ..core.modelfile import ModelFileError
+
+    seeds = [args.seed + k for k in range(args.seeds)]
+    models = []
+    for i, seed in enumerate(seeds):
+        part = _seed_part(out, seed)
+        if part.exists():
+            try:
+                models.append(FittedModel.load(part))
+                print(f"seed {seed}: already trained ({part})", file=sys.stderr)
+                continue
+            except ModelFileError as exc:
+                print(f"seed {seed}: retraining ({exc})", file=sys.stderr)
+        cfg = replace(tcfg, seed=seed)
+        if tcfg.max_seconds is not None:
+            left = tcfg.max_seconds - (time.perf_counter() - started)
+            cfg = replace(cfg, max_seconds=max(left / (len(seeds) - i), 1e-3))
+        ckpt = None
+        if args.checkpoints:
+            ckpt = Path(args.checkpoints) / f"seed{seed}"
+            ckpt.mkdir(parents=True, exist_ok=True)
+        print(f"seed {seed} ({i + 1} of {len(seeds)})", file=sys.stderr)
+        gen = fit(
+            inputs.features,
+            inputs.responses,
+            inputs.subject,
+            inputs.split,
+            train_config=cfg,
+            checkpoint_dir=ckpt,
+            resume=bool(args.resume and ckpt and (ckpt / "checkpoint.pt").exists()),
+            seed=seed,
+            **fit_args,
+        )
+        model = _drain_training(gen, cfg)
+        model.save(part)
+        models.append(model)
+    fitted = combine_seeds(models, seeds)
+    fitted.save(out)
+    for seed in seeds:
+        _seed_part(out, seed).unlink(missing_ok=True)
+    agree = fitted.summary["ensemble"]["layer_agreement_mean"]
+    print(
+        f"{len(seeds)} seeds: argmax layer agrees on {agree:.1%} of seed pairs' votes",
+        file=sys.stderr,
+    )
+    return fitted
 
 
 def _drain_training(gen, tcfg):

@@ -81,6 +81,11 @@ class FittedModel:
         ``"factortopy"`` (trained) or ``"phantom-truth"`` (fixed selectors).
     extra : dict
         Free-form JSON-able metadata (e.g. training recipe, dataset path).
+    ensemble : dict of arrays
+        For a seed ensemble (:func:`~napari_factortopy.core.ensemble.combine_seeds`):
+        every seed's ``layer`` (K, V, L), ``space`` (K, V, 2), ``scale`` (K, V), and
+        the per-vertex consistency maps ``layer_agreement``, ``space_spread``,
+        ``scale_sd`` (V,). Empty for a single model.
     """
 
     config: dict
@@ -100,6 +105,7 @@ class FittedModel:
     summary: dict = field(default_factory=dict)
     kind: str = KIND_MODEL
     extra: dict = field(default_factory=dict)
+    ensemble: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         v = len(self.vertex_ids)
@@ -253,6 +259,7 @@ class FittedModel:
             if k in self.split:
                 tensors[f"split/{k}"] = np.asarray(self.split[k], np.int64)
         tensors.update({f"scores/{k}": np.asarray(v) for k, v in self.scores.items()})
+        tensors.update({f"ensemble/{k}": np.asarray(v) for k, v in self.ensemble.items()})
         meta = {
             "kind": self.kind,
             "config": self.config,
@@ -309,6 +316,7 @@ class FittedModel:
                 summary=dict(meta["summary"]),
                 kind=meta["kind"],
                 extra=dict(meta["extra"]),
+                ensemble={k[9:]: v for k, v in tensors.items() if k.startswith("ensemble/")},
             )
         except (ValueError, KeyError) as exc:  # pragma: no cover - the schema catches these
             raise ModelFileError(f"{path}: inconsistent model file: {exc}") from exc
@@ -461,6 +469,26 @@ def _check_meta(meta: Mapping[str, Any]) -> None:
     _need(meta, "extra", top, dict, "a dict")
 
 
+def _check_ensemble(tensors: Mapping[str, np.ndarray], v: int, n_layers: int) -> None:
+    """A seed ensemble's tensors: all three selector stacks with one K, (V,) maps."""
+    names = [n for n in tensors if n.startswith("ensemble/")]
+    if not names:
+        return
+    stacks = ("ensemble/layer", "ensemble/space", "ensemble/scale")
+    missing = [n for n in stacks if n not in tensors]
+    if missing:
+        raise _Bad(f"tensor {missing[0]!r}", "missing (a seed ensemble stores all three stacks)")
+    k = int(np.shape(tensors["ensemble/layer"])[0])
+    if k < 2:
+        raise _Bad("tensor 'ensemble/layer'", f"expected >= 2 seeds, found {k}")
+    _tensor(tensors, "ensemble/layer", "f", (k, v, n_layers))
+    _tensor(tensors, "ensemble/space", "f", (k, v, 2))
+    _tensor(tensors, "ensemble/scale", "f", (k, v))
+    for name in names:
+        if name not in stacks:
+            _tensor(tensors, name, "f", (v,))
+
+
 def _check_tensors(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
     cfg, subj = meta["config"], meta["subject"]
     n_layers = len(cfg["widths"])
@@ -542,10 +570,11 @@ def _check_tensors(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -
         for b in names[i + 1 :]:
             if np.intersect1d(parts[a], parts[b]).size:
                 raise _Bad(f"tensor 'split/{b}'", f"shares indices with split/{a}")
+    _check_ensemble(tensors, v, n_layers)
     for name in tensors:
         if name.startswith("scores/"):
             _tensor(tensors, name, "f", (v,))
-        elif not name.startswith(("state/", "selectors/", "subject/", "split/")):
+        elif not name.startswith(("state/", "selectors/", "subject/", "split/", "ensemble/")):
             raise _Bad(f"tensor {name!r}", "not part of a FactorTopy model file")
 
 
