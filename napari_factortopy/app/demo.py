@@ -13,11 +13,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..core.atomic import atomic_path
 
-__all__ = ["DemoOptions", "recovery_report", "run_demo_pipeline", "write_layer_map_png"]
+__all__ = ["DemoOptions", "demo_recovery", "run_demo_pipeline", "write_layer_map_png"]
 
 
 @dataclass(frozen=True)
@@ -53,75 +51,32 @@ class DemoOptions:
     seed: int = 0
 
 
-def recovery_report(
-    fitted,
-    truth: dict,
-    surface,
-    responses: np.ndarray,
-    signal: np.ndarray,
-    test: np.ndarray,
-    seconds: float,
-) -> dict:
-    """How well a fitted model recovers the phantom's truth.
+def demo_recovery(fitted, phantom, seconds: float) -> dict:
+    """How well the demo's model recovers the phantom's truth (``recovery.json``).
+
+    :func:`napari_factortopy.app.recovery.recovery_report` with the demo's own names
+    kept: ``layer_agreement`` (= ``layer_exact``, the share of vertices whose argmax
+    layer is the truth's), ``rf_error_median`` (grid units of [−1, 1]),
+    ``r2_test_mean``, ``r2_truth_mean``, ``r2_ratio``, ``hierarchy_slope``/
+    ``_intercept``/``_top`` and their ``_truth`` values, ``scale_error_mean``,
+    ``per_roi`` and ``seconds``.
 
     Parameters
     ----------
     fitted : FittedModel
-    truth : dict
-        ``space`` (V, 2), ``layer`` (V, L), ``scale`` (V,).
-    surface : PhantomSurface
-    responses, signal : arrays of shape (N, V)
-        Noisy responses and the noise-free truth.
-    test : array of shape (n_test,)
-        Test image indices.
+    phantom : PhantomSubject
     seconds : float
-
-    Returns
-    -------
-    dict
-        ``layer_agreement``, ``rf_error_median`` (grid units of [−1, 1]),
-        ``r2_test_mean``, ``r2_truth_mean``, ``r2_ratio``, ``hierarchy_slope``,
-        ``hierarchy_slope_truth`` (each with intercept and top), per-ROI agreement,
-        ``scale_error_mean``, ``seconds``.
+        Wall time of the demo so far.
     """
-    from ..core.analyses import hierarchy_slope, layer_argmax
-    from ..core.metrics import r2_score
+    from .recovery import recovery_report
 
-    agree = layer_argmax(fitted.layer) == layer_argmax(truth["layer"])
-    rf = np.linalg.norm(fitted.space - truth["space"], axis=1)
-    r2_truth = r2_score(responses[test], signal[test])
-    hs = hierarchy_slope(fitted.layer, surface.roi)
-    hs_t = hierarchy_slope(truth["layer"], surface.roi)
-    from ..data.phantom import ROI_NAMES
-
-    per_roi = {
-        name: {
-            "layer_agreement": float(agree[surface.roi == k].mean()),
-            "rf_error_median": float(np.median(rf[surface.roi == k])),
-            "r2_test_mean": float(np.nanmean(fitted.scores["r2_test"][surface.roi == k])),
-            "r2_truth_mean": float(np.nanmean(r2_truth[surface.roi == k])),
-            "scale_mean": float(fitted.scale[surface.roi == k].mean()),
-            "scale_truth": float(truth["scale"][surface.roi == k].mean()),
-        }
-        for k, name in enumerate(ROI_NAMES, start=1)
-    }
-    r2_test = float(np.nanmean(fitted.scores["r2_test"]))
-    return {
-        "layer_agreement": float(agree.mean()),
-        "rf_error_median": float(np.median(rf)),
-        "r2_test_mean": r2_test,
-        "r2_truth_mean": float(np.nanmean(r2_truth)),
-        "r2_ratio": r2_test / float(np.nanmean(r2_truth)),
-        "hierarchy_slope": hs.slope,
-        "hierarchy_intercept": hs.intercept,
-        "hierarchy_top": hs.top,
-        "hierarchy_slope_truth": hs_t.slope,
-        "hierarchy_intercept_truth": hs_t.intercept,
-        "hierarchy_top_truth": hs_t.top,
-        "scale_error_mean": float(np.abs(fitted.scale - truth["scale"]).mean()),
-        "per_roi": per_roi,
-        "seconds": float(seconds),
-    }
+    rep = recovery_report(fitted, phantom)
+    rep["layer_agreement"] = rep["layer_exact"]
+    for suffix, hs in (("", rep["hierarchy"]), ("_truth", rep["hierarchy_truth"])):
+        rep[f"hierarchy_intercept{suffix}"] = hs["intercept"]
+        rep[f"hierarchy_top{suffix}"] = hs["top"]
+    rep["seconds"] = float(seconds)
+    return rep
 
 
 def write_layer_map_png(
@@ -232,18 +187,8 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
             fitted = rec["model"]
         else:
             yield {"stage": "train", "record": rec}
-    seconds = time.perf_counter() - t0
-    recovery = recovery_report(
-        fitted,
-        subject_ph.truth,
-        subject_ph.surface,
-        subject_ph.responses,
-        subject_ph.signal,
-        split.test,
-        seconds,
-    )
+    recovery = demo_recovery(fitted, subject_ph, time.perf_counter() - t0)
     fitted.summary["recovery"] = {k: v for k, v in recovery.items() if k != "per_roi"}
-    fitted.extra["phantom"] = str(out / "phantom")
     fitted.save(out / "model.ftopy")
     truth = FittedModel.load(out / "phantom" / "truth.ftopy")
     truth.save(out / "truth.ftopy")
