@@ -4,6 +4,11 @@ Runs :func:`~napari_factortopy.app.jobs.training_job` in a napari
 ``thread_worker``: a progress bar, the layer map on the cortex redrawn at every
 validation, pause and stop, errors as notifications, and the saved ``.ftopy`` opened
 at the end.
+
+The worker can only pause or stop where the training generator yields, so the panel
+asks for a "step" record every step on the CPU (every :data:`GPU_LOG_EVERY` steps on
+an accelerator, where a record's loss read-out costs a device sync): the progress bar
+moves with every record and Pause / Stop act within one record's time.
 """
 
 from __future__ import annotations
@@ -22,6 +27,44 @@ if TYPE_CHECKING:
 __all__ = ["TrainWidget"]
 
 _DEFAULT_OUT = str(Path.home() / "factortopy" / "model.ftopy")
+#: What each control does (its tooltip).
+TIPS = {
+    "source": "train on a phantom subject or on a feature cache with responses",
+    "phantom": "phantom subject folder (built first when empty)",
+    "cache": "feature cache (zarr) made by 'factortopy extract'",
+    "responses": "responses .npy, shape (images, vertices), in the cache's image order",
+    "subject": "subject .npz: vertex_ids (V,), n_lh, optionally roi (V,)",
+    "mesh": "mesh the subject's vertex ids refer to",
+    "layers": "comma-separated backbone layers; empty = all",
+    "lr": "AdamW learning rate (paper: 1e-3)",
+    "weight_decay": "AdamW weight decay (paper: 1e-2)",
+    "batch_size": "images per step (paper: 8)",
+    "steps_per_epoch": "steps between validations",
+    "max_epochs": "most epochs (training stops earlier on patience)",
+    "patience": "epochs without a better validation score before stopping",
+    "bottleneck": "readout dimension D (paper: 128)",
+    "max_minutes": "wall-clock budget of the run; 0 = none",
+    "device": "where to train; auto = CUDA, then MPS, then CPU",
+    "out": "the .ftopy model file to write (opened when saved)",
+    "start_button": "start training in the background",
+    "pause_button": "pause / resume (acts at the next step)",
+    "stop_button": "stop without saving (acts at the next step)",
+    "progress": "training steps done",
+}
+#: Steps between progress records on an accelerator (1 on the CPU).
+GPU_LOG_EVERY = 10
+
+
+def _log_every(device: str) -> int:
+    """Steps between "step" records for a device name (``"auto"`` is resolved)."""
+    if device == "cpu":
+        return 1
+    try:
+        from napari_factortopy.core.runtime import resolve_device
+
+        return 1 if resolve_device(device).type == "cpu" else GPU_LOG_EVERY
+    except (RuntimeError, ValueError, ImportError):
+        return 1
 
 
 class TrainWidget(widgets.Container):
@@ -105,6 +148,8 @@ class TrainWidget(widgets.Container):
                 self.status,
             ]
         )
+        for name, tip in TIPS.items():
+            getattr(self, name).tooltip = tip
         self.source.changed.connect(self._on_source)
         self.start_button.changed.connect(self._on_start)
         self.pause_button.changed.connect(self._on_pause)
@@ -128,6 +173,7 @@ class TrainWidget(widgets.Container):
             max_epochs=int(self.max_epochs.value),
             patience=int(self.patience.value),
             max_seconds=60.0 * minutes if minutes > 0 else None,
+            log_every=_log_every(self.device.value),
         )
         layers = tuple(s.strip() for s in self.layers.value.split(",") if s.strip()) or None
         common = {
@@ -158,10 +204,12 @@ class TrainWidget(widgets.Container):
         if self.worker is not None:
             return self.worker
         job = job or self.job()
-        worker = thread_worker(training_job, start_thread=False, ignore_errors=True)(job)
+        worker = thread_worker(_training, start_thread=False, ignore_errors=True)(job)
         worker.yielded.connect(self._on_record)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
+        worker.paused.connect(self._on_paused)
+        worker.resumed.connect(lambda: setattr(self.status, "value", "training"))
         self.worker = worker
         self._busy(True)
         self.status.value = "starting…"
@@ -173,9 +221,12 @@ class TrainWidget(widgets.Container):
         if self.worker is None:
             return
         self.worker.toggle_pause()
-        paused = self.pause_button.text == "Pause"
-        self.pause_button.text = "Resume" if paused else "Pause"
-        self.status.value = "paused" if paused else "training"
+        pausing = self.pause_button.text == "Pause"
+        self.pause_button.text = "Resume" if pausing else "Pause"
+        self.status.value = "pausing…" if pausing else "training"
+
+    def _on_paused(self) -> None:
+        self.status.value = "paused"
 
     def _on_stop(self, _=None) -> None:
         if self.worker is not None:
@@ -192,7 +243,10 @@ class TrainWidget(widgets.Container):
             self.status.value = "training"
         elif kind == "step":
             self.progress.value = min(rec["step"], self.progress.max)
-            self.status.value = f"step {rec['step']} · loss {rec['loss']:.4f}"
+            if self.worker is None or not self.worker.is_paused:
+                eta = rec.get("eta")
+                left = f" · {_clock(eta)} left" if eta is not None and eta == eta else ""
+                self.status.value = f"step {rec['step']} · loss {rec['loss']:.4f}{left}"
         elif kind == "validation":
             self.status.value = (
                 f"epoch {rec['epoch']} · val R² {rec['val_score']:.4f} "
@@ -253,3 +307,26 @@ class TrainWidget(widgets.Container):
         m = self._scene.model
         m.space, m.layer, m.scale = selectors["space"], selectors["layer"], selectors["scale"]
         apply_scene(self.preview_layer, self._scene)
+
+
+def _training(job: TrainJob):
+    """:func:`training_job`, after loading the live map's mesh in this (worker) thread.
+
+    The first mesh load imports nilearn (seconds); done here, the viewer stays live
+    and the "start" record finds the mesh cached.
+    """
+    from napari_factortopy.data.surfaces import SurfaceError
+    from napari_factortopy.scene.brain import load_meshset
+
+    try:
+        load_meshset(job.mesh, "inflated")
+    except (SurfaceError, OSError, ValueError):
+        pass  # the preview says so when it is shown
+    yield from training_job(job)
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as ``m:ss`` (or ``h:mm:ss``)."""
+    m, sec = divmod(round(float(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"

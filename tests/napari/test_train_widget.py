@@ -104,3 +104,60 @@ def test_stop_ends_training_without_saving(make_napari_viewer, qtbot, tmp_path, 
     assert "step" in seen and "saved" not in seen
     assert not (tmp_path / "stopped.ftopy").exists()
     assert widget.status.value == "stopped" and len(viewer.layers) == 0
+
+
+def test_progress_moves_every_step_and_pause_stop_act_within_a_second(
+    make_napari_viewer, qtbot, tmp_path, phantom_root
+):
+    """#9.12: a step record per CPU step moves the bar; Pause and Stop act within 1 s."""
+    import time
+
+    viewer = make_napari_viewer()
+    widget = dock_train(viewer)
+    widget.phantom.value = str(phantom_root)
+    widget.out.value = str(tmp_path / "long.ftopy")
+    widget.steps_per_epoch.value, widget.max_epochs.value = 50, 1000
+    widget.bottleneck.value, widget.device.value = 8, "cpu"
+    job = widget.job()
+    assert job.train.log_every == 1  # the panel asks for a record every step on the CPU
+    job = replace(job, phantom_config=TINY, hidden=8)
+    worker = widget._on_start(job=job, start=False)
+    steps, bars, marks = [], [], {}
+
+    def on_record(rec):
+        if rec["kind"] != "step":
+            return
+        steps.append(rec["step"])
+        bars.append(widget.progress.value)
+        if len(steps) == 3 and "pause" not in marks:
+            marks["pause"] = time.perf_counter()
+            widget._on_pause()
+
+    worker.yielded.connect(on_record)
+    worker.paused.connect(lambda: marks.setdefault("paused", time.perf_counter()))
+    with qtbot.waitSignal(worker.paused, timeout=60_000):
+        worker.start()
+    assert marks["paused"] - marks["pause"] < 1.0
+    assert widget.status.value == "paused"
+    n_paused = len(steps)
+    qtbot.wait(300)
+    assert len(steps) == n_paused  # no step while paused
+    widget._on_pause()
+    qtbot.waitUntil(lambda: len(steps) > n_paused + 5, timeout=60_000)
+    assert steps == list(range(1, len(steps) + 1))
+    assert bars[-1] == steps[-1]  # the bar follows every record
+    worker.aborted.connect(lambda: marks.setdefault("aborted", time.perf_counter()))
+    marks["stop"] = time.perf_counter()
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        widget._on_stop()
+    assert marks["aborted"] - marks["stop"] < 1.0  # training stopped within a second
+    print(
+        f"pause {marks['paused'] - marks['pause']:.3f} s, stop {marks['aborted'] - marks['stop']:.3f} s"
+    )
+    assert widget.status.value == "stopped" and not (tmp_path / "long.ftopy").exists()
+
+
+def dock_train(viewer):
+    from ._drive import dock
+
+    return dock(viewer, "Train")
