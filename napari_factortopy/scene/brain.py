@@ -658,9 +658,16 @@ class BrainScene:
         """
         if self.map_name in self.custom:
             return ~np.isfinite(np.asarray(self.custom[self.map_name][1], np.float64))
-        return missing_rows(
+        own = missing_rows(
             self.model, self.map_name, layer_index=self.layer_index, score_key=self.score_key
         )
+        if self.map_name == "roi":
+            return own  # anatomy, not a fitted value
+        # a vertex with any non-finite selector or readout (FittedModel.missing) is unfitted
+        model_missing = getattr(self.model, "missing", None)
+        if model_missing is not None and np.shape(model_missing) == own.shape:
+            own = own | np.asarray(model_missing, bool)
+        return own
 
     def _background32(self) -> np.ndarray:
         key = ("bg32", self.kind)

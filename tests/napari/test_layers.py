@@ -154,3 +154,28 @@ def test_layer_vertices_are_column_major_for_fast_extents():
     assert verts.flags.f_contiguous
     np.testing.assert_array_equal(verts, scene.geometry()[0])
     assert faces is scene.geometry()[1]
+
+
+def test_non_finite_selectors_are_grey_on_every_map():
+    """A vertex with a non-finite selector shows curvature grey on every fitted map."""
+    from napari_factortopy.scene.brain import MAPS
+
+    model = make_model(n_vertices=200, seed=7)
+    model.layer[3] = np.nan
+    model.space[10, 1] = np.inf
+    model.scale[20] = np.nan
+    model.__post_init__()  # recompute FittedModel.missing after the edit
+    scene = BrainScene(model)
+    scene.clusters = np.arange(model.n_vertices) % 4
+    idx = scene.mesh_index()
+    grey = scene.background()
+    bad = [3, 10, 20]
+    for name in MAPS:
+        scene.map_name = name
+        col = scene.colors()
+        if name == "roi":
+            np.testing.assert_allclose(col[idx[bad]], colours.cluster_rgba(model.roi[bad] - 1, 20))
+            continue
+        np.testing.assert_allclose(col[idx[bad]], grey[idx[bad]], atol=1e-6, err_msg=name)
+        good = np.setdiff1d(np.arange(model.n_vertices), bad)
+        assert not np.allclose(col[idx[good]], grey[idx[good]]), name

@@ -151,9 +151,8 @@ def test_progress_moves_every_step_and_pause_stop_act_within_a_second(
     with qtbot.waitSignal(worker.finished, timeout=10_000):
         widget._on_stop()
     assert marks["aborted"] - marks["stop"] < 1.0  # training stopped within a second
-    print(
-        f"pause {marks['paused'] - marks['pause']:.3f} s, stop {marks['aborted'] - marks['stop']:.3f} s"
-    )
+    pause, stop = marks["paused"] - marks["pause"], marks["aborted"] - marks["stop"]
+    print(f"pause {pause:.3f} s, stop {stop:.3f} s")
     assert widget.status.value == "stopped" and not (tmp_path / "long.ftopy").exists()
 
 
