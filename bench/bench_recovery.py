@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = [
     ("train seed", "train_seed"),
     ("wall s", "wall"),
+    ("val s", "validation_seconds"),
+    ("≤ 1.05·B + val", "budget_ok"),
     ("steps", "steps"),
     ("within ±1", "layer_within1"),
     ("exact", "layer_exact"),
@@ -160,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             fitted = FittedModel.load(out)
             rep = recovery_report(fitted, ph)
             rep.update(train_seed=ts, wall=wall, model=str(out), status=status)
+            val_s = fitted.summary.get("validation_seconds")
+            rep["validation_seconds"] = val_s
+            if args.max_seconds is not None and val_s is not None:
+                rep["budget_ok"] = "yes" if wall <= 1.05 * args.max_seconds + val_s else "NO"
             rows.append(rep)
             layers.append(fitted.layer)
         build_txt = "reused" if reused else f"built in {build_s:.0f} s"

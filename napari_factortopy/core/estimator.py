@@ -116,6 +116,7 @@ def fit(
         "n_test": len(split.test),
         "device": str(dev),
         "epochs": int(result.epochs),
+        "validation_seconds": result.validation_seconds,
         "stop_reason": result.stop_reason,
         "convergence": assess_convergence(
             result.stop_reason,

@@ -179,6 +179,8 @@ class TrainResult:
         The recipe actually used (the ``auto`` recipe's resolved values).
     recipe : dict
         How the recipe was resolved (measured speeds, the rule), empty for ``paper``.
+    validation_seconds : float or None
+        Wall time of the last validation pass (None when none was timed).
     """
 
     state: dict[str, torch.Tensor]
@@ -195,6 +197,7 @@ class TrainResult:
     reg_strength: float = 0.0
     config: TrainConfig | None = None
     recipe: dict = field(default_factory=dict)
+    validation_seconds: float | None = None
 
 
 #: Steps run before the ``auto`` recipe measures the speed (not counted in the probe).
@@ -588,6 +591,7 @@ def train(
         reg_strength=reg_strength(),
         config=cfg,
         recipe=dict(state["recipe"]),
+        validation_seconds=timing.val,
     )
     yield {"kind": "done", "result": result}
     return result
