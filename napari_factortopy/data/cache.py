@@ -1062,10 +1062,12 @@ class FeatureCache:
         chunks = np.unique(np.flatnonzero(flags) // chunk)
         for arr in self._arrays():
             size = chunk * int(np.prod(arr.shape[1:])) * np.dtype(arr.dtype).itemsize
+            # the chunk key of (k, 0, ..., 0), built once per array (stat is the cost)
+            template = str(self._chunk_file(arr, 987654321)).replace("987654321", "{}")
             for k in chunks:
-                f = self._chunk_file(arr, int(k))
+                f = template.format(int(k))
                 try:
-                    found = f.stat().st_size
+                    found = os.stat(f).st_size
                 except OSError:
                     found = None
                 if found == size:
