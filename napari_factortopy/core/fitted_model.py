@@ -37,6 +37,16 @@ __all__ = ["FSAVERAGE_SIZES", "FittedModel", "validate_model_file"]
 
 KIND_MODEL = "factortopy"
 KIND_TRUTH = "phantom-truth"
+#: A comparison method's maps (core/baselines.py): display-only, scores and the maps the
+#: method has (e.g. ridge's best layer as one-hot ``selectors/layer``), its own weights
+#: under ``baseline/*``; ``extra["baseline"]["method"]`` names it.
+KIND_BASELINE = "baseline"
+KINDS = (KIND_MODEL, KIND_TRUTH, KIND_BASELINE)
+#: A comparison method's maps (core/baselines.py): display-only, scores and the maps the
+#: method has (e.g. ridge's best layer as one-hot ``selectors/layer``), its own weights
+#: under ``baseline/*``; ``extra["baseline"]["method"]`` names it.
+KIND_BASELINE = "baseline"
+KINDS = (KIND_MODEL, KIND_TRUTH, KIND_BASELINE)
 
 #: Vertices per hemisphere of the fsaverage meshes (icosahedron order k: 10·4^k + 2).
 FSAVERAGE_SIZES: Mapping[str, int] = {
@@ -78,7 +88,9 @@ class FittedModel:
     summary : dict
         Scalars (means, timings, recovery numbers).
     kind : str
-        ``"factortopy"`` (trained) or ``"phantom-truth"`` (fixed selectors).
+        ``"factortopy"`` (trained; also its ablations, named by the config),
+        ``"phantom-truth"`` (fixed selectors) or ``"baseline"`` (a comparison method's
+        maps, display-only).
     extra : dict
         Free-form JSON-able metadata (e.g. training recipe, dataset path).
     ensemble : dict of arrays
@@ -384,14 +396,28 @@ def _tensor(
 
 
 def _expected_state(cfg: Mapping, v: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of a FactorTopy state dict (without the recomputed ``encoding``)."""
+    """Shapes of a FactorTopy state dict (without the recomputed ``encoding``),
+    ablations included (config fields ``topology``, ``select_*``, ``space_samples``:
+    an unselected factor has no weights, without topology a selected one is a free
+    ``<factor>_free`` (V, k) parameter instead of an MLP)."""
     d, hid = cfg["bottleneck"], cfg["hidden"]
     n_enc = 6 * cfg["n_freqs"]  # encoding_dim: 3 axes × n_freqs × (sin, cos)
     out: dict[str, tuple[int, ...]] = {"coords": (v, 3), "beta": (v, d), "bias": (v,)}
     for i, c in enumerate(cfg["widths"]):
         out[f"local_align.{i}.weight"] = (d, c, 1, 1)
         out[f"global_align.{i}.weight"] = (d, c)
-    for mlp, n_out in (("space_mlp", 2), ("layer_mlp", len(cfg["widths"])), ("scale_mlp", 1)):
+    factors = (
+        ("space", "select_space", 2 * cfg.get("space_samples", 1)),
+        ("layer", "select_layer", len(cfg["widths"])),
+        ("scale", "select_scale", 1),
+    )
+    for name, selected, n_out in factors:
+        if not cfg.get(selected, True):
+            continue
+        if not cfg.get("topology", True):
+            out[f"{name}_free"] = (v, n_out)
+            continue
+        mlp = f"{name}_mlp"
         out[f"{mlp}.0.weight"] = (hid, n_enc)
         out[f"{mlp}.0.bias"] = (hid,)
         out[f"{mlp}.2.weight"] = (hid, hid)
@@ -402,11 +428,10 @@ def _expected_state(cfg: Mapping, v: int) -> dict[str, tuple[int, ...]]:
 
 def _check_meta(meta: Mapping[str, Any]) -> None:
     top = "metadata"
-    kind = _need(meta, "kind", top, str, f"{KIND_MODEL!r} or {KIND_TRUTH!r}")
-    if kind not in (KIND_MODEL, KIND_TRUTH):
-        raise _Bad(
-            "metadata['kind']", f"expected {KIND_MODEL!r} or {KIND_TRUTH!r}, found {kind!r}"
-        )
+    kinds = " or ".join(repr(k) for k in KINDS)
+    kind = _need(meta, "kind", top, str, kinds)
+    if kind not in KINDS:
+        raise _Bad("metadata['kind']", f"expected {kinds}, found {kind!r}")
     for key in ("created", "software"):
         if key in meta and not isinstance(meta[key], str):
             raise _Bad(f"metadata[{key!r}]", f"expected a str, found {meta[key]!r}")
@@ -425,6 +450,16 @@ def _check_meta(meta: Mapping[str, Any]) -> None:
         raise _Bad("config['max_period']", f"expected a positive number, found {period!r}")
     if "extra" in cfg and not isinstance(cfg["extra"], dict):
         raise _Bad("config['extra']", f"expected a dict, found {cfg['extra']!r}")
+    for key in ("topology", "select_layer", "select_space", "select_scale"):  # ablations
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise _Bad(f"config[{key!r}]", f"expected true or false, found {cfg[key]!r}")
+    if "space_samples" in cfg:
+        _int_at_least(cfg, "space_samples", w, 1)
+    for key in ("topology", "select_layer", "select_space", "select_scale"):  # ablations
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise _Bad(f"config[{key!r}]", f"expected true or false, found {cfg[key]!r}")
+    if "space_samples" in cfg:
+        _int_at_least(cfg, "space_samples", w, 1)
     subj = _need(meta, "subject", top, dict, "a dict (mesh, n_lh, roi_names)")
     mesh = _need(subj, "mesh", "subject", str, "a mesh name or folder (str)")
     if not mesh:
@@ -465,8 +500,60 @@ def _check_meta(meta: Mapping[str, Any]) -> None:
     history = _need(meta, "history", top, list, "a list of dicts")
     if not all(isinstance(h, dict) for h in history):
         raise _Bad("metadata['history']", "expected a list of dicts, found other items")
-    _need(meta, "summary", top, dict, "a dict")
-    _need(meta, "extra", top, dict, "a dict")
+    _check_summary(_need(meta, "summary", top, dict, "a dict"))
+    extra = _need(meta, "extra", top, dict, "a dict")
+    for key, kind in (("recipe", dict), ("train_config", dict), ("dataset", dict),
+                      ("phantom", str), ("cache", str)):  # fmt: skip
+        if key in extra and not isinstance(extra[key], kind):
+            raise _Bad(f"extra[{key!r}]", f"expected a {kind.__name__}, found {extra[key]!r}")
+    if "name" in extra.get("recipe", {}) and not isinstance(extra["recipe"]["name"], str):
+        raise _Bad("extra['recipe']['name']", f"expected a str, found {extra['recipe']['name']!r}")
+
+
+def _number_or_null(where: str, value: Any) -> None:
+    if value is not None and not _is_number(value):
+        raise _Bad(where, f"expected a number or null, found {value!r}")
+
+
+def _check_summary(s: Mapping[str, Any]) -> None:
+    """The summary entries that ``factortopy info``, napari and figures read."""
+    for key in ("r2_test_mean", "r_test_mean", "train_seconds", "val_score"):
+        if key in s:
+            _number_or_null(f"summary[{key!r}]", s[key])
+    typed = (
+        ("steps", int, "an int"),
+        ("epochs", int, "an int"),
+        ("device", str, "a str"),
+        ("soup_members", list, "a list"),
+        ("diverged", bool, "true or false"),
+        ("convergence", dict, "a dict"),
+        ("ensemble", dict, "a dict"),
+    )
+    for key, kind, what in typed:
+        if key not in s:
+            continue
+        ok = _is_int(s[key]) if kind is int else isinstance(s[key], kind)
+        if not ok:
+            raise _Bad(f"summary[{key!r}]", f"expected {what}, found {s[key]!r}")
+    conv = s.get("convergence", {})
+    for key in ("state", "reason", "line"):
+        if key in conv and not isinstance(conv[key], str):
+            raise _Bad(f"summary['convergence'][{key!r}]", f"expected a str, found {conv[key]!r}")
+    ens = s.get("ensemble")
+    if ens is not None:
+        w = "summary['ensemble']"
+        seeds = _need(ens, "seeds", w, list, "a list of ints")
+        if not all(_is_int(x) for x in seeds):
+            raise _Bad(f"{w}['seeds']", f"expected a list of ints, found {seeds!r}")
+        _need(ens, "weights_from_seed", w, int, "an int")
+        _number_or_null(f"{w}['layer_agreement_mean']", ens.get("layer_agreement_mean"))
+        rows = ens.get("roi", [])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise _Bad(f"{w}['roi']", f"expected a list of dicts, found {rows!r}")
+        for i, row in enumerate(rows):
+            _need(row, "roi", f"{w}['roi'][{i}]", str, "the ROI name (str)")
+            for key in ("layer_agreement", "space_spread", "scale_sd"):
+                _number_or_null(f"{w}['roi'][{i}][{key!r}]", row.get(key))
 
 
 def _check_ensemble(tensors: Mapping[str, np.ndarray], v: int, n_layers: int) -> None:
@@ -574,6 +661,10 @@ def _check_tensors(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -
     for name in tensors:
         if name.startswith("scores/"):
             _tensor(tensors, name, "f", (v,))
+        elif name.startswith("baseline/") and meta["kind"] == KIND_BASELINE:
+            _tensor(tensors, name, "f", tensors[name].shape)
+        elif name.startswith("baseline/") and meta["kind"] == KIND_BASELINE:
+            _tensor(tensors, name, "f", tensors[name].shape)
         elif not name.startswith(("state/", "selectors/", "subject/", "split/", "ensemble/")):
             raise _Bad(f"tensor {name!r}", "not part of a FactorTopy model file")
 

@@ -51,8 +51,18 @@ def _model() -> FittedModel:
         },
         history=[{"epoch": 1, "val_score": 0.5}],
         scores={"r2_test": rng.random(V).astype(np.float32)},
-        summary={"r2_test_mean": 0.4},
-        extra={"note": "x"},
+        summary={
+            "r2_test_mean": 0.4,
+            "steps": 10,
+            "convergence": {"state": "converged", "line": "converged after 10 steps"},
+            "ensemble": {
+                "seeds": [0, 1],
+                "weights_from_seed": 0,
+                "layer_agreement_mean": 0.9,
+                "roi": [{"roi": "A", "layer_agreement": 0.8, "space_spread": 0.1}],
+            },
+        },
+        extra={"note": "x", "recipe": {"name": "paper"}},
     )
 
 
@@ -111,7 +121,14 @@ _FIELDS = [
     (("history",), True),
     (("history", 0), False),
     (("summary",), True),
+    (("summary", "steps"), False),
+    (("summary", "convergence"), False),
+    (("summary", "convergence", "line"), False),
+    (("summary", "ensemble", "seeds"), True),
+    (("summary", "ensemble", "roi", 0, "roi"), True),
     (("extra",), True),
+    (("extra", "recipe"), False),
+    (("extra", "recipe", "name"), False),
     (("created",), False),
 ]
 
@@ -273,6 +290,15 @@ def test_non_finite_selectors_load_and_are_flagged(valid, tmp_path):
             "tensor 'split/val': shares indices with split/train",
         ),
         (lambda t, m: t["subject/roi"].__setitem__(0, 9), "labels must lie in 0..2"),
+        (  # would be a format-code error in `factortopy info`
+            lambda t, m: m["summary"]["ensemble"]["roi"][0].__setitem__("roi", None),
+            "summary['ensemble']['roi'][0]['roi']: expected the ROI name (str), found None",
+        ),
+        (
+            lambda t, m: m["summary"]["ensemble"]["roi"][0].__setitem__("scale_sd", "0.1"),
+            "summary['ensemble']['roi'][0]['scale_sd']: expected a number or null",
+        ),
+        (lambda t, m: m["extra"].__setitem__("recipe", "paper"), "extra['recipe']"),
     ],
 )
 def test_messages_name_the_file_and_the_field(valid, tmp_path, edit, fragment):
