@@ -1,0 +1,109 @@
+"""ROI table: per ROI, how many vertices, how well fitted, which layer, how sure, how global.
+
+Rows come from :func:`napari_factortopy.scene.tables.roi_rows`; click a header (or use
+"sort by") to sort, and save the table as CSV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from magicgui import widgets
+
+from napari_factortopy._napari._common import ModelChoice
+from napari_factortopy._napari._layers import scene_for_layer
+from napari_factortopy.scene.brain import score_label
+from napari_factortopy.scene.tables import COLUMNS, roi_rows, write_csv
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["RoiTableWidget"]
+
+
+class RoiTableWidget(widgets.Container):
+    """A sortable per-ROI table of the chosen model, with CSV export.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.rows: list[dict] = []
+        self.model_choice = ModelChoice(viewer)
+        self.score_key = widgets.ComboBox(
+            label="score", choices=self._score_keys, tooltip="score averaged per ROI"
+        )
+        self.sort_by = widgets.ComboBox(
+            label="sort by", choices=list(COLUMNS.values()), value="ROI",
+            tooltip="column to sort by (clicking a header sorts too)",
+        )  # fmt: skip
+        self.descending = widgets.CheckBox(text="descending", value=False)
+        self.table = widgets.Table(value=[], columns=list(COLUMNS.values()))
+        self.table.read_only = True
+        self.table.native.setSortingEnabled(True)
+        self.out = widgets.FileEdit(
+            label="save as", mode="w", filter="*.csv",
+            value=str(Path.home() / "factortopy" / "rois.csv"), tooltip="CSV file to write",
+        )  # fmt: skip
+        self.save_button = widgets.PushButton(text="Export CSV", tooltip="write the table")
+        self.status = widgets.Label(label="status", value="")
+        self.extend(
+            [self.model_choice, self.score_key, self.sort_by, self.descending, self.table,
+             self.out, self.save_button, self.status]
+        )  # fmt: skip
+        self.model_choice.changed.connect(self._on_model)
+        self.score_key.changed.connect(self._on_model)
+        self.sort_by.changed.connect(self._on_sort)
+        self.descending.changed.connect(self._on_sort)
+        self.save_button.changed.connect(self._on_save)
+        self._on_model()
+
+    def _score_keys(self, _widget=None) -> list[str]:
+        layer = self.model_choice.layer
+        scene = None if layer is None else scene_for_layer(layer)
+        return [] if scene is None else list(scene.model.scores)
+
+    def _on_model(self, _=None) -> list[dict]:
+        layer = self.model_choice.layer
+        scene = None if layer is None else scene_for_layer(layer)
+        if scene is None:
+            self.rows = []
+        else:
+            with self.score_key.changed.blocked():
+                self.score_key.reset_choices()
+            self.rows = roi_rows(scene.model, self.score_key.value)
+        self.status.value = f"{len(self.rows)} ROIs" if self.rows else "no ROIs"
+        self._on_sort()
+        return self.rows
+
+    def _on_sort(self, _=None) -> None:
+        key = {v: k for k, v in COLUMNS.items()}[self.sort_by.value]
+        filled = [r for r in self.rows if r[key] == r[key]]  # NaN last, either way
+        empty = [r for r in self.rows if r[key] != r[key]]
+        filled.sort(key=lambda r: r[key], reverse=bool(self.descending.value))
+        self.rows = filled + empty
+        headers = dict(COLUMNS)
+        if self.score_key.value:
+            headers["score"] = f"mean {score_label(self.score_key.value)}"
+        data = [[_cell(r[k]) for k in COLUMNS] for r in self.rows]
+        self.table.native.setSortingEnabled(False)  # fill in order, then let headers sort
+        index = [str(i + 1) for i in range(len(data))]
+        self.table.value = {"data": data, "index": index, "columns": list(headers.values())}
+        self.table.native.setSortingEnabled(True)
+
+    def _on_save(self, _=None) -> Path | None:
+        if not self.rows:
+            self.status.value = "no ROIs to save"
+            return None
+        path = write_csv(self.rows, str(self.out.value), self.score_key.value)
+        self.status.value = f"wrote {path} ({len(self.rows)} ROIs)"
+        return path
+
+
+def _cell(value):
+    return round(value, 4) if isinstance(value, float) else value

@@ -1,0 +1,100 @@
+"""Per-ROI summaries of a fitted model, as rows for a table or a CSV file (no Qt)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from napari_factortopy.core.analyses import confidence, layer_argmax
+from napari_factortopy.core.atomic import atomic_path
+from napari_factortopy.scene.brain import _default_score_key, score_label
+
+__all__ = ["COLUMNS", "roi_rows", "write_csv"]
+
+#: Column keys of :func:`roi_rows`, in order, with their headers.
+COLUMNS = {
+    "roi": "ROI",
+    "n_vertices": "vertices",
+    "score": "mean score",
+    "layer": "argmax layer",
+    "layer_share": "share",
+    "confidence": "mean confidence",
+    "scale": "mean scale α",
+}
+
+
+def _mean(x: np.ndarray) -> float:
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def roi_rows(model, score_key: str | None = None) -> list[dict]:
+    """One row per ROI that has vertices: count, mean score, layer choice, confidence, scale.
+
+    Vertices with a non-finite selector (``model.missing``) count as vertices of their
+    ROI but enter no mean.
+
+    Parameters
+    ----------
+    model : FittedModel
+        ``roi (V,)``, ``roi_names``, ``layer (V, L)``, ``scale (V,)``, ``scores``.
+    score_key : str, optional
+        Score averaged (default ``r2_test``, else ``r_test``, else any; NaN if none).
+
+    Returns
+    -------
+    rows : list of dict
+        Keys of :data:`COLUMNS`: ``roi`` (name), ``n_vertices``, ``score`` (mean),
+        ``layer`` (name of the layer most vertices choose), ``layer_share`` (fraction of
+        the ROI's fitted vertices choosing it), ``confidence`` (mean layer-selector
+        confidence), ``scale`` (mean α).
+    """
+    key = score_key or _default_score_key(model)
+    roi = np.asarray(model.roi)
+    pi = np.asarray(model.layer, np.float64)
+    missing = np.asarray(getattr(model, "missing", np.zeros(len(roi), bool)), bool)
+    missing = missing | ~np.isfinite(pi).all(1)
+    names = list(model.backbone.get("layer_names") or [])
+    if len(names) != model.n_layers:
+        names = [f"layer {i + 1}" for i in range(model.n_layers)]
+    safe = np.where(missing[:, None], 1.0 / model.n_layers, pi)
+    choice, conf = layer_argmax(safe), confidence(safe)
+    score = np.asarray(model.scores[key], np.float64) if key in model.scores else None
+    rows = []
+    for k, name in enumerate(model.roi_names, start=1):
+        members = roi == k
+        if not members.any():
+            continue
+        fit = members & ~missing
+        counts = np.bincount(choice[fit], minlength=model.n_layers)
+        best = int(np.argmax(counts))
+        rows.append(
+            {
+                "roi": str(name),
+                "n_vertices": int(members.sum()),
+                "score": _mean(score[fit]) if score is not None else float("nan"),
+                "layer": names[best] if fit.any() else "",
+                "layer_share": float(counts[best] / fit.sum()) if fit.any() else float("nan"),
+                "confidence": _mean(conf[fit]),
+                "scale": _mean(np.asarray(model.scale, np.float64)[fit]),
+            }
+        )
+    return rows
+
+
+def write_csv(rows: list[dict], path: str | os.PathLike, score_key: str | None = None) -> Path:
+    """Write :func:`roi_rows` as CSV (header row; the score column names its score)."""
+    out = Path(path)
+    header = dict(COLUMNS)
+    if score_key:
+        header["score"] = f"mean {score_label(score_key)}"
+    with atomic_path(out, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header.values())
+        for r in rows:
+            writer.writerow([r[k] for k in COLUMNS])
+    return out
