@@ -387,3 +387,15 @@ def test_cli_cache_verify(tmp_path, capsys, bb, images):
     assert run_cache_verify(parser.parse_args(argv)) == 1
     assert "marked unwritten" in capsys.readouterr().err
     assert FeatureCache.open(c.path).missing().tolist() == [4]
+
+
+def test_other_preprocessing_is_refused(tmp_path, bb, images):
+    from dataclasses import replace
+
+    c = _partial(tmp_path / "p.zarr", bb, images)
+    other = replace(bb, preprocessing=replace(bb.preprocessing, crop_pct=1.0))
+    with pytest.raises(ExtractionError) as info:
+        _run(other, c, lambda idx: [images[i] for i in idx], batch_size=3)
+    msg = str(info.value)
+    assert str(tmp_path / "p.zarr") in msg and "'crop_pct': 0.9" in msg
+    assert "this run preprocesses with" in msg and "'crop_pct': 1.0" in msg
