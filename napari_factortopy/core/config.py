@@ -33,6 +33,15 @@ class FactorTopyConfig:
         Width of the selector MLPs.
     n_freqs, max_period
         Positional encoding (see :func:`~napari_factortopy.core.encoding.positional_encoding`).
+    topology, select_layer, select_space, select_scale, space_samples
+        Ablations (METHOD.md §6; :mod:`~napari_factortopy.core.ablations` names them).
+        The defaults are FactorTopy itself. ``topology=False``: selector outputs are
+        free per-vertex parameters instead of MLPs of the encoding;
+        ``select_layer=False``: uniform layer weights; ``select_space=False``: the mean
+        over the grid instead of a point; ``select_scale=False``: scale fixed at ½;
+        ``space_samples=K``: K space points per vertex, averaged. They are written by
+        :meth:`to_dict` only when they differ from the default, so a FactorTopy model
+        file is unchanged and older files load as FactorTopy.
     """
 
     widths: tuple[int, ...]
@@ -42,6 +51,11 @@ class FactorTopyConfig:
     n_freqs: int = 32
     max_period: float = 1000.0
     extra: dict = field(default_factory=dict, compare=False)
+    topology: bool = True
+    select_layer: bool = True
+    select_space: bool = True
+    select_scale: bool = True
+    space_samples: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(c) for c in self.widths))
@@ -52,25 +66,51 @@ class FactorTopyConfig:
             raise ValueError(f"grid must be (h, w) with h, w >= 1; found {self.grid}")
         if self.bottleneck < 1 or self.hidden < 1:
             raise ValueError("bottleneck and hidden must be >= 1")
+        for name in ABLATION_FIELDS[:-1]:
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ValueError(f"{name} must be True or False; found {getattr(self, name)!r}")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        k = self.space_samples
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"space_samples must be an integer >= 1; found {k!r}")
+        object.__setattr__(self, "space_samples", int(k))
+        if k > 1 and not self.select_space:
+            raise ValueError("space_samples > 1 needs select_space (points to sample)")
 
     @property
     def n_layers(self) -> int:
         return len(self.widths)
 
+    @property
+    def is_ablation(self) -> bool:
+        """True when any ablation field differs from FactorTopy's default."""
+        return any(getattr(self, k) != ABLATION_DEFAULTS[k] for k in ABLATION_FIELDS)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["widths"] = list(self.widths)
         d["grid"] = list(self.grid)
+        for k in ABLATION_FIELDS:  # written only where an ablation changes them
+            if d[k] == ABLATION_DEFAULTS[k]:
+                del d[k]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> FactorTopyConfig:
-        known = {
-            k: d[k]
-            for k in ("widths", "grid", "bottleneck", "hidden", "n_freqs", "max_period")
-            if k in d
-        }
+        keys = ("widths", "grid", "bottleneck", "hidden", "n_freqs", "max_period")
+        known = {k: d[k] for k in (*keys, *ABLATION_FIELDS) if k in d}
         return cls(**known, extra=dict(d.get("extra", {})))
+
+
+#: FactorTopyConfig's ablation fields (METHOD.md §6) and their FactorTopy values.
+ABLATION_FIELDS = ("topology", "select_layer", "select_space", "select_scale", "space_samples")
+ABLATION_DEFAULTS = {
+    "topology": True,
+    "select_layer": True,
+    "select_space": True,
+    "select_scale": True,
+    "space_samples": 1,
+}
 
 
 @dataclass(frozen=True)

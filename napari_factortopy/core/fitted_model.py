@@ -37,14 +37,9 @@ __all__ = ["FSAVERAGE_SIZES", "FittedModel", "validate_model_file"]
 
 KIND_MODEL = "factortopy"
 KIND_TRUTH = "phantom-truth"
-#: A comparison method's maps (core/baselines.py): display-only, scores and the maps the
-#: method has (e.g. ridge's best layer as one-hot ``selectors/layer``), its own weights
-#: under ``baseline/*``; ``extra["baseline"]["method"]`` names it.
-KIND_BASELINE = "baseline"
-KINDS = (KIND_MODEL, KIND_TRUTH, KIND_BASELINE)
-#: A comparison method's maps (core/baselines.py): display-only, scores and the maps the
-#: method has (e.g. ridge's best layer as one-hot ``selectors/layer``), its own weights
-#: under ``baseline/*``; ``extra["baseline"]["method"]`` names it.
+#: A comparison method's maps (core/baselines.py, app/compare_methods.py): scores and
+#: the maps the method has (e.g. ridge's best-layer profile as ``selectors/layer``);
+#: display-only (no weights to run); ``extra["baseline"]["method"]`` names it.
 KIND_BASELINE = "baseline"
 KINDS = (KIND_MODEL, KIND_TRUTH, KIND_BASELINE)
 
@@ -455,11 +450,6 @@ def _check_meta(meta: Mapping[str, Any]) -> None:
             raise _Bad(f"config[{key!r}]", f"expected true or false, found {cfg[key]!r}")
     if "space_samples" in cfg:
         _int_at_least(cfg, "space_samples", w, 1)
-    for key in ("topology", "select_layer", "select_space", "select_scale"):  # ablations
-        if key in cfg and not isinstance(cfg[key], bool):
-            raise _Bad(f"config[{key!r}]", f"expected true or false, found {cfg[key]!r}")
-    if "space_samples" in cfg:
-        _int_at_least(cfg, "space_samples", w, 1)
     subj = _need(meta, "subject", top, dict, "a dict (mesh, n_lh, roi_names)")
     mesh = _need(subj, "mesh", "subject", str, "a mesh name or folder (str)")
     if not mesh:
@@ -661,10 +651,6 @@ def _check_tensors(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -
     for name in tensors:
         if name.startswith("scores/"):
             _tensor(tensors, name, "f", (v,))
-        elif name.startswith("baseline/") and meta["kind"] == KIND_BASELINE:
-            _tensor(tensors, name, "f", tensors[name].shape)
-        elif name.startswith("baseline/") and meta["kind"] == KIND_BASELINE:
-            _tensor(tensors, name, "f", tensors[name].shape)
         elif not name.startswith(("state/", "selectors/", "subject/", "split/", "ensemble/")):
             raise _Bad(f"tensor {name!r}", "not part of a FactorTopy model file")
 

@@ -111,11 +111,15 @@ class Selectors:
         Layer weights, rows on the simplex.
     scale : tensor of shape (V,)
         Weight of the global token.
+    samples : tensor of shape (V, K, 2), optional
+        The *multiple samples* ablation's K space points per vertex (``space`` is then
+        their mean, for display); None for FactorTopy (one point).
     """
 
     space: torch.Tensor
     layer: torch.Tensor
     scale: torch.Tensor
+    samples: torch.Tensor | None = None
 
     def numpy(self) -> dict[str, np.ndarray]:
         """Detached float32 numpy copies keyed ``space``, ``layer``, ``scale``."""
@@ -135,6 +139,14 @@ def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), last
     )
+
+
+def sample_offsets(k: int) -> torch.Tensor:
+    """Fixed pre-``tanh`` offsets of the K space samples (the *multiple samples*
+    ablation, ours): K points on a circle of radius 0.25 around the selector's output,
+    so that the samples, which start from one zero-initialised layer, differ."""
+    angle = torch.arange(k, dtype=torch.float32) * (2 * math.pi / k)
+    return 0.25 * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
 
 
 def bilinear_taps(space: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,7 +191,11 @@ class FactorTopy(nn.Module):
         Vertex positions on the registered sphere, both hemispheres joined
         (:func:`~napari_factortopy.core.encoding.joint_sphere_coordinates`).
     config : FactorTopyConfig
-        Layer widths, grid, bottleneck and selector sizes.
+        Layer widths, grid, bottleneck and selector sizes, and the ablations
+        (METHOD.md §6): a factor that is not selected has no MLP (nor free
+        parameters); with ``topology=False`` each selected factor is a free
+        per-vertex parameter (``space_free`` (V, 2K), ``layer_free`` (V, L),
+        ``scale_free`` (V, 1), zero-initialised like the MLPs' last layer).
     """
 
     def __init__(self, coords: np.ndarray, config: FactorTopyConfig) -> None:
@@ -193,10 +209,20 @@ class FactorTopy(nn.Module):
         d = config.bottleneck
         self.local_align = nn.ModuleList(nn.Conv2d(c, d, 1, bias=False) for c in config.widths)
         self.global_align = nn.ModuleList(nn.Linear(c, d, bias=False) for c in config.widths)
-        self.space_mlp = _mlp(n_enc, config.hidden, 2)
-        self.layer_mlp = _mlp(n_enc, config.hidden, config.n_layers)
-        self.scale_mlp = _mlp(n_enc, config.hidden, 1)
         n_vertices = len(coords)
+        n_space = 2 * config.space_samples
+        wanted = [
+            ("space", config.select_space, n_space),
+            ("layer", config.select_layer, config.n_layers),
+            ("scale", config.select_scale, 1),
+        ]
+        for name, selected, n_out in wanted:  # FactorTopy: the three MLPs, in this order
+            if not selected:
+                continue
+            if config.topology:
+                setattr(self, f"{name}_mlp", _mlp(n_enc, config.hidden, n_out))
+            else:
+                setattr(self, f"{name}_free", nn.Parameter(torch.zeros(n_vertices, n_out)))
         bound = 1.0 / math.sqrt(d)  # as nn.Linear(D, V) initialises
         self.beta = nn.Parameter(torch.empty(n_vertices, d).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n_vertices).uniform_(-bound, bound))
@@ -233,12 +259,49 @@ class FactorTopy(nn.Module):
 
     # --------------------------------------------------------------- selectors
     def selectors(self) -> Selectors:
-        """Evaluate the three selector MLPs for all vertices (once per step)."""
+        """Evaluate the three selector MLPs for all vertices (once per step).
+
+        Ablations: an unselected factor is a constant (space: the centre, unused;
+        layer: uniform; scale: ½); without topology the free parameters replace the
+        MLP outputs; with K space samples, ``samples`` holds the K points and
+        ``space`` their mean.
+        """
+        cfg = self.config
         enc = self.encoding
-        space = torch.tanh(_at_least_f32(self.space_mlp(enc)))
-        layer = torch.softmax(_at_least_f32(self.layer_mlp(enc)), dim=-1)
-        scale = torch.sigmoid(_at_least_f32(self.scale_mlp(enc))).squeeze(-1)
-        return Selectors(space=space, layer=layer, scale=scale)
+        if not cfg.is_ablation:
+            space = torch.tanh(_at_least_f32(self.space_mlp(enc)))
+            layer = torch.softmax(_at_least_f32(self.layer_mlp(enc)), dim=-1)
+            scale = torch.sigmoid(_at_least_f32(self.scale_mlp(enc))).squeeze(-1)
+            return Selectors(space=space, layer=layer, scale=scale)
+        n_v = self.n_vertices
+
+        def raw(name: str) -> torch.Tensor:
+            out = (
+                getattr(self, f"{name}_mlp")(enc)
+                if cfg.topology
+                else getattr(self, f"{name}_free")
+            )
+            return _at_least_f32(out)
+
+        samples = None
+        if not cfg.select_space:
+            space = enc.new_zeros(n_v, 2)
+        elif cfg.space_samples > 1:
+            k = cfg.space_samples
+            pts = raw("space").view(n_v, k, 2) + sample_offsets(k).to(enc.device)
+            samples = torch.tanh(pts)
+            space = samples.mean(1)
+        else:
+            space = torch.tanh(raw("space"))
+        if cfg.select_layer:
+            layer = torch.softmax(raw("layer"), dim=-1)
+        else:
+            layer = enc.new_full((n_v, cfg.n_layers), 1.0 / cfg.n_layers)
+        if cfg.select_scale:
+            scale = torch.sigmoid(raw("scale")).squeeze(-1)
+        else:
+            scale = enc.new_full((n_v,), 0.5)
+        return Selectors(space=space, layer=layer, scale=scale, samples=samples)
 
     # ------------------------------------------------------------- alignment
     def aligned_local(self, local: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -289,7 +352,12 @@ class FactorTopy(nn.Module):
         n_l = self.n_layers
         h, w = self.config.grid
         hw = h * w
-        taps, tap_w = bilinear_taps(_at_least_f32(sel.space), (h, w))  # (V,4)
+        if sel.samples is None:
+            taps, tap_w = bilinear_taps(_at_least_f32(sel.space), (h, w))  # (V,4)
+        else:  # K points per vertex, averaged: 4K taps of weight 1/K
+            n_v, k = sel.samples.shape[:2]
+            taps, tap_w = bilinear_taps(_at_least_f32(sel.samples).reshape(-1, 2), (h, w))
+            taps, tap_w = taps.reshape(n_v, 4 * k), tap_w.reshape(n_v, 4 * k) / k
         dev = taps.device
         layer_off = torch.arange(n_l, device=dev) * hw  # (L,)
         local_idx = (layer_off[None, :, None] + taps[:, None, :]).reshape(len(taps), -1)
@@ -299,6 +367,30 @@ class FactorTopy(nn.Module):
         global_idx = (n_l * hw + torch.arange(n_l, device=dev)).expand(len(taps), n_l)
         global_w = sel.layer * sel.scale[:, None]
         return torch.cat([local_idx, global_idx], 1), torch.cat([local_w, global_w], 1)
+
+    def pooled_table(
+        self, local: Sequence[torch.Tensor], global_: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """The *no space selection* ablation's table: per layer the grid mean of the
+        aligned local tokens (rows ``0..L-1``; ``U_l`` is linear, so it is ``U_l`` of
+        the mean), then the aligned global tokens (rows ``L..2L-1``); shape (2L, B·D)."""
+        b = local[0].shape[0]
+        d = self.config.bottleneck
+        rows = [
+            u(f.mean(dim=(2, 3), keepdim=True)).reshape(1, b * d)
+            for u, f in zip(self.local_align, local, strict=True)
+        ]
+        rows += [g(t).reshape(1, b * d) for g, t in zip(self.global_align, global_, strict=True)]
+        return torch.cat(rows, dim=0)
+
+    def pooled_plan(self, sel: Selectors) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of :meth:`pooled_table` and weights ``π_vl (1-α_v)``, ``π_vl α_v``."""
+        n_v, n_l = sel.layer.shape
+        index = torch.arange(2 * n_l, device=sel.layer.device).expand(n_v, 2 * n_l)
+        weight = torch.cat(
+            [sel.layer * (1 - sel.scale)[:, None], sel.layer * sel.scale[:, None]], 1
+        )
+        return index, weight
 
     # ---------------------------------------------------------------- forward
     def select(
@@ -315,8 +407,12 @@ class FactorTopy(nn.Module):
         """
         b = self.check_inputs(local, global_)
         sel = self.selectors() if sel is None else sel
-        table = self.token_table(local, global_)
-        index, weight = self.gather_plan(sel)
+        if self.config.select_space:
+            table = self.token_table(local, global_)
+            index, weight = self.gather_plan(sel)
+        else:  # ablation: the grid mean instead of a point
+            table = self.pooled_table(local, global_)
+            index, weight = self.pooled_plan(sel)
         out = weighted_gather(index, weight, table)
         return out.view(self.n_vertices, b, self.config.bottleneck)
 
