@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -93,8 +94,9 @@ def remove_stale_temporaries(
     Returns
     -------
     list of pathlib.Path
-        The temporaries removed (errors removing one are ignored: another writer may
-        have removed it first).
+        The temporaries removed (files, or folders such as a feature cache being
+        built; errors removing one are ignored: another writer may have removed it
+        first).
     """
     t = Path(target)
     folder = t.parent
@@ -123,7 +125,10 @@ def remove_stale_temporaries(
         )
         if dead or age > max_age:
             try:
-                os.unlink(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
                 removed.append(Path(entry.path))
             except OSError:
                 pass

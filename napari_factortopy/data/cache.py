@@ -105,6 +105,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from napari_factortopy.core.atomic import remove_stale_temporaries, temporary_name
 from napari_factortopy.core.modelfile import ModelFileError, to_jsonable
 
 __all__ = [
@@ -1464,7 +1465,8 @@ def _build(path: Path, identity: dict[str, Any], chunk_images: int) -> Path:
     parent = path.parent
     if not parent.is_dir():
         raise CacheError(f"feature cache {path}: folder {parent} does not exist")
-    tmp = parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    remove_stale_temporaries(path)  # builds of killed processes (core/atomic.py's rule)
+    tmp = temporary_name(path)
     n = len(identity["image_ids"])
     chunk = int(min(chunk_images, n))
     h, w = identity["grid"]

@@ -157,14 +157,23 @@ def check_images(
         _compare_digest(cache, int(r), image_digest(im), want)
 
 
-def _compare_digest(cache: FeatureCache, row: int, found: np.ndarray, want: np.ndarray) -> None:
+def _compare_digest(
+    cache: FeatureCache, row: int, found: np.ndarray, want: np.ndarray, *, before: bool = True
+) -> None:
     if want.any() and not np.array_equal(found, want):
+        after = (
+            "nothing was written"
+            if before
+            else "rows written so far in this run are recorded with their own images' "
+            "digests; `factortopy cache verify CACHE --dataset …` lists every row whose "
+            "image changed"
+        )
         raise ExtractionError(
             f"feature cache {cache.path}: row {row} (image {cache.image_ids[row]!r}) was "
             f"computed from other image content (sha256 {want.tobytes().hex()[:12]}…) "
             f"than the dataset gives now ({found.tobytes().hex()[:12]}…): the cache was "
             "built from different images sharing these names. Use another --cache, or "
-            "--overwrite to replace it (nothing was written)"
+            f"--overwrite to replace it ({after})"
         )
 
 
@@ -377,7 +386,7 @@ def _extract(
         digests = np.stack([image_digest(im) for im in imgs])
         for i, d in zip(keep, digests, strict=True):  # neighbours already written
             if written_now[int(i)]:
-                _compare_digest(cache, int(i), d, stored_digests[int(i)])
+                _compare_digest(cache, int(i), d, stored_digests[int(i)], before=False)
         return keep, backbone.preprocessing(imgs), digests
 
     pool = ThreadPoolExecutor(max_workers=2) if prefetch else None

@@ -371,3 +371,18 @@ def test_remove_if_empty_keeps_written_caches(tmp_path):
     assert c.remove_if_empty() and not (tmp_path / "e.zarr").exists()
     c = _build(tmp_path / "w.zarr")
     assert not c.remove_if_empty() and (tmp_path / "w.zarr").exists()
+
+
+def test_builds_left_by_killed_creators_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from napari_factortopy.core import atomic
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f".c.zarr.{atomic._HOST}-{dead.pid}.0123456789abcdef.tmp"
+    (left / "local").mkdir(parents=True)
+    (left / "zarr.json").write_text("{}")
+    FeatureCache.create(tmp_path / "c.zarr", **_kwargs())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]
