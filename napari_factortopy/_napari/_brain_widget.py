@@ -103,9 +103,15 @@ class BrainWidget(widgets.Container):
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
         viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self.native.destroyed.connect(lambda *_: self._unhook(viewer))
         self._hooked: set[int] = set()
         self._legends: dict[tuple, object] = {}
         self._on_layers_changed()
+
+    def _unhook(self, viewer) -> None:
+        """The panel is gone: its viewer-level click callback goes too."""
+        if self._on_mouse in viewer.mouse_drag_callbacks:
+            viewer.mouse_drag_callbacks.remove(self._on_mouse)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -119,6 +125,11 @@ class BrainWidget(widgets.Container):
     @property
     def last_pick(self) -> Pick | None:
         return self.inspector.last_pick
+
+    @property
+    def info(self) -> widgets.Label:
+        """The clicked vertex's description (the inspector's text)."""
+        return self.inspector.info
 
     def _map_names(self, _widget=None) -> list[str]:
         scene = self.scene
