@@ -845,8 +845,7 @@ class FeatureCache:
                         f"{where}: image_digests must be uint8 ({b}, {_DIGEST_BYTES}), found "
                         f"{digests.dtype} {digests.shape}"
                     )
-            ordered = [x for pair in zip(arrays16[0::2], arrays16[1::2], strict=True)
-                       for _, x in pair]  # fmt: skip
+            ordered = [x for _, x in arrays16]  # layer by layer: local, then global
             arrays16.append((self._image_digest, digests))
             arrays16.append((self._row_digest, _row_digests(digests, ordered)))
         for target, x16 in arrays16:

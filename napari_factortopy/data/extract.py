@@ -239,7 +239,8 @@ def extract_features(
         ``{"stage": "extract", "done": int, "total": int, "elapsed": float,
         "eta": float, "images_per_s": float, "skipped": list of dict}`` after each
         batch; ``skipped`` holds ``{"index", "image_id", "error"}`` of every image
-        skipped so far.
+        skipped so far. With ``verify=True`` and damage found, one record
+        ``{"stage": "verify", "damaged": {row: why}}`` comes first.
 
     Raises
     ------
@@ -287,7 +288,7 @@ def extract_features(
             f"end on a chunk boundary (multiples of {chunk}, or {n}); found {start}..{stop}. "
             f"Use plan_ranges({n}, {chunk}, workers)"
         )
-    claim = cache.claim(start, stop)
+    claim = cache.claim(start, stop)  # held while this generator runs
     try:
         refresh = claim.__enter__()
     except CacheError as exc:
@@ -329,6 +330,7 @@ def _extract(
         report = cache.verify(repair=True)
         if report.damaged:
             yield {"stage": "verify", "damaged": dict(report.damaged)}
+    # images of written rows: one in this range, and a sample spread over the cache
     in_range = np.flatnonzero(cache.written)
     check_images(cache, load_images, in_range[(in_range >= start) & (in_range < stop)][:1])
     check_images(cache, load_images)
