@@ -65,12 +65,21 @@ def bench_model(n_mesh: int, n_vertices: int, n_layers: int = 12, d: int = 128):
     ]
     logits = rng.normal(size=(n_vertices, n_layers)) * 3
     layer = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    import torch
+
+    from napari_factortopy.core.config import FactorTopyConfig
+    from napari_factortopy.core.model import FactorTopy
+
+    # a complete state dict (the model file checks every tensor), random readout
+    torch.manual_seed(0)
+    cfg = FactorTopyConfig((8,) * n_layers, (8, 8), bottleneck=d, hidden=8, n_freqs=4)
+    module = FactorTopy(rng.normal(size=(n_vertices, 3)), cfg)
+    state = {k: t.detach().float().numpy() for k, t in module.state_dict().items()}
+    state.pop("encoding", None)
+    state["beta"] = rng.normal(size=(n_vertices, d)).astype(np.float32)
     return FittedModel(
-        config={"widths": [8] * n_layers, "grid": [8, 8], "bottleneck": d},
-        state={
-            "beta": rng.normal(size=(n_vertices, d)).astype(np.float32),
-            "coords": rng.normal(size=(n_vertices, 3)).astype(np.float32),
-        },
+        config=module.config.to_dict(),
+        state=state,
         space=rng.uniform(-1, 1, (n_vertices, 2)),
         layer=layer,
         scale=rng.uniform(0, 1, n_vertices),

@@ -488,7 +488,7 @@ class BrainScene:
             try:
                 self.meshes(kind)
                 self._cache[key] = True
-            except (SurfaceError, OSError, ValueError):
+            except (SurfaceError, OSError, ValueError, LookupError):
                 self._cache[key] = False
         return self._cache[key]
 
