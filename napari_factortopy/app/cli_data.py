@@ -27,6 +27,11 @@ __all__ = [
     "run_extract",
 ]
 
+#: Exit statuses, as in ``cli.main``: 0 ok; 2 bad input (a cache, dataset or option
+#: that is not what was expected, a cache holding other weights or images); 1 a failure
+#: at run time (a full disk, an undecodable image, a range another process extracts).
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
 #: torch seed of ``--weights random``: the same random network on every run, so that
 #: an interrupted extraction with random weights can be resumed.
 RANDOM_WEIGHTS_SEED = 0
@@ -204,7 +209,8 @@ def add_extract_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    """Run ``factortopy extract``; returns the exit status (0 ok, 1 error).
+    """Run ``factortopy extract``; returns the exit status (:data:`EXIT_OK`,
+    :data:`EXIT_BAD_INPUT` or :data:`EXIT_FAILURE`).
 
     A cache this run created is removed again when the run fails before writing any
     row (nothing is left behind); with ``--range`` (other processes may share it) it
@@ -286,7 +292,7 @@ def run_extract(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         print(repr(cache), file=sys.stderr)
-        return 0
+        return EXIT_OK
     except (BackboneError, CacheError, DatasetError, ExtractionError, OSError) as exc:
         msg = str(exc)
         if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
@@ -294,7 +300,12 @@ def run_extract(args: argparse.Namespace) -> int:
         if cache is not None and created and args.range is None and cache.remove_if_empty():
             msg += f" ({cache.path} removed: nothing was written)"
         print(f"factortopy extract: error: {msg}", file=sys.stderr)
-        return 1
+        return _exit_status(exc)
+
+
+def _exit_status(exc: BaseException) -> int:
+    bad_input = isinstance(exc, ValueError | FileNotFoundError | NotADirectoryError)
+    return EXIT_BAD_INPUT if bad_input else EXIT_FAILURE
 
 
 def add_cache_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -310,9 +321,10 @@ def add_cache_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="read a whole feature cache and check every row against its digest",
         description="Read every written row of a feature cache and compare it with the "
         "digest recorded when it was written: finds missing, truncated and corrupted "
-        "chunk files. Exit status 0: intact; 1: damage found (or the cache cannot be "
-        "opened); with --repair the damaged rows are marked unwritten, and rerunning "
-        "`factortopy extract` recomputes them.",
+        "chunk files. Exit status 0: intact; 1: damage found; 2: the cache cannot be "
+        "opened (not a cache, edited attributes, a damaged 'written' chunk). With "
+        "--repair the damaged rows are marked unwritten, and rerunning `factortopy "
+        "extract` recomputes them.",
     )
     v.add_argument("cache", type=Path, help="feature cache directory (.zarr)")
     v.add_argument("--repair", action="store_true", help="mark damaged rows unwritten")
@@ -322,7 +334,8 @@ def add_cache_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_cache_verify(args: argparse.Namespace) -> int:
-    """Run ``factortopy cache verify``; returns 0 (intact) or 1 (damage or error).
+    """Run ``factortopy cache verify``; returns 0 (intact), 1 (damage found) or 2 (the
+    cache or dataset cannot be opened).
 
     With ``--dataset``, each written row's image is decoded again and compared with
     the digest of the image its features were computed from.
@@ -347,6 +360,6 @@ def run_cache_verify(args: argparse.Namespace) -> int:
         bar.close()
     except (CacheError, DatasetError, OSError) as exc:
         print(f"factortopy cache verify: error: {exc}", file=sys.stderr)
-        return 1
+        return _exit_status(exc)
     print(report.summary(), file=sys.stderr if report.damaged else sys.stdout)
-    return 0 if report.ok else 1
+    return EXIT_OK if report.ok else EXIT_FAILURE

@@ -42,6 +42,7 @@ from .backbones import Backbone, resize_tokens
 from .cache import CacheError, FeatureCache, image_digest
 
 __all__ = [
+    "CacheMismatchError",
     "ExtractionError",
     "check_images",
     "extract_features",
@@ -52,6 +53,11 @@ __all__ = [
 
 class ExtractionError(RuntimeError):
     """Extraction stopped: an undecodable image, a full disk, a bad range."""
+
+
+class CacheMismatchError(ExtractionError, ValueError):
+    """Refused before computing: the cache holds rows of other weights, preprocessing
+    or images than this run would write (bad input, not a failure at run time)."""
 
 
 def plan_ranges(n_images: int, chunk_images: int, n_workers: int) -> list[tuple[int, int]]:
@@ -168,7 +174,7 @@ def _compare_digest(
             "digests; `factortopy cache verify CACHE --dataset …` lists every row whose "
             "image changed"
         )
-        raise ExtractionError(
+        raise CacheMismatchError(
             f"feature cache {cache.path}: row {row} (image {cache.image_ids[row]!r}) was "
             f"computed from other image content (sha256 {want.tobytes().hex()[:12]}…) "
             f"than the dataset gives now ({found.tobytes().hex()[:12]}…): the cache was "
@@ -267,7 +273,7 @@ def extract_features(
     )
     prep = backbone.preprocessing.to_dict()
     if cache.preprocessing != prep:
-        raise ExtractionError(
+        raise CacheMismatchError(
             f"feature cache {cache.path}: holds features preprocessed with "
             f"{cache.preprocessing}; this run preprocesses with {prep}. Use another "
             "--cache, or --overwrite to replace it"
@@ -275,7 +281,7 @@ def extract_features(
     try:
         cache.check_weights(weights_identity(backbone))
     except CacheError as exc:
-        raise ExtractionError(str(exc)) from None
+        raise CacheMismatchError(str(exc)) from None
     n, chunk = cache.n_images, cache.chunk_images
     start, stop = (0, n) if images is None else (int(images[0]), int(images[1]))
     if not 0 <= start <= stop <= n:

@@ -15,6 +15,7 @@ from napari_factortopy.data import extract as extract_mod  # noqa: E402
 from napari_factortopy.data.backbones import timm_backbone  # noqa: E402
 from napari_factortopy.data.cache import FeatureCache  # noqa: E402
 from napari_factortopy.data.extract import (  # noqa: E402
+    CacheMismatchError,
     ExtractionError,
     extract_features,
     plan_ranges,
@@ -191,7 +192,7 @@ def test_cli_extract_folder_dataset(tmp_path, capsys):
     assert FeatureCache.open(cache).missing().tolist() == [3]
     assert "3.png" in (tmp_path / "f.zarr.skipped.json").read_text()
     bad = [*argv[:2], "timm:vit_tiny_patch16_22", *argv[3:]]
-    assert run_extract(parser.parse_args(bad)) == 1
+    assert run_extract(parser.parse_args(bad)) == 2  # bad input
     assert "vit_tiny_patch16_224" in capsys.readouterr().err
 
 
@@ -211,7 +212,7 @@ def test_other_weights_are_refused(tmp_path, bb, images):
     c = _partial(tmp_path / "w.zarr", bb, images)
     before = c.written.copy()
     other = timm_backbone("vit_tiny_patch16_224", weights="random", img_size=32, depth=2)
-    with pytest.raises(ExtractionError) as info:
+    with pytest.raises(CacheMismatchError) as info:
         _run(other, c, lambda idx: [images[i] for i in idx], batch_size=3)
     msg = str(info.value)
     assert str(tmp_path / "w.zarr") in msg and "holds features of" in msg
@@ -225,7 +226,7 @@ def test_other_images_with_the_same_names_are_refused(tmp_path, bb, images):
     before = c.written.copy()
     other = images.copy()
     other[:, 0, 0, 0] ^= 1  # the same names, one pixel different
-    with pytest.raises(ExtractionError, match="computed from other image content"):
+    with pytest.raises(CacheMismatchError, match="computed from other image content"):
         _run(bb, c, lambda idx: [other[i] for i in idx], batch_size=3)
     np.testing.assert_array_equal(c.written, before)
 
@@ -320,7 +321,7 @@ def test_cli_random_rerun_on_a_pretrained_cache_is_refused(tmp_path, capsys):
             "--cache", str(cache), "--grid", "1", "1", "--device", "cpu"]  # fmt: skip
     assert _cli(argv) == 0
     capsys.readouterr()
-    assert _cli([*argv, "--weights", "random"]) == 1
+    assert _cli([*argv, "--weights", "random"]) == 2  # bad input
     err = capsys.readouterr().err
     assert str(cache) in err and "pretrained weights (packaged)" in err
     assert "this run asks for random weights" in err
@@ -360,7 +361,7 @@ def test_cli_unwritable_folder_is_named(tmp_path, capsys, monkeypatch):
     argv = ["extract", "--backbone", "efficientnet_lite0", "--weights", "random",
             "--dataset", str(root), "--cache", str(ro / "f.zarr"), "--grid", "1", "1",
             "--device", "cpu"]  # fmt: skip
-    assert _cli(argv) == 1
+    assert _cli(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "cannot write there (it is on a read-only file system" in err
     assert str(ro / "f.zarr") in err
@@ -399,3 +400,13 @@ def test_other_preprocessing_is_refused(tmp_path, bb, images):
     msg = str(info.value)
     assert str(tmp_path / "p.zarr") in msg and "'crop_pct': 0.9" in msg
     assert "this run preprocesses with" in msg and "'crop_pct': 1.0" in msg
+
+
+def test_cli_cache_verify_exit_status_2_for_what_is_not_a_cache(tmp_path, capsys):
+    from napari_factortopy.app.cli_data import add_cache_parser, run_cache_verify
+
+    parser = argparse.ArgumentParser()
+    add_cache_parser(parser.add_subparsers())
+    (tmp_path / "x.zarr").mkdir()
+    assert run_cache_verify(parser.parse_args(["cache", "verify", str(tmp_path / "x.zarr")])) == 2
+    assert "not a feature cache" in capsys.readouterr().err
