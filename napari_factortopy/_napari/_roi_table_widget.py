@@ -42,7 +42,7 @@ class RoiTableWidget(widgets.Container):
             label="sort by", choices=list(COLUMNS.values()), value="ROI",
             tooltip="column to sort by (clicking a header sorts too)",
         )  # fmt: skip
-        self.descending = widgets.CheckBox(text="descending", value=False)
+        self.descending = widgets.CheckBox(text="descending", value=False, tooltip="largest first")
         self.table = widgets.Table(value=[], columns=list(COLUMNS.values()))
         self.table.read_only = True
         self.table.native.setSortingEnabled(True)

@@ -27,3 +27,25 @@ def test_dropping_a_model_switches_to_3d(make_napari_viewer, tmp_path):
     viewer.open(str(path), plugin="napari-factortopy")
     assert viewer.dims.ndisplay == 3
     assert len(viewer.layers) == 1
+
+
+@pytest.mark.parametrize("name", WIDGETS)
+def test_every_control_has_a_tooltip(make_napari_viewer, model_path, name):
+    from magicgui.widgets import Container, Image, Label, Table
+    from magicgui.widgets.bases import ButtonWidget, ValueWidget
+
+    viewer = make_napari_viewer()
+    viewer.open(str(model_path), plugin="napari-factortopy")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-factortopy", name)
+
+    def controls(container):
+        for w in container:
+            if isinstance(w, Container):
+                yield from controls(w)
+            elif isinstance(w, ValueWidget | ButtonWidget) and not isinstance(
+                w, Label | Image | Table
+            ):
+                yield w
+
+    bare = [w.label or w.text for w in controls(widget) if not w.tooltip]
+    assert bare == [], f"{name}: controls without a tooltip: {bare}"
