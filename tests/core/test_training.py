@@ -230,7 +230,7 @@ class _SimClock:
 class _SlowFeatures:
     """Feature reads that cost ``per_call + per_image · n`` simulated seconds."""
 
-    def __init__(self, inner, clock, per_image=0.002, per_call=0.01):
+    def __init__(self, inner, clock, per_image=0.002, per_call=0.05):
         self.inner, self.clock = inner, clock
         self.per_image, self.per_call = per_image, per_call
         self.widths, self.grid = inner.widths, inner.grid
@@ -247,7 +247,7 @@ def _validation_seconds(feats, split, batch=64):
     return calls * feats.per_call + n * feats.per_image
 
 
-@pytest.mark.parametrize("budget", [1.5, 3.0, 7.0])
+@pytest.mark.parametrize("budget", [1.5, 4.0])
 def test_budget_is_honoured_whatever_steps_per_epoch(budget):
     """Paper recipe with 1000 steps between validations: the run validates early and
     ends within 5 % of the budget plus one validation pass."""
@@ -269,9 +269,9 @@ def test_budget_with_frequent_validations_and_soup_stays_inside():
     clock = _SimClock()
     slow = _SlowFeatures(feats, clock)
     split = make_split(len(y), seed=0)
-    cfg = TrainConfig(steps_per_epoch=20, max_seconds=10.0, lr=5e-3, top_k=10)
+    cfg = TrainConfig(steps_per_epoch=10, max_seconds=6.0, lr=5e-3, top_k=10)
     recs, res = _run(train(_fresh(coords), slow, y, split, cfg, clock=clock))
-    assert clock.now <= 1.05 * 10.0 + _validation_seconds(slow, split)
+    assert clock.now <= 1.05 * 6.0 + _validation_seconds(slow, split)
     assert res.stop_reason == "budget" and res.epochs > 5
     assert any(r["kind"] == "soup" for r in recs)
 
