@@ -187,11 +187,13 @@ class BrainWidget(widgets.Container):
         """Set every control from the current layer's scene (without side effects)."""
         scene = self.scene
         if scene is None:
+            self._show_banner(None)
             return
         m = scene.model
         self.layer_slider.max = m.n_layers
-        self.map_choice.reset_choices()
-        self.score_choice.reset_choices()
+        for choice in (self.map_choice, self.score_choice):
+            with choice.changed.blocked():  # a vanished entry must not repaint the new model
+                choice.reset_choices()
         flat = scene.has_mesh("flat")
         self.view_buttons[VIEWS.index("flat")].enabled = flat
         self.view_buttons[VIEWS.index("flat")].tooltip = _FLAT_TIP if flat else _NO_FLAT_TIP
@@ -212,7 +214,7 @@ class BrainWidget(widgets.Container):
         self._show_legend(scene)
 
     def _show_banner(self, model) -> None:
-        line = unfinished(model)
+        line = None if model is None else unfinished(model)
         self.banner.value = f"⚠ unfinished model: {line}" if line else ""
         self.banner.visible = bool(line)
         overlay = self.viewer.text_overlay

@@ -344,3 +344,25 @@ def test_screenshot_is_framed_as_on_screen(make_napari_viewer, model_path, tmp_p
     from PIL import Image
 
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "fig-canvas.png")), shot)
+
+
+def test_switching_models_keeps_each_models_map(make_napari_viewer, model_path, tmp_path):
+    """A map only one model has (a prediction) does not leak into, or repaint, another."""
+    from napari_factortopy.scene.brain import CustomMap
+
+    from .conftest import make_model
+
+    other = make_model(seed=11).save(tmp_path / "other.ftopy")
+    viewer = make_napari_viewer()
+    first = open_model(viewer, model_path)
+    second = open_model(viewer, other)
+    brain = dock(viewer, "Brain maps")
+    brain.model_choice.value = first.name
+    scene = scene_for_layer(first)
+    scene.custom["prediction"] = CustomMap.from_values(np.linspace(-1, 1, scene.model.n_vertices))
+    brain._on_map("prediction")
+    brain.model_choice.value = second.name
+    assert brain.map_choice.value == "layer" and "prediction" not in brain.map_choice.choices
+    assert scene_for_layer(second).map_name == "layer"
+    brain.model_choice.value = first.name
+    assert brain.map_choice.value == "prediction" and scene.map_name == "prediction"
