@@ -366,3 +366,23 @@ def test_switching_models_keeps_each_models_map(make_napari_viewer, model_path, 
     assert scene_for_layer(second).map_name == "layer"
     brain.model_choice.value = first.name
     assert brain.map_choice.value == "prediction" and scene.map_name == "prediction"
+
+
+def test_trained_phantom_against_its_truth_file(
+    make_napari_viewer, phantom_model_path, phantom_root
+):
+    """#9.5 with the phantom's own truth.ftopy (kind phantom-truth, no scores)."""
+    from napari_factortopy.core.fitted_model import FittedModel
+
+    viewer = make_napari_viewer()
+    compare = dock(viewer, "Clusters and compare")
+    truth_path = phantom_root / "truth.ftopy"
+    compare.file_a.value, compare.file_b.value = str(phantom_model_path), str(truth_path)
+    layers = compare._on_compare()
+    assert layers is not None and len(viewer.layers) == 3
+    assert "left out: r2_test A − B (model B has no r2_test scores)" in compare.status.value
+    model, truth = FittedModel.load(phantom_model_path), FittedModel.load(truth_path)
+    want = _naive_differences(model, truth)
+    scene = scene_for_layer(layers[2])
+    np.testing.assert_allclose(scene.custom["space distance"].values, want["space"], atol=1e-9)
+    np.testing.assert_allclose(scene.custom["scale A − B"].values, want["scale"], atol=1e-9)
