@@ -23,13 +23,13 @@ from napari_factortopy._napari._common import (
     ModelChoice,
     apply_scene,
     factortopy_layers,
-    keep_selection,
     pick_surfaces,
     same_layer,
     show_image,
 )
 from napari_factortopy._napari._inspector import Inspector
 from napari_factortopy._napari._layers import scene_for_layer, unfinished
+from napari_factortopy._napari._overlays import show_roi_names, show_unfinished
 from napari_factortopy.scene import plots as _plots
 from napari_factortopy.scene.brain import MAPS, MESH_KINDS, VIEWS, BrainScene, Pick
 
@@ -150,30 +150,7 @@ class BrainWidget(widgets.Container):
         self.timings[event] = time.perf_counter() - t0
 
     def _show_roi_names(self, layer, scene: BrainScene) -> None:
-        """ROI names at each ROI's centre (per hemisphere) while outlines are on.
-
-        A Points layer of invisible points carrying the names as text, in the layer's
-        current mesh and view layout; removed when the outlines are off. Adding it
-        leaves the model layer selected.
-        """
-        name = f"{layer.name} ROI names"
-        if not scene.outlines:
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            return
-        pos, names = scene.roi_labels()
-        if name in self.viewer.layers:
-            points = self.viewer.layers[name]
-            points.data = pos
-            points.features = {"roi": names}
-        else:
-            with keep_selection(self.viewer):
-                points = self.viewer.add_points(
-                    pos, name=name, features={"roi": names},
-                    text={"string": "{roi}", "color": "white", "size": 10},
-                    size=0, opacity=1.0, face_color="transparent", border_width=0,
-                )  # fmt: skip
-        points.scale, points.translate = layer.scale, layer.translate
+        show_roi_names(self.viewer, layer, scene)
 
     def _show_legend(self, scene: BrainScene) -> None:
         """Legend of the scene's map (cached: matplotlib takes ~50 ms per image)."""
@@ -217,12 +194,7 @@ class BrainWidget(widgets.Container):
         line = None if model is None else unfinished(model)
         self.banner.value = f"⚠ unfinished model: {line}" if line else ""
         self.banner.visible = bool(line)
-        overlay = self.viewer.text_overlay
-        if line:
-            overlay.text = f"UNFINISHED MODEL: {line}"
-            overlay.color, overlay.visible = "orange", True
-        elif overlay.text.startswith("UNFINISHED MODEL"):
-            overlay.text, overlay.visible = "", False
+        show_unfinished(self.viewer, line)
 
     # -------------------------------------------------------------------- slots
     def _on_layers_changed(self, event=None) -> None:
