@@ -386,3 +386,15 @@ def test_builds_left_by_killed_creators_are_removed(tmp_path):
     (left / "zarr.json").write_text("{}")
     FeatureCache.create(tmp_path / "c.zarr", **_kwargs())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]
+
+
+def test_a_chunk_truncated_after_opening_is_named_on_read(tmp_path):
+    path = tmp_path / "c.zarr"
+    _build(path)
+    c = FeatureCache.open(path)
+    f = _chunk(path, "local/0", 1)
+    f.write_bytes(f.read_bytes()[:10])
+    with pytest.raises(CacheError) as info:
+        c.read([5])
+    msg = str(info.value)
+    assert str(path) in msg and "cannot read array 'local/0'" in msg and "cache verify" in msg
