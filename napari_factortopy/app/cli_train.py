@@ -20,34 +20,28 @@ __all__ = ["add_train_parser", "check_output_path", "run_train", "train_config_f
 AUTO_RESOLVED = ("batch_size", "lr", "steps_per_epoch", "reg_decay_steps")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {value}")
-    return value
+def _number_type(convert, above: float, inclusive: bool, what: str):
+    """An argparse ``type``: ``convert(text)``, finite, ``>= above`` or ``> above``."""
+    sign = ">=" if inclusive else ">"
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {what} {sign} {above:g}, found {text!r}"
+            ) from None
+        ok = value >= above if inclusive else value > above
+        if not (ok and value < float("inf")):
+            raise argparse.ArgumentTypeError(f"expected {what} {sign} {above:g}, found {text}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, found {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}") from None
-    if not (value >= 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, found {text}")
-    return value
+_positive_int = _number_type(int, 1, True, "a whole number")
+_positive_float = _number_type(float, 0, False, "a finite number")
+_non_negative_float = _number_type(float, 0, True, "a finite number")
 
 
 def _learning_rate(text: str) -> float:
