@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_extract_parser(sub)
     add_figure_parser(sub)
+    from .cli_compare import add_compare_parser
+
+    add_compare_parser(sub)
     return p
 
 

@@ -196,7 +196,10 @@ class GNet(Baseline):
 
     def fields(self) -> torch.Tensor:
         """Pooling fields (V, L, h·w), each row summing to 1."""
-        return torch.softmax(self.mask.float(), dim=-1)
+        mask = self.mask
+        return torch.softmax(
+            mask.float() if mask.dtype in (torch.float16, torch.bfloat16) else mask, -1
+        )
 
     def features(self, local, global_):
         b = local[0].shape[0]
@@ -320,7 +323,10 @@ def _standardise_pca(train: np.ndarray, others: Sequence[np.ndarray], n_componen
     sd = train.std(0)
     sd[sd == 0] = 1
     z = [(x - mu) / sd for x in (train, *others)]
-    if n_components is not None and train.shape[1] > n_components:
+    # ridge's solution lies in the span of the training rows: projecting onto their
+    # principal axes (at most n_train of them) loses nothing and makes p <= n
+    n_components = min(n_components or train.shape[1], len(train))
+    if train.shape[1] > n_components:
         _, _, vt = np.linalg.svd(z[0], full_matrices=False)
         basis = vt[:n_components].T
         z = [x @ basis for x in z]
@@ -339,6 +345,7 @@ def ridge_per_layer(
     cv: Any = 5,
     n_components: int | None = 256,
     backend: str = "numpy",
+    blas_threads: int | None = None,
 ) -> RidgeLayers:
     """One cross-validated ridge per layer; per-vertex best layer on validation.
 
@@ -352,9 +359,13 @@ def ridge_per_layer(
     cv : int or iterable of (train, test) index arrays
         Folds over the training rows (pass grouped folds when images repeat).
     n_components : int or None
-        PCA dimension per layer (fitted on the training rows) when the layer is wider.
+        PCA dimension per layer (fitted on the training rows) when the layer is wider
+        (never more than the training rows: lossless for ridge).
     backend : {"numpy", "torch"}
         himalaya backend (CPU).
+    blas_threads : int, optional
+        Cap on BLAS threads while fitting (threadpoolctl); small problems on a busy
+        machine run far faster with 1.
 
     Returns
     -------
@@ -362,16 +373,23 @@ def ridge_per_layer(
     """
     from himalaya.backend import get_backend, set_backend
     from himalaya.ridge import RidgeCV
+    from threadpoolctl import threadpool_limits
 
     previous = get_backend().name
     bk = set_backend(backend, on_error="raise")
+    limits = threadpool_limits(blas_threads) if blas_threads else None
     try:
         n_l = len(train_x)
         val_r2, test_r2, alpha_l, preds, dims = [], [], [], [], []
         cv_folds = cv if isinstance(cv, int) else list(cv)
         for li in range(n_l):
             xtr, xva, xte = _standardise_pca(train_x[li], [val_x[li], test_x[li]], n_components)
-            model = RidgeCV(alphas=np.asarray(alphas, np.float64), cv=cv_folds, fit_intercept=True)
+            model = RidgeCV(
+                alphas=np.asarray(alphas, np.float64),
+                cv=cv_folds,
+                fit_intercept=True,
+                solver_params={"warn": False},
+            )
             model.fit(xtr, train_y.astype(np.float32))
             pv = np.asarray(bk.to_numpy(model.predict(xva)), np.float32)
             pt = np.asarray(bk.to_numpy(model.predict(xte)), np.float32)
@@ -382,6 +400,8 @@ def ridge_per_layer(
             dims.append(int(xtr.shape[1]))
     finally:
         set_backend(previous)
+        if limits is not None:
+            limits.unregister()
     val = np.stack(val_r2)
     best = np.nan_to_num(val, nan=-np.inf).argmax(0)
     pred = np.stack(preds)[best, :, np.arange(val.shape[1])].T  # (n_test, V)
