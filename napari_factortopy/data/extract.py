@@ -109,7 +109,11 @@ def weights_identity(backbone: Backbone) -> dict[str, Any]:
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\0".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+            try:
+                raw = t.reshape(-1).view(torch.uint8).numpy()
+            except (RuntimeError, TypeError):  # dtypes without a byte view (quantized …)
+                raw = t.float().reshape(-1).numpy().view(np.uint8)
+            h.update(raw.data)
     src = dict(backbone.source)
     w = src.get("weights", "<module>")
     kind = (

@@ -410,3 +410,26 @@ def test_cli_cache_verify_exit_status_2_for_what_is_not_a_cache(tmp_path, capsys
     (tmp_path / "x.zarr").mkdir()
     assert run_cache_verify(parser.parse_args(["cache", "verify", str(tmp_path / "x.zarr")])) == 2
     assert "not a feature cache" in capsys.readouterr().err
+
+
+def test_weights_identity(bb):
+    import torch
+
+    from napari_factortopy.data.backbones import efficientnet_lite0
+    from napari_factortopy.data.extract import weights_identity
+
+    a, b = weights_identity(efficientnet_lite0("packaged")), weights_identity(efficientnet_lite0())
+    assert a == b and a["kind"] == "pretrained" and len(a["sha256"]) == 64
+    r = weights_identity(efficientnet_lite0(None))
+    assert r["kind"] == "random" and r["sha256"] != a["sha256"]
+    v = weights_identity(bb)
+    p = next(bb.module.parameters())
+    saved = p.detach().clone()
+    with torch.no_grad():
+        p.view(-1)[0] += 1  # one weight changed
+    try:
+        assert weights_identity(bb)["sha256"] != v["sha256"]
+    finally:
+        with torch.no_grad():
+            p.copy_(saved)
+    assert weights_identity(bb) == v
