@@ -299,6 +299,10 @@ def test_non_finite_selectors_load_and_are_flagged(valid, tmp_path):
             "summary['ensemble']['roi'][0]['scale_sd']: expected a number or null",
         ),
         (lambda t, m: m["extra"].__setitem__("recipe", "paper"), "extra['recipe']"),
+        (  # with the row count recorded, indices beyond it are out of range
+            lambda t, m: m["split"].__setitem__("n", 9),
+            "tensor 'split/test': indices must lie in 0..8, found 9..9",
+        ),
     ],
 )
 def test_messages_name_the_file_and_the_field(valid, tmp_path, edit, fragment):
