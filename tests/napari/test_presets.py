@@ -83,7 +83,7 @@ def whole_model():
     return make_model(vertex_ids=np.r_[np.arange(n), np.arange(n)], n_lh=n, d=4, n_layers=2)
 
 
-@pytest.mark.parametrize("view", ["lateral", "medial", "ventral", "posterior"])
+@pytest.mark.parametrize("view", list(EXPECTED))
 def test_figure_presets_place_hemispheres_anatomically(whole_model, view):
     scene = load_scene(whole_model)
     rgba = _anatomy_rgba(scene.meshes())
