@@ -31,7 +31,7 @@ class ExportWidget(widgets.Container):
         self.viewer = viewer
         self.model_choice = ModelChoice(viewer)
         self.maps = widgets.Select(
-            label="maps", choices=list(MAPS), value=["layer", "score"],
+            label="maps", choices=self._map_names, value=["layer", "score"],
             tooltip="one figure row per map (ctrl-click for several)",
         )  # fmt: skip
         self.views = widgets.Select(
@@ -68,8 +68,16 @@ class ExportWidget(widgets.Container):
                 self.status,
             ]
         )
+        self.model_choice.changed.connect(lambda _=None: self.maps.reset_choices())
         self.figure_button.changed.connect(self._on_export)
         self.shot_button.changed.connect(self._on_screenshot)
+
+    def _map_names(self, _widget=None) -> list[str]:
+        """The built-in maps and those of the chosen model's scene (a prediction …)."""
+        layer = self.model_choice.layer if hasattr(self, "model_choice") else None
+        scene = None if layer is None else scene_for_layer(layer)
+        extra = [] if scene is None else [k for k in scene.custom if k not in MAPS]
+        return list(MAPS) + extra
 
     def _on_export(self, _=None) -> np.ndarray | None:
         """Write the figure PNG; returns the image (H, W, 4)."""

@@ -386,3 +386,27 @@ def test_trained_phantom_against_its_truth_file(
     scene = scene_for_layer(layers[2])
     np.testing.assert_allclose(scene.custom["space distance"].values, want["space"], atol=1e-9)
     np.testing.assert_allclose(scene.custom["scale A − B"].values, want["scale"], atol=1e-9)
+
+
+def test_export_offers_the_models_own_maps(make_napari_viewer, model_path, tmp_path):
+    """A prediction (or a difference) shown on a model can be exported like any map."""
+    from napari_factortopy._napari._common import apply_scene
+    from napari_factortopy.scene.brain import CustomMap
+
+    viewer = make_napari_viewer()
+    layer = open_model(viewer, model_path)
+    export = dock(viewer, "Export figure")
+    scene = scene_for_layer(layer)
+    custom = CustomMap.from_values(np.ones(scene.model.n_vertices), label="predicted response")
+    scene.custom["prediction"] = custom
+    apply_scene(layer, scene)
+    viewer.add_points(np.zeros((1, 3)))  # napari refreshes the docked panels' choices
+    assert "prediction" in export.maps.choices
+    export.maps.value = ["prediction"]
+    export.views.value = ["posterior"]
+    export.width_px.value = 1200
+    export.out.value = str(tmp_path / "pred.png")
+    image = export._on_export()
+    top = np.round(custom.rgba[0, :3] * 255).astype(int)
+    hits = (np.abs(image[..., :3].astype(int) - top).sum(-1) <= 6).sum()
+    assert hits > 500, hits
