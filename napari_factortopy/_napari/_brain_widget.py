@@ -23,7 +23,9 @@ from napari_factortopy._napari._common import (
     ModelChoice,
     apply_scene,
     factortopy_layers,
+    linked_layers,
     pick_surfaces,
+    place_side_by_side,
     same_layer,
     show_image,
 )
@@ -147,6 +149,16 @@ class BrainWidget(widgets.Container):
         apply_scene(layer, scene, geometry)  # its metadata event re-syncs this panel
         if geometry or event == "outlines":
             self._show_roi_names(layer, scene)
+        if geometry:  # layers shown together (a comparison) take the same mesh and view
+            linked = linked_layers(self.viewer, layer)
+            for other in linked:
+                other_scene = scene_for_layer(other)
+                if same_layer(other, layer) or other_scene is None:
+                    continue
+                other_scene.kind, other_scene.view = scene.kind, scene.view
+                apply_scene(other, other_scene, geometry=True)
+            if len(linked) > 1:
+                place_side_by_side(linked)
         self.timings[event] = time.perf_counter() - t0
 
     def _show_roi_names(self, layer, scene: BrainScene) -> None:

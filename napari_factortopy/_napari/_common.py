@@ -18,7 +18,9 @@ __all__ = [
     "apply_scene",
     "factortopy_layers",
     "keep_selection",
+    "linked_layers",
     "pick_surfaces",
+    "place_side_by_side",
     "same_layer",
     "show_image",
 ]
@@ -142,3 +144,26 @@ def pick_surfaces(viewer, position, direction) -> tuple[object, Pick] | tuple[No
         if depth < best[0]:
             best = (depth, layer, scene.describe(hit[1]))
     return (best[1], best[2]) if best[1] is not None else (None, None)
+
+
+def linked_layers(viewer, layer) -> list:
+    """The layers shown together with ``layer`` (a comparison), left to right.
+
+    Layers made together carry the same ``metadata[META_KEY]["group"]``; a layer
+    without a group is alone.
+    """
+    group = layer.metadata.get(META_KEY, {}).get("group")
+    if group is None:
+        return [layer]
+    same = [ly for ly in factortopy_layers(viewer) if ly.metadata[META_KEY].get("group") == group]
+    return sorted(same, key=lambda ly: float(np.asarray(ly.translate)[-1]))
+
+
+def place_side_by_side(layers, gap: float = 20.0) -> None:
+    """Translate layers along screen-right so they sit left to right with ``gap`` between."""
+    offset = 0.0
+    for ly in layers:
+        verts = np.asarray(ly.data[0])
+        lo, hi = float(verts[:, 2].min()), float(verts[:, 2].max())
+        ly.translate = (0.0, 0.0, offset - lo)
+        offset += hi - lo + gap

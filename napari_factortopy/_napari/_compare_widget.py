@@ -18,8 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-from napari_factortopy._napari._common import ModelChoice, apply_scene
-from napari_factortopy._napari._layers import load_scene, scene_for_layer, surface_kwargs
+from napari_factortopy._napari._common import ModelChoice, apply_scene, place_side_by_side
+from napari_factortopy._napari._layers import (
+    META_KEY,
+    load_scene,
+    scene_for_layer,
+    surface_kwargs,
+)
 from napari_factortopy.core.compare import model_differences
 from napari_factortopy.scene.brain import CustomMap, score_label
 
@@ -141,10 +146,12 @@ class CompareWidget(widgets.Container):
         ):
             verts, faces = scene.layer_data()
             kwargs = surface_kwargs(scene, name, str(path))
+            kwargs["metadata"][META_KEY]["group"] = "compare"  # views switch together
             layers.append(
                 self.viewer.add_surface((verts, faces), translate=(0, 0, offset), **kwargs)
             )
             offset += float(np.ptp(verts[:, 2])) + 20.0
+        place_side_by_side(layers)
         self.difference.reset_choices()
         with self.difference.changed.blocked():
             self.difference.value = diff_scene.map_name

@@ -3,6 +3,8 @@ menu, reset_choices as napari does, click through napari's mouse handling."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -410,3 +412,25 @@ def test_export_offers_the_models_own_maps(make_napari_viewer, model_path, tmp_p
     top = np.round(custom.rgba[0, :3] * 255).astype(int)
     hits = (np.abs(image[..., :3].astype(int) - top).sum(-1) <= 6).sum()
     assert hits > 500, hits
+
+
+def test_compared_models_switch_view_together(make_napari_viewer, model_path, tmp_path):
+    """A view switch on one compared surface applies to all three, still side by side."""
+    from .conftest import make_model
+
+    other = make_model(seed=12).save(tmp_path / "other.ftopy")
+    viewer = make_napari_viewer()
+    brain = dock(viewer, "Brain maps")
+    compare = dock(viewer, "Clusters and compare")
+    compare.file_a.value, compare.file_b.value = str(model_path), str(other)
+    layers = compare._on_compare()
+    brain.model_choice.value = layers[1].name
+    brain._on_view("posterior")
+    spans = []
+    for ly in layers:
+        scene = scene_for_layer(ly)
+        assert scene.view == "posterior"
+        np.testing.assert_array_equal(np.asarray(ly.data[0]), scene.layer_data()[0])
+        world = np.asarray(ly.data[0])[:, 2] + np.asarray(ly.translate)[2]
+        spans.append((world.min(), world.max()))
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))  # no overlap
