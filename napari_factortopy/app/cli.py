@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_compare import add_compare_parser
 
     add_compare_parser(sub)
+    from .cli_sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
     return p
 
 
