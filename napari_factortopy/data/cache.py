@@ -561,7 +561,7 @@ class FeatureCache:
                     "another path, or create it with overwrite=True)"
                 )
         if weights is not None:
-            cache.check_weights(weights)
+            cache.check_weights(weights, writing=False)  # extraction adopts it if needed
         return cache
 
     @classmethod
@@ -980,7 +980,9 @@ class FeatureCache:
             (:func:`~napari_factortopy.data.extract.weights_identity`).
         writing : bool
             Rows are about to be written: a cache without a recorded identity then
-            adopts ``weights`` if it holds no rows yet (and is refused otherwise).
+            adopts ``weights`` if it holds no rows yet (and is refused otherwise), and
+            a version-1 cache (no identities at all) is refused. Without writing, only
+            a recorded identity that differs is refused.
 
         Raises
         ------
@@ -991,6 +993,8 @@ class FeatureCache:
         held = self._attrs.get("weights")
         fix = "use another --cache, or --overwrite to replace it"
         if self._version < 2:
+            if not writing:
+                return
             raise CacheError(
                 f"feature cache {self._path}: made by an older napari-factortopy (cache "
                 f"version {self._version}) that did not record the weights or the images "

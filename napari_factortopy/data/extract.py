@@ -282,16 +282,18 @@ def extract_features(
             f"{cache.preprocessing}; this run preprocesses with {prep}. Use another "
             "--cache, or --overwrite to replace it"
         )
-    try:
-        cache.check_weights(weights_identity(backbone))
-    except CacheError as exc:
-        raise CacheMismatchError(str(exc)) from None
     n, chunk = cache.n_images, cache.chunk_images
     start, stop = (0, n) if images is None else (int(images[0]), int(images[1]))
     if not 0 <= start <= stop <= n:
         raise ExtractionError(
             f"feature cache {cache.path}: image range {start}..{stop} is outside 0..{n}"
         )
+    pending = cache.missing()
+    writing = verify or bool(((pending >= start) & (pending < stop)).any())
+    try:  # a complete cache of an older version is still usable: nothing is added
+        cache.check_weights(weights_identity(backbone), writing=writing)
+    except CacheError as exc:
+        raise CacheMismatchError(str(exc)) from None
     if concurrent and (start % chunk or (stop % chunk and stop != n)):
         raise ExtractionError(
             f"feature cache {cache.path}: with concurrent writers each range must start and "

@@ -433,3 +433,29 @@ def test_weights_identity(bb):
         with torch.no_grad():
             p.copy_(saved)
     assert weights_identity(bb) == v
+
+
+def _as_version_1(path):
+    """Rewrite a cache as napari-factortopy wrote it before identities (layout 1)."""
+    import json
+    import shutil
+
+    doc = json.loads((path / "zarr.json").read_text())
+    attrs = doc["attributes"]
+    for key in ("weights", "identity_digest"):
+        attrs.pop(key)
+    attrs["version"] = 1
+    (path / "zarr.json").write_text(json.dumps(doc))
+    shutil.rmtree(path / "image_digest")
+    shutil.rmtree(path / "row_digest")
+
+
+def test_old_caches_finish_nothing_silently(tmp_path, bb, images):
+    c = _cache(tmp_path / "old.zarr", bb)
+    _run(bb, c, lambda idx: [images[i] for i in idx], batch_size=5)
+    _as_version_1(tmp_path / "old.zarr")
+    c = FeatureCache.open(tmp_path / "old.zarr", mode="r+")
+    assert _run(bb, c, lambda idx: [images[i] for i in idx]) is None  # complete: nothing to do
+    c.mark_unwritten([3])
+    with pytest.raises(CacheMismatchError, match="cache version 1"):
+        _run(bb, c, lambda idx: [images[i] for i in idx])
