@@ -80,6 +80,8 @@ class GalleryWidget(widgets.Container):
         )
         self.cells: list = []
         self.layer = None
+        self.worker = None
+        self._shown: tuple = ("layer", "ventral", None)
         self.folder.changed.connect(self._on_folder)
         self.show_button.changed.connect(self.show_gallery)
         self.open_button.changed.connect(self._on_open)
@@ -103,8 +105,13 @@ class GalleryWidget(widgets.Container):
             self.sort_by.value = "r2_test_mean"
         self.status.value = f"{len(rows)} models in {root.name}/results.csv"
 
-    def show_gallery(self, _=None) -> np.ndarray | None:
-        """Draw the grid (offscreen) and show it as an image layer; returns the image."""
+    def show_gallery(self, _=None, *, sync: bool = False) -> np.ndarray | None:
+        """Draw the grid offscreen and show it as an image layer.
+
+        The button draws in a worker thread (a sweep of a hundred models takes a while
+        the first time; thumbnails are cached in the sweep folder); ``sync=True``
+        draws here and returns the image.
+        """
         from napari_factortopy.app.sweep import gallery
 
         root = self._root()
@@ -112,29 +119,51 @@ class GalleryWidget(widgets.Container):
             self.status.value = "choose a sweep folder"
             return None
         sort = None if self.sort_by.value == "(index order)" else self.sort_by.value
-        try:
-            image, cells, rows = gallery(
-                root,
-                self.map_name.value,
-                self.view.value,
-                sort_by=sort,
-                descending=bool(self.descending.value),
-                size_px=int(self.size.value),
-            )
-        except (OSError, ValueError) as exc:
-            self.status.value = f"cannot draw: {exc}"
-            return None
+        args = (root, self.map_name.value, self.view.value)
+        kwargs = {
+            "sort_by": sort,
+            "descending": bool(self.descending.value),
+            "size_px": int(self.size.value),
+        }
+        self._shown = (self.map_name.value, self.view.value, sort)
+        if sync:
+            try:
+                result = gallery(*args, **kwargs)
+            except (OSError, ValueError) as exc:
+                self.status.value = f"cannot draw: {exc}"
+                return None
+            return self._show(result)
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(gallery, *args, **kwargs, _start_thread=False)
+        worker.returned.connect(self._show)
+        worker.errored.connect(self._failed)
+        self.worker = worker
+        self.show_button.enabled = False
+        worker.finished.connect(lambda: setattr(self.show_button, "enabled", True))
+        self.status.value = f"drawing {root.name} …"
+        worker.start()
+        return None
+
+    def _failed(self, exc: BaseException) -> None:
+        self.status.value = f"cannot draw: {exc}"
+
+    def _show(self, result) -> np.ndarray:
+        image, cells, rows = result
         self.rows, self.cells = rows, cells
         if LAYER_NAME in self.viewer.layers:
             self.layer = self.viewer.layers[LAYER_NAME]
             self.layer.data = image
+            self.layer.visible = True
         else:
             self.layer = self.viewer.add_image(image, name=LAYER_NAME, rgb=True)
             self.layer.mouse_drag_callbacks.append(self._on_click)
+        self.viewer.layers.selection.active = self.layer
         self.viewer.dims.ndisplay = 2
         self.viewer.reset_view()
         self.models.reset_choices()
-        text = f"{len(rows)} models, map {self.map_name.value}, view {self.view.value}"
+        map_name, view, sort = self._shown
+        text = f"{len(rows)} models, map {map_name}, view {view}"
         self.status.value = text + (f", sorted by {sort}" if sort else "")
         return image
 

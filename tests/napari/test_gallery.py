@@ -49,7 +49,7 @@ def test_gallery_command_draws_one_brain_per_model(sweep_folder, tmp_path):
         assert (np.abs(tile - 255).sum(-1) > 30).mean() > 0.05
 
 
-def test_gallery_widget_sorts_and_opens_the_clicked_model(make_napari_viewer, sweep_folder):
+def test_gallery_widget_sorts_and_opens_the_clicked_model(make_napari_viewer, sweep_folder, qtbot):
     viewer = make_napari_viewer(show=True)
     widget = dock(viewer, "Sweep gallery")
     widget.folder.value = str(sweep_folder)
@@ -57,7 +57,10 @@ def test_gallery_widget_sorts_and_opens_the_clicked_model(make_napari_viewer, sw
     widget.sort_by.value = "r2_test_mean"
     widget.descending.value = True
     widget.size.value = 160
-    widget.show_button.clicked.emit()  # the button, as a user presses it
+    widget.view.value = "posterior"  # the test models' vertices are occipital
+    widget.show_button.clicked.emit()  # the button, as a user presses it: a worker draws
+    qtbot.waitUntil(lambda: "sweep gallery" in viewer.layers, timeout=60_000)
+    assert widget.status.value.startswith("4 models, map layer, view posterior, sorted by")
     layer = viewer.layers["sweep gallery"]
     assert layer.rgb and layer.data.shape[0] > 320
     keys = [r["key"] for r in widget.rows]
@@ -65,6 +68,9 @@ def test_gallery_widget_sorts_and_opens_the_clicked_model(make_napari_viewer, sw
                     "subj__netB__r__s1"]  # fmt: skip
     shot = canvas_shot(viewer)
     assert (np.abs(shot[..., :3].astype(int) - shot[0, 0, :3]).sum(-1) > 30).mean() > 0.05
+    rgb = shot[..., :3].astype(int)
+    painted = (rgb.max(-1) - rgb.min(-1)) > 60  # coloured map, not curvature grey or text
+    assert painted.sum() > 200
     if os.environ.get("FACTORTOPY_SCREENSHOTS"):
         from PIL import Image
 
@@ -82,3 +88,8 @@ def test_gallery_widget_sorts_and_opens_the_clicked_model(make_napari_viewer, sw
     assert widget.models.value == keys[1]
     assert any(lay.name.startswith("subj__netB__r__s0") for lay in viewer.layers)
     assert not layer.visible
+    # drawing again (another map) reuses the layer and shows it again
+    widget.map_name.value = "scale"
+    image = widget.show_gallery(sync=True)
+    assert viewer.layers["sweep gallery"] is layer and layer.visible
+    assert np.array_equal(layer.data, image)
