@@ -527,7 +527,8 @@ def compare_methods(
                 module, inputs.features, inputs.responses, train_rows,
                 batch_size=8, n_steps=opts.timing_steps,
             )  # fmt: skip
-            if row["family"] != "baseline":
+            if row["family"] != "baseline" and fitted.config.get("select_layer", True):
+                # (no_layer_sel has no layer map: its uniform weights have no argmax)
                 layer_of[name] = np.asarray(fitted.layer).argmax(1)
         s = _scores(name, r2, r, inputs, noise_ceiling)
         row.update(status="ok", r2=s["r2"], r=s["r"], nn=s["nn"])
@@ -579,6 +580,7 @@ def _write_tables(out, rows, per_roi, agreement, roi_names, opts, tcfg) -> None:
     summary_cols = [("method", "method"), ("R² test", "r2"), ("r test", "r"),
                     ("noise-norm. %", "nn"), ("train s", "seconds"), ("steps", "steps"),
                     ("ms/step", "ms_per_step"), ("peak RSS MB", "peak_rss_mb"),
+                    ("RSS increase MB", "rss_increase_mb"),
                     ("file", "file")]  # fmt: skip
     md = ["## Methods (test split)", "", markdown_table(rows, summary_cols), ""]
     for key, title in (("r2", "R²"), ("nn", "noise-normalised score (%)")):

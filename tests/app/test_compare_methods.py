@@ -112,6 +112,7 @@ def test_every_method_on_one_split(phantom, tmp_path):
     assert "noise-normalised" in md and "Layer maps against the truth" in md
     agreement = json.loads((tmp_path / "comparison.json").read_text())["agreement"]
     assert {"ridge_exact", "factortopy_exact"} <= set(agreement[0])
+    assert "no_layer_sel_exact" not in agreement[0]  # uniform layers: no layer map
 
 
 def test_cli_compare_methods(phantom, tmp_path):
