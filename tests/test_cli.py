@@ -131,7 +131,7 @@ def test_info_on_a_foreign_file_is_a_clear_error(tmp_path, capsys):
     assert str(p) in capsys.readouterr().err
 
 
-def test_extract_and_train_on_a_folder_dataset(tmp_path):
+def test_extract_and_train_on_a_folder_dataset(tmp_path, capsys):
     """The real-data path: folder dataset with repeats → `extract` → `train`."""
     from napari_factortopy.data.datasets.folder import write_folder
     from napari_factortopy.data.phantom import phantom_images
@@ -192,6 +192,17 @@ def test_extract_and_train_on_a_folder_dataset(tmp_path):
     m = FittedModel.load(out)
     assert m.n_vertices == 40 and m.n_lh == 20
     np.testing.assert_array_equal(m.vertex_ids, vids)
+    assert main(["cache", "verify", str(cache)]) == 0
+    # the same file names with other pictures: training refuses the cache, naming it
+    other = phantom_images(range(20), size=64, seed=6)
+    write_folder(
+        tmp_path / "ds", dict(zip(names, other, strict=True)), y, vids, 20, stimuli=stimuli
+    )
+    argv = ["train", "--cache", str(cache), "--dataset", str(root), "--out", str(out)]
+    capsys.readouterr()
+    assert main([*argv, "--device", "cpu"]) != 0
+    err = capsys.readouterr().err
+    assert str(cache) in err and "Traceback" not in err
     # repeats of an image never straddle splits: response rows 20..29 repeat images 0..9
     image_of_row = np.r_[np.arange(20), np.arange(10)]
     parts = [set(image_of_row[m.split[k]]) for k in ("train", "val", "test")]

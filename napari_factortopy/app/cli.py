@@ -242,10 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model")
     i.set_defaults(func=run_info)
 
-    from .cli_data import add_extract_parser
+    from .cli_data import add_cache_parser, add_extract_parser
     from .cli_figure import add_figure_parser
 
     add_extract_parser(sub)
+    add_cache_parser(sub)
     add_figure_parser(sub)
     from .cli_compare import add_compare_parser
 

@@ -244,6 +244,10 @@ def training_inputs(
             f"{fc.path}: the cache's {fc.n_images} image ids do not match the "
             f"{len(ids)} images of {source}; extract features for this dataset first"
         )
+    if dataset is not None:  # same names, other pictures? (decodes a few images)
+        from ..data.extract import check_images
+
+        check_images(fc, dataset.load_images)
     if ids is None and len(y) != fc.n_images:
         raise ValueError(
             f"{source}: {len(y)} response rows, but the feature cache {fc.path} has "

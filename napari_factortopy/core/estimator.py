@@ -140,6 +140,7 @@ def fit(
         split={
             "seed": split.seed,
             "fractions": list(split.fractions),
+            "n": len(responses),
             "train": split.train,
             "val": split.val,
             "test": split.test,
