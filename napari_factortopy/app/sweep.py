@@ -978,6 +978,8 @@ def _resources(sweep: Sweep, kind: str) -> dict[str, Any]:
             out["time"] = v
         elif k != "additional":
             extra[k] = v
+    if not out.get("gpus_per_node"):  # 0: a CPU-only stage (collection, extraction)
+        out.pop("gpus_per_node", None)
     if extra:
         out["additional_parameters"] = extra
     out.setdefault("time", 60)

@@ -247,6 +247,24 @@ def test_slurm_submission_uses_arrays_and_dependencies(tmp_path, monkeypatch):
     assert "--array=0-1" in calls[0] and "--dependency" not in calls[0]
     assert "--dependency=afterok:100" in calls[2] and "--array=0-1" in calls[2]
     assert "--dependency=afterany:102:103" in calls[4]
+    sweep = sw.load_sweep(path)
+    sweep.slurm = {
+        "partition": "gpu",
+        "gpus_per_node": 1,
+        "mem_gb": 32,
+        "time_min": 90,
+        "additional": {"account": "lab"},
+        "collect": {"gpus_per_node": 0, "mem_gb": 8},
+    }
+    assert sw._resources(sweep, "train") == {
+        "partition": "gpu",
+        "gpus_per_node": 1,
+        "mem": "32G",
+        "time": 90,
+        "additional_parameters": {"account": "lab"},
+    }
+    assert "gpus_per_node" not in sw._resources(sweep, "collect")
+    assert sw._resources(sweep, "collect")["mem"] == "8G"
     # a rerun asks squeue (absent here): everything counts as submitted, nothing resubmitted
     again = sw.run_sweep(path, "slurm", say=lambda s: None)
     assert sum(len(v) for v in again["submitted"].values()) == 0
