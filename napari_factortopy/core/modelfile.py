@@ -55,7 +55,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors import numpy as st_numpy
 
-from .atomic import creation_mode, remove_stale_temporaries, temporary_name
+from .atomic import atomic_path
 
 __all__ = [
     "FORMAT_VERSION",
@@ -293,21 +293,11 @@ def save_ftopy(
         ),
     }
 
-    remove_stale_temporaries(path)
-    tmp = temporary_name(path)
     try:
-        st_numpy.save_file(arrays, tmp, metadata=header_meta)
-        with open(tmp, "rb+") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, creation_mode())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, (OSError, SafetensorError)):
-            raise ModelFileError(f"{path}: could not write the model file: {exc}") from exc
-        raise
-    _fsync_dir(path.parent)
+        with atomic_path(path) as tmp:
+            st_numpy.save_file(arrays, tmp, metadata=header_meta)
+    except (OSError, SafetensorError) as exc:
+        raise ModelFileError(f"{path}: could not write the model file: {exc}") from exc
     return path
 
 
@@ -320,19 +310,6 @@ def _digest(version: str, meta_json: str, tensors: Any) -> str:
         a = np.ascontiguousarray(arr)
         h.update(a.reshape(-1).view(np.uint8).data if a.size else b"")
     return "sha256:" + h.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -------------------------------------------------------------------------- read
