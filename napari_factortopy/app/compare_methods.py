@@ -13,9 +13,11 @@ It writes into ``out``:
 - ``<method>.ftopy`` for every method. FactorTopy and its ablations are runnable
   FactorTopy model files (the config names the ablation); the baselines are
   display-only files of kind ``"baseline"``: test scores as score maps, their readout,
-  and the maps they have (GNet: the centre of mass of each vertex's pooling field as
-  the space map; ridge: each vertex's validation-R² profile over layers as the layer
-  map, its argmax being the best layer; ``scores/best_layer`` and ``scores/alpha``).
+  and the maps they have, named in ``extra["baseline"]["maps"]`` (GNet: the centre of
+  mass of each vertex's pooling field as the space map; ridge: each vertex's
+  validation-R² profile over layers as the layer map, its argmax being the best layer;
+  ``scores/best_layer`` and ``scores/alpha``); their other selector maps are fillers
+  that a viewer should hide.
 - ``comparison.csv`` (one row per method and ROI), ``comparison.md`` (the tables),
   ``comparison.json`` (everything, with the layer-map agreement against a truth).
 """
@@ -348,7 +350,7 @@ def _train_baseline(name, inputs, opts, tcfg, dev, started):
         },
         kind=KIND_BASELINE,
         extra={
-            "baseline": {"method": name},
+            "baseline": {"method": name, "maps": list(module.shown_maps)},
             "dataset": inputs.dataset,
             "train_config": (result.config or tcfg).to_dict(),
         },
@@ -426,6 +428,7 @@ def _fit_ridge(inputs, opts) -> tuple[Any, Any]:
         extra={
             "baseline": {
                 "method": "ridge",
+                "maps": ["layer"],
                 "features": f"global token + local tokens average-pooled to "
                 f"{opts.ridge_pool[0]}x{opts.ridge_pool[1]}, standardised, PCA to <= "
                 f"{opts.ridge_components} (train)",

@@ -79,6 +79,8 @@ class Baseline(nn.Module):
     """
 
     method = "baseline"
+    #: Which of :meth:`maps` mean something for this method (the others are fillers).
+    shown_maps: tuple[str, ...] = ()
 
     def __init__(self, coords: np.ndarray, config: FactorTopyConfig) -> None:
         super().__init__()
@@ -185,6 +187,7 @@ class GNet(Baseline):
     local tokens, averaged over layers, then the readout."""
 
     method = "gnet"
+    shown_maps = ("space",)
 
     def _build(self) -> None:
         d = self.config.bottleneck

@@ -94,10 +94,12 @@ def test_every_method_on_one_split(phantom, tmp_path):
         if name == "ridge":
             assert m.kind == "baseline"
             assert set(m.scores) >= {"best_layer", "alpha"}
+            assert m.extra["baseline"]["maps"] == ["layer"]
             # the layer map's argmax is the best layer
             np.testing.assert_array_equal(m.layer.argmax(1), m.scores["best_layer"].astype(int))
         elif row["family"] == "baseline":
             assert m.kind == "baseline" and row["ms_per_step"] > 0
+            assert m.extra["baseline"]["maps"] == (["space"] if name == "gnet" else [])
         else:  # FactorTopy and its ablations: runnable model files, same split
             assert m.kind == "factortopy" and row["steps"] == 2
             assert m.to_module() is not None
