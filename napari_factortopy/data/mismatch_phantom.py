@@ -58,10 +58,9 @@ from .phantom import (
     ROI_NAMES,
     PhantomConfig,
     PhantomSurface,
-    _phantom_backbone,
     _savez,
     load_phantom,
-    phantom_images,
+    phantom_features,
     phantom_space_map,
     phantom_surface,
 )
@@ -434,9 +433,6 @@ def build_mismatch_phantom(
     ``stage == "done"``, ``elapsed`` and ``subject`` (a
     :class:`~.phantom.PhantomSubject`).
     """
-    from .cache import FeatureCache
-    from .extract import extract_features
-
     config = config or MismatchConfig()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -444,21 +440,9 @@ def build_mismatch_phantom(
     surface = phantom_surface(config.n_vertices)
     yield {"stage": "surface", "n_vertices": len(surface.vertex_ids), "elapsed": 0.0}
     pcfg = config.phantom_config()
-    bb = _phantom_backbone(pcfg)
-    cache = FeatureCache.open_or_create(
-        root / "features.zarr",
-        backbone=bb.name,
-        layer_names=bb.layer_names,
-        widths=bb.widths,
-        grid=config.grid,
-        image_ids=[f"phantom-{i:05d}" for i in range(config.n_images)],
-        preprocessing=bb.preprocessing.to_dict(),
+    bb, cache = yield from phantom_features(
+        root, pcfg, config.grid, batch_size=batch_size, device=device
     )
-
-    def load(idx):
-        return phantom_images(idx, config.image_size, config.seed, config.photo_fraction)
-
-    yield from extract_features(bb, load, cache, batch_size=batch_size, device=device)
 
     truth = mismatch_truth(surface, list(bb.widths), config)
     pool = pooling_weights(truth["space"], truth["rf_size"], config.grid)

@@ -430,6 +430,35 @@ class PhantomSubject:
         return Subject(sf.vertex_ids, sf.n_lh, sf.sphere, "fsaverage5", sf.roi, list(ROI_NAMES))
 
 
+def phantom_features(root, config: PhantomConfig, grid, *, batch_size=32, device="auto"):
+    """Extract a phantom's stimuli into ``root/features.zarr`` (resumable).
+
+    The packaged EfficientNet-Lite0 (all 16 blocks, no crop); the cache records the
+    weights' identity. A generator: yields the extraction's progress records and
+    returns ``(backbone, cache)``.
+    """
+    from .cache import FeatureCache
+    from .extract import extract_features, weights_identity
+
+    bb = _phantom_backbone(config)
+    cache = FeatureCache.open_or_create(
+        Path(root) / "features.zarr",
+        backbone=bb.name,
+        layer_names=bb.layer_names,
+        widths=bb.widths,
+        grid=grid,
+        image_ids=[f"phantom-{i:05d}" for i in range(config.n_images)],
+        preprocessing=bb.preprocessing.to_dict(),
+        weights=weights_identity(bb),
+    )
+
+    def load(idx):
+        return phantom_images(idx, config.image_size, config.seed, config.photo_fraction)
+
+    yield from extract_features(bb, load, cache, batch_size=batch_size, device=device)
+    return bb, cache
+
+
 def _phantom_backbone(config: PhantomConfig):
     from dataclasses import replace
 
@@ -460,8 +489,6 @@ def build_phantom(
     from ..core.config import FactorTopyConfig
     from ..core.model import FactorTopy, Selectors
     from ..core.runtime import resolve_device
-    from .cache import FeatureCache
-    from .extract import extract_features
 
     config = config or PhantomConfig()
     root = Path(root)
@@ -470,21 +497,9 @@ def build_phantom(
     surface = phantom_surface(config.n_vertices)
     yield {"stage": "surface", "n_vertices": len(surface.vertex_ids), "elapsed": 0.0}
 
-    bb = _phantom_backbone(config)
-    cache = FeatureCache.open_or_create(
-        root / "features.zarr",
-        backbone=bb.name,
-        layer_names=bb.layer_names,
-        widths=bb.widths,
-        grid=config.grid,
-        image_ids=[f"phantom-{i:05d}" for i in range(config.n_images)],
-        preprocessing=bb.preprocessing.to_dict(),
+    bb, cache = yield from phantom_features(
+        root, config, config.grid, batch_size=batch_size, device=device
     )
-
-    def load(idx):
-        return phantom_images(idx, config.image_size, config.seed, config.photo_fraction)
-
-    yield from extract_features(bb, load, cache, batch_size=batch_size, device=device)
 
     # ---- truth responses
     dev = resolve_device(device)
