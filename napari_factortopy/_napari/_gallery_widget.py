@@ -53,8 +53,11 @@ class GalleryWidget(widgets.Container):
             value="(index order)",
             tooltip="any column of results.csv",
         )
-        self.descending = widgets.CheckBox(label="descending", value=True)
-        self.size = widgets.SpinBox(label="brain size (px)", value=200, min=80, max=800)
+        self.descending = widgets.CheckBox(label="descending", value=True, tooltip="largest first")
+        self.size = widgets.SpinBox(
+            label="brain size (px)", value=200, min=80, max=800,
+            tooltip="width of each model's brain in the grid, in pixels",
+        )  # fmt: skip
         self.show_button = widgets.PushButton(text="Show gallery", tooltip="draw the grid")
         self.rows: list[dict] = []
         self.models = widgets.ComboBox(
