@@ -108,6 +108,18 @@ def _num(value, spec: str = ".4f") -> str:
     return format(x, spec) if np.isfinite(x) else "-"
 
 
+def _method(m) -> str:
+    """What kind of mapping a model file holds: FactorTopy, an ablation or a baseline."""
+    from ..core.ablations import ablation_name
+
+    if m.kind == "baseline":
+        method = (m.extra.get("baseline") or {}).get("method", "?")
+        maps = (m.extra.get("baseline") or {}).get("maps")
+        shown = f" (real maps: {', '.join(maps)}; the others are fillers)" if maps else ""
+        return f"baseline {method}, display only{shown}"
+    return ablation_name(m.config)
+
+
 def info_lines(m, path: str) -> list[str]:
     """``factortopy info``'s lines for a loaded model (also used by tests)."""
     from ..core.analyses import confidence, hierarchy_levels, hierarchy_slope, layer_argmax
@@ -120,7 +132,7 @@ def info_lines(m, path: str) -> list[str]:
         f"  kind        {m.kind}",
         f"  backbone    {m.backbone.get('name', '?')}: {m.n_layers} layers "
         f"({', '.join(names[:4])}{', …' if len(names) > 4 else ''})",
-        f"  model       D={m.config.get('bottleneck')}, grid={m.config.get('grid')}",
+        f"  model       {_method(m)}: D={m.config.get('bottleneck')}, grid={m.config.get('grid')}",
         f"  subject     {m.mesh}: {m.n_vertices} vertices ({m.n_lh} lh, "
         f"{m.n_vertices - m.n_lh} rh)",
     ]
@@ -175,6 +187,9 @@ def info_lines(m, path: str) -> list[str]:
     lines.append(
         f"  confidence  mean {_num(np.nanmean(conf[finite]) if finite.any() else None, '.3f')}"
     )
+    real = None  # which selector maps are real (a baseline's others are fillers)
+    if m.kind == "baseline":
+        real = set((m.extra.get("baseline") or {}).get("maps") or ())
     if m.roi_names:
         lines.append("  ROI         n    R²      argmax layer  scale")
         r2 = m.scores.get("r2_test")
@@ -187,13 +202,13 @@ def info_lines(m, path: str) -> list[str]:
                 if r2 is not None
                 else "-"
             )
-            mode = int(np.bincount(am[msk]).argmax())
-            lines.append(
-                f"  {name:<10} {int(msk.sum()):>4} {r2s:>6}  {mode:>12}  "
-                f"{_num(m.scale[msk].mean(), '.2f')}"
-            )
+            mode = int(np.bincount(am[msk]).argmax()) if real is None or "layer" in real else "-"
+            scale = _num(m.scale[msk].mean(), ".2f") if real is None or "scale" in real else "-"
+            lines.append(f"  {name:<10} {int(msk.sum()):>4} {r2s:>6}  {mode:>12}  {scale}")
         levels = hierarchy_levels(m.roi, m.roi_names)
         try:
+            if real is not None and "layer" not in real:
+                raise ValueError("no layer map")
             hs = hierarchy_slope(m.layer, levels)
             lines.append(
                 f"  hierarchy   slope a={hs.slope:.3f}, b={hs.intercept:.3f}, a+b={hs.top:.3f}"

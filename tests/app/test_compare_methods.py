@@ -117,7 +117,7 @@ def test_every_method_on_one_split(phantom, tmp_path):
     assert "no_layer_sel_exact" not in agreement[0]  # uniform layers: no layer map
 
 
-def test_cli_compare_methods(phantom, tmp_path):
+def test_cli_compare_methods(phantom, tmp_path, capsys):
     out = tmp_path / "cmp"
     rc = main(
         [
@@ -145,5 +145,14 @@ def test_cli_compare_methods(phantom, tmp_path):
     rows = json.loads((out / "comparison.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["no_scale_sel", "ridge"]
     assert rows[0]["seconds"] < 6 * 1.05 + 5  # the budget, one validation, the test
+    # factortopy info names the ablation, and shows no filler maps of a baseline
+    assert main(["info", str(out / "no_scale_sel.ftopy")]) == 0
+    assert main(["info", str(out / "ridge.ftopy")]) == 0
+    out_text = capsys.readouterr().out
+    assert "model       no_scale_sel: D=8" in out_text
+    assert "model       baseline ridge, display only (real maps: layer" in out_text
+    ridge = out_text.split("baseline ridge", 1)[1]
+    roi_rows = [ln for ln in ridge.splitlines() if ln.startswith("  V1 ")]
+    assert roi_rows and roi_rows[0].split()[-1] == "-"  # its scale is a filler
     assert main(["compare-methods", "--phantom", str(phantom), "--methods", "x",
                  "--out", str(out)]) != 0  # fmt: skip
