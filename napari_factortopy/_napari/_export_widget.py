@@ -42,6 +42,11 @@ class ExportWidget(widgets.Container):
             label="width (px)", value=3000, min=500, max=20000,
             tooltip="width of the figure or screenshot in pixels (≥ 3000 for print)",
         )  # fmt: skip
+        self.lighting = widgets.ComboBox(
+            label="lighting", choices=["flat", "shaded"], value="flat",
+            tooltip="flat: the map's exact colours (quantitative maps); shaded: a headlight "
+            "shows the folding",
+        )  # fmt: skip
         self.out = widgets.FileEdit(
             label="save as",
             mode="w",
@@ -50,7 +55,8 @@ class ExportWidget(widgets.Container):
             tooltip="PNG to write (the screenshot gets '-canvas' added to its name)",
         )
         self.figure_button = widgets.PushButton(
-            text="Export figure", tooltip="maps × views with legends, drawn offscreen"
+            text="Export figure",
+            tooltip="maps × views with legends, drawn off-screen (pyvista), both hemispheres",
         )
         self.shot_button = widgets.PushButton(
             text="Screenshot canvas", tooltip="the canvas as shown, at the chosen width"
@@ -62,6 +68,7 @@ class ExportWidget(widgets.Container):
                 self.maps,
                 self.views,
                 self.width_px,
+                self.lighting,
                 self.out,
                 self.figure_button,
                 self.shot_button,
@@ -94,6 +101,7 @@ class ExportWidget(widgets.Container):
             list(self.views.value),
             int(self.width_px.value),
             str(self.out.value),
+            lighting=str(self.lighting.value),
         )
         self.status.value = f"wrote {self.out.value} ({image.shape[1]}×{image.shape[0]})"
         return image

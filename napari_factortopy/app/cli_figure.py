@@ -1,5 +1,8 @@
 """``factortopy figure``: a publication figure of a model file, without a display.
 
+Surfaces are rendered off-screen by pyvista/VTK (EGL without a display, or Xvfb),
+legends by matplotlib.
+
 Hooked into the ``factortopy`` command by :func:`add_figure_parser` and
 :func:`run_figure`; the picture is the one the viewer's export button writes
 (:func:`napari_factortopy.scene.figure.figure_image`).
@@ -53,6 +56,13 @@ def add_figure_parser(subparsers) -> argparse.ArgumentParser:
         default=1,
         help="layer shown by the 'layer weights' map, 1-based (default 1)",
     )
+    p.add_argument(
+        "--lighting",
+        default="flat",
+        choices=("flat", "shaded"),
+        help="flat: the map's exact colours (default, for quantitative maps); shaded: a "
+        "headlight shows the folding",
+    )
     p.add_argument("--out", "-o", required=True, help="PNG file to write")
     p.add_argument(
         "--no-stamp",
@@ -97,7 +107,10 @@ def run_figure(args: argparse.Namespace) -> int:
         return 2
     scene.layer_index = args.layer - 1
     stamp = not getattr(args, "no_stamp", False)
-    image = figure_image(scene, args.maps, args.views, args.width, args.out, stamp=stamp)
+    lighting = getattr(args, "lighting", "flat")
+    image = figure_image(
+        scene, args.maps, args.views, args.width, args.out, stamp=stamp, lighting=lighting
+    )
     print(f"wrote {args.out} ({image.shape[1]}×{image.shape[0]} px)")
     return 0
 

@@ -1,9 +1,11 @@
 """Publication figures: maps × views, both hemispheres, a legend per map (no display).
 
-Drawn offscreen with matplotlib (:func:`napari_factortopy.scene.render.surface_figure`),
-so the export button and ``factortopy figure`` give the same picture and neither needs
-OpenGL. One row per map, one column per view; each cell shows both hemispheres as
-the viewer lays them out (:func:`~napari_factortopy.scene.brain.layout`).
+Surfaces are drawn off-screen by pyvista/VTK and composed with matplotlib legends
+(:func:`napari_factortopy.scene.render.surface_figure`), so the export button and
+``factortopy figure`` give the same picture and neither needs a display (EGL, or Xvfb).
+One row per map, one column per view; each cell shows both hemispheres as the viewer
+lays them out (:func:`~napari_factortopy.scene.brain.layout`); one off-screen plotter
+draws every panel.
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ def figure_image(
     width_px: int = 3000,
     out_path: str | os.PathLike | None = None,
     stamp: bool = True,
+    lighting: str = "flat",
 ) -> np.ndarray:
     """Render maps × views of a scene into one RGBA image (and a PNG when asked).
 
@@ -167,6 +170,9 @@ def figure_image(
     stamp : bool, default True
         Write "UNFINISHED MODEL: <reason>" across each row when the model file says
         training did not converge (``summary["convergence"]``).
+    lighting : {"flat", "shaded"}, default "flat"
+        "flat" keeps each map's colours exact in the pixels (quantitative maps);
+        "shaded" adds a headlight that shows the folding.
 
     Returns
     -------
@@ -198,6 +204,7 @@ def figure_image(
                     width_px=width_px,
                     legend_title=MAP_TITLES.get(name, name),
                     stamp=f"UNFINISHED MODEL: {line}" if line else "",
+                    lighting=lighting,
                     **legend_for(scene),
                 )
             )

@@ -1,8 +1,18 @@
-"""Offscreen surface figures with matplotlib alone (the CLI's ``layer_map.png``).
+"""Offscreen surface figures: meshes drawn by VTK (pyvista), composed by matplotlib.
 
-Meshes are drawn by orthographic projection and the painter's algorithm (triangles
-sorted back to front in one ``PolyCollection``), on a ``matplotlib.figure.Figure`` with
-the Agg canvas: no pyplot, no GUI, no OpenGL.
+One renderer draws every surface panel: an off-screen :class:`pyvista.Plotter`
+(:class:`SurfaceRenderer`), created once per thread and reused for every panel, since
+its first render (OpenGL context, shaders) costs seconds and each further panel well
+under one. The camera is orthographic and placed by :func:`view_basis`, the same
+table the napari canvas's presets use, so a figure's views match the viewer. Panel
+images are then laid out with titles and a legend on a ``matplotlib.figure.Figure``
+(Agg canvas; no pyplot, no GUI).
+
+No display is needed: without ``$DISPLAY`` (Linux) VTK renders through EGL (its
+wheels since 9.4 carry it; Mesa's software EGL where there is no GPU); with a display
+or under Xvfb it uses GLX. Lighting is ``"flat"`` by default: the vertex colours
+reach the pixels exactly (quantitative maps); ``"shaded"`` adds a headlight (ambient
+0.35, diffuse 0.65) for a sense of shape.
 
 View conventions (camera direction and screen axes, RAS coordinates x = right,
 y = anterior, z = superior):
@@ -16,28 +26,44 @@ posterior   +y (from behind)     +z          +x (left hemisphere on the left)
 anterior    −y (from the front)  +z          −x
 ventral     +z (from below)      +y          −x
 dorsal      −z (from above)      +y          +x
-flat        —                    vertex y    vertex x (the mesh's x, y are used as is)
+flat        −z                   vertex y    vertex x (the mesh's x, y are used as is)
 ==========  ===================  ==========  =====================================
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from ..core.atomic import atomic_path
 
-__all__ = ["VIEWS", "compose_figure", "project", "render_mesh", "surface_figure", "view_basis"]
+__all__ = [
+    "LIGHTING",
+    "VIEWS",
+    "SurfaceRenderer",
+    "compose_figure",
+    "project",
+    "render_mesh",
+    "renderer",
+    "surface_figure",
+    "view_basis",
+]
 
 #: Names of the supported views.
 VIEWS = ("lateral", "medial", "posterior", "anterior", "ventral", "dorsal", "flat")
+
+#: Lighting modes: "flat" keeps the map's colours exact, "shaded" adds a headlight.
+LIGHTING = ("flat", "shaded")
 
 
 def view_basis(view: str, hemi: str = "lh") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,6 +126,231 @@ def project(
     return np.stack([v @ right, v @ up], axis=1), v @ forward
 
 
+def _camera_basis(view: str, hemi: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`view_basis`, with "flat" seen from +z (screen right = x, up = y)."""
+    if view == "flat":
+        x, y, z = np.eye(3)
+        return x, y, -z
+    return view_basis(view, hemi)
+
+
+def _lighting(lighting: str | None, shading: bool = False) -> str:
+    mode = lighting if lighting is not None else ("shaded" if shading else "flat")
+    if mode not in LIGHTING:
+        raise ValueError(f"lighting must be one of {LIGHTING}; got {mode!r}")
+    return mode
+
+
+def _use_egl_without_display() -> None:
+    """Without a display on Linux, ask VTK for EGL at once (instead of failing on X
+    with a warning first). A user's own choice of window class is kept."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+
+def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (outward for counter-clockwise faces)."""
+    p = v[f]
+    fn = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    n = np.zeros_like(v)
+    for k in range(3):
+        n[:, k] = np.bincount(f.ravel(), np.repeat(fn[:, k], 3), minlength=len(v))
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return n / np.where(norm > 0, norm, 1.0)
+
+
+class SurfaceRenderer:
+    """One off-screen pyvista ``Plotter``, reused for every panel it draws.
+
+    Use :func:`renderer` for the thread's shared instance. ``plotter`` is created on
+    the first :meth:`render` (that first render costs seconds: the OpenGL context and
+    shaders); each later panel replaces the mesh, the camera and the window size.
+
+    Parameters
+    ----------
+    multi_samples : int, default 4
+        MSAA samples (smooth outlines; the inside of each colour region stays exact).
+    """
+
+    def __init__(self, multi_samples: int = 4) -> None:
+        self.multi_samples = int(multi_samples)
+        self.plotter = None
+        self._actor = None
+        self.n_rendered = 0
+
+    def _ensure(self, size: tuple[int, int]):
+        if self.plotter is None:
+            _use_egl_without_display()
+            try:
+                import pyvista as pv
+            except ImportError as exc:  # pragma: no cover - pyvista is a dependency
+                raise ImportError(
+                    "figures need pyvista: pip install 'napari-factortopy[render]'"
+                ) from exc
+            p = pv.Plotter(off_screen=True, window_size=size, lighting="none")
+            if self.multi_samples > 1:
+                p.enable_anti_aliasing("msaa", multi_samples=self.multi_samples)
+            p.set_background("white")
+            p.add_light(pv.Light(light_type="headlight"))
+            p.enable_parallel_projection()
+            self.plotter = p
+        return self.plotter
+
+    def render(
+        self,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        vertex_rgba: np.ndarray,
+        view: str = "lateral",
+        hemi: str = "lh",
+        size: tuple[int, int] = (800, 600),
+        lighting: str = "flat",
+        pad: float = 0.02,
+        cull_backfaces: bool = False,
+    ) -> np.ndarray:
+        """Draw one coloured mesh, framed to fill ``size``.
+
+        Parameters
+        ----------
+        vertices : array of shape (n, 3) (or (n, 2) for "flat")
+            Vertex positions (RAS).
+        faces : int array of shape (m, 3)
+            Triangles, counter-clockwise seen from outside (FreeSurfer order).
+        vertex_rgba : array of shape (n, 4) or (n, 3)
+            Colours in [0, 1] (alpha is ignored: surfaces are opaque).
+        view : str
+            One of :data:`VIEWS`; the camera follows :func:`view_basis`.
+        hemi : {"lh", "rh"}
+        size : (width, height)
+            Image size in pixels.
+        lighting : {"flat", "shaded"}
+            "flat": the pixels carry the vertex colours exactly (colours are
+            interpolated across a triangle, as in napari); "shaded": headlight.
+        pad : float
+            Margin around the mesh, as a fraction of its larger extent.
+        cull_backfaces : bool
+            Skip triangles facing away (the depth buffer hides them anyway).
+
+        Returns
+        -------
+        image : uint8 array of shape (height, width, 3)
+        """
+        import pyvista as pv
+
+        v = np.asarray(vertices, dtype=np.float64)
+        if v.ndim == 2 and v.shape[1] == 2:
+            v = np.concatenate([v, np.zeros((len(v), 1))], axis=1)
+        f = np.asarray(faces, dtype=np.int64)
+        col = np.asarray(vertex_rgba, dtype=np.float64)
+        if f.ndim != 2 or f.shape[1] != 3:
+            raise ValueError(f"faces must be (m, 3); got {f.shape}")
+        if col.ndim != 2 or col.shape[0] != v.shape[0] or col.shape[1] not in (3, 4):
+            raise ValueError(f"vertex_rgba must be ({v.shape[0]}, 4); got {col.shape}")
+        mode = _lighting(lighting)
+        w, h = max(int(size[0]), 1), max(int(size[1]), 1)
+        p = self._ensure((w, h))
+        if self._actor is not None:
+            p.remove_actor(self._actor, render=False)
+            self._actor = None
+        mesh = pv.PolyData.from_regular_faces(v, f)
+        mesh.point_data["rgb"] = np.round(np.clip(col[:, :3], 0.0, 1.0) * 255).astype(np.uint8)
+        if mode == "shaded":
+            mesh.point_data["Normals"] = _vertex_normals(v, f)
+            mesh.point_data.active_normals_name = "Normals"
+        self._actor = p.add_mesh(
+            mesh,
+            scalars="rgb",
+            rgb=True,
+            lighting=mode == "shaded",
+            ambient=0.35 if mode == "shaded" else 0.0,
+            diffuse=0.65 if mode == "shaded" else 1.0,
+            specular=0.0,
+            culling="back" if cull_backfaces else None,
+            show_scalar_bar=False,
+            reset_camera=False,
+            render=False,
+        )
+        right, up, forward = _camera_basis(view, hemi)
+        used = v[np.unique(f)] if f.size else v
+        if not len(used):
+            used = np.zeros((1, 3))
+        sx, sy, depth = used @ right, used @ up, used @ forward
+        lo, hi = np.array([sx.min(), sy.min()]), np.array([sx.max(), sy.max()])
+        ext = hi - lo
+        margin = pad * float(max(ext.max(), 1e-9))
+        cx, cy = (lo + hi) / 2.0
+        span_y = max(ext[1] + 2 * margin, (ext[0] + 2 * margin) * h / w, 1e-9)
+        dist = float(depth.max() - depth.min()) + 10.0 * float(max(ext.max(), 1.0))
+        focal = right * cx + up * cy + forward * float(depth.mean())
+        cam = p.camera
+        cam.focal_point = tuple(focal)
+        cam.position = tuple(focal - forward * dist)
+        cam.up = tuple(up)
+        cam.parallel_projection = True
+        cam.parallel_scale = span_y / 2.0
+        p.window_size = (w, h)
+        p.renderer.ResetCameraClippingRange()
+        p.render()
+        image = np.asarray(p.screenshot(return_img=True))[..., :3]
+        self.n_rendered += 1
+        if image.shape[:2] != (h, w):  # pragma: no cover - a window manager resized it
+            from PIL import Image
+
+            image = np.asarray(Image.fromarray(image).resize((w, h), Image.NEAREST))
+        return np.ascontiguousarray(image)
+
+    def close(self) -> None:
+        """Release the plotter (its OpenGL context)."""
+        if self.plotter is not None:
+            self.plotter.close()
+        self.plotter, self._actor = None, None
+
+
+_local = threading.local()
+_all: list[SurfaceRenderer] = []
+
+
+def _close_all() -> None:
+    """Close every shared renderer before the interpreter tears VTK down."""
+    while _all:
+        _all.pop().close()
+
+
+def renderer() -> SurfaceRenderer:
+    """This thread's shared :class:`SurfaceRenderer` (an OpenGL context belongs to one
+    thread), created on first use and closed at exit."""
+    r = getattr(_local, "renderer", None)
+    if r is None:
+        if not _all:
+            atexit.register(_close_all)
+        r = _local.renderer = SurfaceRenderer()
+        _all.append(r)
+    return r
+
+
+def _axes_pixels(ax: Axes) -> tuple[int, int]:
+    """Width and height (pixels) of an axis' box."""
+    fig = ax.figure
+    fw, fh = fig.get_size_inches() * fig.dpi
+    box = ax.get_position()
+    return max(round(float(box.width * fw)), 1), max(round(float(box.height * fh)), 1)
+
+
+def _show(ax: Axes, image: np.ndarray) -> AxesImage:
+    """Put a rendered panel into an axis, pixel for pixel."""
+    h, w = image.shape[:2]
+    im = ax.imshow(
+        image, extent=(0, w, 0, h), origin="upper", interpolation="nearest",
+        aspect="auto", resample=False,
+    )  # fmt: skip
+    ax.set_xlim(0, w)
+    ax.set_ylim(0, h)
+    ax.set_axis_off()
+    return im
+
+
 def render_mesh(
     ax: Axes,
     vertices: np.ndarray,
@@ -108,95 +359,35 @@ def render_mesh(
     view: str = "lateral",
     hemi: str = "lh",
     shading: bool = False,
-    ambient: float = 0.4,
     cull_backfaces: bool = True,
-    edge_width: float | None = None,
-) -> PolyCollection:
-    """Draw a coloured triangle mesh into an axis.
+    lighting: str | None = None,
+) -> AxesImage:
+    """Draw a coloured triangle mesh into an axis (rendered by :func:`renderer`).
 
-    Triangles are projected orthographically (:func:`project`), back-facing ones are
-    dropped (those that project clockwise; not for "flat"), and the rest are drawn
-    back to front. A face's colour is the mean of its three vertices' colours. The axis
-    gets equal aspect and no frame.
+    The mesh is rendered at the axis' size in pixels, framed to fill it with equal
+    aspect, and shown as an image; the axis has no frame.
 
     Parameters
     ----------
     ax : matplotlib Axes
-    vertices : array of shape (n, 3)
-        Vertex positions (RAS).
-    faces : int array of shape (m, 3)
-        Triangles, counter-clockwise seen from outside (FreeSurfer order).
-    vertex_rgba : array of shape (n, 4) or (n, 3)
-        Colours in [0, 1].
-    view : str, default "lateral"
-        One of :data:`VIEWS`.
-    hemi : {"lh", "rh"}, default "lh"
+    vertices, faces, vertex_rgba, view, hemi, cull_backfaces
+        As for :meth:`SurfaceRenderer.render`.
     shading : bool, default False
-        Lambert shading ``ambient + (1 − ambient) · max(0, n · l)`` with the light at
-        the camera; off by default so the colours stay exact.
-    ambient : float, default 0.4
-    cull_backfaces : bool, default True
-    edge_width : float, optional
-        Width (points) of each triangle's edge, drawn in the face colour to hide the
-        antialiasing seams between triangles; default one pixel at the figure's dpi.
+        Shorthand for ``lighting="shaded"``.
+    lighting : {"flat", "shaded"}, optional
+        Overrides ``shading``.
 
     Returns
     -------
-    PolyCollection
-        The collection added to ``ax``.
+    AxesImage
+        The image added to ``ax``.
     """
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    col = np.asarray(vertex_rgba, dtype=np.float64)
-    if f.ndim != 2 or f.shape[1] != 3:
-        raise ValueError(f"faces must be (m, 3); got {f.shape}")
-    if col.shape[0] != v.shape[0] or col.shape[1] not in (3, 4):
-        raise ValueError(f"vertex_rgba must be ({v.shape[0]}, 4); got {col.shape}")
-    if col.shape[1] == 3:
-        col = np.concatenate([col, np.ones((len(col), 1))], axis=1)
-    xy, depth = project(v, view, hemi)
-    tri = xy[f]  # (m, 3, 2)
-    face_col = col[f].mean(axis=1)
-    keep = np.ones(len(f), dtype=bool)
-    if view != "flat":
-        e1 = tri[:, 1] - tri[:, 0]
-        e2 = tri[:, 2] - tri[:, 0]
-        area2 = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        if cull_backfaces:
-            keep = area2 > 0
-        if shading:
-            _, _, forward = view_basis(view, hemi)
-            p = v[f]
-            normal = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-            norm = np.linalg.norm(normal, axis=1, keepdims=True)
-            normal = normal / np.where(norm > 0, norm, 1.0)
-            lam = np.clip(normal @ -forward, 0.0, 1.0)
-            if not cull_backfaces:
-                lam = np.abs(normal @ -forward)
-            factor = ambient + (1.0 - ambient) * lam
-            face_col[:, :3] = np.clip(face_col[:, :3] * factor[:, None], 0.0, 1.0)
-    order = np.argsort(-depth[f].mean(axis=1), kind="stable")
-    order = order[keep[order]]
-    face_col = np.clip(face_col[order], 0.0, 1.0)
-    if edge_width is None:
-        edge_width = 72.0 / float(ax.figure.dpi)
-    coll = PolyCollection(
-        tri[order],
-        facecolors=face_col,
-        edgecolors=face_col,
-        linewidths=edge_width,
-        antialiased=True,
-    )
-    ax.add_collection(coll)
-    used = xy[np.unique(f)] if f.size else xy
-    if len(used):
-        lo, hi = used.min(axis=0), used.max(axis=0)
-        pad = 0.02 * float(max(hi - lo)) if np.any(hi > lo) else 1.0
-        ax.set_xlim(lo[0] - pad, hi[0] + pad)
-        ax.set_ylim(lo[1] - pad, hi[1] + pad)
-    ax.set_aspect("equal")
-    ax.set_axis_off()
-    return coll
+    w, h = _axes_pixels(ax)
+    image = renderer().render(
+        vertices, faces, vertex_rgba, view, hemi, (w, h), _lighting(lighting, shading),
+        cull_backfaces=cull_backfaces,
+    )  # fmt: skip
+    return _show(ax, image)
 
 
 def _panel_aspect(panel: Mapping[str, Any]) -> float:
@@ -227,6 +418,7 @@ def compose_figure(
     legend_yticklabels: Sequence[str] | None = None,
     legend_xticks: bool = True,
     stamp: str = "",
+    lighting: str | None = None,
 ) -> Figure:
     """The :func:`surface_figure` as a matplotlib ``Figure`` (Agg canvas attached), not drawn.
 
@@ -272,6 +464,9 @@ def compose_figure(
             if p is None:
                 continue
             ax = fig.add_axes(frac(margin + j * cell_w, y + top_pad, cell_w, row_h - top_pad))
+            mode = p.get("lighting") or _lighting(
+                lighting if "shading" not in p else None, bool(p.get("shading", shading))
+            )
             render_mesh(
                 ax,
                 p["vertices"],
@@ -279,7 +474,7 @@ def compose_figure(
                 p["rgba"],
                 view=p.get("view", "lateral"),
                 hemi=p.get("hemi", "lh"),
-                shading=bool(p.get("shading", shading)),
+                lighting=mode,
             )
             if p.get("title"):
                 ax.set_title(str(p["title"]), fontsize=fontsize)
@@ -336,6 +531,7 @@ def surface_figure(
     legend_yticklabels: Sequence[str] | None = None,
     legend_xticks: bool = True,
     stamp: str = "",
+    lighting: str | None = None,
 ) -> np.ndarray:
     """Compose surface renderings (and an optional legend) into one image.
 
@@ -344,7 +540,9 @@ def surface_figure(
     panels : list of rows, each a list of dict (or None for an empty cell)
         Each dict has ``vertices`` (n, 3), ``faces`` (m, 3), ``rgba`` (n, 4) and
         optionally ``view`` (default "lateral"), ``hemi`` (default "lh"), ``title``
-        and ``shading`` (default: the ``shading`` argument). Rows may differ in length;
+        and ``lighting`` or ``shading`` (default: the ``lighting`` argument). Every
+        panel is drawn by the same off-screen plotter (:func:`renderer`). Rows may
+        differ in length;
         panel width is the width of the longest row's cells, each row's height follows
         its panels' aspect.
     legend : array of shape (h, w, 3 or 4), optional
@@ -364,7 +562,7 @@ def surface_figure(
         Data extent of the legend image, for meaningful ticks; e.g.
         ``(0.5, L + 0.5, 0, 1)`` for the layer legend. Default ``(0, 1, 0, 1)``.
     shading : bool, default False
-        Lambert shading for panels that do not say otherwise.
+        Shorthand for ``lighting="shaded"``.
     legend_yticklabels : sequence of str, optional
         Names of the legend's rows, one per row from the top (label maps); an empty
         sequence hides the y axis (a 1-D colour bar has no second axis). Default:
@@ -374,6 +572,9 @@ def surface_figure(
     stamp : str, optional
         A warning written across the top of the figure in red (e.g. "unfinished
         model: …"); none by default.
+    lighting : {"flat", "shaded"}, optional
+        Lighting of panels that do not say otherwise; default "flat" (exact colours)
+        unless ``shading`` is set.
 
     Returns
     -------
@@ -382,7 +583,7 @@ def surface_figure(
     """
     fig = compose_figure(
         panels, legend, legend_title, width_px, None, legend_xlabel, legend_ylabel,
-        legend_extent, shading, legend_yticklabels, legend_xticks, stamp,
+        legend_extent, shading, legend_yticklabels, legend_xticks, stamp, lighting,
     )  # fmt: skip
     fig.canvas.draw()
     image = np.asarray(fig.canvas.buffer_rgba()).copy()

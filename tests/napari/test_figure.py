@@ -40,6 +40,7 @@ def test_figure_shows_the_map_colour(one_hot_model):
     greys = colours.curvature_grey(np.array([-1.0, 1.0]))[:, :3]
     n_grey = sum(_count(image, g) for g in greys)
     assert n_grey > 2 * _count(image, colour)  # the rest of the cortex is curvature grey
+    assert _count(top, colour, tol=0) > 2000  # flat lighting: the exact RGB, sampled
     assert scene.map_name == "layer" and scene.view == "lateral"  # left as it was
 
 
@@ -65,3 +66,18 @@ def test_cli_figure_writes_png(tmp_path, one_hot_model, capsys):
     assert _count(image, colour) > 2000
     assert main(["figure", str(path), "--maps", "nonsense", "--out", str(out)]) == 2
     assert main(["figure", str(tmp_path / "missing.ftopy"), "--out", str(out)]) == 2
+
+
+def test_cli_figure_lighting(tmp_path, one_hot_model, capsys):
+    """--lighting shaded shades the map (its exact colour mostly gone); flat keeps it."""
+    path = one_hot_model.save(tmp_path / "m.ftopy")
+    colour = colours.layer_rgba(one_hot_model.layer[:1])[0, :3]
+    counts = {}
+    for lighting in ("flat", "shaded"):
+        out = tmp_path / f"{lighting}.png"
+        argv = ["figure", str(path), "--views", "posterior", "--width", "1000"]
+        assert main([*argv, "--lighting", lighting, "--out", str(out)]) == 0
+        counts[lighting] = _count(np.asarray(Image.open(out)), colour, tol=0)
+    assert counts["flat"] > 500 and counts["shaded"] < counts["flat"] / 4
+    with pytest.raises(SystemExit):
+        main(["figure", str(path), "--lighting", "glossy", "--out", str(tmp_path / "x.png")])
