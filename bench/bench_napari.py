@@ -12,15 +12,24 @@ Prints, in milliseconds:
   before the draw (plugin + napari model) and the draw (vispy re-uploads the mesh
   unrolled per face, then one software-rendered frame under Xvfb), with the number of
   frames drawn per switch;
-- click → inspected vertex (target < 100), first click (builds the KD-tree) apart.
+- click → inspected vertex (target < 100), first click (builds the KD-tree) apart;
+- figure export (issue 9): a 4-view × 2-map, 3000-px figure of the model
+  (``figure_image``, PNG written), drawn by the package's pyvista renderer (first
+  export with the plotter's first render, then a warm one) and, in the same run, by
+  the matplotlib rasteriser it replaced (``scene/render.py`` as of commit
+  ``OLD_RENDER_COMMIT``, loaded from git history for this comparison only;
+  ``--no-old-figure`` skips it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
+import subprocess
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +61,76 @@ def synthetic_meshset(n: int, name: str, kind: str):
         {"lh": faces, "rh": faces},
         {"lh": curv, "rh": curv},
     )
+
+
+#: The last commit whose scene/render.py drew surfaces with matplotlib (painter's
+#: algorithm); the bench loads that file from git to time the old path.
+OLD_RENDER_COMMIT = "110ab67"
+
+
+def old_matplotlib_surface_figure():
+    """``surface_figure`` of the matplotlib renderer, from git history (bench only)."""
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(
+        ["git", "show", f"{OLD_RENDER_COMMIT}:napari_factortopy/scene/render.py"],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    src = src.replace("from ..core.atomic import", "from napari_factortopy.core.atomic import")
+    module = types.ModuleType("old_matplotlib_render")
+    exec(compile(src, "old_matplotlib_render.py", "exec"), module.__dict__)
+
+    def surface_figure(*args, lighting=None, **kwargs):
+        return module.surface_figure(*args, shading=lighting == "shaded", **kwargs)
+
+    return surface_figure
+
+
+@contextlib.contextmanager
+def renderer_swapped(surface_figure):
+    """Let ``figure_image`` draw through another ``surface_figure`` for a while."""
+    from napari_factortopy.scene import render
+
+    saved = render.surface_figure
+    render.surface_figure = surface_figure
+    try:
+        yield
+    finally:
+        render.surface_figure = saved
+
+
+def bench_figures(scene, out_dir: Path, old: bool) -> None:
+    """Time a 4-view × 2-map 3000-px figure export: pyvista (cold, warm) and matplotlib."""
+    from napari_factortopy.scene.figure import figure_image
+    from napari_factortopy.scene.render import renderer
+
+    maps, views = ["layer", "score"], ["lateral", "medial", "ventral", "posterior"]
+    n_panels = len(maps) * len(views)
+    n_mesh = sum(len(v) for v in scene.meshes().vertices.values())
+
+    def export(tag: str) -> tuple[float, np.ndarray]:
+        t = time.perf_counter()
+        image = figure_image(scene, maps, views, 3000, out_dir / f"figure-{tag}.png")
+        return time.perf_counter() - t, image
+
+    cold = renderer().plotter is None
+    first_tag = "first (with the plotter's first render)" if cold else "first"
+    t_first, image = export("pyvista-first")
+    t_warm, _ = export("pyvista")
+    print(
+        f"figure export, {len(views)} views × {len(maps)} maps, {image.shape[1]}×"
+        f"{image.shape[0]} px, {n_mesh} mesh vertices: pyvista "
+        f"{first_tag} "
+        f"{t_first:.1f} s, warm {t_warm:.1f} s ({t_warm / n_panels:.2f} s per panel)"
+    )
+    if old:
+        with renderer_swapped(old_matplotlib_surface_figure()):
+            t_old, _ = export("matplotlib")
+        print(
+            f"figure export, same figure, old matplotlib rasteriser ({OLD_RENDER_COMMIT}): "
+            f"{t_old:.1f} s ({t_old / n_panels:.2f} s per panel); pyvista warm is "
+            f"{t_old / t_warm:.1f}× faster, first {t_old / t_first:.1f}×"
+        )
+    print(f"figures written to {out_dir}")
 
 
 def bench_model(n_mesh: int, n_vertices: int, n_layers: int = 12, d: int = 128):
@@ -97,6 +176,10 @@ def main() -> None:
     parser.add_argument("--mesh-vertices", type=int, default=163842)
     parser.add_argument("--vertices", type=int, default=40000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--no-old-figure", action="store_true", help="skip the old matplotlib figure export"
+    )
+    parser.add_argument("--figure-only", action="store_true", help="only the figure export rows")
     args = parser.parse_args()
 
     import napari
@@ -135,6 +218,10 @@ def main() -> None:
 
     widget = BrainWidget(viewer)
     drawn()
+    if args.figure_only:
+        bench_figures(widget.scene, tmp, old=not args.no_old_figure)
+        viewer.close()
+        return
 
     frames = [0]
     canvas.events.draw.connect(lambda _e: frames.__setitem__(0, frames[0] + 1))
@@ -199,6 +286,7 @@ def main() -> None:
         f"max {1000 * max(clicks):.1f} ms (target < 100); first click after a mesh/view "
         f"change (builds the KD-tree): {1000 * first:.0f} ms"
     )
+    bench_figures(widget.scene, tmp, old=not args.no_old_figure)
     viewer.close()
 
 

@@ -273,7 +273,12 @@ class SurfaceRenderer:
             render=False,
         )
         right, up, forward = _camera_basis(view, hemi)
-        used = v[np.unique(f)] if f.size else v
+        if f.size:
+            mask = np.zeros(len(v), dtype=bool)
+            mask[f.ravel()] = True  # (np.unique sorts: ~1 s on fsaverage)
+            used = v[mask]
+        else:
+            used = v
         if not len(used):
             used = np.zeros((1, 3))
         sx, sy, depth = used @ right, used @ up, used @ forward
@@ -290,7 +295,8 @@ class SurfaceRenderer:
         cam.up = tuple(up)
         cam.parallel_projection = True
         cam.parallel_scale = span_y / 2.0
-        p.window_size = (w, h)
+        if tuple(p.ren_win.GetSize()) != (w, h):
+            p.ren_win.SetSize(w, h)  # (pyvista's window_size setter renders once more)
         p.renderer.ResetCameraClippingRange()
         p.render()
         image = np.asarray(p.screenshot(return_img=True))[..., :3]
