@@ -33,6 +33,7 @@ flat        −z                   vertex y    vertex x (the mesh's x, y are use
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -315,24 +316,35 @@ class SurfaceRenderer:
 
 
 _local = threading.local()
-_all: list[SurfaceRenderer] = []
+_all: list[tuple[threading.Thread, SurfaceRenderer]] = []
+_all_lock = threading.Lock()
 
 
 def _close_all() -> None:
     """Close every shared renderer before the interpreter tears VTK down."""
-    while _all:
-        _all.pop().close()
+    with _all_lock:
+        while _all:
+            _all.pop()[1].close()
 
 
 def renderer() -> SurfaceRenderer:
-    """This thread's shared :class:`SurfaceRenderer` (an OpenGL context belongs to one
-    thread), created on first use and closed at exit."""
+    """This thread's shared :class:`SurfaceRenderer`, created on first use.
+
+    An OpenGL context belongs to one thread, so each thread that draws (the main
+    thread, a napari worker) gets its own; those of threads that have ended are closed
+    here, and all of them at exit.
+    """
     r = getattr(_local, "renderer", None)
     if r is None:
-        if not _all:
-            atexit.register(_close_all)
-        r = _local.renderer = SurfaceRenderer()
-        _all.append(r)
+        with _all_lock:
+            if not _all:
+                atexit.register(_close_all)
+            for entry in [e for e in _all if not e[0].is_alive()]:
+                _all.remove(entry)
+                with contextlib.suppress(Exception):  # best effort: its thread is gone
+                    entry[1].close()
+            r = _local.renderer = SurfaceRenderer()
+            _all.append((threading.current_thread(), r))
     return r
 
 
