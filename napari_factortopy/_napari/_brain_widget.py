@@ -33,13 +33,29 @@ from napari_factortopy._napari._inspector import Inspector
 from napari_factortopy._napari._layers import scene_for_layer, unfinished
 from napari_factortopy._napari._overlays import show_roi_names, show_unfinished
 from napari_factortopy.scene import plots as _plots
-from napari_factortopy.scene.brain import MAPS, MESH_KINDS, VIEWS, BrainScene, Pick
+from napari_factortopy.scene.brain import (
+    ENSEMBLE_MAPS,
+    MAPS,
+    MESH_KINDS,
+    VIEWS,
+    BrainScene,
+    Pick,
+    available_maps,
+    ensemble_map,
+    method_name,
+)
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["BrainWidget", "ModelChoice", "apply_scene", "factortopy_layers"]
 
+#: Keyboard shortcuts bound on the viewer while the panel is open (docs/NAPARI.md).
+KEYS = {
+    "next map": "Alt-N",
+    "previous map": "Alt-P",
+    **{f"view {v}": f"Alt-{i}" for i, v in enumerate(VIEWS, start=1)},
+}
 _FLAT_TIP = "the flat patch of both hemispheres (FreeSurfer ?h.*.patch.flat)"
 _NO_FLAT_TIP = "no flat patch of this mesh on this machine: the flat view is off"
 
@@ -58,6 +74,8 @@ class BrainWidget(widgets.Container):
         self.timings: dict[str, float] = {}
         self.model_choice = ModelChoice(viewer)
         self.banner = widgets.Label(label="", value="", visible=False)
+        self.method = widgets.Label(label="method", value="", visible=False)
+        self.method.tooltip = "the comparison method or FactorTopy ablation behind these maps"
         self.map_choice = widgets.ComboBox(
             label="map", choices=self._map_names, tooltip="what the surface shows"
         )
@@ -91,11 +109,27 @@ class BrainWidget(widgets.Container):
             text="ROI outlines", value=False, tooltip="ROI borders in black, with ROI names"
         )
         self.inspector = Inspector()
-        self.extend(
-            [self.model_choice, self.banner, self.map_choice, self.layer_slider,
-             self.score_choice, self.legend, self.mesh_choice, self.view_buttons,
-             self.outlines, *self.inspector.widgets]
+        self.session_file = widgets.FileEdit(
+            label="session", mode="w", filter="*.json",
+            tooltip="a session file: models, map, mesh, view, camera (JSON)",
         )  # fmt: skip
+        self.save_session_button = widgets.PushButton(
+            text="Save session", tooltip="write the models, map, mesh, view and camera"
+        )
+        self.restore_session_button = widgets.PushButton(
+            text="Restore session", tooltip="reopen a saved session's models and picture"
+        )
+        session_buttons = widgets.Container(
+            layout="horizontal", labels=False, label="",
+            widgets=[self.save_session_button, self.restore_session_button],
+        )  # fmt: skip
+        self.extend(
+            [self.model_choice, self.banner, self.method, self.map_choice, self.layer_slider,
+             self.score_choice, self.legend, self.mesh_choice, self.view_buttons,
+             self.outlines, *self.inspector.widgets, self.session_file, session_buttons]
+        )  # fmt: skip
+        self.save_session_button.changed.connect(lambda _=None: self._on_save_session())
+        self.restore_session_button.changed.connect(lambda _=None: self._on_restore_session())
         self.model_choice.changed.connect(self._on_model)
         self.map_choice.changed.connect(self._on_map)
         self.layer_slider.changed.connect(self._on_layer_index)
@@ -108,12 +142,65 @@ class BrainWidget(widgets.Container):
         self.native.destroyed.connect(lambda *_: self._unhook(viewer))
         self._hooked: set[int] = set()
         self._legends: dict[tuple, object] = {}
+        self._bind_keys(viewer)
         self._on_layers_changed()
+
+    def _bind_keys(self, viewer) -> None:
+        """Next / previous map and the view presets on the keyboard (see :data:`KEYS`)."""
+        actions = {
+            "next map": lambda v=None: self._step_map(+1),
+            "previous map": lambda v=None: self._step_map(-1),
+            **{f"view {w}": (lambda v=None, w=w: self._on_view(w)) for w in VIEWS},
+        }
+        self.key_actions = actions
+        for name, key in KEYS.items():
+            viewer.bind_key(key, actions[name], overwrite=True)
+
+    def _step_map(self, step: int) -> str | None:
+        """Show the next (``+1``) or previous (``-1``) map of the drop-down, cyclically."""
+        choices = list(self.map_choice.choices)
+        if self.scene is None or not choices:
+            return None
+        current = self.map_choice.value
+        i = choices.index(current) if current in choices else 0
+        self.map_choice.value = choices[(i + step) % len(choices)]
+        return self.map_choice.value
+
+    def _on_save_session(self, path=None):
+        """Write the current picture to the session file; returns the Session."""
+        from napari_factortopy._napari._session import from_viewer
+
+        session = from_viewer(self.viewer, active=self.model_choice.value)
+        session.save(path or str(self.session_file.value))
+        return session
+
+    def _on_restore_session(self, path=None):
+        """Reopen the session file's models and picture; returns the new layers."""
+        from napari.utils.notifications import show_warning
+
+        from napari_factortopy._napari._session import apply
+        from napari_factortopy.scene.session import Session
+
+        try:
+            session = Session.load(path or str(self.session_file.value))
+        except (OSError, ValueError, TypeError) as exc:
+            show_warning(f"cannot restore the session: {exc}")
+            return None
+        layers = apply(session, self.viewer)
+        if session.active in self.viewer.layers:
+            self.model_choice.value = session.active
+        self._sync()
+        return layers
 
     def _unhook(self, viewer) -> None:
         """The panel is gone: its viewer-level click callback goes too."""
         if self._on_mouse in viewer.mouse_drag_callbacks:
             viewer.mouse_drag_callbacks.remove(self._on_mouse)
+        for key in KEYS.values():
+            try:
+                viewer.bind_key(key, None)  # unbinds
+            except (KeyError, ValueError, TypeError):
+                pass
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -135,7 +222,10 @@ class BrainWidget(widgets.Container):
 
     def _map_names(self, _widget=None) -> list[str]:
         scene = self.scene
-        return list(MAPS) + ([] if scene is None else [k for k in scene.custom if k not in MAPS])
+        if scene is None:
+            return list(MAPS)
+        maps = available_maps(scene.model)
+        return maps + [k for k in scene.custom if k not in maps]
 
     def _score_keys(self, _widget=None) -> list[str]:
         scene = self.scene
@@ -169,7 +259,18 @@ class BrainWidget(widgets.Container):
         n_clusters = None if scene.clusters is None else int(scene.clusters.max())
         key = (id(scene), scene.map_name, scene.layer_index, scene.score_key, n_clusters)
         if scene.map_name in scene.custom or key not in self._legends:
-            self._legends[key] = _plots.legend_image(scene)
+            if scene.map_name in ENSEMBLE_MAPS and scene.map_name not in scene.custom:
+                from types import SimpleNamespace
+
+                # a colour bar with the map's range and units (plots' custom-map legend)
+                shim = SimpleNamespace(
+                    map_name=scene.map_name,
+                    model=scene.model,
+                    custom={scene.map_name: ensemble_map(scene.model, scene.map_name)},
+                )
+                self._legends[key] = _plots.legend_image(shim)
+            else:
+                self._legends[key] = _plots.legend_image(scene)
         show_image(self.legend, self._legends[key])
 
     def _sync(self) -> None:
@@ -200,6 +301,9 @@ class BrainWidget(widgets.Container):
         self.layer_slider.visible = scene.map_name == "layer weights"
         self.score_choice.visible = scene.map_name == "score"
         self._show_banner(m)
+        method = method_name(m)
+        self.method.value = method or ""
+        self.method.visible = bool(method)
         self._show_legend(scene)
 
     def _show_banner(self, model) -> None:

@@ -7,7 +7,11 @@
   surface with every difference the two can give
   (:func:`~napari_factortopy.core.compare.model_differences`: layer position, layer
   selector distance, scale, space distance, and the score difference when both have
-  scores), one map each, chosen under "difference" (or in Brain maps › map).
+  scores), one map each, chosen under "difference" (or in Brain maps › map). A baseline
+  (kind ``"baseline"``) takes part with its real maps only (differences of its filler
+  selectors are left out, named in the status), the layer names say the method
+  (a ridge best-layer map against FactorTopy's layer map), and a scatter of the two
+  models' per-vertex scores on their shared vertices is drawn in the panel.
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-from napari_factortopy._napari._common import ModelChoice, apply_scene, place_side_by_side
+from napari_factortopy._napari._common import (
+    ModelChoice,
+    apply_scene,
+    place_side_by_side,
+    show_image,
+)
 from napari_factortopy._napari._layers import (
     META_KEY,
     load_scene,
@@ -26,12 +35,56 @@ from napari_factortopy._napari._layers import (
     surface_kwargs,
 )
 from napari_factortopy.core.compare import model_differences
-from napari_factortopy.scene.brain import CustomMap, score_label
+from napari_factortopy.scene.brain import CustomMap, method_name, real_maps, score_label
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["CompareWidget"]
+__all__ = ["CompareWidget", "score_scatter", "shared_scores"]
+
+#: Selector maps each difference is computed from (left out when one is a filler).
+_NEEDS = {
+    "layer position A − B": "layer",
+    "layer selector distance": "layer",
+    "scale A − B": "scale",
+    "space distance": "space",
+}
+
+
+def shared_scores(a, b, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' ``scores[key]`` on the vertices they share (A's order)."""
+
+    def keys(m):
+        hemi = np.arange(m.n_vertices) >= m.n_lh
+        return np.asarray(m.vertex_ids, np.int64) * 2 + hemi
+
+    ka, kb = keys(a), keys(b)
+    _, ia, ib = np.intersect1d(ka, kb, assume_unique=True, return_indices=True)
+    order = np.argsort(ia)
+    ia, ib = ia[order], ib[order]
+    return (np.asarray(a.scores[key], np.float64)[ia], np.asarray(b.scores[key], np.float64)[ib])
+
+
+def score_scatter(x, y, xlabel: str, ylabel: str, size=(240, 240)) -> np.ndarray:
+    """A small scatter of per-vertex scores (B against A) with the identity line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes([0.2, 0.18, 0.75, 0.75])
+    ok = np.isfinite(x) & np.isfinite(y)
+    ax.scatter(x[ok], y[ok], s=3, alpha=0.5, linewidths=0)
+    if ok.any():
+        lo = float(min(x[ok].min(), y[ok].min()))
+        hi = float(max(x[ok].max(), y[ok].max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.6)
+    ax.set_xlabel(xlabel, fontsize=6)
+    ax.set_ylabel(ylabel, fontsize=6)
+    ax.tick_params(labelsize=5)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
 
 DIFF_LAYER = "A − B differences"
 
@@ -76,10 +129,15 @@ class CompareWidget(widgets.Container):
             tooltip="which difference the third surface shows",
         )  # fmt: skip
         self.status = widgets.Label(label="status", value="")
+        self.scatter = widgets.Image(
+            label="scores", visible=False, tooltip="per-vertex scores: B against A"
+        )
+        self.scatter_image = None
+        self.scores = None
         self.extend(
             [self.model_choice, self.n_clusters, self.n_kmeans, self.cluster_button,
              self.file_a, self.file_b, self.score_key, self.compare_button, self.difference,
-             self.status]
+             self.status, self.scatter]
         )  # fmt: skip
         self.cluster_button.changed.connect(self._on_clusters)
         self.compare_button.changed.connect(self._on_compare)
@@ -130,6 +188,17 @@ class CompareWidget(widgets.Container):
             self.status.value = f"cannot compare: {exc}"
             return None
         diffs, left_out = model_differences(*models, score_key=self.score_key.value)
+        for name, need in _NEEDS.items():  # a baseline's filler selectors say nothing
+            fillers = [
+                "AB"[i] for i, m in enumerate(models)
+                if real_maps(m) is not None and need not in real_maps(m)
+            ]  # fmt: skip
+            if name in diffs and fillers:
+                del diffs[name]
+                left_out[name] = f"{' and '.join(fillers)} has no {need} map"
+        if not diffs:
+            self.status.value = "nothing to compare: " + "; ".join(left_out.values())
+            return None
         for name, (values, signed) in diffs.items():
             cmap = "RdBu_r" if signed else "viridis"
             label = name.replace(self.score_key.value, score_label(self.score_key.value))
@@ -140,7 +209,12 @@ class CompareWidget(widgets.Container):
                 self.viewer.layers.remove(ly)
         self.diff_scene = diff_scene
         layers, offset = [], 0.0
-        names = [f"A: {paths[0].stem}", f"B: {paths[1].stem}", DIFF_LAYER]
+        from napari_factortopy._napari._layers import first_map
+
+        for scene in scenes:
+            first_map(scene)
+        tags = [f" [{method_name(m)}]" if method_name(m) else "" for m in models]
+        names = [f"A: {paths[0].stem}{tags[0]}", f"B: {paths[1].stem}{tags[1]}", DIFF_LAYER]
         for scene, name, path in zip(
             [*scenes, diff_scene], names, [*paths, paths[0]], strict=True
         ):
@@ -163,4 +237,19 @@ class CompareWidget(widgets.Container):
             text += "; left out: " + "; ".join(f"{k} ({why})" for k, why in left_out.items())
         self.status.value = text
         self.left_out = left_out
+        self._show_scatter(models, [f"{p.stem}{t}" for p, t in zip(paths, tags, strict=True)])
         return layers
+
+    def _show_scatter(self, models, names) -> None:
+        key = self.score_key.value
+        if not all(key in m.scores for m in models):
+            self.scatter.visible, self.scores, self.scatter_image = False, None, None
+            return
+        a, b = shared_scores(*models, key)
+        label = score_label(key)
+        self.scores = (a, b)
+        self.scatter_image = score_scatter(
+            a, b, f"A {names[0]}: {label}", f"B {names[1]}: {label}"
+        )
+        show_image(self.scatter, self.scatter_image)
+        self.scatter.visible = True

@@ -10,7 +10,31 @@ from napari_factortopy._napari._data import stimuli_for
 from napari_factortopy.scene import plots as _plots
 from napari_factortopy.scene.brain import Pick, score_label
 
-__all__ = ["Inspector"]
+__all__ = ["Inspector", "seed_layers", "seed_line"]
+
+
+def seed_layers(model, row: int) -> list[tuple[int, str]] | None:
+    """Each seed's argmax layer at a model row of a seed ensemble: ``(seed, layer name)``;
+    None for a model without seeds."""
+    stack = (getattr(model, "ensemble", None) or {}).get("layer")
+    if stack is None:
+        return None
+    names = list(model.backbone.get("layer_names") or [])
+    if len(names) != model.n_layers:
+        names = [f"layer {i + 1}" for i in range(model.n_layers)]
+    seeds = (model.summary.get("ensemble") or {}).get("seeds") or list(range(len(stack)))
+    best = np.asarray(stack)[:, row].argmax(1)
+    return [(int(s), names[int(b)]) for s, b in zip(seeds, best, strict=False)]
+
+
+def seed_line(model, row: int) -> str:
+    """The inspector's line on an ensemble's seeds at a row ("" without seeds)."""
+    per_seed = seed_layers(model, row)
+    if per_seed is None:
+        return ""
+    agree = float(model.ensemble["layer_agreement"][row])
+    votes = ", ".join(f"{s}: {name}" for s, name in per_seed)
+    return f"\nseeds' layers: {votes} (agreement {agree:.0%})"
 
 
 class Inspector:
@@ -47,7 +71,7 @@ class Inspector:
         self.info.value = (
             f"{text} · {roi_name}\nscore: {scores or 'none'}\n"
             f"scale α {float(m.scale[r]):.2f} · space ({x:+.2f}, {y:+.2f})"
-        )
+        ) + seed_line(m, r)
         show_image(self.bars, _plots.bar_image(m.layer[r], m.backbone.get("layer_names")))
         image = scene.stimulus
         if image is None:

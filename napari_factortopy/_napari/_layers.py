@@ -13,11 +13,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from napari_factortopy.scene.brain import BrainScene, convergence_line, load_meshset
+from napari_factortopy.scene.brain import (
+    BrainScene,
+    convergence_line,
+    load_meshset,
+    method_name,
+)
 from napari_factortopy.scene.brain import load_scene as _load_scene
 
 __all__ = [
     "META_KEY",
+    "first_map",
     "load_scene",
     "model_layers",
     "scene_for_layer",
@@ -78,7 +84,11 @@ def surface_kwargs(scene: BrainScene, name: str, path: str | None = None) -> dic
 
 
 def model_layers(path: str | os.PathLike, loader=None) -> list[tuple]:
-    """Layer data tuples for one ``.ftopy`` file: the layer map on an inflated mesh.
+    """Layer data tuples for one ``.ftopy`` file: its first map on an inflated mesh.
+
+    The layer is named after the file, with the method in brackets for a baseline or
+    an ablation (``"ridge.ftopy"`` → ``"ridge [ridge]"``); a baseline without a real
+    layer map opens on its first real map.
 
     Parameters
     ----------
@@ -104,9 +114,21 @@ def model_layers(path: str | os.PathLike, loader=None) -> list[tuple]:
         _notify(str(exc))
         return []
     scene.model_path = path
-    name = Path(path).stem + (UNFINISHED if unfinished(model) else "")
+    first_map(scene)
+    method = method_name(model)
+    name = Path(path).stem + (f" [{method}]" if method else "")
+    name += UNFINISHED if unfinished(model) else ""
     verts, faces = scene.layer_data()
     return [((verts, faces), surface_kwargs(scene, name, path), "surface")]
+
+
+def first_map(scene: BrainScene) -> None:
+    """Show the layer map, or a baseline's first real map when it has no layer map."""
+    from napari_factortopy.scene.brain import available_maps
+
+    maps = available_maps(scene.model)
+    if scene.map_name not in maps and maps:
+        scene.map_name = maps[0]
 
 
 def unfinished(model) -> str | None:

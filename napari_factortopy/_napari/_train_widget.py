@@ -39,7 +39,16 @@ TIPS = {
     "lr": "AdamW learning rate (paper: 1e-3)",
     "weight_decay": "AdamW weight decay (paper: 1e-2)",
     "batch_size": "images per step (paper: 8)",
-    "steps_per_epoch": "steps between validations",
+    "steps_per_epoch": "steps between validations (paper: 1000)",
+    "recipe": "paper: the settings as given; auto (needs a time budget): the run measures "
+    "its speed and chooses batch size, learning rate, steps per epoch and T to fit the budget",
+    "reg_weight": "λ: weight of the selector regulariser (paper: 0.1)",
+    "reg_decay_steps": "T: steps over which λ decays to 0 (paper: 6000)",
+    "clip_norm": "gradient-norm clipping (paper: 0.5)",
+    "top_k": "best checkpoints kept for the soup (paper: 10)",
+    "soup": "greedy soup of the top-k checkpoints on the validation split (off: the best one)",
+    "amp": "bf16 mixed precision on CUDA (off: fp32; no effect on the CPU)",
+    "seed": "seed of the initialisation, the batches and the image split",
     "max_epochs": "most epochs (training stops earlier on patience)",
     "patience": "epochs without a better validation score before stopping",
     "bottleneck": "readout dimension D (paper: 128)",
@@ -50,6 +59,15 @@ TIPS = {
     "pause_button": "pause / resume (acts at the next step)",
     "stop_button": "stop without saving (acts at the next step)",
     "progress": "training steps done",
+}
+#: Tooltip of the settings the auto recipe chooses while it is on.
+AUTO_TIP = "chosen by the run (auto recipe): it measures its speed and fits this to the budget"
+#: TrainConfig fields the auto recipe resolves (app.cli_train.AUTO_RESOLVED) → control.
+AUTO_CONTROLS = {
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "steps_per_epoch": "steps_per_epoch",
+    "reg_decay_steps": "reg_decay_steps",
 }
 #: Steps between progress records on an accelerator (1 on the CPU).
 GPU_LOG_EVERY = 10
@@ -81,6 +99,7 @@ class TrainWidget(widgets.Container):
         self.worker = None
         self.preview_layer = None
         self.saved_path: str | None = None
+        self.resolved: TrainConfig | None = None
         self.source = widgets.ComboBox(
             label="data", choices=["phantom", "feature cache"], value="phantom"
         )
@@ -96,14 +115,35 @@ class TrainWidget(widgets.Container):
         self.layers = widgets.LineEdit(
             label="layers", value="", tooltip="comma-separated backbone layers; empty = all"
         )
-        self.lr = widgets.FloatSpinBox(label="learning rate", value=1e-3, step=1e-5, min=0, max=1)
-        self.weight_decay = widgets.FloatSpinBox(
-            label="weight decay", value=1e-2, step=1e-4, min=0, max=10
+        d = TrainConfig()  # METHOD §3 defaults, as `factortopy train` has them
+        self.recipe = widgets.ComboBox(
+            label="recipe", choices=["paper", "auto"], value="paper", enabled=False
         )
-        self.batch_size = widgets.SpinBox(label="batch size", value=8, min=1, max=4096)
-        self.steps_per_epoch = widgets.SpinBox(label="steps / epoch", value=1000, min=1, max=10**6)
-        self.max_epochs = widgets.SpinBox(label="max epochs", value=1000, min=1, max=10**6)
-        self.patience = widgets.SpinBox(label="patience", value=20, min=1, max=10**6)
+        self.lr = widgets.FloatSpinBox(
+            label="learning rate", value=d.lr, step=1e-5, min=1e-7, max=0.999
+        )
+        self.weight_decay = widgets.FloatSpinBox(
+            label="weight decay", value=d.weight_decay, step=1e-4, min=0, max=10
+        )
+        self.batch_size = widgets.SpinBox(label="batch size", value=d.batch_size, min=1, max=4096)
+        self.steps_per_epoch = widgets.SpinBox(
+            label="steps / epoch", value=d.steps_per_epoch, min=1, max=10**6
+        )
+        self.max_epochs = widgets.SpinBox(label="max epochs", value=d.max_epochs, min=1, max=10**6)
+        self.patience = widgets.SpinBox(label="patience", value=d.patience, min=1, max=10**6)
+        self.reg_weight = widgets.FloatSpinBox(
+            label="regulariser λ", value=d.reg_weight, step=0.01, min=0, max=100
+        )
+        self.reg_decay_steps = widgets.SpinBox(
+            label="regulariser decay T", value=d.reg_decay_steps, min=1, max=10**8
+        )
+        self.clip_norm = widgets.FloatSpinBox(
+            label="gradient clipping", value=d.clip_norm, step=0.1, min=1e-6, max=1e6
+        )
+        self.top_k = widgets.SpinBox(label="top-k checkpoints", value=d.top_k, min=1, max=1000)
+        self.soup = widgets.CheckBox(text="greedy soup", value=d.soup)
+        self.amp = widgets.CheckBox(text="mixed precision (bf16 on CUDA)", value=d.amp)
+        self.seed = widgets.SpinBox(label="seed", value=d.seed, min=0, max=2**31 - 1)
         self.bottleneck = widgets.SpinBox(label="bottleneck D", value=128, min=1, max=4096)
         self.max_minutes = widgets.FloatSpinBox(
             label="time budget (min, 0 = none)", value=0.0, min=0, max=10**6
@@ -119,6 +159,8 @@ class TrainWidget(widgets.Container):
         self.stop_button = widgets.PushButton(text="Stop", enabled=False)
         self.progress = widgets.ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = widgets.Label(label="status", value="idle")
+        self.recipe_info = widgets.Label(label="auto recipe", value="", visible=False)
+        self.result = widgets.Label(label="result", value="", visible=False)
         buttons = widgets.Container(
             layout="horizontal",
             labels=False,
@@ -133,24 +175,37 @@ class TrainWidget(widgets.Container):
                 self.subject,
                 self.mesh,
                 self.layers,
+                self.max_minutes,
+                self.recipe,
                 self.lr,
                 self.weight_decay,
                 self.batch_size,
                 self.steps_per_epoch,
                 self.max_epochs,
                 self.patience,
+                self.reg_weight,
+                self.reg_decay_steps,
+                self.clip_norm,
+                self.top_k,
+                self.soup,
+                self.amp,
+                self.seed,
                 self.bottleneck,
-                self.max_minutes,
                 self.device,
                 self.out,
                 buttons,
                 self.progress,
                 self.status,
+                self.recipe_info,
+                self.result,
             ]
         )
         for name, tip in TIPS.items():
             getattr(self, name).tooltip = tip
         self.source.changed.connect(self._on_source)
+        self.max_minutes.changed.connect(self._on_budget)
+        self.recipe.changed.connect(self._on_recipe)
+        self._on_recipe()
         self.start_button.changed.connect(self._on_start)
         self.pause_button.changed.connect(self._on_pause)
         self.stop_button.changed.connect(self._on_stop)
@@ -162,19 +217,62 @@ class TrainWidget(widgets.Container):
         for w in (self.cache, self.responses, self.subject, self.mesh):
             w.visible = not phantom
 
-    def job(self) -> TrainJob:
-        """The :class:`TrainJob` the controls describe."""
+    def _on_budget(self, value: float | None = None) -> None:
+        """A budget enables the auto recipe (and turns it on, as `factortopy train`
+        does with ``--max-seconds``); no budget means the paper recipe."""
+        minutes = float(self.max_minutes.value if value is None else value)
+        had = self.recipe.enabled
+        self.recipe.enabled = minutes > 0
+        if minutes > 0 and not had:
+            self.recipe.value = "auto"
+        elif minutes <= 0:
+            self.recipe.value = "paper"
+        self._on_recipe()
+
+    def _on_recipe(self, _=None) -> None:
+        """The auto recipe chooses batch, lr, steps per epoch and T: their controls rest."""
+        auto = self._auto()
+        for name in AUTO_CONTROLS.values():
+            control = getattr(self, name)
+            control.enabled = not auto
+            control.tooltip = AUTO_TIP if auto else TIPS[name]
+        self.recipe.tooltip = TIPS["recipe"] + (
+            "" if self.recipe.enabled else " — set a time budget to choose auto"
+        )
+
+    def _auto(self) -> bool:
+        return self.recipe.value == "auto" and float(self.max_minutes.value) > 0
+
+    def train_config(self) -> TrainConfig:
+        """The :class:`TrainConfig` the controls describe — the one ``factortopy train``
+        builds from the same choices (``log_every`` aside: the panel's suits its device)."""
         minutes = float(self.max_minutes.value)
-        train = TrainConfig(
-            lr=float(self.lr.value),
+        auto = self._auto()
+        resolved = {} if auto else {
+            "lr": float(self.lr.value),
+            "batch_size": int(self.batch_size.value),
+            "steps_per_epoch": int(self.steps_per_epoch.value),
+            "reg_decay_steps": int(self.reg_decay_steps.value),
+        }  # fmt: skip
+        return TrainConfig(
+            **resolved,
             weight_decay=float(self.weight_decay.value),
-            batch_size=int(self.batch_size.value),
-            steps_per_epoch=int(self.steps_per_epoch.value),
+            clip_norm=float(self.clip_norm.value),
             max_epochs=int(self.max_epochs.value),
             patience=int(self.patience.value),
+            top_k=int(self.top_k.value),
+            reg_weight=float(self.reg_weight.value),
+            soup=bool(self.soup.value),
+            seed=int(self.seed.value),
             max_seconds=60.0 * minutes if minutes > 0 else None,
+            amp=bool(self.amp.value),
+            recipe="auto" if auto else "paper",
             log_every=_log_every(self.device.value),
         )
+
+    def job(self) -> TrainJob:
+        """The :class:`TrainJob` the controls describe."""
+        train = self.train_config()
         layers = tuple(s.strip() for s in self.layers.value.split(",") if s.strip()) or None
         common = {
             "out": str(self.out.value),
@@ -182,6 +280,7 @@ class TrainWidget(widgets.Container):
             "layers": layers,
             "bottleneck": int(self.bottleneck.value),
             "device": self.device.value,
+            "seed": int(self.seed.value),
         }
         if self.source.value == "phantom":
             return TrainJob(phantom=str(self.phantom.value), **common)
@@ -213,6 +312,8 @@ class TrainWidget(widgets.Container):
         self.worker = worker
         self._busy(True)
         self.status.value = "starting…"
+        self.result.value, self.result.visible = "", False
+        self.recipe_info.value, self.recipe_info.visible = "", False
         if start:
             worker.start()
         return worker
@@ -261,9 +362,33 @@ class TrainWidget(widgets.Container):
                 f"training diverged at step {rec['step']} (loss {rec['loss']}); "
                 "keeping the last good checkpoint"
             )
+        elif kind == "recipe":
+            self._show_recipe(rec["config"], rec.get("info") or {})
         elif kind == "saved":
             self.saved_path = rec["path"]
             self.status.value = f"saved {rec['path']}"
+            conv = (rec["model"].summary or {}).get("convergence") or {}
+            if conv.get("line"):
+                self.result.value = str(conv["line"])
+                self.result.visible = True
+
+    def _show_recipe(self, config: TrainConfig, info: dict) -> None:
+        """The auto recipe's resolved values: in its line and in the resting controls."""
+        text = (
+            f"batch {config.batch_size}, lr {config.lr:.2g}, validation every "
+            f"{config.steps_per_epoch} steps, T = {config.reg_decay_steps}"
+        )
+        if "step_seconds" in info:
+            text += f" ({info['step_seconds'] * 1e3:.0f} ms/step"
+            text += f", ~{info['planned_steps']} steps)" if "planned_steps" in info else ")"
+        self.recipe_info.value, self.recipe_info.visible = text, True
+        self.resolved = config
+        for field, name in AUTO_CONTROLS.items():
+            try:
+                getattr(self, name).value = getattr(config, field)
+            except ValueError:  # outside the control's range: the line says it
+                pass
+        self.progress.max = max(int(config.max_epochs * config.steps_per_epoch), 1)
 
     def _on_error(self, exc: Exception) -> None:
         from napari.utils.notifications import show_error

@@ -30,6 +30,7 @@ from napari_factortopy.core.analyses import layer_argmax
 from napari_factortopy.scene.render import view_basis
 
 __all__ = [
+    "ENSEMBLE_MAPS",
     "MAPS",
     "MESH_KINDS",
     "VIEWS",
@@ -37,19 +38,36 @@ __all__ = [
     "CustomMap",
     "MeshSet",
     "Pick",
+    "available_maps",
     "convergence_line",
+    "ensemble_layer_rgba",
+    "ensemble_map",
     "hemisphere_order",
     "layout",
     "load_scene",
     "map_rgba",
     "map_values",
+    "method_name",
     "missing_rows",
+    "real_maps",
     "roi_boundary",
     "score_label",
 ]
 
 #: Maps a model can be shown as (METHOD.md §4).
 MAPS = ("layer", "layer weights", "space", "scale", "score", "clusters", "roi")
+#: Maps of a seed ensemble (``model.ensemble``), offered only for such models.
+ENSEMBLE_MAPS = ("agreement", "space spread", "scale SD")
+#: Ensemble map → (``model.ensemble`` key, colormap, fixed top or None, legend label).
+_ENSEMBLE_SPEC = {
+    "agreement": ("layer_agreement", "viridis", 1.0,
+                  "seed agreement: share of seeds on the modal layer"),
+    "space spread": ("space_spread", "magma", None,
+                     "space spread: RMS distance of seeds (image = 2 units)"),
+    "scale SD": ("scale_sd", "magma", None, "scale SD over seeds (α units, 0–1)"),
+}  # fmt: skip
+#: Maps whose numbers come from the selectors (a baseline lists the real ones).
+_SELECTOR_MAPS = {"layer": "layer", "layer weights": "layer", "space": "space", "scale": "scale"}
 #: Mesh kinds offered by the mesh switch.
 MESH_KINDS = ("inflated", "sphere", "pial", "flat")
 #: Camera presets.
@@ -83,6 +101,87 @@ def score_label(key: str | None) -> str:
     if name is None:
         return str(key)
     return f"{name} ({split})" if split else name
+
+
+def method_name(model) -> str | None:
+    """What made a model's maps, when it is not plain FactorTopy, else None.
+
+    A baseline file: ``extra["baseline"]["method"]``; a FactorTopy model whose config
+    is an ablation: :func:`~napari_factortopy.core.ablations.ablation_name`.
+    """
+    if getattr(model, "kind", "factortopy") == "baseline":
+        return str(((model.extra or {}).get("baseline") or {}).get("method") or "baseline")
+    if getattr(model, "kind", "factortopy") != "factortopy":
+        return None
+    from napari_factortopy.core.ablations import ablation_name
+
+    try:
+        name = ablation_name(model.config or {})
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return None if name == "factortopy" else name
+
+
+def real_maps(model) -> set[str] | None:
+    """The selector maps a baseline file really has (None: every map is real).
+
+    ``extra["baseline"]["maps"]`` names them among ``layer``, ``space``, ``scale``;
+    ``layer weights`` goes with ``layer``. The other selectors of a baseline are fillers.
+    """
+    if getattr(model, "kind", "factortopy") != "baseline":
+        return None
+    listed = set(((model.extra or {}).get("baseline") or {}).get("maps") or ())
+    return {m for m, sel in _SELECTOR_MAPS.items() if sel in listed}
+
+
+def available_maps(model) -> list[str]:
+    """The maps worth offering for ``model``, in :data:`MAPS` order.
+
+    A baseline shows only its real selector maps, its scores and the ROIs (no readout
+    clusters: a baseline's readout is not FactorTopy's); a seed ensemble adds
+    :data:`ENSEMBLE_MAPS`.
+    """
+    real = real_maps(model)
+    if real is not None:
+        maps = [m for m in MAPS if m in real or m == "roi" or (m == "score" and model.scores)]
+    else:
+        maps = list(MAPS)
+    if _has_ensemble(model):
+        maps += list(ENSEMBLE_MAPS)
+    return maps
+
+
+def _has_ensemble(model) -> bool:
+    ens = getattr(model, "ensemble", None) or {}
+    return all(spec[0] in ens for spec in _ENSEMBLE_SPEC.values())
+
+
+def ensemble_map(model, name: str) -> CustomMap:
+    """A seed-consistency map of an ensemble model as colours, numbers and legend.
+
+    ``agreement`` over [0, 1] (viridis), ``space spread`` and ``scale SD`` over
+    [0, max] (magma).
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not in :data:`ENSEMBLE_MAPS`, or the model is not an ensemble.
+    """
+    if name not in _ENSEMBLE_SPEC:
+        raise ValueError(f"unknown ensemble map {name!r}; choose from {ENSEMBLE_MAPS}")
+    if not _has_ensemble(model):
+        raise ValueError(f"the {name!r} map needs a seed ensemble (factortopy train --seeds K)")
+    key, cmap, top, label = _ENSEMBLE_SPEC[name]
+    v = np.asarray(model.ensemble[key], np.float64)
+    finite = v[np.isfinite(v)]
+    hi = top if top is not None else (float(finite.max()) if finite.size else 0.0)
+    hi = hi if hi > 0 else 1.0
+    return CustomMap(colours.weight_rgba(v, 0.0, hi, cmap=cmap), v, cmap, 0.0, hi, label)
+
+
+def ensemble_layer_rgba(model) -> np.ndarray:
+    """The layer map of a seed ensemble: brightness from confidence × seed agreement."""
+    return colours.ensemble_layer_rgba(model.layer, model.ensemble["layer_agreement"])
 
 
 class CustomMap(NamedTuple):
@@ -179,7 +278,9 @@ def map_values(
         return np.asarray(clusters, np.int64) + 1, [f"cluster {i + 1}" for i in range(k)]
     if name == "roi":
         return np.asarray(model.roi, np.int64), list(model.roi_names)
-    raise ValueError(f"unknown map {name!r}; choose from {MAPS}")
+    if name in ENSEMBLE_MAPS:
+        return ensemble_map(model, name).values, None
+    raise ValueError(f"unknown map {name!r}; choose from {MAPS + ENSEMBLE_MAPS}")
 
 
 def _default_score_key(model) -> str | None:
@@ -216,6 +317,8 @@ def missing_rows(
     if name == "score":
         values, _ = map_values(model, "score", score_key=score_key)
         return ~np.isfinite(values)
+    if name in ENSEMBLE_MAPS and _has_ensemble(model):
+        return ~np.isfinite(ensemble_map(model, name).values)
     return np.zeros(v, bool)
 
 
@@ -243,6 +346,8 @@ def map_rgba(
     rgba : array of shape (V, 4), float64 in [0, 1], opaque
     """
     if name == "layer":
+        if _has_ensemble(model):  # where the seeds disagree the map darkens
+            return ensemble_layer_rgba(model)
         return colours.layer_rgba(model.layer)
     if name == "layer weights":
         return colours.weight_rgba(model.layer[:, int(layer_index)], 0.0, 1.0)
@@ -259,7 +364,9 @@ def map_rgba(
     if name == "roi":
         labels = np.asarray(model.roi) - 1
         return colours.cluster_rgba(labels, max(20, len(model.roi_names)))
-    raise ValueError(f"unknown map {name!r}; choose from {MAPS}")
+    if name in ENSEMBLE_MAPS:
+        return ensemble_map(model, name).rgba
+    raise ValueError(f"unknown map {name!r}; choose from {MAPS + ENSEMBLE_MAPS}")
 
 
 # ------------------------------------------------------------------------- meshes
@@ -619,6 +726,7 @@ class BrainScene:
             self.clusters,
             self.custom.get(self.map_name),
             *m.scores.values(),
+            *(getattr(m, "ensemble", None) or {}).values(),
         )
 
     def colors(self) -> np.ndarray:

@@ -1,0 +1,83 @@
+"""Save and restore the workbench's picture (:class:`~napari_factortopy.scene.session.Session`).
+
+:func:`from_viewer` reads the models shown, their maps, mesh, view, layer slider and
+the camera off a viewer; :func:`apply` opens the same model files through the reader
+and sets everything back, so the canvas shows the same picture.
+"""
+
+from __future__ import annotations
+
+from napari_factortopy._napari._common import apply_scene, factortopy_layers
+from napari_factortopy._napari._layers import META_KEY, scene_for_layer
+from napari_factortopy._napari._overlays import show_roi_names
+from napari_factortopy.scene.session import Camera, LayerState, Session
+
+__all__ = ["apply", "from_viewer"]
+
+PLUGIN = "napari-factortopy"
+
+
+def from_viewer(viewer, active: str | None = None) -> Session:
+    """The session of a viewer's FactorTopy layers (those read from a model file)."""
+    states = []
+    for layer in factortopy_layers(viewer):
+        scene = scene_for_layer(layer)
+        path = layer.metadata[META_KEY].get("path") or (scene and scene.model_path)
+        if scene is None or not path or scene.map_name in scene.custom:
+            continue  # a map computed in the session (a prediction) is not in any file
+        states.append(
+            LayerState(
+                path=str(path),
+                name=layer.name,
+                map=scene.map_name,
+                layer_index=scene.layer_index,
+                score_key=scene.score_key,
+                kind=scene.kind,
+                view=scene.view,
+                outlines=scene.outlines,
+                visible=bool(layer.visible),
+                translate=tuple(float(t) for t in layer.translate[-3:]),
+            )
+        )
+    cam = viewer.camera
+    camera = Camera(
+        center=tuple(cam.center),
+        zoom=cam.zoom,
+        angles=tuple(cam.angles),
+        perspective=cam.perspective,
+    )
+    return Session(tuple(states), active, camera, int(viewer.dims.ndisplay))
+
+
+def apply(session: Session, viewer) -> list:
+    """Show ``session`` in ``viewer``: the FactorTopy layers there are replaced.
+
+    Returns the new layers, in the session's order.
+    """
+    for layer in list(factortopy_layers(viewer)):
+        viewer.layers.remove(layer)
+    layers = []
+    for state in session.layers:
+        (layer,) = viewer.open(state.path, plugin=PLUGIN)
+        scene = scene_for_layer(layer)
+        scene.kind, scene.view = state.kind, state.view
+        scene.map_name, scene.layer_index = state.map, state.layer_index
+        scene.score_key, scene.outlines = state.score_key, state.outlines
+        if state.map == "clusters" and scene.clusters is None:  # as Brain maps computes it
+            from napari_factortopy.core.analyses import channel_clusters
+
+            beta = scene.model.beta
+            scene.clusters = channel_clusters(beta, 20, n_kmeans=min(1000, len(beta))).labels
+        layer.name = state.name
+        layer.translate = state.translate
+        layer.visible = state.visible
+        apply_scene(layer, scene, geometry=True)
+        show_roi_names(viewer, layer, scene)
+        layers.append(layer)
+    viewer.dims.ndisplay = session.ndisplay
+    cam = session.camera
+    viewer.camera.angles = cam.angles
+    viewer.camera.center = cam.center
+    viewer.camera.zoom = cam.zoom
+    viewer.camera.perspective = cam.perspective
+    return layers
