@@ -37,6 +37,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -179,7 +180,8 @@ class SurfaceRenderer:
         self.multi_samples = int(multi_samples)
         self.plotter = None
         self._actor = None
-        self.n_rendered = 0
+        self.n_rendered = 0  # panels drawn, and the seconds they took (benchmarks)
+        self.seconds = 0.0
 
     def _ensure(self, size: tuple[int, int]):
         if self.plotter is None:
@@ -240,6 +242,7 @@ class SurfaceRenderer:
         """
         import pyvista as pv
 
+        t0 = time.perf_counter()
         v = np.asarray(vertices, dtype=np.float64)
         if v.ndim == 2 and v.shape[1] == 2:
             v = np.concatenate([v, np.zeros((len(v), 1))], axis=1)
@@ -302,6 +305,7 @@ class SurfaceRenderer:
         p.render()
         image = np.asarray(p.screenshot(return_img=True))[..., :3]
         self.n_rendered += 1
+        self.seconds += time.perf_counter() - t0
         if image.shape[:2] != (h, w):  # pragma: no cover - a window manager resized it
             from PIL import Image
 
