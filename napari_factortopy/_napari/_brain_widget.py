@@ -272,6 +272,12 @@ class BrainWidget(widgets.Container):
             else:
                 self._legends[key] = _plots.legend_image(scene)
         show_image(self.legend, self._legends[key])
+        ensemble = bool(getattr(scene.model, "ensemble", None))
+        self.legend.tooltip = (
+            "legend of the shown map; a seed ensemble's brightness is confidence × agreement"
+            if ensemble and scene.map_name == "layer"
+            else "legend of the shown map"
+        )
 
     def _sync(self) -> None:
         """Set every control from the current layer's scene (without side effects)."""

@@ -404,6 +404,7 @@ class TrainWidget(widgets.Container):
             self.viewer.layers.remove(self.preview_layer)
         self.preview_layer = None
         if self.saved_path:
+            self.progress.value = self.progress.max  # a budget may end it before the plan
             self.viewer.open(self.saved_path, plugin="napari-factortopy")
         elif not self.status.value.startswith("failed"):
             self.status.value = "stopped"

@@ -60,11 +60,9 @@ MAPS = ("layer", "layer weights", "space", "scale", "score", "clusters", "roi")
 ENSEMBLE_MAPS = ("agreement", "space spread", "scale SD")
 #: Ensemble map → (``model.ensemble`` key, colormap, fixed top or None, legend label).
 _ENSEMBLE_SPEC = {
-    "agreement": ("layer_agreement", "viridis", 1.0,
-                  "seed agreement: share of seeds on the modal layer"),
-    "space spread": ("space_spread", "magma", None,
-                     "space spread: RMS distance of seeds (image = 2 units)"),
-    "scale SD": ("scale_sd", "magma", None, "scale SD over seeds (α units, 0–1)"),
+    "agreement": ("layer_agreement", "viridis", 1.0, "seeds on the modal layer (share)"),
+    "space spread": ("space_spread", "magma", None, "space spread of seeds (image = 2)"),
+    "scale SD": ("scale_sd", "magma", None, "scale α SD over seeds"),
 }  # fmt: skip
 #: Maps whose numbers come from the selectors (a baseline lists the real ones).
 _SELECTOR_MAPS = {"layer": "layer", "layer weights": "layer", "space": "space", "scale": "scale"}

@@ -88,6 +88,10 @@ def test_ensemble_consistency_maps_in_the_viewer(make_napari_viewer, ensemble_pa
     for seed, stack in zip(m.summary["ensemble"]["seeds"], m.ensemble["layer"], strict=True):
         assert f"{seed}: {names[int(np.argmax(stack[r]))]}" in brain.info.value
     assert "agreement" in brain.info.value
+    brain.map_choice.value = "space spread"
+    brain._on_view("posterior")
+    Image.fromarray(canvas_shot(viewer)).save(f"{SHOTS}/ensemble_spread_posterior.png")
+    brain.native.grab().save(f"{SHOTS}/ensemble_panel.png")
     # a plain model does not offer the consistency maps
     plain = open_model(viewer, model_path)
     brain.model_choice.value = plain.name
