@@ -548,6 +548,9 @@ def train(
                 if out_of_time:
                     stop_reason = "budget"
                     break
+                if cfg.recipe == "auto" and not auto_pending:
+                    cfg = _replan_decay(cfg, state["step"], clock() - t_start, budget, timing)
+                    state["config"] = cfg.to_dict()
     except GeneratorExit:
         state["elapsed"] = clock() - t_start
         save_checkpoint()
@@ -560,7 +563,8 @@ def train(
         )
     deadline = None
     if budget is not None:
-        deadline = 1.05 * budget - _test_seconds(timing.val or 0.0, split)
+        # the soup uses what is left of the budget; the 5 % slack is for writing the file
+        deadline = budget - _test_seconds(timing.val or 0.0, split)
     if cfg.soup and len(state["kept"]) > 1:
         final, members, score = greedy_soup(
             model,
@@ -630,6 +634,21 @@ def _time_validation(
 
 def _test_seconds(val_seconds: float, split: Split) -> float:
     return val_seconds * len(split.test) / max(len(split.val), 1)
+
+
+def _replan_decay(
+    cfg: TrainConfig, step: int, elapsed: float, budget: float, timing: _Timing
+) -> TrainConfig:
+    """The ``auto`` recipe's promise under a changing speed: the regulariser ends by
+    half the budget. When the steps got slower than measured at the start (a shared
+    machine), T is brought forward to the step expected at half the budget; it is never
+    moved later, so the decay stays monotone."""
+    if step >= cfg.reg_decay_steps:
+        return cfg
+    per_step = timing.step + (timing.val or 0.0) / cfg.steps_per_epoch
+    to_half = max(0.0, 0.5 * budget - elapsed) / max(per_step, 1e-9)
+    new_t = max(step, int(step + to_half))
+    return replace(cfg, reg_decay_steps=new_t) if new_t < cfg.reg_decay_steps else cfg
 
 
 def _check_budget(budget: float, timing: _Timing, split: Split) -> None:

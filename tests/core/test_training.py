@@ -432,3 +432,35 @@ def test_non_finite_weights_end_as_divergence_not_a_crash():
     kinds = [r["kind"] for r in recs]
     assert "diverged" in kinds and kinds[-1] == "done"
     assert recs[-1]["result"].stop_reason == "diverged"
+
+
+class _SlowingFeatures(_SlowFeatures):
+    """Reads get 4× slower after ``after`` calls (another job took the cores)."""
+
+    def __init__(self, inner, clock, after, **kw):
+        super().__init__(inner, clock, **kw)
+        self.after, self.calls = after, 0
+
+    def get(self, idx):
+        self.calls += 1
+        if self.calls == self.after:
+            self.per_call *= 4
+            self.per_image *= 4
+        return super().get(idx)
+
+
+def test_auto_recipe_keeps_its_promise_when_the_machine_slows_down():
+    """The regulariser still ends by about half the budget when steps get 4× slower
+    after the speed was measured: T is brought forward at each validation."""
+    coords, feats, y = _problem()
+    clock = _SimClock()
+    slow = _SlowingFeatures(feats, clock, after=40, per_image=0.004, per_call=0.05)
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(max_seconds=60.0, recipe="auto", log_every=1)
+    recs, res = _run(train(_fresh(coords), slow, y, split, cfg, clock=clock))
+    planned = next(r for r in recs if r["kind"] == "recipe")["config"].reg_decay_steps
+    assert res.config.reg_decay_steps < planned  # brought forward
+    done = next(r for r in recs if r["kind"] == "step" and r["reg_strength"] == 0.0)
+    assert done["elapsed"] <= 0.5 * 60.0 + _validation_seconds(slow, split) + 1.0
+    assert res.reg_strength == 0.0
+    assert clock.now <= 60.0 * 1.05 + _validation_seconds(slow, split)
