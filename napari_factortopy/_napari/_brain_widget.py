@@ -287,8 +287,11 @@ class BrainWidget(widgets.Container):
             return
         m = scene.model
         self.layer_slider.max = m.n_layers
-        for choice in (self.map_choice, self.score_choice):
+        for choice, names in ((self.map_choice, self._map_names),
+                              (self.score_choice, self._score_keys)):  # fmt: skip
             with choice.changed.blocked():  # a vanished entry must not repaint the new model
+                if tuple(choice.choices) != tuple(names()):
+                    choice.native.clear()  # magicgui keeps old entries' order: refill in order
                 choice.reset_choices()
         flat = scene.has_mesh("flat")
         self.view_buttons[VIEWS.index("flat")].enabled = flat
