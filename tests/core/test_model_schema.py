@@ -221,15 +221,18 @@ _SEMANTIC = [_retype, _remove, _drop_tensor, _retype_tensor, _reshape_tensor, _o
              _unexpected_tensor]  # fmt: skip
 
 
-def test_every_mutation_is_refused_by_the_loader(valid, tmp_path):
-    path0, raw, tensors0, meta0 = valid
+def mutation_trials(path0, raw, tensors0, meta0, target, n=N_MUTATIONS, seed=2026):
+    """Replay the seeded mutations of a valid file; yield one row per trial.
+
+    Rows: ``trial``, ``kind`` (flip / truncate / semantic), ``what``, ``verdict``
+    (``"refused"`` or ``"accepted"``), ``message`` (the loader's, or ""), ``same``
+    (an accepted file loads the unchanged model). ``scripts/bad_input_matrix.py``
+    writes these rows into docs/BAD_INPUT_MATRIX.md.
+    """
     original = FittedModel.load(path0)
-    rng = np.random.default_rng(2026)
-    target = tmp_path / "mutant.ftopy"
-    counts = {"flip": 0, "truncate": 0, "semantic": 0, "harmless": 0}
-    for trial in range(N_MUTATIONS):
+    rng = np.random.default_rng(seed)
+    for trial in range(n):
         kind = ["flip", "truncate", "semantic", "semantic"][int(rng.integers(4))]
-        counts[kind] += 1
         if kind == "flip":
             data = bytearray(raw)
             pos = int(rng.integers(len(data)))
@@ -245,14 +248,27 @@ def test_every_mutation_is_refused_by_the_loader(valid, tmp_path):
             meta = copy.deepcopy(meta0)
             what = _SEMANTIC[int(rng.integers(len(_SEMANTIC)))](rng, tensors, meta)
             save_ftopy(target, tensors, meta)
+        row = {"trial": trial, "kind": kind, "what": what}
         try:
             loaded = FittedModel.load(target)
         except ModelFileError as exc:
-            assert str(target) in str(exc), (trial, what, str(exc))
+            yield {**row, "verdict": "refused", "message": str(exc), "same": False}
+            continue
+        yield {**row, "verdict": "accepted", "message": "", "same": _same_model(loaded, original)}
+
+
+def test_every_mutation_is_refused_by_the_loader(valid, tmp_path):
+    path0, raw, tensors0, meta0 = valid
+    target = tmp_path / "mutant.ftopy"
+    counts = {"flip": 0, "truncate": 0, "semantic": 0, "harmless": 0}
+    for row in mutation_trials(path0, raw, tensors0, meta0, target):
+        counts[row["kind"]] += 1
+        if row["verdict"] == "refused":
+            assert str(target) in row["message"], row
             continue
         # Accepted: only if nothing that means something changed (e.g. the bit flip
         # hit the name of the optional "digest" key).
-        assert _same_model(loaded, original), f"mutation {trial} ({what}) was accepted"
+        assert row["same"], f"mutation {row['trial']} ({row['what']}) was accepted"
         counts["harmless"] += 1
     assert counts["harmless"] <= 3, counts
     assert min(counts["flip"], counts["truncate"], counts["semantic"]) > 20, counts

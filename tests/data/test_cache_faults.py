@@ -163,16 +163,19 @@ def _retype_json(rng, f: Path) -> str:
     return what
 
 
-def test_every_mutation_is_refused_or_found(pristine, tmp_path):
-    src, ref = pristine
-    rng = np.random.default_rng(10)
-    counts = {"flip": 0, "truncate": 0, "delete": 0, "retype": 0, "harmless": 0}
-    path = tmp_path / "m.zarr"
+def mutation_trials(src, ref, path, n=N_MUTATIONS, seed=10):
+    """Replay the seeded mutations of a pristine cache copied to ``path``; one row each.
+
+    Rows: ``trial``, ``kind`` (flip / truncate / delete / retype), ``what``, ``verdict``
+    (``"refused"`` on open, ``"found"`` by verify, or ``"accepted"``), ``message``,
+    ``unchanged`` (an accepted cache reads back every written row unchanged).
+    ``scripts/bad_input_matrix.py`` writes them into docs/BAD_INPUT_MATRIX.md.
+    """
+    rng = np.random.default_rng(seed)
     shutil.copytree(src, path)
     files = _files(path)
-    for trial in range(N_MUTATIONS):
+    for trial in range(n):
         kind = ["flip", "truncate", "delete", "retype"][int(rng.integers(4))]
-        counts[kind] += 1
         if kind == "retype":
             jsons = [f for f in files if f.name == "zarr.json"]
             group = path / "zarr.json"
@@ -193,19 +196,40 @@ def test_every_mutation_is_refused_or_found(pristine, tmp_path):
             else:
                 f.unlink()
                 what = "delete"
-        what = f"{what} of {f.relative_to(path)}"
+        row = {"trial": trial, "kind": kind, "what": f"{what} of {f.relative_to(path)}"}
         try:
             c = FeatureCache.open(path)
             report = c.verify()
         except CacheError as exc:
-            assert str(path) in str(exc), (trial, what, str(exc))
-            report = None
-        if report is not None and not report.damaged:
-            assert _unchanged(c, ref), f"mutation {trial} ({what}) was accepted silently"
-            counts["harmless"] += 1
+            row.update(verdict="refused", message=str(exc), unchanged=False)
+        else:
+            if report.damaged:
+                items = list(report.damaged.items())
+                damaged = "; ".join(f"row {k}: {v}" for k, v in items[:2])
+                more = f" (+{len(items) - 2} rows)" if len(items) > 2 else ""
+                row.update(verdict="found", message=f"verify: {damaged}{more}", unchanged=False)
+            else:
+                row.update(verdict="accepted", message="", unchanged=_unchanged(c, ref))
         # restore the one file changed (opening read-only writes nothing)
         shutil.copy2(src / f.relative_to(path), f)
-        assert _files(path) == files
+        row["files_restored"] = _files(path) == files
+        yield row
+
+
+def test_every_mutation_is_refused_or_found(pristine, tmp_path):
+    src, ref = pristine
+    counts = {"flip": 0, "truncate": 0, "delete": 0, "retype": 0, "harmless": 0}
+    path = tmp_path / "m.zarr"
+    for row in mutation_trials(src, ref, path):
+        counts[row["kind"]] += 1
+        if row["verdict"] == "refused":
+            assert str(path) in row["message"], row
+        if row["verdict"] == "accepted":
+            assert row["unchanged"], (
+                f"mutation {row['trial']} ({row['what']}) was accepted silently"
+            )
+            counts["harmless"] += 1
+        assert row["files_restored"]
     assert min(counts[k] for k in ("flip", "truncate", "delete", "retype")) > 30, counts
     assert counts["harmless"] < N_MUTATIONS // 4, counts
 
