@@ -53,18 +53,7 @@ def main() -> int:
             "written": c.written,
             "read": c.read(rows),
             "digests": c.image_digests(rows),
-            "identity": {
-                k: getattr(c, k)
-                for k in (
-                    "backbone",
-                    "layer_names",
-                    "widths",
-                    "grid",
-                    "image_ids",
-                    "preprocessing",
-                    "weights",
-                )  # fmt: skip
-            },
+            "identity": {k: getattr(c, k) for k in IDENTITY},
         }
         cache_rows = list(tc.mutation_trials(src, ref, tmp / "m.zarr"))
     lines = [
