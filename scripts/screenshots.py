@@ -12,7 +12,8 @@ Writes:
 - ``docs/images/workbench-space.png``: the space map, posterior view, ROI outlines;
 - ``docs/images/workbench-train.png``: the Train panel;
 - ``docs/images/figure.png``: the exported figure (layer and score × lateral, ventral,
-  flat), the same as ``factortopy figure``.
+  flat), the same as ``factortopy figure`` (surfaces by the off-screen pyvista
+  renderer, flat lighting).
 """
 
 from __future__ import annotations
