@@ -74,6 +74,8 @@ class BrainWidget(widgets.Container):
         self.timings: dict[str, float] = {}
         self.model_choice = ModelChoice(viewer)
         self.banner = widgets.Label(label="", value="", visible=False)
+        # a long convergence line wraps instead of widening the dock (and the canvas)
+        self.banner.native.setWordWrap(True)
         self.method = widgets.Label(label="method", value="", visible=False)
         self.method.tooltip = "the comparison method or FactorTopy ablation behind these maps"
         self.map_choice = widgets.ComboBox(

@@ -35,6 +35,9 @@ class DemoOptions:
         The CPU demo's recipe: batch 16, learning rate 2e-3 and a 1000-step regulariser
         decay reach the phantom's targets within a few minutes on 2 cores (the
         paper's defaults, batch 8 and 1e-3 over 6000 steps, need about 4× longer).
+    max_epochs : int
+        Cap on validations (the budget usually stops training first; a test caps the
+        epochs instead, so the result does not depend on the machine's speed).
     device : str
     seed : int
     """
@@ -47,6 +50,7 @@ class DemoOptions:
     steps_per_epoch: int = 250
     lr: float = 2e-3
     reg_decay_steps: int = 1000
+    max_epochs: int = 1000
     device: str = "auto"
     seed: int = 0
 
@@ -166,6 +170,7 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
         batch_size=opts.batch_size,
         steps_per_epoch=opts.steps_per_epoch,
         max_seconds=opts.train_seconds,
+        max_epochs=opts.max_epochs,
         reg_decay_steps=opts.reg_decay_steps,
         patience=10,
         seed=opts.seed,

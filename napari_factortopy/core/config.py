@@ -153,8 +153,9 @@ class TrainConfig:
     recipe : {"paper", "auto"}
         ``"paper"``: the fields as given (METHOD.md §3). ``"auto"`` (needs
         ``max_seconds``): after a short warm-up the run measures its speed and
-        resolves batch size, learning rate, validation interval and the
-        regulariser's decay T so that the schedule finishes inside the budget —
+        resolves batch size, learning rate and the validation interval, and decays
+        the regulariser over the first half of the budget (by the clock), so that
+        the schedule finishes inside the budget —
         see :func:`napari_factortopy.core.training.resolve_auto_recipe`. The
         resolved values are recorded in the model file.
     """

@@ -228,9 +228,13 @@ def resolve_auto_recipe(
     - validation interval: about :data:`AUTO_VALIDATIONS` validations in the budget,
       but never more than :data:`AUTO_VALIDATION_SHARE` of the time spent validating
       (and at most the paper's 1000 steps);
-    - regulariser decay ``T``: half of the steps that fit in the budget (so the
-      sharpened selectors get at least the other half), never more than the
-      paper's ``T``.
+    - regulariser decay: over the first half of the budget, so the sharpened
+      selectors get at least the other half. :func:`train` applies it by the clock
+      (``λ·max(0, 1 − elapsed / (budget/2))``), which keeps the promise when a shared
+      machine's speed changes after this plan; ``T`` here is the plan (half the
+      steps expected to fit, at most the paper's ``T``) and the run records the step
+      where the decay really ended. The validation interval is re-planned at each
+      validation from the current speed, by the same rule.
 
     Parameters
     ----------
@@ -271,8 +275,9 @@ def resolve_auto_recipe(
         "rule": (
             "batch: most images/s of 8/16/32; lr = 1e-3 * batch / 8; steps between "
             f"validations: ~{AUTO_VALIDATIONS} validations in the budget, validations "
-            f"<= {AUTO_VALIDATION_SHARE:.0%} of it, <= 1000; regulariser decay T = half "
-            "the planned steps (<= the paper's T)"
+            f"<= {AUTO_VALIDATION_SHARE:.0%} of it, <= 1000, re-planned at each "
+            "validation; regulariser decays over the first half of the budget by the "
+            "clock (reg_decay_steps records the step where it ended)"
         ),
     }
     return resolved, info
@@ -431,11 +436,18 @@ def train(
     model.train()
 
     def reg_strength() -> float:
+        if cfg.recipe == "auto":  # by time: over the first half of the budget
+            return max(0.0, 1.0 - (clock() - t_start) / (0.5 * budget))
         return max(0.0, 1.0 - state["step"] / cfg.reg_decay_steps)
+
+    def since_validation() -> int:
+        last = state.get("last_val", state["step"] - state["step"] % cfg.steps_per_epoch)
+        return state["step"] - last
 
     def validate() -> dict:
         t0 = clock()
         state["epoch"] += 1
+        state["last_val"] = state["step"]
         score = val_score(model)
         timing.val = clock() - t0
         improved = score > state["best"]
@@ -473,7 +485,7 @@ def train(
                 break
             if should_stop is not None and should_stop():
                 stop_reason = "user_stop"
-                if state["step"] % cfg.steps_per_epoch:
+                if since_validation():
                     yield validate()
                 break
             batch_size = cfg.batch_size
@@ -495,6 +507,8 @@ def train(
                 pred = model(loc, glo, sel)
                 fit = F.smooth_l1_loss(pred.float(), target, beta=cfg.smooth_l1_beta)
                 decay = reg_strength()
+                if decay == 0.0 and "reg_done_step" not in state:
+                    state["reg_done_step"] = state["step"]
                 reg = regulariser(sel)
                 loss = fit + cfg.reg_weight * decay * reg
             if not torch.isfinite(loss):
@@ -543,13 +557,13 @@ def train(
                     elapsed = clock() - t_start
                     finish = timing.val + _test_seconds(timing.val, split)
                     out_of_time = elapsed + timing.step + finish > budget
-            if out_of_time or state["step"] % cfg.steps_per_epoch == 0:
+            if out_of_time or since_validation() >= cfg.steps_per_epoch:
                 yield validate()
                 if out_of_time:
                     stop_reason = "budget"
                     break
                 if cfg.recipe == "auto" and not auto_pending:
-                    cfg = _replan_decay(cfg, state["step"], clock() - t_start, budget, timing)
+                    cfg = _replan_interval(cfg, clock() - t_start, budget, timing, split)
                     state["config"] = cfg.to_dict()
     except GeneratorExit:
         state["elapsed"] = clock() - t_start
@@ -580,6 +594,8 @@ def train(
         model.load_state_dict(final)
     test_pred = predict(model, features, split.test, cfg.eval_batch_size, cfg.amp)
     y_test = y_all[split.test]
+    if cfg.recipe == "auto" and "reg_done_step" in state:  # record where it really ended
+        cfg = replace(cfg, reg_decay_steps=max(1, int(state["reg_done_step"])))
     result = TrainResult(
         state=final,
         val_score=score,
@@ -636,19 +652,17 @@ def _test_seconds(val_seconds: float, split: Split) -> float:
     return val_seconds * len(split.test) / max(len(split.val), 1)
 
 
-def _replan_decay(
-    cfg: TrainConfig, step: int, elapsed: float, budget: float, timing: _Timing
+def _replan_interval(
+    cfg: TrainConfig, elapsed: float, budget: float, timing: _Timing, split: Split
 ) -> TrainConfig:
-    """The ``auto`` recipe's promise under a changing speed: the regulariser ends by
-    half the budget. When the steps got slower than measured at the start (a shared
-    machine), T is brought forward to the step expected at half the budget; it is never
-    moved later, so the decay stays monotone."""
-    if step >= cfg.reg_decay_steps:
+    """The ``auto`` recipe's validation interval, re-planned from the current speed (a
+    shared machine's speed changes), by the rule of :func:`resolve_auto_recipe`."""
+    val = timing.val or 0.0
+    remaining = budget - elapsed - val - _test_seconds(val, split)
+    if remaining <= 0 or timing.step <= 0:
         return cfg
-    per_step = timing.step + (timing.val or 0.0) / cfg.steps_per_epoch
-    to_half = max(0.0, 0.5 * budget - elapsed) / max(per_step, 1e-9)
-    new_t = max(step, int(step + to_half))
-    return replace(cfg, reg_decay_steps=new_t) if new_t < cfg.reg_decay_steps else cfg
+    planned, _ = resolve_auto_recipe(cfg, remaining, timing.step, val, cfg.batch_size)
+    return replace(cfg, steps_per_epoch=planned.steps_per_epoch)
 
 
 def _check_budget(budget: float, timing: _Timing, split: Split) -> None:

@@ -178,7 +178,7 @@ def stimulus_loader(
         cfg = PhantomConfig.from_dict(info["config"])
 
         def load(idx):
-            return phantom_images(np.asarray(idx), cfg.image_size, cfg.seed)
+            return phantom_images(np.asarray(idx), cfg.image_size, cfg.seed, cfg.photo_fraction)
 
         return load, cfg.n_images
     if kind == "folder" and info.get("root") and Path(info["root"]).is_dir():

@@ -8,10 +8,9 @@ fitted selectors must find the truth: the argmax layer of at least 85 % of the
 vertices, the receptive-field centre within 0.15 (median, grid units of [−1, 1]), and
 the hierarchy slope across the ROI levels (paper Table 2).
 
-Training is capped at 16 epochs of 100 steps (1,600 steps) so that the result does
-not depend on the machine's speed: ``DemoOptions`` has only a wall-clock budget, so the
-test gives it a large one (a fuse) and caps the epochs through the ``TrainConfig`` the
-pipeline builds. With the cap the run is deterministic; measured (2 CPU threads):
+Training is capped at 16 epochs of 100 steps (1,600 steps, ``DemoOptions.max_epochs``)
+so that the result does not depend on the machine's speed; the wall-clock budget is a
+large fuse. With the cap the run is deterministic; measured (2 CPU threads):
 
 ====  ===============  ===============  ===============  ========
 seed  layer_agreement  rf_error_median  hierarchy slope  r2_ratio
@@ -32,14 +31,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-import napari_factortopy.core.config as config_module
 from napari_factortopy.app.demo import DemoOptions, run_demo_pipeline
-from napari_factortopy.core.config import TrainConfig
 from napari_factortopy.core.fitted_model import FittedModel
 
 OPTIONS = DemoOptions(
@@ -48,17 +44,11 @@ OPTIONS = DemoOptions(
     train_seconds=3600.0,  # a fuse only: the epoch cap below ends training
     bottleneck=32,
     steps_per_epoch=100,
+    max_epochs=16,
     device="cpu",
     seed=0,
 )
-MAX_EPOCHS = 16
-
-
-@dataclass(frozen=True)
-class _CappedTrainConfig(TrainConfig):
-    """The demo's training recipe with the epoch cap of this test."""
-
-    max_epochs: int = MAX_EPOCHS
+MAX_EPOCHS = OPTIONS.max_epochs
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +56,7 @@ def demo(tmp_path_factory):
     """Run the demo pipeline once; return its output folder, records and wall time."""
     out = tmp_path_factory.mktemp("recovery")
     t0 = time.perf_counter()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config_module, "TrainConfig", _CappedTrainConfig)
-        records = list(run_demo_pipeline(out, OPTIONS))
+    records = list(run_demo_pipeline(out, OPTIONS))
     return out, records, time.perf_counter() - t0
 
 
