@@ -373,6 +373,7 @@ def train(
         "elapsed": 0.0,
         "config": cfg.to_dict(),
         "recipe": {},
+        "last_val": 0,  # the step of the last validation
     }
     ckpt_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
     if resume:
@@ -390,6 +391,8 @@ def train(
         opt.load_state_dict(saved["optimizer"])
         state = saved["state"]
         state["order"] = state["order"].numpy()
+        # checkpoints written before the step of the last validation was kept
+        state.setdefault("last_val", state["step"] - state["step"] % cfg.steps_per_epoch)
         rng = np.random.default_rng()
         rng.bit_generator.state = saved["rng"]
         # the recipe in force when the run stopped; the stopping rules of this call
@@ -441,8 +444,7 @@ def train(
         return max(0.0, 1.0 - state["step"] / cfg.reg_decay_steps)
 
     def since_validation() -> int:
-        last = state.get("last_val", state["step"] - state["step"] % cfg.steps_per_epoch)
-        return state["step"] - last
+        return state["step"] - state["last_val"]
 
     def validate() -> dict:
         t0 = clock()
