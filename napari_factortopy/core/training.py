@@ -658,12 +658,14 @@ def _replan_interval(
     cfg: TrainConfig, elapsed: float, budget: float, timing: _Timing, split: Split
 ) -> TrainConfig:
     """The ``auto`` recipe's validation interval, re-planned from the current speed (a
-    shared machine's speed changes), by the rule of :func:`resolve_auto_recipe`."""
+    shared machine's speed changes), by the rule of :func:`resolve_auto_recipe` applied
+    to the whole budget: about the same number of validations over the run, not 20 more
+    in whatever time is left (which would crowd them, and patience, into the end)."""
     val = timing.val or 0.0
-    remaining = budget - elapsed - val - _test_seconds(val, split)
-    if remaining <= 0 or timing.step <= 0:
+    usable = budget - val - _test_seconds(val, split)
+    if usable <= 0 or timing.step <= 0 or elapsed >= budget:
         return cfg
-    planned, _ = resolve_auto_recipe(cfg, remaining, timing.step, val, cfg.batch_size)
+    planned, _ = resolve_auto_recipe(cfg, usable, timing.step, val, cfg.batch_size)
     return replace(cfg, steps_per_epoch=planned.steps_per_epoch)
 
 

@@ -379,6 +379,10 @@ def test_auto_recipe_run_finishes_the_regulariser_inside_the_budget():
     assert done["elapsed"] <= 0.5 * 60.0 + 1.0
     assert clock.now <= 1.05 * 60.0 + _validation_seconds(slow, split)
     assert res.stop_reason in ("budget", "early_stop")
+    # at a constant speed the re-planned interval stays put: no crowding at the end
+    steps = [r["step"] for r in recs if r["kind"] == "validation"]
+    gaps = np.diff(steps)[:-1]  # the last validation may come early, for the budget
+    assert len(gaps) >= 5 and gaps.max() <= 1.5 * gaps.min(), steps
 
 
 def test_auto_recipe_needs_a_budget_and_configs_are_checked():
