@@ -295,13 +295,13 @@ def test_local_sweep_killed_midway_resumes_only_missing_jobs(tmp_path):
         start_new_session=True,
     )
     try:
-        while time.monotonic() - t0 < 240:
+        while time.monotonic() - t0 < 600:  # a fuse: about 60 s on a quiet machine
             if any(_valid(p) for p in models.glob("*.ftopy")):
                 break
             assert driver.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
             time.sleep(0.5)
         else:
-            pytest.fail("no model within 240 s")
+            pytest.fail("no model within 600 s")
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and every job it started
         driver.wait()
