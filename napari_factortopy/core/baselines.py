@@ -30,7 +30,6 @@ single-layer grid search).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +41,7 @@ from torch.nn import functional as F
 
 from .config import FactorTopyConfig
 from .metrics import pearson_r, r2_score
-from .model import FactorTopy, Selectors
+from .model import FactorTopy, Selectors, readout_parameters
 
 __all__ = [
     "BASELINES",
@@ -88,9 +87,7 @@ class Baseline(nn.Module):
         self.register_buffer("coords", torch.as_tensor(np.asarray(coords), dtype=torch.float32))
         self._build()
         d, n_v = config.bottleneck, len(coords)
-        bound = 1.0 / math.sqrt(d)  # as FactorTopy (nn.Linear(D, V))
-        self.beta = nn.Parameter(torch.empty(n_v, d).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n_v).uniform_(-bound, bound))
+        self.beta, self.bias = readout_parameters(n_v, d)  # as FactorTopy
 
     def _build(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError

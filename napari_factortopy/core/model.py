@@ -133,6 +133,15 @@ def _at_least_f32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def readout_parameters(n_vertices: int, d: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """The per-vertex readout ``beta (V, D)`` and ``bias (V,)``, initialised as
+    ``nn.Linear(D, V)`` would (uniform in ±1/√D, beta drawn first)."""
+    bound = 1.0 / math.sqrt(d)
+    beta = nn.Parameter(torch.empty(n_vertices, d).uniform_(-bound, bound))
+    bias = nn.Parameter(torch.empty(n_vertices).uniform_(-bound, bound))
+    return beta, bias
+
+
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     last = nn.Linear(hidden, n_out, bias=False)
     nn.init.zeros_(last.weight)
@@ -223,9 +232,7 @@ class FactorTopy(nn.Module):
                 setattr(self, f"{name}_mlp", _mlp(n_enc, config.hidden, n_out))
             else:
                 setattr(self, f"{name}_free", nn.Parameter(torch.zeros(n_vertices, n_out)))
-        bound = 1.0 / math.sqrt(d)  # as nn.Linear(D, V) initialises
-        self.beta = nn.Parameter(torch.empty(n_vertices, d).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n_vertices).uniform_(-bound, bound))
+        self.beta, self.bias = readout_parameters(n_vertices, d)
 
     # ------------------------------------------------------------------ shapes
     @property
