@@ -73,29 +73,8 @@ def test_info_summarises(demo_dir, capsys):
 
 def test_train_from_phantom_folder(demo_dir, tmp_path):
     out = tmp_path / "again.ftopy"
-    rc = main(
-        [
-            "train",
-            "--cache",
-            str(demo_dir / "phantom" / "features.zarr"),
-            "--phantom",
-            str(demo_dir / "phantom"),
-            "--out",
-            str(out),
-            "--steps-per-epoch",
-            "20",
-            "--max-epochs",
-            "3",
-            "--lr",
-            "5e-3",
-            "--reg-decay-steps",
-            "20",
-            "--bottleneck",
-            "8",
-            "--device",
-            "cpu",
-        ]
-    )
+    extra = ["--steps-per-epoch", "20", "--max-epochs", "3", "--lr", "5e-3"]
+    rc = main(_train_args(demo_dir, out, *extra, "--reg-decay-steps", "20", "--bottleneck", "8"))
     assert rc == 0
     m = FittedModel.load(out)
     assert m.summary["steps"] == 60 and len(m.history) == 3
