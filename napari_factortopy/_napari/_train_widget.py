@@ -5,6 +5,12 @@ Runs :func:`~napari_factortopy.app.jobs.training_job` in a napari
 validation, pause and stop, errors as notifications, and the saved ``.ftopy`` opened
 at the end.
 
+Stop ends training as a budget would: the current weights are validated, the best
+checkpoints go into the soup, the result is scored on the test split and saved (its
+summary and the map's banner say "stopped by the user"). Validation and soup report
+every batch, so the panel shows them; meanwhile the button reads "Discard", which
+abandons the run without saving anything.
+
 The worker can only pause or stop where the training generator yields, so the panel
 asks for a "step" record every step on the CPU (every :data:`GPU_LOG_EVERY` steps on
 an accelerator, where a record's loss read-out costs a device sync): the progress bar
@@ -13,6 +19,7 @@ moves with every record and Pause / Stop act within one record's time.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +64,8 @@ TIPS = {
     "out": "the .ftopy model file to write (opened when saved)",
     "start_button": "start training in the background",
     "pause_button": "pause / resume (acts at the next step)",
-    "stop_button": "stop without saving (acts at the next step)",
+    "stop_button": "stop training now (acts at the next step), then validate, soup and "
+    "save the best model; press again (Discard) to abandon the run unsaved",
     "progress": "training steps done",
 }
 #: Tooltip of the settings the auto recipe chooses while it is on.
@@ -97,6 +105,7 @@ class TrainWidget(widgets.Container):
         super().__init__(labels=True)
         self.viewer = viewer
         self.worker = None
+        self._stop_event: threading.Event | None = None
         self.preview_layer = None
         self.saved_path: str | None = None
         self.resolved: TrainConfig | None = None
@@ -303,7 +312,9 @@ class TrainWidget(widgets.Container):
         if self.worker is not None:
             return self.worker
         job = job or self.job()
-        worker = thread_worker(_training, start_thread=False, ignore_errors=True)(job)
+        stop = threading.Event()
+        self._stop_event = stop
+        worker = thread_worker(_training, start_thread=False, ignore_errors=True)(job, stop.is_set)
         worker.yielded.connect(self._on_record)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
@@ -330,9 +341,21 @@ class TrainWidget(widgets.Container):
         self.status.value = "paused"
 
     def _on_stop(self, _=None) -> None:
-        if self.worker is not None:
-            self.status.value = "stopping…"
-            self.worker.quit()
+        """First press: finish with the best model so far; second press: discard."""
+        if self.worker is None:
+            return
+        if self._stop_event is not None and not self._stop_event.is_set():
+            self._stop_event.set()
+            if self.worker.is_paused:  # a paused run cannot reach its next check
+                self.worker.resume()
+                self.pause_button.text = "Pause"
+            self.pause_button.enabled = False
+            self.status.value = "stopping: validating, then saving the best model…"
+            self.stop_button.text = "Discard"
+            self.stop_button.tooltip = "abandon the run now; nothing is saved"
+            return
+        self.status.value = "discarding…"
+        self.worker.quit()
 
     def _on_record(self, rec: dict) -> None:
         kind = rec["kind"]
@@ -348,6 +371,10 @@ class TrainWidget(widgets.Container):
                 eta = rec.get("eta")
                 left = f" · {_clock(eta)} left" if eta is not None and eta == eta else ""
                 self.status.value = f"step {rec['step']} · loss {rec['loss']:.4f}{left}"
+        elif kind == "validating":
+            self.status.value = f"validating: {rec['done']} of {rec['total']} images"
+        elif kind == "souping":
+            self.status.value = f"soup: checkpoint {rec['tried']} of {rec['total']} tried"
         elif kind == "validation":
             self.status.value = (
                 f"epoch {rec['epoch']} · val R² {rec['val_score']:.4f} "
@@ -398,8 +425,11 @@ class TrainWidget(widgets.Container):
 
     def _on_finished(self) -> None:
         self.worker = None
+        self._stop_event = None
         self._busy(False)
         self.pause_button.text = "Pause"
+        self.stop_button.text = "Stop"
+        self.stop_button.tooltip = TIPS["stop_button"]
         if self.preview_layer is not None and self.preview_layer in self.viewer.layers:
             self.viewer.layers.remove(self.preview_layer)
         self.preview_layer = None
@@ -407,7 +437,7 @@ class TrainWidget(widgets.Container):
             self.progress.value = self.progress.max  # a budget may end it before the plan
             self.viewer.open(self.saved_path, plugin="napari-factortopy")
         elif not self.status.value.startswith("failed"):
-            self.status.value = "stopped"
+            self.status.value = "discarded: nothing saved"
 
     # ---------------------------------------------------------------- helpers
     def _busy(self, busy: bool) -> None:
@@ -435,7 +465,7 @@ class TrainWidget(widgets.Container):
         apply_scene(self.preview_layer, self._scene)
 
 
-def _training(job: TrainJob):
+def _training(job: TrainJob, should_stop=None):
     """:func:`training_job`, after loading the live map's mesh in this (worker) thread.
 
     The first mesh load imports nilearn (seconds); done here, the viewer stays live
@@ -448,7 +478,7 @@ def _training(job: TrainJob):
         load_meshset(job.mesh, "inflated")
     except (SurfaceError, OSError, ValueError):
         pass  # the preview says so when it is shown
-    yield from training_job(job)
+    yield from training_job(job, should_stop)
 
 
 def _clock(seconds: float) -> str:

@@ -12,7 +12,7 @@ the sample data run it directly. Records are those of
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,8 +76,12 @@ def _build_phantom_if_missing(job: TrainJob) -> Iterator[dict]:
             yield {"kind": "phantom", **{k: v for k, v in rec.items() if k != "subject"}}
 
 
-def training_job(job: TrainJob) -> Iterator[dict]:
+def training_job(job: TrainJob, should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
     """Load the data, train FactorTopy, save the ``.ftopy`` file; yield progress records.
+
+    ``should_stop`` (polled every step and between validation batches) ends training
+    early with the best model validated so far, which is saved as usual (its summary
+    says "stopped by the user"); closing the generator instead saves nothing.
 
     Raises
     ------
@@ -135,6 +139,7 @@ def training_job(job: TrainJob) -> Iterator[dict]:
         backbone=inputs.backbone,
         device=dev,
         snapshots=True,
+        should_stop=should_stop,
         seed=job.seed,
         extra={"dataset": inputs.dataset},
     ):

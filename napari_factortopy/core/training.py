@@ -30,6 +30,8 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "greedy_soup",
+    "predict_batches",
+    "soup_trials",
     "predict",
     "regulariser",
     "resolve_auto_recipe",
@@ -74,17 +76,40 @@ def predict(
     -------
     array of shape (n, V), float32
     """
-    dev = next(model.parameters()).device
     out = np.empty((len(indices), model.n_vertices), np.float32)
+    for _ in predict_batches(model, features, indices, out, batch_size, amp, selectors):
+        pass
+    return out
+
+
+def predict_batches(
+    model: FactorTopy,
+    features: Any,
+    indices: np.ndarray,
+    out: np.ndarray,
+    batch_size: int = 64,
+    amp: bool = True,
+    selectors: Selectors | None = None,
+) -> Iterator[int]:
+    """:func:`predict` one batch at a time, so a caller can report progress or stop.
+
+    Fills ``out`` (array of shape (n, V)) in place and yields the number of rows done
+    after each batch. The model's train/eval mode is restored when the generator ends
+    or is closed.
+    """
+    dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    with torch.no_grad(), _autocast(dev, amp):
-        sel = model.selectors() if selectors is None else selectors
+    try:
+        with torch.no_grad(), _autocast(dev, amp):
+            sel = model.selectors() if selectors is None else selectors
         for lo in range(0, len(indices), batch_size):
-            loc, glo = features.get(indices[lo : lo + batch_size])
-            out[lo : lo + len(loc[0])] = model(loc, glo, sel).float().cpu().numpy()
-    model.train(was_training)
-    return out
+            with torch.no_grad(), _autocast(dev, amp):
+                loc, glo = features.get(indices[lo : lo + batch_size])
+                out[lo : lo + len(loc[0])] = model(loc, glo, sel).float().cpu().numpy()
+            yield lo + len(loc[0])
+    finally:
+        model.train(was_training)
 
 
 def _autocast(dev: torch.device, amp: bool):
@@ -131,11 +156,27 @@ def greedy_soup(
     score : float
         Its validation score.
     """
+    trials = soup_trials(model, candidates, score_fn, has_time)
+    while True:
+        try:
+            next(trials)
+        except StopIteration as done:
+            return done.value
+
+
+def soup_trials(
+    model: FactorTopy,
+    candidates: list[tuple[float, dict[str, torch.Tensor]]],
+    score_fn,
+    has_time: Callable[[], bool] | None = None,
+) -> Iterator[dict]:
+    """:func:`greedy_soup` as a generator: yields ``{"kind": "souping", "tried",
+    "total"}`` after each trial and returns ``(state, members, score)``."""
     order = sorted(range(len(candidates)), key=lambda i: -candidates[i][0])
     members = [order[0]]
     best_state = candidates[order[0]][1]
     best = candidates[order[0]][0]
-    for i in order[1:]:
+    for k, i in enumerate(order[1:], start=1):
         if has_time is not None and not has_time():
             break
         trial = _average([candidates[j][1] for j in [*members, i]])
@@ -144,6 +185,7 @@ def greedy_soup(
         if score >= best:
             members.append(i)
             best, best_state = score, trial
+        yield {"kind": "souping", "tried": k, "total": len(order) - 1}
     model.load_state_dict(best_state)
     ranks = [order.index(m) for m in members]
     return best_state, ranks, best
@@ -318,9 +360,13 @@ def train(
         Attach the selectors (numpy ``space``, ``layer``, ``scale``) to every
         validation record (for live maps).
     should_stop : callable, optional
-        Polled before every step; when it returns True training validates at once
-        and finishes normally (soup, test scores) with ``stop_reason="user_stop"``.
-        (Closing the generator instead abandons the run, keeping only a checkpoint.)
+        Polled before every step; when it returns True training validates the
+        current weights at once (unless it just did; a validation under way is that
+        validation) and finishes normally (soup, test scores) with
+        ``stop_reason="user_stop"``. Validation and the soup yield a record after
+        every evaluation batch / soup trial, so a caller can show progress, pause, or
+        close the generator there. (Closing the generator abandons the run, keeping
+        only a checkpoint.)
     started_at : float, optional
         ``clock()`` when the budget's clock started (default: now), so
         a caller's set-up time counts against ``config.max_seconds``.
@@ -334,6 +380,9 @@ def train(
         ``kind="step"``: step, epoch, loss, loss_fit, loss_reg, reg_strength, elapsed,
         eta.
         ``kind="recipe"``: the ``auto`` recipe's resolved ``config`` and ``info``.
+        ``kind="validating"``: step, done, total (images of the validation split
+        predicted so far, after each evaluation batch).
+        ``kind="souping"``: tried, total (soup trials done, after each).
         ``kind="validation"``: step, epoch, val_score, best_score, improved, elapsed,
         eta, reg_strength (and ``selectors`` when ``snapshots``).
         ``kind="diverged"``: step, loss. ``kind="soup"``: members, val_score.
@@ -446,11 +495,22 @@ def train(
     def since_validation() -> int:
         return state["step"] - state["last_val"]
 
-    def validate() -> dict:
+    def validate() -> Iterator[dict]:
+        """Yields "validating" records between batches; returns the "validation" one."""
         t0 = clock()
+        pred = np.empty((len(split.val), model.n_vertices), np.float32)
+        batches = predict_batches(model, features, split.val, pred, cfg.eval_batch_size, cfg.amp)
+        for done in batches:
+            if done < len(split.val):
+                yield {
+                    "kind": "validating",
+                    "step": state["step"],
+                    "done": done,
+                    "total": len(split.val),
+                }
+        score = float(np.nanmean(r2_score(y_all[split.val], pred)))
         state["epoch"] += 1
         state["last_val"] = state["step"]
-        score = val_score(model)
         timing.val = clock() - t0
         improved = score > state["best"]
         if improved:
@@ -488,7 +548,7 @@ def train(
             if should_stop is not None and should_stop():
                 stop_reason = "user_stop"
                 if since_validation():
-                    yield validate()
+                    yield (yield from validate())
                 break
             batch_size = cfg.batch_size
             if auto_pending:  # compare batch sizes on real training steps
@@ -560,7 +620,7 @@ def train(
                     finish = timing.val + _test_seconds(timing.val, split)
                     out_of_time = elapsed + timing.step + finish > budget
             if out_of_time or since_validation() >= cfg.steps_per_epoch:
-                yield validate()
+                yield (yield from validate())
                 if out_of_time:
                     stop_reason = "budget"
                     break
@@ -582,7 +642,7 @@ def train(
         # the soup uses what is left of the budget; the 5 % slack is for writing the file
         deadline = budget - _test_seconds(timing.val or 0.0, split)
     if cfg.soup and len(state["kept"]) > 1:
-        final, members, score = greedy_soup(
+        final, members, score = yield from soup_trials(
             model,
             state["kept"],
             val_score,

@@ -338,6 +338,34 @@ def test_user_stop_mid_epoch_adds_a_validation():
     assert recs[-1]["result"].stop_reason == "user_stop"
 
 
+def test_validation_and_soup_report_every_batch_and_a_stop_during_validation_finishes_it():
+    """Stop pressed while a validation is under way: that validation completes (it is
+    the stop's validation), no step follows, the soup runs and the result is scored."""
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    n_val = len(split.val)
+    cfg = TrainConfig(steps_per_epoch=10, max_epochs=100, lr=5e-3, eval_batch_size=3)
+    recs: list[dict] = []
+
+    def stop():
+        return sum(r["kind"] == "validating" for r in recs) > (n_val - 1) // 3 + 1
+
+    for rec in train(_fresh(coords), feats, y, split, cfg, should_stop=stop):
+        recs.append(rec)
+    kinds = [r["kind"] for r in recs]
+    # the first validation's progress: ceil(n_val / 3) - 1 records, done 3, 6, ...
+    first = [r["done"] for r in recs[: kinds.index("validation")] if r["kind"] == "validating"]
+    assert first == list(range(3, n_val, 3)) and all(r["total"] == n_val for r in recs[:1])
+    vals = [r for r in recs if r["kind"] == "validation"]
+    assert [v["step"] for v in vals] == [10, 20]  # the second one was finished, not dropped
+    after = kinds[kinds.index("validation", kinds.index("validation") + 1) :]
+    assert "step" not in after and "validating" not in after
+    souping = [r for r in recs if r["kind"] == "souping"]
+    assert [r["tried"] for r in souping] == [1] and souping[0]["total"] == 1
+    res = recs[-1]["result"]
+    assert res.stop_reason == "user_stop" and res.steps == 20
+
+
 def test_auto_recipe_closed_form():
     from napari_factortopy.core.training import resolve_auto_recipe
 
