@@ -30,11 +30,11 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "greedy_soup",
-    "predict_batches",
-    "soup_trials",
     "predict",
+    "predict_batches",
     "regulariser",
     "resolve_auto_recipe",
+    "soup_trials",
     "train",
 ]
 
