@@ -22,6 +22,7 @@ from napari_factortopy._napari._common import ModelChoice, apply_scene, keep_sel
 from napari_factortopy._napari._data import missing_data, stimuli_for
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy.app.predict import model_backbone, predict_array, predict_image
+from napari_factortopy.core.resources import sample_stimuli
 from napari_factortopy.data.stimuli import read_image
 from napari_factortopy.scene.brain import CustomMap
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["StimulusWidget"]
 
 PREDICTION = "prediction"
+#: The "or a sample" choice that opens nothing.
+NO_SAMPLE = "—"
 
 
 class StimulusWidget(widgets.Container):
@@ -54,6 +57,13 @@ class StimulusWidget(widgets.Container):
             filter="*.png *.jpg *.jpeg *.bmp *.tif",
             tooltip="any image file: predicted through the model's own backbone",
         )
+        self.sample = widgets.ComboBox(
+            label="or a sample",
+            choices=[NO_SAMPLE, *sample_stimuli()],
+            value=NO_SAMPLE,
+            tooltip="a sample photograph shipped with the plugin (crops of scikit-image's "
+            "bundled photographs, licences in resources/stimuli/stimuli.csv)",
+        )
         self.rois = widgets.Select(
             label="ROIs", choices=self._roi_names, tooltip="ROIs whose top channels are shown"
         )
@@ -68,7 +78,7 @@ class StimulusWidget(widgets.Container):
         )
         self.status = widgets.Label(label="status", value="")
         self.extend(
-            [self.model_choice, self.index, self.file, self.rois, self.predict_button,
+            [self.model_choice, self.index, self.file, self.sample, self.rois, self.predict_button,
              self.locate_button, self.status]
         )  # fmt: skip
         #: the opened image file's pixels (None: predict the slider's dataset image)
@@ -79,6 +89,7 @@ class StimulusWidget(widgets.Container):
         self.model_choice.changed.connect(self._on_model)
         self.index.changed.connect(self._on_index)
         self.file.changed.connect(self._on_file)
+        self.sample.changed.connect(self._on_sample)
         self.predict_button.changed.connect(self._on_predict)
         self.locate_button.changed.connect(self._on_locate)
         self._on_model()
@@ -155,6 +166,11 @@ class StimulusWidget(widgets.Container):
         image = source[0](np.array([int(self.index.value if value is None else value)]))[0]
         scene.stimulus = image
         self._show("stimulus", image)
+
+    def _on_sample(self, name: str | None = None) -> None:
+        name = name or self.sample.value
+        if name and name != NO_SAMPLE:
+            self.file.value = sample_stimuli()[name]  # opened like any image file
 
     def _on_file(self, value=None) -> None:
         path = Path(str(value or self.file.value))

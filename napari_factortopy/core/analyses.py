@@ -19,6 +19,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from .resources import paper_roi_groups
+
 __all__ = [
     "DEFAULT_HIERARCHY_LEVELS",
     "ChannelClusters",
@@ -35,21 +37,15 @@ __all__ = [
 ]
 
 #: ROI name → hierarchy level used by the paper's Table 2 (V1 = 1, V2/V3 = 2, OPA = 3,
-#: EBA = 4), with the dorsal/ventral halves of the early visual areas included.
+#: EBA = 4), with the dorsal/ventral halves of the early visual areas included: the
+#: ranked groups of the shipped ``resources/roi_groups.csv`` and their member labels.
 #: Read-only (a ``MappingProxyType``), so it cannot be changed in place.
 DEFAULT_HIERARCHY_LEVELS: Mapping[str, int] = MappingProxyType(
     {
-        "V1": 1,
-        "V1v": 1,
-        "V1d": 1,
-        "V2": 2,
-        "V2v": 2,
-        "V2d": 2,
-        "V3": 2,
-        "V3v": 2,
-        "V3d": 2,
-        "OPA": 3,
-        "EBA": 4,
+        name: g.level
+        for g in paper_roi_groups()
+        if g.level is not None
+        for name in (g.group, *g.members)
     }
 )
 

@@ -127,6 +127,16 @@ def test_wheel_ships_manifest_and_validates(tmp_path):
         assert not stat.S_ISLNK(mode), "napari.yaml is stored as a symlink in the wheel"
         assert zf.read(info) == MANIFEST.read_bytes()
         assert f"{PACKAGE}/_napari/_reader.py" in zf.namelist()
+        # every shipped resource (icons, legend tables, sample stimuli, ROI table)
+        resources = ROOT / PACKAGE / "resources"
+        expected = {
+            f"{PACKAGE}/{f.relative_to(ROOT / PACKAGE).as_posix()}"
+            for f in resources.rglob("*")
+            if f.is_file() and "__pycache__" not in f.parts
+        }
+        assert len(expected) >= 10, expected
+        missing = expected - set(zf.namelist())
+        assert not missing, f"resources left out of the wheel: {sorted(missing)}"
         entry_points = next(n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt"))
         assert "napari.manifest" in zf.read(entry_points).decode()
 
@@ -149,6 +159,9 @@ def test_wheel_ships_manifest_and_validates(tmp_path):
         "from npe2 import PluginManifest\n"
         f"pm = PluginManifest.from_distribution({DIST!r})\n"
         "pm.validate_imports()\n"
+        "from napari_factortopy.core.resources import resource_path, sample_stimuli\n"
+        "assert resource_path('factortopy.png').resolve().is_relative_to(site)\n"
+        "assert len(sample_stimuli()) == 6 and pm.icon.endswith('factortopy.png')\n"
         "print(pm.name)\n"
     )
     res = _run([sys.executable, "-c", probe, str(site)], cwd=tmp_path, env=env)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from napari_factortopy._napari._layers import model_layers
 from napari_factortopy._napari._stimulus_widget import StimulusWidget
-from napari_factortopy.app.predict import predict_image
+from napari_factortopy.app.predict import predict_array, predict_image
 from napari_factortopy.core import colours
 from napari_factortopy.core.fitted_model import FittedModel
 from napari_factortopy.data.phantom import phantom_images
@@ -116,6 +117,29 @@ def test_any_image_file_is_predicted_through_the_models_backbone(
     assert widget.file_image is None
     widget._on_predict(block=True)
     np.testing.assert_array_equal(widget.last[0], want)
+
+
+def test_a_shipped_sample_stimulus_is_opened_and_predicted(make_napari_viewer, phantom_model_path):
+    """The "or a sample" list opens a shipped photograph like any file; Predict runs the
+    model's backbone on it and equals predict_array on the same pixels."""
+    from napari_factortopy.core.resources import sample_stimuli
+
+    model = FittedModel.load(phantom_model_path)
+    viewer = make_napari_viewer(ndisplay=3)
+    ((data, kwargs, _),) = model_layers(phantom_model_path)
+    viewer.add_surface(data, **kwargs)
+    widget = StimulusWidget(viewer)
+    assert widget.sample.choices == ("—", *sample_stimuli())
+    widget.sample.value = "coffee"
+    pixels = np.asarray(Image.open(sample_stimuli()["coffee"]))
+    np.testing.assert_array_equal(viewer.layers["stimulus"].data, pixels)
+    assert widget.file_name == "coffee.png"
+    widget.rois.value = ["V1"]
+    widget._on_predict(block=True)
+    response, _ = widget.last
+    want, _ = predict_array(model, pixels, widget.backbone(model), ["V1"])
+    np.testing.assert_allclose(response, want, rtol=1e-5, atol=1e-6)
+    assert response.shape == (model.n_vertices,) and np.std(response) > 0
 
 
 def test_backbone_that_does_not_fit_the_model_is_refused(phantom_model_path):

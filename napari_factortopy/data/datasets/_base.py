@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ...core.resources import paper_roi_groups
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "PAPER_ROI_GROUPS",
@@ -24,21 +26,11 @@ __all__ = [
 #: File suffixes read as images (case-insensitive).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
-#: The paper's ROI groups: (group, family, member names). Earlier groups win where
-#: families overlap (retinotopic before category-selective).
-PAPER_ROI_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("V1", "prf-visualrois", ("V1v", "V1d")),
-    ("V2", "prf-visualrois", ("V2v", "V2d")),
-    ("V3", "prf-visualrois", ("V3v", "V3d")),
-    ("V4", "prf-visualrois", ("hV4",)),
-    ("EBA", "floc-bodies", ("EBA",)),
-    ("FBA", "floc-bodies", ("FBA-1", "FBA-2")),
-    ("OFA", "floc-faces", ("OFA",)),
-    ("FFA", "floc-faces", ("FFA-1", "FFA-2")),
-    ("OPA", "floc-places", ("OPA",)),
-    ("PPA", "floc-places", ("PPA",)),
-    ("OWFA", "floc-words", ("OWFA",)),
-    ("VWFA", "floc-words", ("VWFA-1", "VWFA-2")),
+#: The paper's ROI groups: (group, family, member names), from the shipped
+#: ``resources/roi_groups.csv``. Earlier groups win where families overlap
+#: (retinotopic before category-selective).
+PAPER_ROI_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = tuple(
+    (g.group, g.family, g.members) for g in paper_roi_groups()
 )
 
 
