@@ -18,7 +18,12 @@ Prints, in milliseconds:
   export with the plotter's first render, then a warm one) and, in the same run, by
   the matplotlib rasteriser it replaced (``scene/render.py`` as of commit
   ``OLD_RENDER_COMMIT``, loaded from git history for this comparison only;
-  ``--no-old-figure`` skips it).
+  ``--no-old-figure`` skips it);
+- sample data, first open (``--sample-data``, run on its own): File → Open Sample →
+  FactorTopy → Phantom subject with an empty sample cache (``$FACTORTOPY_CACHE`` set to
+  a fresh folder): how long ``open_sample`` holds the UI, the longest stall of the
+  event loop while the worker builds the phantom and trains (a 20 ms timer's largest
+  gap), until the model layer is shown; then the second open (cached).
 """
 
 from __future__ import annotations
@@ -177,6 +182,56 @@ def bench_model(n_mesh: int, n_vertices: int, n_layers: int = 12, d: int = 128):
     )
 
 
+def bench_sample_data() -> None:
+    """The sample's first open (built in a worker) and its second (cached)."""
+    import os
+
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    os.environ["FACTORTOPY_CACHE"] = tempfile.mkdtemp(prefix="factortopy-sample-")
+    from napari_factortopy._napari._sample_data import PLACEHOLDER, _model_file
+
+    viewer = napari.Viewer(ndisplay=2, show=True)
+    app = QApplication.instance()
+    app.processEvents()
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    t0 = time.perf_counter()
+    viewer.open_sample("napari-factortopy", "phantom")
+    held = time.perf_counter() - t0
+    names = [ly.name for ly in viewer.layers]
+    print(f"sample data, first open: open_sample returned after {1000 * held:.0f} ms "
+          f"(layers {names}, ndisplay {viewer.dims.ndisplay})")  # fmt: skip
+    deadline = time.perf_counter() + 900
+    while not any(ly.name.startswith("phantom-model") for ly in viewer.layers):
+        app.processEvents()
+        time.sleep(0.005)
+        if time.perf_counter() > deadline:
+            raise SystemExit("the sample model was not shown within 15 min")
+    shown = time.perf_counter() - t0
+    timer.stop()
+    gaps = np.diff(ticks) if len(ticks) > 1 else np.array([np.nan])
+    print(
+        f"sample data, first open: model shown after {shown:.1f} s (built and trained in a "
+        f"worker; placeholder gone: {PLACEHOLDER not in viewer.layers}); event loop "
+        f"stalls: longest {1000 * np.nanmax(gaps):.0f} ms, 99th percentile "
+        f"{1000 * np.nanpercentile(gaps, 99):.0f} ms ({len(ticks)} ticks of 20 ms)"
+    )
+    viewer.layers.clear()
+    app.processEvents()
+    t0 = time.perf_counter()
+    viewer.open_sample("napari-factortopy", "phantom")
+    app.processEvents()
+    print(f"sample data, second open (cached {_model_file().name}): "
+          f"{1000 * (time.perf_counter() - t0):.0f} ms to the shown model")  # fmt: skip
+    viewer.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mesh-vertices", type=int, default=163842)
@@ -186,7 +241,13 @@ def main() -> None:
         "--no-old-figure", action="store_true", help="skip the old matplotlib figure export"
     )
     parser.add_argument("--figure-only", action="store_true", help="only the figure export rows")
+    parser.add_argument(
+        "--sample-data", action="store_true", help="only the sample data's first open"
+    )
     args = parser.parse_args()
+    if args.sample_data:
+        bench_sample_data()
+        return
 
     import napari
     from qtpy.QtWidgets import QApplication
