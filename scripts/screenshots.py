@@ -10,6 +10,8 @@ Writes:
 - ``docs/images/workbench-layer.png``: the viewer with the layer map and the Brain maps
   panel after a click on a vertex;
 - ``docs/images/workbench-space.png``: the space map, posterior view, ROI outlines;
+- ``docs/images/workbench-ventral.png``: the layer map from below (anterior up, the left
+  hemisphere on the image's right), ROI outlines and names;
 - ``docs/images/workbench-train.png``: the Train panel;
 - ``docs/images/figure.png``: the exported figure (layer and score × lateral, ventral,
   flat), the same as ``factortopy figure`` (surfaces by the off-screen pyvista
@@ -87,8 +89,12 @@ def main() -> None:
     brain.outlines.value = True
     QApplication.processEvents()
     save_png(viewer.screenshot(canvas_only=False), out / "workbench-space.png")
-    brain.outlines.value = False
     brain.map_choice.value = "layer"
+    brain._on_view("ventral")
+    QApplication.processEvents()
+    save_png(viewer.screenshot(canvas_only=False), out / "workbench-ventral.png")
+    brain.outlines.value = False
+    brain._on_view("posterior")
 
     train = TrainWidget(viewer)
     dock = viewer.window.add_dock_widget(train, name="Train", area="right")
@@ -100,7 +106,8 @@ def main() -> None:
         scene, ["layer", "score"], ["lateral", "ventral", "flat"], 3000, out / "figure.png"
     )
     viewer.close()
-    for name in ("workbench-layer", "workbench-space", "workbench-train", "figure"):
+    for name in ("workbench-layer", "workbench-space", "workbench-ventral", "workbench-train",
+                 "figure"):  # fmt: skip
         print(out / f"{name}.png")
 
 

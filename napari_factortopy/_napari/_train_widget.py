@@ -55,6 +55,8 @@ TIPS = {
     "top_k": "best checkpoints kept for the soup (paper: 10)",
     "soup": "greedy soup of the top-k checkpoints on the validation split (off: the best one)",
     "amp": "bf16 mixed precision on CUDA (off: fp32; no effect on the CPU)",
+    "calibrate": "after training, choose the layer softmax's sharpness and refit the readout "
+    "on the validation split (ours); auto: on with the auto recipe, off with paper",
     "seed": "seed of the initialisation, the batches and the image split",
     "max_epochs": "most epochs (training stops earlier on patience)",
     "patience": "epochs without a better validation score before stopping",
@@ -77,6 +79,8 @@ AUTO_CONTROLS = {
     "steps_per_epoch": "steps_per_epoch",
     "reg_decay_steps": "reg_decay_steps",
 }
+#: The calibration control's choices → ``TrainConfig.calibrate``.
+CALIBRATE_CHOICES = {"auto": None, "on": True, "off": False}
 #: Steps between progress records on an accelerator (1 on the CPU).
 GPU_LOG_EVERY = 10
 
@@ -152,6 +156,9 @@ class TrainWidget(widgets.Container):
         self.top_k = widgets.SpinBox(label="top-k checkpoints", value=d.top_k, min=1, max=1000)
         self.soup = widgets.CheckBox(text="greedy soup", value=d.soup)
         self.amp = widgets.CheckBox(text="mixed precision (bf16 on CUDA)", value=d.amp)
+        self.calibrate = widgets.ComboBox(
+            label="calibration", choices=list(CALIBRATE_CHOICES), value="auto"
+        )
         self.seed = widgets.SpinBox(label="seed", value=d.seed, min=0, max=2**31 - 1)
         self.bottleneck = widgets.SpinBox(label="bottleneck D", value=128, min=1, max=4096)
         self.max_minutes = widgets.FloatSpinBox(
@@ -198,6 +205,7 @@ class TrainWidget(widgets.Container):
                 self.top_k,
                 self.soup,
                 self.amp,
+                self.calibrate,
                 self.seed,
                 self.bottleneck,
                 self.device,
@@ -276,6 +284,7 @@ class TrainWidget(widgets.Container):
             max_seconds=60.0 * minutes if minutes > 0 else None,
             amp=bool(self.amp.value),
             recipe="auto" if auto else "paper",
+            calibrate=CALIBRATE_CHOICES[self.calibrate.value],
             log_every=_log_every(self.device.value),
         )
 
@@ -373,6 +382,12 @@ class TrainWidget(widgets.Container):
                 self.status.value = f"step {rec['step']} · loss {rec['loss']:.4f}{left}"
         elif kind == "validating":
             self.status.value = f"validating: {rec['done']} of {rec['total']} images"
+        elif kind == "calibrating":
+            self.status.value = f"calibrating the layer sharpness: {rec['stage']}…"
+        elif kind == "calibrated":
+            from napari_factortopy.core.calibration import calibration_line
+
+            self.status.value = f"calibration: {calibration_line(rec)}"
         elif kind == "souping":
             self.status.value = f"soup: checkpoint {rec['tried']} of {rec['total']} tried"
         elif kind == "validation":

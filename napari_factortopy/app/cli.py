@@ -161,6 +161,11 @@ def info_lines(m, path: str) -> list[str]:
             f"T {tc.get('reg_decay_steps', '?')}); soup of {len(s.get('soup_members', []))}"
             f"{'; DIVERGED' if s.get('diverged') else ''}"
         )
+    cal = s.get("calibration")
+    if isinstance(cal, dict):
+        from ..core.calibration import calibration_line
+
+        lines.append(f"  calibration {calibration_line(cal)}")
     ens = s.get("ensemble")
     if ens:
         lines.append(

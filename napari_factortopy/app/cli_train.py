@@ -188,6 +188,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="use the best checkpoint instead of the greedy soup of the top-k",
     )
+    r.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after training, choose the layer softmax's sharpness and refit the readout "
+        "on the validation split (ours; default: on with --recipe auto, off with paper)",
+    )
 
     m = t.add_argument_group("model and data")
     m.add_argument("--bottleneck", type=_positive_int, default=128, help="channels D (paper: 128)")
@@ -247,6 +254,7 @@ def train_config_from_args(args: argparse.Namespace):
         max_seconds=args.max_seconds,
         amp=args.amp,
         recipe=recipe,
+        calibrate=args.calibrate,
     )
 
 
@@ -426,6 +434,10 @@ def _drain_training(gen, tcfg):
                     f"training diverged at step {rec['step']} (loss {rec['loss']}); "
                     "stopping; the best checkpoints kept so far (if any) make the model"
                 )
+            elif kind == "calibrated":
+                from ..core.calibration import calibration_line
+
+                bar.write(f"calibration: {calibration_line(rec)}")
             elif kind == "soup":
                 bar.write(
                     f"greedy soup of checkpoints {rec['members']}: "

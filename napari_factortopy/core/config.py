@@ -158,6 +158,10 @@ class TrainConfig:
         the schedule finishes inside the budget —
         see :func:`napari_factortopy.core.training.resolve_auto_recipe`. The
         resolved values are recorded in the model file.
+    calibrate : bool, optional
+        After training, calibrate the layer softmax's sharpness and refit the readout
+        on the validation split (:mod:`napari_factortopy.core.calibration`; ours).
+        None (default): on for the ``auto`` recipe, off for ``paper``.
     """
 
     lr: float = 1e-3
@@ -179,6 +183,7 @@ class TrainConfig:
     log_every: int = 50
     amp: bool = False
     recipe: str = "paper"
+    calibrate: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -220,6 +225,13 @@ class TrainConfig:
             raise ValueError(f"recipe must be one of {RECIPES}; found {self.recipe!r}")
         if self.recipe == "auto" and self.max_seconds is None:
             raise ValueError("recipe 'auto' fits the schedule to a budget: give max_seconds")
+        if self.calibrate is not None and not isinstance(self.calibrate, bool):
+            raise ValueError(f"calibrate must be true, false or None; found {self.calibrate!r}")
+
+    @property
+    def calibrates(self) -> bool:
+        """Whether the run ends with the sharpness calibration (``calibrate`` resolved)."""
+        return self.recipe == "auto" if self.calibrate is None else self.calibrate
 
     def to_dict(self) -> dict:
         d = asdict(self)

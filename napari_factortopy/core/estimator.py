@@ -127,6 +127,8 @@ def fit(
             r2_mean,
         ),
     }
+    if result.calibration is not None:
+        summary["calibration"] = _jsonable(result.calibration)
     if subject.roi_names:
         summary["roi_r2_test"] = roi_table(result.test_r2, roi, subject.roi_names)
     fitted = FittedModel.from_module(
@@ -394,3 +396,10 @@ class FactorTopyMapper:
         mapper.history_ = list(model.history)
         mapper.convergence_ = dict(model.summary.get("convergence", {}))
         return mapper
+
+
+def _jsonable(d: dict) -> dict:
+    """Plain floats/ints/lists for the model file's JSON summary."""
+    import json
+
+    return json.loads(json.dumps(d, default=float))

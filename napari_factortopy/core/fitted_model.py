@@ -518,6 +518,7 @@ def _check_summary(s: Mapping[str, Any]) -> None:
         ("diverged", bool, "true or false"),
         ("convergence", dict, "a dict"),
         ("ensemble", dict, "a dict"),
+        ("calibration", dict, "a dict"),
     )
     for key, kind, what in typed:
         if key not in s:

@@ -408,6 +408,9 @@ class FactorTopy(nn.Module):
     ) -> torch.Tensor:
         """Selected features ``f_v`` for each image.
 
+        ``sel`` may be the selectors of a subset of the vertices (V' rows); the result
+        then has V' rows.
+
         Returns
         -------
         tensor of shape (V, B, D)
@@ -421,7 +424,7 @@ class FactorTopy(nn.Module):
             table = self.pooled_table(local, global_)
             index, weight = self.pooled_plan(sel)
         out = weighted_gather(index, weight, table)
-        return out.view(self.n_vertices, b, self.config.bottleneck)
+        return out.view(len(index), b, self.config.bottleneck)  # sel may hold a row subset
 
     def forward(
         self,

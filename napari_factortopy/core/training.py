@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from .atomic import atomic_path
+from .calibration import calibrate
 from .config import TrainConfig
 from .metrics import pearson_r, r2_score
 from .model import FactorTopy, Selectors
@@ -240,6 +241,8 @@ class TrainResult:
     config: TrainConfig | None = None
     recipe: dict = field(default_factory=dict)
     validation_seconds: float | None = None
+    #: :func:`napari_factortopy.core.calibration.calibrate`'s result (None: not run).
+    calibration: dict | None = None
 
 
 #: Steps run before the ``auto`` recipe measures the speed (not counted in the probe).
@@ -248,6 +251,13 @@ AUTO_WARMUP_STEPS = 5
 AUTO_VALIDATIONS = 20
 #: Largest fraction of the budget the ``auto`` recipe lets validations take.
 AUTO_VALIDATION_SHARE = 0.1
+#: Share of the budget over which the ``auto`` recipe decays the regulariser (the rest
+#: is left to the sharpened selectors).
+AUTO_REG_SHARE = 0.5
+#: Time reserved for the sharpness calibration, in passes over the training and
+#: validation images measured by the validation time (its six temperatures are scored
+#: on a probe of vertices in one pass, then every vertex's readout is refitted).
+CALIBRATION_PASSES = 6
 #: Batch sizes the ``auto`` recipe compares (images per second), and the paper's pair.
 AUTO_BATCHES = (8, 16, 32)
 PAPER_BATCH, PAPER_LR = 8, 1e-3
@@ -304,7 +314,7 @@ def resolve_auto_recipe(
     steps_guess = max(1, int(remaining / step_seconds))
     spe = min(1000, max(10, min_spe, math.ceil(steps_guess / AUTO_VALIDATIONS)))
     planned = max(1, int(remaining / (step_seconds + val_seconds / spe)))
-    decay = max(1, min(cfg.reg_decay_steps, planned // 2))
+    decay = max(1, min(cfg.reg_decay_steps, int(planned * AUTO_REG_SHARE)))
     lr = PAPER_LR * batch_size / PAPER_BATCH
     resolved = replace(
         cfg, batch_size=batch_size, lr=lr, steps_per_epoch=spe, reg_decay_steps=decay
@@ -318,8 +328,8 @@ def resolve_auto_recipe(
             "batch: most images/s of 8/16/32; lr = 1e-3 * batch / 8; steps between "
             f"validations: ~{AUTO_VALIDATIONS} validations in the budget, validations "
             f"<= {AUTO_VALIDATION_SHARE:.0%} of it, <= 1000, re-planned at each "
-            "validation; regulariser decays over the first half of the budget by the "
-            "clock (reg_decay_steps records the step where it ended)"
+            f"validation; regulariser decays over the first {AUTO_REG_SHARE:.0%} of the "
+            "budget by the clock (reg_decay_steps records the step where it ended)"
         ),
     }
     return resolved, info
@@ -383,6 +393,8 @@ def train(
         ``kind="validating"``: step, done, total (images of the validation split
         predicted so far, after each evaluation batch).
         ``kind="souping"``: tried, total (soup trials done, after each).
+        ``kind="calibrating"``: stage, val_score; ``kind="calibrated"``: the
+        calibration's result (when ``config.calibrates``).
         ``kind="validation"``: step, epoch, val_score, best_score, improved, elapsed,
         eta, reg_strength (and ``selectors`` when ``snapshots``).
         ``kind="diverged"``: step, loss. ``kind="soup"``: members, val_score.
@@ -489,7 +501,7 @@ def train(
 
     def reg_strength() -> float:
         if cfg.recipe == "auto":  # by time: over the first half of the budget
-            return max(0.0, 1.0 - (clock() - t_start) / (0.5 * budget))
+            return max(0.0, 1.0 - (clock() - t_start) / (AUTO_REG_SHARE * budget))
         return max(0.0, 1.0 - state["step"] / cfg.reg_decay_steps)
 
     def since_validation() -> int:
@@ -591,7 +603,7 @@ def train(
                     )
                     timing.val = info["validation_seconds"]
                     timing.reset_steps(info["step_seconds"])
-                    _check_budget(budget, timing, split)
+                    _check_budget(budget, timing, split, cfg)
                     for group in opt.param_groups:
                         group["lr"] = cfg.lr
                     state["config"], state["recipe"] = cfg.to_dict(), info
@@ -614,10 +626,10 @@ def train(
             if budget is not None:
                 if timing.val is None and state["step"] >= AUTO_WARMUP_STEPS:
                     timing.val = _time_validation(model, features, split, cfg, clock)
-                    _check_budget(budget, timing, split)
+                    _check_budget(budget, timing, split, cfg)
                 if timing.val is not None:
                     elapsed = clock() - t_start
-                    finish = timing.val + _test_seconds(timing.val, split)
+                    finish = timing.val + _finish_seconds(timing.val, split, cfg)
                     out_of_time = elapsed + timing.step + finish > budget
             if out_of_time or since_validation() >= cfg.steps_per_epoch:
                 yield (yield from validate())
@@ -639,8 +651,9 @@ def train(
         )
     deadline = None
     if budget is not None:
-        # the soup uses what is left of the budget; the 5 % slack is for writing the file
-        deadline = budget - _test_seconds(timing.val or 0.0, split)
+        # the soup uses what is left of the budget but the calibration's and the test's
+        # time; the 5 % slack is for writing the file
+        deadline = budget - _finish_seconds(timing.val or 0.0, split, cfg)
     if cfg.soup and len(state["kept"]) > 1:
         final, members, score = yield from soup_trials(
             model,
@@ -654,6 +667,24 @@ def train(
     else:
         final, score, members = state["kept"][0][1], state["kept"][0][0], [0]
         model.load_state_dict(final)
+    calibration = None
+    if cfg.calibrates:
+        calibration = yield from calibrate(
+            model,
+            features,
+            y_all,
+            split.train,
+            split.val,
+            batch_size=cfg.eval_batch_size,
+            seed=cfg.seed,
+            clock=clock,
+        )
+        if calibration["applied"]:
+            final = _state_copy(model)
+            score = val_score(model)  # every vertex, the calibrated model
+            calibration["val_score"] = score
+        calibration["reserved_seconds"] = _calibration_seconds(timing.val or 0.0, split, cfg)
+        yield {"kind": "calibrated", **{k: v for k, v in calibration.items() if k != "trials"}}
     test_pred = predict(model, features, split.test, cfg.eval_batch_size, cfg.amp)
     y_test = y_all[split.test]
     if cfg.recipe == "auto" and "reg_done_step" in state:  # record where it really ended
@@ -674,6 +705,7 @@ def train(
         config=cfg,
         recipe=dict(state["recipe"]),
         validation_seconds=timing.val,
+        calibration=calibration,
     )
     yield {"kind": "done", "result": result}
     return result
@@ -710,6 +742,19 @@ def _time_validation(
     return per_image * len(split.val)
 
 
+def _calibration_seconds(val_seconds: float, split: Split, cfg: TrainConfig) -> float:
+    """Time to reserve for the calibration (0 when the run does not calibrate)."""
+    if not cfg.calibrates:
+        return 0.0
+    share = (len(split.train) + len(split.val)) / max(len(split.val), 1)
+    return CALIBRATION_PASSES * share * val_seconds
+
+
+def _finish_seconds(val_seconds: float, split: Split, cfg: TrainConfig) -> float:
+    """Time after the last validation: the calibration (if any) and the test scores."""
+    return _calibration_seconds(val_seconds, split, cfg) + _test_seconds(val_seconds, split)
+
+
 def _test_seconds(val_seconds: float, split: Split) -> float:
     return val_seconds * len(split.test) / max(len(split.val), 1)
 
@@ -722,22 +767,23 @@ def _replan_interval(
     to the whole budget: about the same number of validations over the run, not 20 more
     in whatever time is left (which would crowd them, and patience, into the end)."""
     val = timing.val or 0.0
-    usable = budget - val - _test_seconds(val, split)
+    usable = budget - val - _finish_seconds(val, split, cfg)
     if usable <= 0 or timing.step <= 0 or elapsed >= budget:
         return cfg
     planned, _ = resolve_auto_recipe(cfg, usable, timing.step, val, cfg.batch_size)
     return replace(cfg, steps_per_epoch=planned.steps_per_epoch)
 
 
-def _check_budget(budget: float, timing: _Timing, split: Split) -> None:
-    """Stop at once when the budget cannot hold warm-up, one validation and the test."""
+def _check_budget(budget: float, timing: _Timing, split: Split, cfg: TrainConfig) -> None:
+    """Stop at once when the budget cannot hold warm-up, one validation, the calibration
+    (when the run calibrates) and the test."""
     val = timing.val or 0.0
-    minimum = AUTO_WARMUP_STEPS * timing.step + val + _test_seconds(val, split)
+    minimum = AUTO_WARMUP_STEPS * timing.step + val + _finish_seconds(val, split, cfg)
     if minimum > budget:
         raise ValueError(
             f"a budget of {budget:g} s is too small for one validation: this run needs "
             f"at least {math.ceil(minimum)} s (warm-up {AUTO_WARMUP_STEPS} steps, one "
-            f"validation {val:.2g} s, the test scores)"
+            f"validation {val:.2g} s, the calibration and the test scores)"
         )
 
 
@@ -763,7 +809,7 @@ def _resolve_from_probe(cfg, probe, model, features, split, budget, elapsed, clo
     t0 = clock()
     val_s = _time_validation(model, features, split, cfg, clock)
     elapsed += clock() - t0
-    remaining = budget - elapsed - val_s - _test_seconds(val_s, split)
+    remaining = budget - elapsed - val_s - _finish_seconds(val_s, split, cfg)
     resolved, info = resolve_auto_recipe(cfg, remaining, step_s[batch], val_s, batch)
     info["images_per_second"] = {str(b): b / s for b, s in step_s.items()}
     return resolved, info

@@ -50,6 +50,8 @@ CHOICES = [
      ["--max-seconds", "120", "--recipe", "paper", "--batch-size", "32"]),
     ({"max_minutes": 0.5, "reg_weight": 0.0, "amp": True},
      ["--max-seconds", "30", "--reg-weight", "0", "--amp"]),
+    ({"max_minutes": 2.0, "calibrate": "off"}, ["--max-seconds", "120", "--no-calibrate"]),
+    ({"calibrate": "on"}, ["--calibrate"]),
 ]  # fmt: skip
 
 

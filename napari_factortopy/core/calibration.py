@@ -1,0 +1,333 @@
+"""Sharpness calibration of a trained FactorTopy (ours; the ``auto`` recipe's last step).
+
+Why: the regulariser holds the layer softmax near uniform early in training and, once it
+has decayed, nothing pulls the softmax sharp again; neighbouring layers of a network
+predict almost equally well, so under a time budget the fitted layer weights stay
+flatter than the validation data support (measured on mismatch phantoms: BENCHMARKS.md,
+issue 8). The calibration asks the validation split directly:
+
+1. For temperatures ``τ`` in :data:`TEMPERATURES` the layer weights become
+   ``softmax(τ · logits)``; on a random probe of vertices the readout ``(β, b)`` is
+   refitted in closed form (ridge per vertex on the training images, penalty
+   ``λ · mean(diag(FᵀF))`` for ``λ`` in :data:`RIDGES`) and scored on the validation
+   images.
+2. The best ``(τ, λ)`` is kept only if it beats the trained model's own readout on the
+   same probe; then ``τ`` is folded into the layer MLP's last linear layer (it has no
+   bias, so ``softmax((τW)h) = softmax(τ·Wh)`` exactly) and the readout of every vertex
+   is refitted at ``λ``. The result is still a FactorTopy model of the same shape.
+
+Argmax layers, space and scale are untouched (``τ > 0``); only the layer confidence
+(map brightness) and the readout change. The test split is never used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from .metrics import r2_score
+from .model import FactorTopy, Selectors
+
+__all__ = ["RIDGES", "TEMPERATURES", "calibrate", "calibration_line", "ridge_readout"]
+
+#: Layer-softmax temperatures tried (1 = the trained model's sharpness).
+TEMPERATURES = (0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+#: Ridge penalties tried, relative to the mean diagonal of each vertex's Gram matrix.
+RIDGES = (1e-3, 1e-2, 1e-1, 1.0)
+
+
+def _layer_logits(model: FactorTopy) -> torch.Tensor:
+    """The layer softmax's logits, shape (V, L)."""
+    with torch.no_grad():
+        if model.config.topology:
+            return model.layer_mlp(model.encoding).float()
+        return model.layer_free.detach().float()
+
+
+def _fold_temperature(model: FactorTopy, tau: float) -> None:
+    """Scale the layer logits by ``tau`` inside the model (exact: no bias there)."""
+    with torch.no_grad():
+        if model.config.topology:
+            model.layer_mlp[-1].weight.mul_(tau)
+        else:
+            model.layer_free.mul_(tau)
+
+
+def _selectors(model: FactorTopy, logits: torch.Tensor, tau: float, rows) -> Selectors:
+    """Selectors of vertices ``rows`` with the layer logits scaled by ``tau``."""
+    with torch.no_grad():
+        base = model.selectors()
+    rows = torch.as_tensor(rows, device=logits.device)
+    return Selectors(
+        space=base.space[rows], layer=torch.softmax(tau * logits[rows], -1), scale=base.scale[rows]
+    )
+
+
+def _feature_batches(
+    model: FactorTopy, features: Any, indices: np.ndarray, sels: list[Selectors], batch_size: int
+) -> Iterator[list[torch.Tensor]]:
+    """Per batch of ``indices``: the selected features (V', B, D) float32 for each of
+    ``sels``, sharing one token table per batch."""
+    from .model import weighted_gather
+
+    if model.config.select_space:
+        plans = [model.gather_plan(sel) for sel in sels]
+        make_table = model.token_table
+    else:  # the no-space-selection ablation
+        plans = [model.pooled_plan(sel) for sel in sels]
+        make_table = model.pooled_table
+    d = model.config.bottleneck
+    was = model.training
+    model.eval()
+    try:
+        for lo in range(0, len(indices), batch_size):
+            loc, glo = features.get(indices[lo : lo + batch_size])
+            with torch.no_grad():
+                loc = [x.float() for x in loc]
+                glo = [x.float() for x in glo]
+                b = model.check_inputs(loc, glo)
+                table = make_table(loc, glo)
+                yield [
+                    weighted_gather(index, weight, table).view(len(index), b, d).float().cpu()
+                    for index, weight in plans
+                ]
+    finally:
+        model.train(was)
+
+
+def ridge_readout(
+    model: FactorTopy,
+    features: Any,
+    responses: np.ndarray,
+    train_idx: np.ndarray,
+    sels: list[Selectors],
+    rows: np.ndarray,
+    ridges: tuple[float, ...],
+    batch_size: int = 64,
+) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Closed-form ridge readouts of vertices ``rows`` for each of the selectors ``sels``.
+
+    Per vertex v with selected features ``F_v`` (n × D, the training images) and
+    responses ``y_v``: ``w = (F̃ᵀF̃ + λ·s·I)⁻¹ F̃ᵀ ỹ`` on centred ``F̃, ỹ`` with
+    ``s = mean(diag(F̃ᵀF̃))``, and ``b = mean(y) − mean(F)·w``. In the model's terms
+    ``β = D·w`` (the readout divides by D). One pass over the training images serves
+    every selector.
+
+    Parameters
+    ----------
+    sels : list of Selectors
+        Each restricted to ``rows`` (shape (V', ...)).
+    rows : int array of shape (V',)
+        Vertex indices (columns of ``responses``).
+    ridges : tuple of float
+        The penalties λ.
+
+    Returns
+    -------
+    ``out[i][k]`` = (beta, bias) for selector i and penalty k: arrays of shape (V', D)
+    and (V',), float64.
+    """
+    d = model.config.bottleneck
+    vp, n_sel = len(rows), len(sels)
+    gram = [torch.zeros(vp, d, d, dtype=torch.float64) for _ in sels]
+    cross = [torch.zeros(vp, d, dtype=torch.float64) for _ in sels]
+    sum_f = [torch.zeros(vp, d, dtype=torch.float64) for _ in sels]
+    sum_y = torch.zeros(vp, dtype=torch.float64)
+    y_all = np.asarray(responses)
+    shift: list[torch.Tensor] = []  # the first batch's mean: float32 products stay small
+    n = 0
+    for fs in _feature_batches(model, features, train_idx, sels, batch_size):
+        b = fs[0].shape[1]
+        y = torch.from_numpy(y_all[train_idx[n : n + b]][:, rows].astype(np.float32)).T
+        if not shift:
+            shift = [f.mean(1, keepdim=True) for f in fs]
+        for i in range(n_sel):
+            f = fs[i] - shift[i]
+            gram[i] += torch.bmm(f.transpose(1, 2), f).double()
+            cross[i] += torch.bmm(f.transpose(1, 2), y[:, :, None])[..., 0].double()
+            sum_f[i] += f.sum(1).double()
+        sum_y += y.sum(1).double()
+        n += b
+    mu_y = sum_y / n
+    eye = torch.eye(d, dtype=torch.float64)
+    out = []
+    for i in range(n_sel):
+        mu_f = sum_f[i] / n
+        g_c = gram[i] - n * mu_f[:, :, None] * mu_f[:, None, :]
+        c_c = cross[i] - n * mu_f * mu_y[:, None]
+        scale = g_c.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12)[:, None, None]
+        mean_f = mu_f + shift[i][:, 0].double()  # the features' mean, unshifted
+        per = []
+        for lam in ridges:
+            w = torch.linalg.solve(g_c + lam * scale * eye, c_c[:, :, None])[..., 0]
+            bias = mu_y - (mean_f * w).sum(1)
+            per.append(((w * d).numpy(), bias.numpy()))
+        out.append(per)
+    return out
+
+
+def _val_r2(
+    model, features, responses, val_idx, sels, rows, readouts, batch_size
+) -> list[list[float]]:
+    """Mean validation R² (over ``rows``): ``out[i][k]`` for selector i, readout k."""
+    d = model.config.bottleneck
+    preds = [[np.empty((len(val_idx), len(rows))) for _ in r] for r in readouts]
+    ws = [[torch.from_numpy(beta / d) for beta, _ in r] for r in readouts]
+    pos = 0
+    for fs in _feature_batches(model, features, val_idx, sels, batch_size):
+        b = fs[0].shape[1]
+        for i, f in enumerate(fs):
+            f = f.double()
+            for k, (_, bias) in enumerate(readouts[i]):
+                pred = torch.bmm(f, ws[i][k][:, :, None])[..., 0].T.numpy()
+                preds[i][k][pos : pos + b] = pred + bias
+        pos += b
+    y = np.asarray(responses)[val_idx][:, rows].astype(np.float64)
+    return [[float(np.nanmean(r2_score(y, p))) for p in per] for per in preds]
+
+
+def calibrate(
+    model: FactorTopy,
+    features: Any,
+    responses: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    *,
+    temperatures: tuple[float, ...] = TEMPERATURES,
+    ridges: tuple[float, ...] = RIDGES,
+    n_probe: int = 500,
+    batch_size: int = 64,
+    max_gram_bytes: int = 2**30,
+    seed: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[dict]:
+    """Calibrate ``model`` in place (see the module docstring); a generator.
+
+    Parameters
+    ----------
+    model : FactorTopy
+        Trained (its final weights loaded); CPU or accelerator.
+    features : FeatureSource
+    responses : array of shape (N, V)
+    train_idx, val_idx : int arrays
+        The split's training and validation images.
+    temperatures, ridges : tuples of float
+        The grid, evaluated in one pass over the training and validation images.
+    n_probe : int
+        Vertices (random, seeded) on which ``(τ, λ)`` is chosen; all when fewer.
+    batch_size : int
+        Images per evaluation batch.
+    max_gram_bytes : int
+        Memory for the per-vertex Gram matrices (V·D²·8 bytes); the final refit runs
+        over the vertices in chunks that fit.
+    seed : int
+        Seed of the probe.
+    clock : callable
+
+    Yields
+    ------
+    dict
+        ``{"kind": "calibrating", "stage", "val_score"}`` after each pass.
+
+    Returns
+    -------
+    dict
+        ``applied`` (bool), ``tau``, ``ridge``, ``baseline_probe`` (the trained
+        readout's validation R² on the probe), ``best_probe``, ``trials`` (list of
+        ``{"tau", "ridge", "val_score", "confidence"}``), ``n_probe``, ``seconds``.
+    """
+    from .analyses import confidence
+
+    t0 = clock()
+    if not model.config.select_layer:
+        return {"applied": False, "reason": "no layer selection", "trials": []}
+    v = model.n_vertices
+    rng = np.random.default_rng(seed)
+    probe = np.sort(rng.choice(v, size=min(n_probe, v), replace=False))
+    logits = _layer_logits(model)
+    train_idx = np.asarray(train_idx, np.int64)
+    val_idx = np.asarray(val_idx, np.int64)
+    # the trained model's own readout on the probe
+    own_sel = _selectors(model, logits, 1.0, probe)
+    own = (
+        model.beta.detach().double().cpu().numpy()[probe],
+        model.bias.detach().double().cpu().numpy()[probe],
+    )
+    ((baseline,),) = _val_r2(
+        model, features, responses, val_idx, [own_sel], probe, [[own]], batch_size
+    )
+    yield {"kind": "calibrating", "stage": "trained readout", "val_score": baseline}
+    trials = []
+    best = (baseline, None, None)
+    sels = [_selectors(model, logits, tau, probe) for tau in temperatures]
+    readouts = ridge_readout(
+        model, features, responses, train_idx, sels, probe, ridges, batch_size
+    )
+    yield {"kind": "calibrating", "stage": "ridge readouts", "val_score": baseline}
+    scores = _val_r2(model, features, responses, val_idx, sels, probe, readouts, batch_size)
+    for tau, sel, per in zip(temperatures, sels, scores, strict=True):
+        conf = float(confidence(sel.layer.cpu().numpy()).mean())
+        for lam, s in zip(ridges, per, strict=True):
+            trials.append({"tau": tau, "ridge": lam, "val_score": s, "confidence": conf})
+            if s > best[0]:
+                best = (s, tau, lam)
+    yield {"kind": "calibrating", "stage": "chosen", "val_score": best[0]}
+    result = {
+        "applied": best[1] is not None,
+        "tau": best[1] if best[1] is not None else 1.0,
+        "ridge": best[2],
+        "baseline_probe": baseline,
+        "best_probe": best[0],
+        "trials": trials,
+        "n_probe": len(probe),
+    }
+    if best[1] is not None:
+        tau, lam = best[1], best[2]
+        d = model.config.bottleneck
+        chunk = max(1, int(max_gram_bytes // (d * d * 8)))
+        beta = np.empty((v, d), np.float64)
+        bias = np.empty(v, np.float64)
+        for lo in range(0, v, chunk):
+            rows = np.arange(lo, min(v, lo + chunk))
+            sel = _selectors(model, logits, tau, rows)
+            (((b_, c_),),) = ridge_readout(
+                model, features, responses, train_idx, [sel], rows, (lam,), batch_size
+            )
+            beta[rows], bias[rows] = b_, c_
+        _fold_temperature(model, tau)
+        with torch.no_grad():
+            dev = model.beta.device
+            model.beta.copy_(torch.as_tensor(beta, dtype=model.beta.dtype, device=dev))
+            model.bias.copy_(torch.as_tensor(bias, dtype=model.bias.dtype, device=dev))
+    result["seconds"] = clock() - t0
+    return result
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return format(x, spec) if np.isfinite(x) else "-"
+
+
+def calibration_line(cal: dict) -> str:
+    """One line for a person on a calibration result (``summary["calibration"]``)."""
+    conf = {float(t["tau"]): t["confidence"] for t in cal.get("trials", [])}
+    if not cal.get("applied"):
+        why = cal.get("reason") or "no temperature with a refitted readout beat the trained one"
+        return f"not applied ({why})"
+    tau = float(cal["tau"])
+    sharp = ""
+    if 1.0 in conf and tau in conf:
+        sharp = f", mean layer confidence {conf[1.0]:.2f} → {conf[tau]:.2f}"
+    return (
+        f"layer softmax sharpened ×{tau:g}{sharp}, readout refitted (ridge λ "
+        f"{cal.get('ridge')}): validation R² on {cal.get('n_probe')} probe vertices "
+        f"{_fmt(cal.get('baseline_probe'))} → {_fmt(cal.get('best_probe'))} "
+        f"({_fmt(cal.get('seconds'), '.0f')} s)"
+    )
