@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from napari_factortopy.core import colours
 from napari_factortopy.scene.brain import score_label
@@ -32,7 +33,7 @@ def _fig(size_px: tuple[int, int], dpi: float = 100.0) -> Figure:
 def bar_image(
     weights: np.ndarray,
     names: Sequence[str] | None = None,
-    size_px=(280, 150),
+    size_px=(280, 180),
     title: str = "layer weights",
 ) -> np.ndarray:
     """Bar plot of one vertex's layer weights, bars coloured like the layer map.
@@ -49,16 +50,21 @@ def bar_image(
     """
     w = np.asarray(weights, np.float64)
     n = len(w)
+    labels = (
+        list(names) if names is not None and len(names) == n else [str(i + 1) for i in range(n)]
+    )
+    rotate = n > 8
+    # room under the axes for the (rotated) tick labels: 6-pt text is ≈ 5 px a character
+    # at this figure's dpi, so "blocks.1.1" needs ≈ 60 px
+    longest = max((len(x) for x in labels), default=1) if rotate else 1
+    bottom = min(0.5, (10 + 5.0 * longest) / size_px[1])
     fig = _fig(size_px)
-    ax = fig.add_axes([0.14, 0.2, 0.83, 0.68])
+    ax = fig.add_axes([0.14, bottom, 0.83, 0.88 - bottom])
     bar_colours = colours.layer_legend(n, (1, n))[0, :, :3]  # confidence-1 colour per layer
     ax.bar(np.arange(n), w, color=bar_colours, edgecolor="black", linewidth=0.4)
     ax.set_ylim(0, max(1.0, float(np.nanmax(w, initial=0))))
     ax.set_xticks(np.arange(n))
-    labels = (
-        list(names) if names is not None and len(names) == n else [str(i + 1) for i in range(n)]
-    )
-    ax.set_xticklabels(labels, fontsize=6, rotation=90 if n > 8 else 0)
+    ax.set_xticklabels(labels, fontsize=6, rotation=90 if rotate else 0)
     ax.tick_params(labelsize=6)
     ax.set_title(title, fontsize=8)
     return _render(fig)
@@ -135,6 +141,7 @@ def legend_image(scene, size_px=(260, 200)) -> np.ndarray:
             aspect="auto",
             interpolation="nearest",
         )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
         ax.set_xlabel("layer", fontsize=7)
         ax.set_ylabel("confidence", fontsize=7)
     elif name == "space":
