@@ -482,6 +482,53 @@ def test_seed_ensemble_one_file_with_consistency_and_resume(demo_dir, tmp_path, 
     assert "ensemble    2 seeds [3, 4]" in info and "consistency ROI" in info
 
 
+def test_seeds_in_parallel_processes_equal_their_single_seed_runs(demo_dir, tmp_path, capsys):
+    """--jobs 2: each seed trains in its own process (logs beside the output) with the
+    options it was given; the ensemble holds what a single-seed run of that seed
+    writes (same options, one thread each so the runs are bitwise alike)."""
+    import os
+
+    opts = ("--steps-per-epoch", "10", "--max-epochs", "1", "--bottleneck", "8")
+    out = tmp_path / "par.ftopy"
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        assert main(_train_args(demo_dir, out, *opts, "--seeds", "2", "--seed", "5",
+                                "--jobs", "2")) == 0  # fmt: skip
+        err = capsys.readouterr().err
+        assert err.count("started in process") == 2, err
+        m = FittedModel.load(out)
+        assert m.summary["ensemble"]["seeds"] == [5, 6]
+        for seed in (5, 6):
+            log = (tmp_path / f"par.seed{seed}.log").read_text()
+            assert f"wrote {tmp_path / f'par.seed{seed}.ftopy'}" in log, log[-500:]
+        single = tmp_path / "single6.ftopy"
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert main(_train_args(demo_dir, single, *opts, "--seed", "6")) == 0
+        finally:
+            torch.set_num_threads(threads)
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    one = FittedModel.load(single)
+    np.testing.assert_allclose(m.ensemble["layer"][1], one.layer, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.ensemble["space"][1], one.space, rtol=1e-5, atol=1e-6)
+
+
+def test_a_failing_seed_process_is_named(demo_dir, tmp_path, capsys):
+    out = tmp_path / "bad.ftopy"
+    blocker = tmp_path / "a-file"  # the workers' checkpoint folders cannot be made in it
+    blocker.write_text("")
+    args = _train_args(demo_dir, out, "--seeds", "2", "--jobs", "2", "--max-epochs", "1",
+                       "--steps-per-epoch", "5", "--checkpoints", str(blocker))  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "2 of 2 seed processes failed" in err and "bad.seed0.log" in err, err
+    assert not out.exists()
+
+
 def test_zero_seeds_is_a_usage_error(demo_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(_train_args(demo_dir, tmp_path / "m.ftopy", "--seeds", "0"))

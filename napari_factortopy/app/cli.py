@@ -291,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for worker processes
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

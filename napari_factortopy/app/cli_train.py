@@ -216,6 +216,14 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "the budget) and store them in one model file: the maps show their mean, and "
         "per-vertex consistency maps show where they agree",
     )
+    m.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        help="with --seeds: train this many seeds at once, each in its own process "
+        "(the CPU cores are divided among them; on CUDA, seed k uses GPU k mod the GPU "
+        "count); the budget is shared as if they ran in rounds of JOBS",
+    )
     t.set_defaults(func=run_train)
     return t
 
@@ -350,6 +358,8 @@ def _train_seeds(args, inputs, tcfg, fit_args, out: Path, started: float):
     from ..core.modelfile import ModelFileError
 
     seeds = [args.seed + k for k in range(args.seeds)]
+    if getattr(args, "jobs", 1) > 1:
+        _train_seeds_in_processes(args, seeds, out, started)
     models = []
     for i, seed in enumerate(seeds):
         part = _seed_part(out, seed)
@@ -393,6 +403,88 @@ def _train_seeds(args, inputs, tcfg, fit_args, out: Path, started: float):
         file=sys.stderr,
     )
     return fitted
+
+
+#: Options of ``factortopy train`` that the seed worker processes get their own values of.
+_WORKER_OWN = {"--seeds": 1, "--jobs": 1, "--out": 1, "--seed": 1, "--max-seconds": 1,
+               "--checkpoints": 1}  # fmt: skip
+
+
+def _worker_argv(argv: list[str]) -> list[str]:
+    """``argv`` (after ``train``) without the options each worker sets itself."""
+    out, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in _WORKER_OWN:
+            skip = 0 if "=" in a else _WORKER_OWN[name]
+            continue
+        out.append(a)
+    return out
+
+
+def _train_seeds_in_processes(args, seeds: list[int], out: Path, started: float) -> None:
+    """Train the seeds that have no ``OUT.seedS.ftopy`` yet, ``args.jobs`` at a time,
+    each in a ``factortopy train --seeds 1`` process; the caller then combines them.
+
+    Raises
+    ------
+    RuntimeError
+        Naming the seed and its log when a worker fails (finished seeds are kept).
+    """
+    import math
+    import subprocess
+
+    import torch
+
+    argv = list(getattr(args, "argv", []))
+    if "train" in argv:
+        argv = argv[argv.index("train") + 1 :]
+    base = _worker_argv(argv)
+    todo = [s for s in seeds if not _seed_part(out, s).exists()]
+    jobs = min(args.jobs, len(todo)) or 1
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    n_gpu = torch.cuda.device_count() if args.device in ("auto", "cuda") else 0
+    running: list[tuple[int, subprocess.Popen, Path]] = []
+    failed: list[str] = []
+
+    def launch(seed: int, k: int) -> None:
+        part = _seed_part(out, seed)
+        cmd = [sys.executable, "-m", "napari_factortopy.app.cli", "train", *base,
+               "--seed", str(seed), "--out", str(part)]  # fmt: skip
+        if args.max_seconds:
+            left = args.max_seconds - (time.perf_counter() - started)
+            rounds = math.ceil((len(todo) - k) / jobs)
+            cmd += ["--max-seconds", f"{max(left / max(rounds, 1), 1e-3):.3f}"]
+        if args.checkpoints:
+            cmd += ["--checkpoints", str(Path(args.checkpoints) / f"seed{seed}")]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        if n_gpu:
+            env["CUDA_VISIBLE_DEVICES"] = str(k % n_gpu)
+        log = part.with_suffix(".log")
+        with log.open("w") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        print(f"seed {seed}: started in process {proc.pid} (log {log})", file=sys.stderr)
+        running.append((seed, proc, log))
+
+    for k, seed in enumerate(todo):
+        while len(running) >= jobs:
+            time.sleep(0.2)
+            for item in [r for r in running if r[1].poll() is not None]:
+                running.remove(item)
+                if item[1].returncode:
+                    failed.append(f"seed {item[0]} (exit {item[1].returncode}, log {item[2]})")
+        launch(seed, k)
+    for seed, proc, log in running:
+        if proc.wait():
+            failed.append(f"seed {seed} (exit {proc.returncode}, log {log})")
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(todo)} seed processes failed: {'; '.join(failed)}; "
+            "the finished seeds are kept: rerun the same command to train the rest"
+        )
 
 
 def _drain_training(gen, tcfg):
