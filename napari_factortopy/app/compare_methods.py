@@ -125,7 +125,10 @@ class CompareOptions:
     def train_config(self) -> TrainConfig:
         if self.train is not None:
             return self.train
-        return TrainConfig(max_seconds=self.max_seconds, recipe="auto")
+        # no sharpness calibration: it refits FactorTopy's readout on the validation
+        # split, which the baselines (no layer softmax) cannot have; the table compares
+        # the methods as trained
+        return TrainConfig(max_seconds=self.max_seconds, recipe="auto", calibrate=False)
 
 
 # ----------------------------------------------------------------- measuring

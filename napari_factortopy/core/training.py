@@ -413,6 +413,8 @@ def train(
         A budget too small for one validation (the message gives the minimum).
     """
     cfg = config or TrainConfig()
+    if cfg.calibrates and not _calibratable(model, cfg):  # e.g. a baseline: say so
+        cfg = replace(cfg, calibrate=False)
     dev = next(model.parameters()).device
     y_all = np.require(responses, np.float32, ["C", "W"])  # torch needs writable memory
     if y_all.ndim != 2 or y_all.shape[1] != model.n_vertices:
@@ -668,7 +670,7 @@ def train(
         final, score, members = state["kept"][0][1], state["kept"][0][0], [0]
         model.load_state_dict(final)
     calibration = None
-    if cfg.calibrates:
+    if _calibratable(model, cfg):
         calibration = yield from calibrate(
             model,
             features,
@@ -740,6 +742,16 @@ def _time_validation(
     predict(model, features, np.asarray(split.val[:n]), cfg.eval_batch_size, cfg.amp)
     per_image = (clock() - t0) / max(n, 1)
     return per_image * len(split.val)
+
+
+def _calibratable(model: Any, cfg: TrainConfig) -> bool:
+    """The run calibrates: asked to, and a FactorTopy that selects layers (the
+    baselines trained by :func:`train` have no layer softmax)."""
+    return (
+        cfg.calibrates
+        and isinstance(model, FactorTopy)
+        and bool(getattr(model.config, "select_layer", False))
+    )
 
 
 def _calibration_seconds(val_seconds: float, split: Split, cfg: TrainConfig) -> float:
