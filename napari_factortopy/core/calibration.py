@@ -32,7 +32,12 @@ import torch
 from .metrics import r2_score
 from .model import FactorTopy, Selectors
 
-__all__ = ["RIDGES", "TEMPERATURES", "calibrate", "calibration_line", "ridge_readout"]
+__all__ = ["RIDGES", "TEMPERATURES", "OutOfTime", "calibrate", "calibration_line", "ridge_readout"]
+
+
+class OutOfTime(Exception):
+    """The calibration's deadline passed (the model is left as it was)."""
+
 
 #: Layer-softmax temperatures tried (1 = the trained model's sharpness).
 TEMPERATURES = (0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -108,6 +113,7 @@ def ridge_readout(
     rows: np.ndarray,
     ridges: tuple[float, ...],
     batch_size: int = 64,
+    out_of_time: Callable[[], bool] | None = None,
 ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """Closed-form ridge readouts of vertices ``rows`` for each of the selectors ``sels``.
 
@@ -125,6 +131,8 @@ def ridge_readout(
         Vertex indices (columns of ``responses``).
     ridges : tuple of float
         The penalties λ.
+    out_of_time : callable, optional
+        Asked after every batch; True raises :class:`OutOfTime`.
 
     Returns
     -------
@@ -152,6 +160,8 @@ def ridge_readout(
             sum_f[i] += f.sum(1).double()
         sum_y += y.sum(1).double()
         n += b
+        if out_of_time is not None and out_of_time():
+            raise OutOfTime(f"after {n} of {len(train_idx)} training images")
     mu_y = sum_y / n
     eye = torch.eye(d, dtype=torch.float64)
     out = []
@@ -203,6 +213,7 @@ def calibrate(
     batch_size: int = 64,
     max_gram_bytes: int = 2**30,
     seed: int = 0,
+    time_left: Callable[[], float] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Iterator[dict]:
     """Calibrate ``model`` in place (see the module docstring); a generator.
@@ -226,6 +237,11 @@ def calibrate(
         over the vertices in chunks that fit.
     seed : int
         Seed of the probe.
+    time_left : callable, optional
+        Seconds left before the caller's deadline (a budget). The probe pass stops
+        when it runs out, and the final refit starts only when its time, estimated
+        from the probe pass, fits; otherwise the model is left unchanged and the
+        result says why (``applied`` False, ``reason``).
     clock : callable
 
     Yields
@@ -264,9 +280,22 @@ def calibrate(
     trials = []
     best = (baseline, None, None)
     sels = [_selectors(model, logits, tau, probe) for tau in temperatures]
-    readouts = ridge_readout(
-        model, features, responses, train_idx, sels, probe, ridges, batch_size
-    )
+    out_of_time = None if time_left is None else (lambda: time_left() <= 0)
+    t_probe = clock()
+    try:
+        readouts = ridge_readout(
+            model, features, responses, train_idx, sels, probe, ridges, batch_size, out_of_time
+        )
+    except OutOfTime as exc:
+        return {
+            "applied": False,
+            "reason": f"out of time during the probe pass ({exc})",
+            "trials": [],
+            "baseline_probe": baseline,
+            "n_probe": len(probe),
+            "seconds": clock() - t0,
+        }
+    probe_seconds = clock() - t_probe
     yield {"kind": "calibrating", "stage": "ridge readouts", "val_score": baseline}
     scores = _val_r2(model, features, responses, val_idx, sels, probe, readouts, batch_size)
     for tau, sel, per in zip(temperatures, sels, scores, strict=True):
@@ -285,6 +314,16 @@ def calibrate(
         "trials": trials,
         "n_probe": len(probe),
     }
+    # the final refit: every vertex, one temperature (its Gram work scales as V / (P·T))
+    refit_estimate = 1.2 * probe_seconds * v / max(len(probe) * len(temperatures), 1)
+    result["refit_estimate_seconds"] = refit_estimate
+    if best[1] is not None and time_left is not None and time_left() < refit_estimate:
+        result["applied"] = False
+        result["reason"] = (
+            f"no time left for the refit of every vertex (≈ {refit_estimate:.0f} s, "
+            f"{max(time_left(), 0):.0f} s left); chosen ×{best[1]:g} not applied"
+        )
+        best = (best[0], None, None)
     if best[1] is not None:
         tau, lam = best[1], best[2]
         d = model.config.bottleneck
@@ -294,9 +333,23 @@ def calibrate(
         for lo in range(0, v, chunk):
             rows = np.arange(lo, min(v, lo + chunk))
             sel = _selectors(model, logits, tau, rows)
-            (((b_, c_),),) = ridge_readout(
-                model, features, responses, train_idx, [sel], rows, (lam,), batch_size
-            )
+            try:
+                (((b_, c_),),) = ridge_readout(
+                    model,
+                    features,
+                    responses,
+                    train_idx,
+                    [sel],
+                    rows,
+                    (lam,),
+                    batch_size,
+                    out_of_time,
+                )
+            except OutOfTime as exc:
+                result["applied"] = False
+                result["reason"] = f"out of time during the refit ({exc}); not applied"
+                result["seconds"] = clock() - t0
+                return result
             beta[rows], bias[rows] = b_, c_
         _fold_temperature(model, tau)
         with torch.no_grad():

@@ -154,7 +154,7 @@ class TrainConfig:
         ``"paper"``: the fields as given (METHOD.md §3). ``"auto"`` (needs
         ``max_seconds``): after a short warm-up the run measures its speed and
         resolves batch size, learning rate and the validation interval, and decays
-        the regulariser over the first half of the budget (by the clock), so that
+        the regulariser over the first half of the training time (by the clock), so that
         the schedule finishes inside the budget —
         see :func:`napari_factortopy.core.training.resolve_auto_recipe`. The
         resolved values are recorded in the model file.

@@ -127,6 +127,34 @@ def test_nothing_changes_when_no_trial_beats_the_trained_readout():
     assert calibration_line(res).startswith("not applied")
 
 
+def test_a_deadline_leaves_the_model_unchanged_and_says_why():
+    model, feats, y, split = _trained()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    # out of time during the probe pass
+    _, res = _drain(calibrate(model, feats, y, split.train, split.val, time_left=lambda: -1.0))
+    assert not res["applied"] and "out of time during the probe pass" in res["reason"]
+    # time for the probe pass, none for the refit of every vertex
+    _, res = _drain(_late(model, feats, y, split))
+    assert not res["applied"] and "no time left for the refit" in res["reason"], res
+    assert res["refit_estimate_seconds"] > 0 and "not applied" in calibration_line(res)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def _late(model, feats, y, split):
+    """calibrate() whose deadline passes once the probe has been scored."""
+    left = [1e9]
+    inner = calibrate(model, feats, y, split.train, split.val, time_left=lambda: left[0])
+    while True:
+        try:
+            rec = next(inner)
+        except StopIteration as done:
+            return done.value
+        if rec["stage"] == "chosen":
+            left[0] = 0.0
+        yield rec
+
+
 def test_calibrate_setting_resolves_per_recipe():
     assert TrainConfig().calibrates is False
     assert TrainConfig(recipe="auto", max_seconds=60).calibrates is True
