@@ -376,10 +376,15 @@ def calibration_line(cal: dict) -> str:
         return f"not applied ({why})"
     tau = float(cal["tau"])
     sharp = ""
-    if 1.0 in conf and tau in conf:
+    if tau != 1.0 and 1.0 in conf and tau in conf:
         sharp = f", mean layer confidence {conf[1.0]:.2f} → {conf[tau]:.2f}"
+    what = (
+        "kept as trained (×1)"
+        if tau == 1.0
+        else f"{'sharpened' if tau > 1 else 'softened'} ×{tau:g}"
+    )
     return (
-        f"layer softmax sharpened ×{tau:g}{sharp}, readout refitted (ridge λ "
+        f"layer softmax {what}{sharp}, readout refitted (ridge λ "
         f"{cal.get('ridge')}): validation R² on {cal.get('n_probe')} probe vertices "
         f"{_fmt(cal.get('baseline_probe'))} → {_fmt(cal.get('best_probe'))} "
         f"({_fmt(cal.get('seconds'), '.0f')} s)"
