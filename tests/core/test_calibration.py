@@ -97,7 +97,7 @@ def test_calibration_folds_the_temperature_and_refits_the_readout_exactly():
         f = model.select(loc, glo, after).double().numpy()  # (V, n, D)
     want = np.einsum("vnd,vd->nv", f, beta) / model.config.bottleneck + bias
     np.testing.assert_allclose(pred, want, rtol=1e-4, atol=1e-5)
-    assert "sharpened ×" in calibration_line(res)
+    assert f"×{tau:g}" in calibration_line(res)
 
 
 def test_flat_selectors_are_sharpened_toward_the_truths_confidence():
