@@ -257,9 +257,12 @@ AUTO_REG_SHARE = 0.5
 #: Time reserved for the sharpness calibration, in passes over the training and
 #: validation images measured by the validation time (its six temperatures are scored
 #: on a probe of vertices in one pass, then every vertex's readout is refitted: about
-#: six such passes on the issue-8 phantoms on a quiet machine; ten leave room for a
-#: loaded one, and the calibration stops itself at the deadline anyway).
-CALIBRATION_PASSES = 10
+#: six such passes on the issue-8 phantoms on a quiet machine; the calibration stops
+#: itself at the deadline when a loaded machine makes it slower).
+CALIBRATION_PASSES = 7
+#: Most of a budget reserved for the calibration: with a small budget training comes
+#: first, and the calibration runs only if it fits in what is left.
+CALIBRATION_MAX_SHARE = 0.2
 #: Batch sizes the ``auto`` recipe compares (images per second), and the paper's pair.
 AUTO_BATCHES = (8, 16, 32)
 PAPER_BATCH, PAPER_LR = 8, 1e-3
@@ -768,7 +771,10 @@ def _calibration_seconds(val_seconds: float, split: Split, cfg: TrainConfig) -> 
     if not cfg.calibrates:
         return 0.0
     share = (len(split.train) + len(split.val)) / max(len(split.val), 1)
-    return CALIBRATION_PASSES * share * val_seconds
+    seconds = CALIBRATION_PASSES * share * val_seconds
+    if cfg.max_seconds is not None:
+        seconds = min(seconds, CALIBRATION_MAX_SHARE * cfg.max_seconds)
+    return seconds
 
 
 def _finish_seconds(val_seconds: float, split: Split, cfg: TrainConfig) -> float:
