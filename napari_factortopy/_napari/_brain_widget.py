@@ -42,6 +42,7 @@ from napari_factortopy.scene.brain import (
     Pick,
     available_maps,
     ensemble_map,
+    hemisphere_caption,
     method_name,
 )
 
@@ -107,6 +108,12 @@ class BrainWidget(widgets.Container):
             button = widgets.PushButton(text=view, tooltip=f"camera preset: {view}")
             button.changed.connect(lambda _=None, v=view: self._on_view(v))
             self.view_buttons.append(button)
+        self.hemispheres = widgets.Label(
+            label="on screen",
+            value="",
+            tooltip="which hemisphere the canvas shows on its left and on its right in "
+            "this view (from below or from the front the left hemisphere is on the right)",
+        )
         self.outlines = widgets.CheckBox(
             text="ROI outlines", value=False, tooltip="ROI borders in black, with ROI names"
         )
@@ -128,7 +135,8 @@ class BrainWidget(widgets.Container):
         self.extend(
             [self.model_choice, self.banner, self.method, self.map_choice, self.layer_slider,
              self.score_choice, self.legend, self.mesh_choice, self.view_buttons,
-             self.outlines, *self.inspector.widgets, self.session_file, session_buttons]
+             self.hemispheres, self.outlines, *self.inspector.widgets, self.session_file,
+             session_buttons]
         )  # fmt: skip
         self.save_session_button.changed.connect(lambda _=None: self._on_save_session())
         self.restore_session_button.changed.connect(lambda _=None: self._on_restore_session())
@@ -197,10 +205,18 @@ class BrainWidget(widgets.Container):
         return layers
 
     def _unhook(self, viewer) -> None:
-        """The panel is gone: its viewer-level click callback goes too."""
-        if self._on_mouse in viewer.mouse_drag_callbacks:
-            viewer.mouse_drag_callbacks.remove(self._on_mouse)
-        viewer.canvas.events.size.disconnect(self._keep_framing)
+        """The panel is gone: its viewer-level click callback goes too.
+
+        Called from Qt's ``destroyed`` signal, also at interpreter exit when the viewer
+        model may already be torn down: an exception escaping a Qt slot aborts the
+        process, so a viewer that is already gone is left alone.
+        """
+        try:
+            if self._on_mouse in viewer.mouse_drag_callbacks:
+                viewer.mouse_drag_callbacks.remove(self._on_mouse)
+            viewer.canvas.events.size.disconnect(self._keep_framing)
+        except (AttributeError, RuntimeError):  # the viewer went first
+            return
         for key in KEYS.values():
             try:
                 viewer.bind_key(key, None)  # unbinds
@@ -298,6 +314,7 @@ class BrainWidget(widgets.Container):
                 if tuple(choice.choices) != tuple(names()):
                     choice.native.clear()  # magicgui keeps old entries' order: refill in order
                 choice.reset_choices()
+        self.hemispheres.value = hemisphere_caption(scene.view, scene.kind)
         flat = scene.has_mesh("flat")
         self.view_buttons[VIEWS.index("flat")].enabled = flat
         self.view_buttons[VIEWS.index("flat")].tooltip = _FLAT_TIP if flat else _NO_FLAT_TIP
@@ -404,6 +421,7 @@ class BrainWidget(widgets.Container):
             return
         scene.set_view(view)
         self._refresh(geometry=True, event="view")
+        self.hemispheres.value = hemisphere_caption(scene.view, scene.kind)
         self._reset_camera()
 
     def _reset_camera(self) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "convergence_line",
     "ensemble_layer_rgba",
     "ensemble_map",
+    "hemisphere_caption",
     "hemisphere_order",
     "layout",
     "load_scene",
@@ -462,6 +463,13 @@ def layout(meshes: MeshSet, view: str, gap: float = 10.0) -> tuple[np.ndarray, n
         [meshes.faces["lh"], np.asarray(meshes.faces["rh"]) + meshes.n("lh")]
     ).astype(np.int64)
     return verts, faces
+
+
+def hemisphere_caption(view: str, kind: str = "inflated") -> str:
+    """ "L | R" or "R | L": the hemispheres on the screen's left and right in a view."""
+    left, right = hemisphere_order(view, kind)
+    name = {"lh": "L", "rh": "R"}
+    return f"{name[left]} | {name[right]}"
 
 
 def hemisphere_order(view: str, kind: str = "inflated") -> tuple[str, str]:

@@ -22,6 +22,7 @@ from napari_factortopy.scene.brain import (
     BrainScene,
     _default_score_key,
     convergence_line,
+    hemisphere_caption,
     score_label,
 )
 
@@ -195,7 +196,9 @@ def figure_image(
                 kind = saved[2]
                 if view == "flat":
                     scene.kind = "flat"
-                panels.append(_panel(scene, view, f"{MAP_TITLES.get(name, name)} · {view}"))
+                sides = hemisphere_caption(view, scene.kind)  # e.g. "R | L" from below
+                title = f"{MAP_TITLES.get(name, name)} · {view} ({sides})"
+                panels.append(_panel(scene, view, title))
                 scene.kind = kind
             line = convergence_line(scene.model) if stamp else None
             rows.append(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_factortopy._napari._layers import load_scene, scene_for_layer
-from napari_factortopy.scene.brain import CustomMap
+from napari_factortopy.scene.brain import CustomMap, hemisphere_caption
 from napari_factortopy.scene.figure import figure_image
 
 from ._drive import canvas_shot, dock, open_model
@@ -75,6 +75,8 @@ def test_napari_presets_place_hemispheres_anatomically(make_napari_viewer, model
 
         Image.fromarray(image).save("/tmp/factortopy-ventral-canvas.png")
     _check(image, view)
+    # the panel names the sides the pixels show
+    assert brain.hemispheres.value == ("L | R" if EXPECTED[view][0] == "left" else "R | L")
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +97,6 @@ def test_figure_presets_place_hemispheres_anatomically(whole_model, view):
 
         Image.fromarray(image).save("/tmp/factortopy-ventral-figure.png")
     _check(plot, view)
+    # the panel title's "(L | R)" / "(R | L)" is the same rule the pixels were checked on
+    want = "L | R" if EXPECTED[view][0] == "left" else "R | L"
+    assert hemisphere_caption(view, scene.kind) == want
