@@ -23,6 +23,7 @@ from napari_factortopy._napari._common import (
     ModelChoice,
     apply_scene,
     factortopy_layers,
+    keep_framing,
     linked_layers,
     pick_surfaces,
     place_side_by_side,
@@ -149,8 +150,7 @@ class BrainWidget(widgets.Container):
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
         viewer.mouse_drag_callbacks.append(self._on_mouse)
-        self._canvas_size = tuple(viewer.canvas.size)
-        viewer.canvas.events.size.connect(self._keep_framing)
+        keep_framing(viewer)  # a docked panel must not cut the brain off
         self.native.destroyed.connect(lambda *_: self._unhook(viewer))
         self._hooked: set[int] = set()
         self._legends: dict[tuple, object] = {}
@@ -214,7 +214,6 @@ class BrainWidget(widgets.Container):
         try:
             if self._on_mouse in viewer.mouse_drag_callbacks:
                 viewer.mouse_drag_callbacks.remove(self._on_mouse)
-            viewer.canvas.events.size.disconnect(self._keep_framing)
         except (AttributeError, RuntimeError):  # the viewer went first
             return
         for key in KEYS.values():
@@ -430,29 +429,6 @@ class BrainWidget(widgets.Container):
         cam.set_view_direction((-1.0, 0.0, 0.0), up_direction=(0.0, -1.0, 0.0))
         self.viewer.reset_view()
         cam.zoom *= 0.9  # a margin around the brain
-
-    def _keep_framing(self, event=None) -> None:
-        """The canvas changed size (a panel docked or undocked, the window resized):
-        scale the zoom so the brain fills the canvas as it did, keeping the user's
-        rotation and centre (napari keeps the zoom, which cuts the brain off)."""
-        new = tuple(self.viewer.canvas.size)  # (height, width)
-        old, self._canvas_size = self._canvas_size, new
-        layer = self.layer
-        if min(*old, *new) <= 0 or layer is None or self.viewer.dims.ndisplay != 3:
-            return
-        cam = self.viewer.camera
-        view = np.asarray(cam.view_direction, float)
-        up = np.asarray(cam.up_direction, float)
-        right = np.cross(view, up)
-        verts = np.asarray(layer.data[0], float)[:, -3:]
-        verts = verts * np.asarray(layer.scale)[-3:] + np.asarray(layer.translate)[-3:]
-        width = float(np.ptp(verts @ right)) or 1.0
-        height = float(np.ptp(verts @ up)) or 1.0
-
-        def fit(size):
-            return min(size[1] / width, size[0] / height)
-
-        cam.zoom = cam.zoom * fit(new) / fit(old)
 
     def _on_outlines(self, value: bool | None = None) -> None:
         if self.scene is not None:

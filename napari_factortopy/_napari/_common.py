@@ -36,6 +36,61 @@ def factortopy_layers(viewer) -> list:
     return [ly for ly in viewer.layers if META_KEY in getattr(ly, "metadata", {})]
 
 
+class _Framing:
+    """Keeps the brain framed when the canvas changes size (a panel docked, the window
+    resized, a scaled screenshot): scales the camera zoom by how much the fit of the
+    shown brain layers changes, keeping the user's rotation and centre. napari keeps the
+    zoom instead, which cuts the brain off on a narrower canvas. One per viewer
+    (:func:`keep_framing`); its state is the last canvas size."""
+
+    def __init__(self, viewer) -> None:
+        import weakref
+
+        self._viewer = weakref.ref(viewer)
+        self.size = tuple(viewer.canvas.size)
+
+    def __call__(self, event=None) -> None:
+        viewer = self._viewer()
+        if viewer is None:
+            return
+        try:
+            new = tuple(viewer.canvas.size)  # (height, width)
+        except AttributeError:  # the viewer is being torn down
+            return
+        if min(new) <= 0:  # a hidden canvas: keep the last real size
+            return
+        old, self.size = self.size, new
+        if min(old) <= 0 or old == new or viewer.dims.ndisplay != 3:
+            return
+        layers = [ly for ly in factortopy_layers(viewer) if ly.visible]
+        if not layers:
+            return
+        cam = viewer.camera
+        up = np.asarray(cam.up_direction, float)
+        right = np.cross(np.asarray(cam.view_direction, float), up)
+        verts = np.concatenate(
+            [
+                np.asarray(ly.data[0], float)[:, -3:] * np.asarray(ly.scale)[-3:]
+                + np.asarray(ly.translate)[-3:]
+                for ly in layers
+            ]
+        )
+        width = float(np.ptp(verts @ right)) or 1.0
+        height = float(np.ptp(verts @ up)) or 1.0
+
+        def fit(size):
+            return min(size[1] / width, size[0] / height)
+
+        cam.zoom = cam.zoom * fit(new) / fit(old)
+
+
+def keep_framing(viewer) -> None:
+    """Install the viewer's :class:`_Framing` once (any panel may ask)."""
+    emitter = viewer.canvas.events.size
+    if not any(isinstance(cb, _Framing) for cb in emitter.callbacks):
+        emitter.connect(_Framing(viewer))
+
+
 class ModelChoice(widgets.ComboBox):
     """Drop-down of the viewer's FactorTopy layers; follows layers added and removed.
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-from napari_factortopy._napari._common import ModelChoice
+from napari_factortopy._napari._common import ModelChoice, keep_framing
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy.scene.brain import MAPS, VIEWS
 
@@ -111,20 +111,21 @@ class ExportWidget(widgets.Container):
 
         napari enlarges the canvas for a bigger screenshot but keeps the camera's zoom
         (screen pixels per world unit), so the brain would stay as small as on screen
-        in a mostly black picture; the zoom is scaled with the canvas for the shot
-        (and put back), so the picture is framed as on screen.
+        in a mostly black picture; the viewer's framing keeper
+        (:func:`~napari_factortopy._napari._common.keep_framing`) scales the zoom with
+        the canvas for the shot, and napari puts it back, so the picture is framed as
+        on screen.
         """
         from napari_factortopy.scene.figure import save_png
 
+        keep_framing(self.viewer)
         probe = self.viewer.screenshot(canvas_only=True, flash=False)
         scale = int(self.width_px.value) / max(probe.shape[1], 1)
-        camera = self.viewer.camera
-        zoom = camera.zoom
+        zoom = self.viewer.camera.zoom
         try:
-            camera.zoom = zoom * scale
             image = self.viewer.screenshot(canvas_only=True, scale=scale, flash=False)
         finally:
-            camera.zoom = zoom
+            self.viewer.camera.zoom = zoom
         path = Path(str(self.out.value))
         out = path.with_name(path.stem + "-canvas.png")
         save_png(image, out)

@@ -85,6 +85,7 @@ def test_save_change_restore_gives_the_same_picture(make_napari_viewer, model_pa
     brain.map_choice.value = "layer weights"
     brain.layer_slider.value = 4
     brain.mesh_choice.value = "sphere"
+    settle()  # the docked panel has taken its room: the view below is framed for it
     brain._on_view("posterior")  # the tiny model's vertices are at the occipital pole
     viewer.camera.zoom *= 1.3
     a = np.asarray(viewer.camera.angles)
