@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.metrics import format_number as _num
 from ._progress import progress_bar
 
 __all__ = ["main"]
@@ -99,13 +100,6 @@ def _open_in_napari(path: Path) -> None:
 
 
 # --------------------------------------------------------------------- info
-def _num(value, spec: str = ".4f") -> str:
-    """A number for a person; ``-`` for missing or non-finite values (JSON null, NaN)."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return "-"
-    return format(x, spec) if np.isfinite(x) else "-"
 
 
 def _method(m) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .metrics import r2_score
+from .metrics import format_number, r2_score
 from .model import FactorTopy, Selectors
 
 __all__ = ["RIDGES", "TEMPERATURES", "OutOfTime", "calibrate", "calibration_line", "ridge_readout"]
@@ -360,14 +360,6 @@ def calibrate(
     return result
 
 
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return "-"
-    return format(x, spec) if np.isfinite(x) else "-"
-
-
 def calibration_line(cal: dict) -> str:
     """One line for a person on a calibration result (``summary["calibration"]``)."""
     conf = {float(t["tau"]): t["confidence"] for t in cal.get("trials", [])}
@@ -386,6 +378,6 @@ def calibration_line(cal: dict) -> str:
     return (
         f"layer softmax {what}{sharp}, readout refitted (ridge λ "
         f"{cal.get('ridge')}): validation R² on {cal.get('n_probe')} probe vertices "
-        f"{_fmt(cal.get('baseline_probe'))} → {_fmt(cal.get('best_probe'))} "
-        f"({_fmt(cal.get('seconds'), '.0f')} s)"
+        f"{format_number(cal.get('baseline_probe'))} → {format_number(cal.get('best_probe'))} "
+        f"({format_number(cal.get('seconds'), '.0f')} s)"
     )

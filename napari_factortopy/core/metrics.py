@@ -11,12 +11,22 @@ import numpy as np
 
 __all__ = [
     "difference_to_max",
+    "format_number",
     "max_model",
     "noise_normalised",
     "pearson_r",
     "r2_score",
     "roi_table",
 ]
+
+
+def format_number(value, spec: str = ".4f") -> str:
+    """A number for a person; ``-`` for missing or non-finite values (JSON null, NaN)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return format(x, spec) if np.isfinite(x) else "-"
 
 
 def _pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
