@@ -62,10 +62,9 @@ def _fold_temperature(model: FactorTopy, tau: float) -> None:
             model.layer_free.mul_(tau)
 
 
-def _selectors(model: FactorTopy, logits: torch.Tensor, tau: float, rows) -> Selectors:
-    """Selectors of vertices ``rows`` with the layer logits scaled by ``tau``."""
-    with torch.no_grad():
-        base = model.selectors()
+def _selectors(base: Selectors, logits: torch.Tensor, tau: float, rows) -> Selectors:
+    """Selectors of vertices ``rows`` (the model's ``base`` selectors, shape (V, ...))
+    with the layer logits (V, L) scaled by ``tau``."""
     rows = torch.as_tensor(rows, device=logits.device)
     return Selectors(
         space=base.space[rows], layer=torch.softmax(tau * logits[rows], -1), scale=base.scale[rows]
@@ -265,10 +264,12 @@ def calibrate(
     rng = np.random.default_rng(seed)
     probe = np.sort(rng.choice(v, size=min(n_probe, v), replace=False))
     logits = _layer_logits(model)
+    with torch.no_grad():
+        base = model.selectors()  # space and scale stay as trained
     train_idx = np.asarray(train_idx, np.int64)
     val_idx = np.asarray(val_idx, np.int64)
     # the trained model's own readout on the probe
-    own_sel = _selectors(model, logits, 1.0, probe)
+    own_sel = _selectors(base, logits, 1.0, probe)
     own = (
         model.beta.detach().double().cpu().numpy()[probe],
         model.bias.detach().double().cpu().numpy()[probe],
@@ -279,7 +280,7 @@ def calibrate(
     yield {"kind": "calibrating", "stage": "trained readout", "val_score": baseline}
     trials = []
     best = (baseline, None, None)
-    sels = [_selectors(model, logits, tau, probe) for tau in temperatures]
+    sels = [_selectors(base, logits, tau, probe) for tau in temperatures]
     out_of_time = None if time_left is None else (lambda: time_left() <= 0)
     t_probe = clock()
     try:
@@ -332,7 +333,7 @@ def calibrate(
         bias = np.empty(v, np.float64)
         for lo in range(0, v, chunk):
             rows = np.arange(lo, min(v, lo + chunk))
-            sel = _selectors(model, logits, tau, rows)
+            sel = _selectors(base, logits, tau, rows)
             try:
                 (((b_, c_),),) = ridge_readout(
                     model,

@@ -419,7 +419,7 @@ def train(
         A budget too small for one validation (the message gives the minimum).
     """
     cfg = config or TrainConfig()
-    if cfg.calibrates and not _calibratable(model, cfg):  # e.g. a baseline: say so
+    if cfg.calibrates and not _has_layer_softmax(model):  # e.g. a baseline: say so
         cfg = replace(cfg, calibrate=False)
     dev = next(model.parameters()).device
     y_all = np.require(responses, np.float32, ["C", "W"])  # torch needs writable memory
@@ -490,9 +490,12 @@ def train(
                 tmp,
             )
 
-    def val_score(m: FactorTopy) -> float:
-        pred = predict(m, features, split.val, cfg.eval_batch_size, cfg.amp)
+    def score_val(pred: np.ndarray) -> float:
+        """Mean validation R² of predictions (n_val, V)."""
         return float(np.nanmean(r2_score(y_all[split.val], pred)))
+
+    def val_score(m: FactorTopy) -> float:
+        return score_val(predict(m, features, split.val, cfg.eval_batch_size, cfg.amp))
 
     clock0 = clock() if started_at is None else float(started_at)
     t_start = clock0 - state["elapsed"]
@@ -531,7 +534,7 @@ def train(
                     "done": done,
                     "total": len(split.val),
                 }
-        score = float(np.nanmean(r2_score(y_all[split.val], pred)))
+        score = score_val(pred)
         state["epoch"] += 1
         state["last_val"] = state["step"]
         timing.val = clock() - t0
@@ -679,7 +682,7 @@ def train(
         final, score, members = state["kept"][0][1], state["kept"][0][0], [0]
         model.load_state_dict(final)
     calibration = None
-    if _calibratable(model, cfg):
+    if cfg.calibrates:  # (turned off at the start for a model it cannot apply to)
         calibration = yield from calibrate(
             model,
             features,
@@ -756,14 +759,10 @@ def _time_validation(
     return per_image * len(split.val)
 
 
-def _calibratable(model: Any, cfg: TrainConfig) -> bool:
-    """The run calibrates: asked to, and a FactorTopy that selects layers (the
+def _has_layer_softmax(model: Any) -> bool:
+    """A FactorTopy that selects layers: what the calibration applies to (the
     baselines trained by :func:`train` have no layer softmax)."""
-    return (
-        cfg.calibrates
-        and isinstance(model, FactorTopy)
-        and bool(getattr(model.config, "select_layer", False))
-    )
+    return isinstance(model, FactorTopy) and model.config.select_layer
 
 
 def _calibration_seconds(val_seconds: float, split: Split, cfg: TrainConfig) -> float:

@@ -45,7 +45,8 @@ def test_ridge_readout_equals_a_naive_per_vertex_solve():
     model, feats, y, split = _trained()
     rows = np.array([0, 3, 7, 11, 20])
     logits = _layer_logits(model)
-    sel = _selectors(model, logits, 1.7, rows)
+    with torch.no_grad():
+        sel = _selectors(model.selectors(), logits, 1.7, rows)
     (readouts,) = ridge_readout(model, feats, y, split.train, [sel], rows, (1e-2, 1.0))
     # naive: every training image's features for these vertices, one vertex at a time
     loc, glo = feats.get(split.train)
