@@ -79,9 +79,10 @@ def _build_phantom_if_missing(job: TrainJob) -> Iterator[dict]:
 def training_job(job: TrainJob, should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
     """Load the data, train FactorTopy, save the ``.ftopy`` file; yield progress records.
 
-    ``should_stop`` (polled every step and between validation batches) ends training
-    early with the best model validated so far, which is saved as usual (its summary
-    says "stopped by the user"); closing the generator instead saves nothing.
+    ``should_stop`` (polled before every step) ends training early the way a budget
+    does: the current weights are validated, the soup made, the model calibrated (when
+    the recipe calibrates), scored and saved as usual (its summary says "stopped by the
+    user"); closing the generator instead saves nothing.
 
     Raises
     ------
