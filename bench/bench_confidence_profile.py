@@ -8,7 +8,7 @@ slope and the truth's. The last row plugs in the truth's own layer weights. Writ
 independently of ``core/calibration.py`` (double precision, all images at once): it
 is the measurement that motivated that step, and a check of it.
 
-    python bench/bench_confidence_profile.py --work /tmp/bench8 --seeds 11 12 13
+    python bench/bench_confidence_profile.py --work WORK --seeds 11 12 13
 
 reads ``WORK/model-S-t0.ftopy`` and ``WORK/phantom-S`` for each seed S.
 """

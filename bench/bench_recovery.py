@@ -15,13 +15,13 @@ attainable R², and the convergence line when the model file has one. With sever
 tuned to a phantom: every phantom gets the same command. Arguments this script does
 not know are passed to ``factortopy train`` as they are (e.g. ``--recipe paper``).
 
-    python bench/bench_recovery.py --seeds 11 12 13 --max-seconds 900
-    python bench/bench_recovery.py --seeds 11 12 13 --max-seconds 900 --recipe paper
-    python bench/bench_recovery.py --seeds 11 --train-seeds 0 1 --max-seconds 300
+    python bench/bench_recovery.py --work WORK --seeds 11 12 13 --max-seconds 900
+    python bench/bench_recovery.py --work WORK --seeds 11 12 13 --max-seconds 900 --recipe paper
+    python bench/bench_recovery.py --work WORK --seeds 11 --train-seeds 0 1 --max-seconds 300
 
-Phantoms (about 0.5 GB each) are kept in ``--work`` (default
-``$TMPDIR/factortopy-bench-recovery``, outside the repository) and reused when complete
-(the build is resumable); results go to ``--work/results.json``.
+Phantoms (about 0.5 GB each) are kept in the folder ``--work`` names (required: a
+folder outside the repository that you choose) and reused when complete (the build is
+resumable); results go to ``WORK/results.json``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -133,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=None, help="passed to factortopy train")
     p.add_argument(
         "--work",
-        default=str(Path(tempfile.gettempdir()) / "factortopy-bench-recovery"),
-        help="phantoms, models, logs, results",
+        required=True,
+        help="folder for phantoms, models, logs and results (reused when run again)",
     )
     p.add_argument("--n-vertices", type=int, default=2000)
     p.add_argument("--n-images", type=int, default=2000)

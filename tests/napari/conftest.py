@@ -6,6 +6,9 @@ Chain: ``tiny_model`` (a FittedModel on fsaverage5, numpy only) → ``model_path
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -115,6 +118,18 @@ def synthetic_loader(n_per_hemi: int):
         )
 
     return loader
+
+
+@pytest.fixture
+def shot_dir(tmp_path) -> Path:
+    """Folder for the screenshots a test keeps for a human to look at:
+    ``$FACTORTOPY_TEST_SHOTS`` if set (created if missing), else the test's tmp_path."""
+    env = os.environ.get("FACTORTOPY_TEST_SHOTS")
+    if not env:
+        return tmp_path
+    folder = Path(env)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,6 @@ from napari_factortopy.scene.brain import ENSEMBLE_MAPS, MAPS, available_maps
 from ._drive import canvas_shot, click, dock, open_model
 from .conftest import make_model
 
-SHOTS = "/tmp/shots"
-
 
 def ensemble_model(n_seeds: int = 3):
     """K test models on the same vertices and split, combined as a seed ensemble."""
@@ -48,7 +46,9 @@ def ensemble_path(tmp_path):
     return ensemble_model().save(tmp_path / "seeds.ftopy")
 
 
-def test_ensemble_consistency_maps_in_the_viewer(make_napari_viewer, ensemble_path, model_path):
+def test_ensemble_consistency_maps_in_the_viewer(
+    make_napari_viewer, ensemble_path, model_path, shot_dir
+):
     viewer = make_napari_viewer(show=True)
     layer = open_model(viewer, ensemble_path)
     brain = dock(viewer, "Brain maps")
@@ -75,7 +75,7 @@ def test_ensemble_consistency_maps_in_the_viewer(make_napari_viewer, ensemble_pa
     shot = canvas_shot(viewer)
     from PIL import Image
 
-    Image.fromarray(shot).save(f"{SHOTS}/ensemble_agreement.png")
+    Image.fromarray(shot).save(shot_dir / "ensemble_agreement.png")
     # the inspector names each seed's argmax layer at the clicked vertex
     brain._on_view("lateral")
     row = int(np.flatnonzero(disagree)[0])
@@ -90,8 +90,8 @@ def test_ensemble_consistency_maps_in_the_viewer(make_napari_viewer, ensemble_pa
     assert "agreement" in brain.info.value
     brain.map_choice.value = "space spread"
     brain._on_view("posterior")
-    Image.fromarray(canvas_shot(viewer)).save(f"{SHOTS}/ensemble_spread_posterior.png")
-    brain.native.grab().save(f"{SHOTS}/ensemble_panel.png")
+    Image.fromarray(canvas_shot(viewer)).save(shot_dir / "ensemble_spread_posterior.png")
+    assert brain.native.grab().save(str(shot_dir / "ensemble_panel.png"))
     # a plain model does not offer the consistency maps
     plain = open_model(viewer, model_path)
     brain.model_choice.value = plain.name
@@ -148,7 +148,9 @@ def test_ablation_is_named(make_napari_viewer, tmp_path):
     assert layer.name == "abl [no_scale_sel]" and brain.method.value == "no_scale_sel"
 
 
-def test_compare_ridge_with_factortopy(make_napari_viewer, tmp_path, model_path, tiny_model):
+def test_compare_ridge_with_factortopy(
+    make_napari_viewer, tmp_path, model_path, tiny_model, shot_dir
+):
     ridge = baseline_model().save(tmp_path / "ridge.ftopy")
     viewer = make_napari_viewer(show=True)
     compare = dock(viewer, "Clusters and compare")
@@ -167,5 +169,5 @@ def test_compare_ridge_with_factortopy(make_napari_viewer, tmp_path, model_path,
     np.testing.assert_allclose(b, tiny_model.scores["r2_test"])
     from PIL import Image
 
-    Image.fromarray(canvas_shot(viewer)).save(f"{SHOTS}/compare_ridge.png")
-    Image.fromarray(np.asarray(compare.scatter_image)).save(f"{SHOTS}/compare_scatter.png")
+    Image.fromarray(canvas_shot(viewer)).save(shot_dir / "compare_ridge.png")
+    Image.fromarray(np.asarray(compare.scatter_image)).save(shot_dir / "compare_scatter.png")

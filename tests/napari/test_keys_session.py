@@ -77,7 +77,9 @@ def test_session_json_round_trip():
         Session.from_json("[]")
 
 
-def test_save_change_restore_gives_the_same_picture(make_napari_viewer, model_path, tmp_path):
+def test_save_change_restore_gives_the_same_picture(
+    make_napari_viewer, model_path, tmp_path, shot_dir
+):
     viewer = make_napari_viewer(show=True)
     layer = open_model(viewer, model_path)
     brain = dock(viewer, "Brain maps")
@@ -122,8 +124,8 @@ def test_save_change_restore_gives_the_same_picture(make_napari_viewer, model_pa
     again = canvas_shot(viewer)
     from PIL import Image
 
-    Image.fromarray(shot).save("/tmp/shots/session_saved.png")
-    Image.fromarray(again).save("/tmp/shots/session_restored.png")
+    Image.fromarray(shot).save(shot_dir / "session_saved.png")
+    Image.fromarray(again).save(shot_dir / "session_restored.png")
     assert again.shape == shot.shape
     differ = np.abs(again.astype(int) - shot.astype(int)).max(-1) > 2
     assert differ.mean() < 0.001, f"{differ.mean():.2%} of pixels differ"

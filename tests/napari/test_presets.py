@@ -63,7 +63,9 @@ def _check(image, view):
 
 
 @pytest.mark.parametrize("view", ["lateral", "medial", "ventral", "posterior"])
-def test_napari_presets_place_hemispheres_anatomically(make_napari_viewer, model_path, view):
+def test_napari_presets_place_hemispheres_anatomically(
+    make_napari_viewer, model_path, view, shot_dir
+):
     viewer = make_napari_viewer(show=True)
     layer = open_model(viewer, model_path)
     brain = dock(viewer, "Brain maps")
@@ -73,7 +75,7 @@ def test_napari_presets_place_hemispheres_anatomically(make_napari_viewer, model
     if view == "ventral":
         from PIL import Image
 
-        Image.fromarray(image).save("/tmp/factortopy-ventral-canvas.png")
+        Image.fromarray(image).save(shot_dir / "factortopy-ventral-canvas.png")
     _check(image, view)
     # the panel names the sides the pixels show
     assert brain.hemispheres.value == ("L | R" if EXPECTED[view][0] == "left" else "R | L")
@@ -86,7 +88,7 @@ def whole_model():
 
 
 @pytest.mark.parametrize("view", list(EXPECTED))
-def test_figure_presets_place_hemispheres_anatomically(whole_model, view):
+def test_figure_presets_place_hemispheres_anatomically(whole_model, view, shot_dir):
     scene = load_scene(whole_model)
     rgba = _anatomy_rgba(scene.meshes())
     scene.custom["anatomy"] = CustomMap(rgba, np.zeros(len(rgba)), "Greys", 0.0, 1.0)
@@ -95,7 +97,7 @@ def test_figure_presets_place_hemispheres_anatomically(whole_model, view):
     if view == "ventral":
         from PIL import Image
 
-        Image.fromarray(image).save("/tmp/factortopy-ventral-figure.png")
+        Image.fromarray(image).save(shot_dir / "factortopy-ventral-figure.png")
     _check(plot, view)
     # the panel title's "(L | R)" / "(R | L)" is the same rule the pixels were checked on
     want = "L | R" if EXPECTED[view][0] == "left" else "R | L"

@@ -84,7 +84,7 @@ def test_auto_recipe_rests_the_controls_it_chooses(make_napari_viewer):
 
 
 def test_auto_run_shows_resolved_recipe_and_convergence(
-    make_napari_viewer, qtbot, tmp_path, phantom_root
+    make_napari_viewer, qtbot, tmp_path, phantom_root, shot_dir
 ):
     viewer = make_napari_viewer()
     train = dock(viewer, "Train")
@@ -108,7 +108,7 @@ def test_auto_run_shows_resolved_recipe_and_convergence(
     assert f"batch {c.batch_size}" in train.recipe_info.value
     assert f"T = {c.reg_decay_steps}" in train.recipe_info.value
     assert train.batch_size.value == c.batch_size
-    train.native.grab().save("/tmp/shots/train_panel.png")
+    assert train.native.grab().save(str(shot_dir / "train_panel.png"))
     assert train.steps_per_epoch.value == c.steps_per_epoch
     saved = [r for r in records if r["kind"] == "saved"][-1]["model"]
     line = saved.summary["convergence"]["line"]
