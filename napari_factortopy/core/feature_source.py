@@ -37,8 +37,9 @@ class InMemoryFeatures:
 
     Parameters
     ----------
-    local : sequence of L arrays of shape (n, C_l, h, w)
-    global_ : sequence of L arrays of shape (n, C_l)
+    local : sequence of L arrays or tensors of shape (n, C_l, h, w)
+    global_ : sequence of L arrays or tensors of shape (n, C_l)
+        Tensors already on ``device`` are converted there (no host copy).
     image_index : array of shape (n,), optional
         The image index of each row (defaults to ``0..n-1``); :meth:`get` takes
         these image indices.
@@ -53,12 +54,8 @@ class InMemoryFeatures:
         device: Any = "cpu",
     ) -> None:
         self.device = torch.device(device)
-        self.local = [
-            torch.as_tensor(np.asarray(a), dtype=torch.float16).to(self.device) for a in local
-        ]
-        self.global_ = [
-            torch.as_tensor(np.asarray(a), dtype=torch.float16).to(self.device) for a in global_
-        ]
+        self.local = [_half_on(a, self.device) for a in local]
+        self.global_ = [_half_on(a, self.device) for a in global_]
         n = self.local[0].shape[0]
         image_index = np.arange(n) if image_index is None else np.asarray(image_index)
         if len(image_index) != n:
@@ -93,6 +90,12 @@ class InMemoryFeatures:
             [t.index_select(0, rows).float() for t in self.local],
             [t.index_select(0, rows).float() for t in self.global_],
         )
+
+
+def _half_on(a: Any, device: torch.device) -> torch.Tensor:
+    """A numpy array or a tensor (on any device) as float16 on ``device``."""
+    t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    return t.to(device=device, dtype=torch.float16)
 
 
 class StreamedFeatures:

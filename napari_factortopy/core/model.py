@@ -9,10 +9,11 @@ point on the token grid (space selector ``s_v``), a convex combination of layers
 The selection is computed without ever materialising a tensor of size B×V×D×L:
 the space point is shared by all layers, so each vertex's whole selection is one
 weighted sum over ``5 L`` rows of a small token table (4 bilinear taps per layer
-for the local tokens, 1 row per layer for the global token), done by
-:func:`torch.nn.functional.embedding_bag` with ``per_sample_weights``; gradients
-reach both the table (hence the channel-align weights) and the weights (hence the
-selectors).
+for the local tokens, 1 row per layer for the global token), done on the CPU by
+:func:`torch.nn.functional.embedding_bag` with ``per_sample_weights`` and on a GPU
+by a matrix product with a per-vertex selection matrix built on the fly
+(:func:`weighted_gather`, ``method="dense"``); gradients reach both the table (hence
+the channel-align weights) and the weights (hence the selectors).
 """
 
 from __future__ import annotations
@@ -29,7 +30,22 @@ from torch.nn import functional as F
 from .config import FactorTopyConfig
 from .encoding import encoding_dim, positional_encoding
 
-__all__ = ["FactorTopy", "Selectors", "bilinear_taps", "weighted_gather"]
+__all__ = [
+    "GATHER_METHODS",
+    "FactorTopy",
+    "Selectors",
+    "bilinear_taps",
+    "gather_method",
+    "weighted_gather",
+]
+
+#: The weighted gather's implementations: ``"bag"`` (``embedding_bag``, made for the
+#: CPU) and ``"dense"`` (a selection matrix times the table, made for GPUs).
+GATHER_METHODS = ("bag", "dense")
+
+#: Bytes of selection matrix the dense gather builds at once (it works in blocks of
+#: vertices below this); 256 MiB.
+DENSE_BLOCK_BYTES = 256 * 2**20
 
 
 class _WeightedGather(torch.autograd.Function):
@@ -80,8 +96,85 @@ class _WeightedGather(torch.autograd.Function):
         return None, grad_weight, grad_table
 
 
+class _DenseGather(torch.autograd.Function):
+    """The weighted gather as matrix products, for GPUs.
+
+    For a block of vertices the selection matrix ``S`` (block, R) is built by a
+    scatter-add of the block's weights at its indices (duplicate indices add up, as
+    in the bag sum); then ``out = S @ table``. Backward: ``grad_table = Σ_blocks
+    Sᵀ @ grad_out`` and ``grad_weight[v, k] = (grad_out @ tableᵀ)[v, index[v, k]]``
+    (the row dot products, read off one matrix product). ``S`` is rebuilt in the
+    backward instead of kept. Work is V·R·E multiply-adds per product, done by the
+    GPU's matrix units; the embedding-bag kernels instead serialise on CUDA. The
+    products run in the table's dtype (float32, or bfloat16 under autocast) with
+    autocast off inside, so their precision is the caller's choice, not autocast's.
+    """
+
+    @staticmethod
+    def forward(ctx, index, weight, table, block):
+        ctx.save_for_backward(index, weight, table)
+        ctx.block = block
+        out = table.new_empty(index.shape[0], table.shape[1])
+        with torch.autocast(table.device.type, enabled=False):
+            for lo in range(0, index.shape[0], block):
+                s = _selection(index[lo : lo + block], weight[lo : lo + block], table)
+                torch.mm(s, table, out=out[lo : lo + block])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        index, weight, table = ctx.saved_tensors
+        grad_out = grad_out.contiguous().to(table.dtype)
+        need_w, need_t = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grad_weight = weight.new_empty(weight.shape) if need_w else None
+        acc = torch.promote_types(table.dtype, torch.float32)
+        grad_table = torch.zeros_like(table, dtype=acc) if need_t else None
+        with torch.autocast(table.device.type, enabled=False):
+            for lo in range(0, index.shape[0], ctx.block):
+                hi = min(lo + ctx.block, index.shape[0])
+                g = grad_out[lo:hi]
+                if need_t:  # blocks summed in float32 at least
+                    s = _selection(index[lo:hi], weight[lo:hi], table)
+                    grad_table += torch.mm(s.t(), g)
+                if need_w:  # (block, R): every row dot product, kept in float32
+                    rows = _mm_float32(g, table.t())
+                    grad_weight[lo:hi] = rows.gather(1, index[lo:hi]).to(weight.dtype)
+        if grad_table is not None:
+            grad_table = grad_table.to(table.dtype)
+        return None, grad_weight, grad_table, None
+
+
+def _mm_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` with a float32 (or float64) result: a low-precision product's output is
+    not rounded to its inputs' dtype (the selector gradients are differences of these
+    dot products and lose most of their digits to a bfloat16 rounding)."""
+    if a.dtype in (torch.float32, torch.float64):
+        return torch.mm(a, b)
+    if a.is_cuda:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return torch.mm(a.float(), b.float())
+
+
+def _selection(index: torch.Tensor, weight: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """The block's selection matrix (n, R) in the table's dtype (summed in float32 at
+    least)."""
+    acc = torch.promote_types(table.dtype, torch.float32)
+    s = torch.zeros(index.shape[0], table.shape[0], dtype=acc, device=table.device)
+    s.scatter_add_(1, index, weight.to(acc))
+    return s.to(table.dtype)
+
+
+def gather_method(device: torch.device | str) -> str:
+    """The weighted gather made for a device: ``"bag"`` on the CPU, ``"dense"`` elsewhere."""
+    return "bag" if torch.device(device).type == "cpu" else "dense"
+
+
 def weighted_gather(
-    index: torch.Tensor, weight: torch.Tensor, table: torch.Tensor
+    index: torch.Tensor,
+    weight: torch.Tensor,
+    table: torch.Tensor,
+    method: str | None = None,
+    block_bytes: int = DENSE_BLOCK_BYTES,
 ) -> torch.Tensor:
     """Weighted sum of table rows per bag, differentiable in ``weight`` and ``table``.
 
@@ -90,13 +183,26 @@ def weighted_gather(
     index : int64 tensor of shape (V, K)
     weight : tensor of shape (V, K)
     table : tensor of shape (R, E)
+    method : {"bag", "dense"}, optional
+        The implementation (same numbers, within rounding): ``"bag"``
+        (``embedding_bag``, for the CPU) or ``"dense"`` (selection-matrix products,
+        for GPUs). Default: :func:`gather_method` of the table's device.
+    block_bytes : int
+        ``"dense"`` only: the largest selection-matrix block, in bytes of float32
+        (vertices are taken in blocks of ``block_bytes // (4 R)``).
 
     Returns
     -------
     tensor of shape (V, E)
         ``out[v] = Σ_k weight[v, k] · table[index[v, k]]``.
     """
-    return _WeightedGather.apply(index, weight.to(table.dtype), table)
+    method = gather_method(table.device) if method is None else method
+    if method == "bag":
+        return _WeightedGather.apply(index, weight.to(table.dtype), table)
+    if method == "dense":
+        block = max(1, int(block_bytes) // (4 * max(1, table.shape[0])))
+        return _DenseGather.apply(index, weight.to(table.dtype), table, block)
+    raise ValueError(f"gather method must be one of {GATHER_METHODS}; found {method!r}")
 
 
 @dataclass
@@ -233,6 +339,9 @@ class FactorTopy(nn.Module):
             else:
                 setattr(self, f"{name}_free", nn.Parameter(torch.zeros(n_vertices, n_out)))
         self.beta, self.bias = readout_parameters(n_vertices, d)
+        #: The weighted gather's implementation (:data:`GATHER_METHODS`); None: the
+        #: one made for the device the tokens are on (:func:`gather_method`).
+        self.gather: str | None = None
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -268,11 +377,20 @@ class FactorTopy(nn.Module):
     def selectors(self) -> Selectors:
         """Evaluate the three selector MLPs for all vertices (once per step).
 
+        They run in the parameters' precision even under autocast: they cost a few
+        per cent of a step, and in bfloat16 the high-frequency positional features
+        and the space gradients (differences of neighbouring taps) lose most of
+        their digits.
+
         Ablations: an unselected factor is a constant (space: the centre, unused;
         layer: uniform; scale: ½); without topology the free parameters replace the
         MLP outputs; with K space samples, ``samples`` holds the K points and
         ``space`` their mean.
         """
+        with torch.autocast(self.encoding.device.type, enabled=False):
+            return self._selectors()
+
+    def _selectors(self) -> Selectors:
         cfg = self.config
         enc = self.encoding
         if not cfg.is_ablation:
@@ -423,7 +541,7 @@ class FactorTopy(nn.Module):
         else:  # ablation: the grid mean instead of a point
             table = self.pooled_table(local, global_)
             index, weight = self.pooled_plan(sel)
-        out = weighted_gather(index, weight, table)
+        out = weighted_gather(index, weight, table, self.gather)
         return out.view(len(index), b, self.config.bottleneck)  # sel may hold a row subset
 
     def forward(

@@ -17,7 +17,13 @@ from napari_factortopy.core.encoding import (
     joint_sphere_coordinates,
     positional_encoding,
 )
-from napari_factortopy.core.model import FactorTopy, bilinear_taps, weighted_gather
+from napari_factortopy.core.model import (
+    GATHER_METHODS,
+    FactorTopy,
+    bilinear_taps,
+    gather_method,
+    weighted_gather,
+)
 from napari_factortopy.core.reference import (
     ReferenceFactorTopy,
     reference_encoding,
@@ -203,14 +209,57 @@ def test_copy_refuses_a_model_with_other_parameters():
         ref.copy_from(m)
 
 
-def test_weighted_gather_gradcheck():
+@pytest.mark.parametrize(
+    ("method", "block_bytes"), [("bag", None), ("dense", None), ("dense", 4 * 7 * 2)]
+)
+def test_weighted_gather_gradcheck(method, block_bytes):
+    """Both implementations (and the dense one in blocks of 2 vertices) against a naive
+    loop and finite differences; the indices repeat within a bag (they add up)."""
     g = torch.Generator().manual_seed(0)
     index = torch.randint(0, 7, (5, 4), generator=g)
+    index[0, 1] = index[0, 0]
     weight = torch.rand(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
     table = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(weighted_gather, (index, weight, table))
+    kw = {"method": method} | ({"block_bytes": block_bytes} if block_bytes else {})
+
+    def gather(w, t):
+        return weighted_gather(index, w, t, **kw)
+
+    assert torch.autograd.gradcheck(gather, (weight, table))
     naive = torch.stack([(weight[v, :, None] * table[index[v]]).sum(0) for v in range(5)])
-    np.testing.assert_allclose(weighted_gather(index, weight, table).detach(), naive.detach())
+    np.testing.assert_allclose(gather(weight, table).detach(), naive.detach())
+
+
+def test_gather_method_follows_the_device_and_refuses_unknown_names():
+    assert gather_method("cpu") == "bag"
+    assert gather_method("cuda") == "dense"
+    assert gather_method(torch.device("mps")) == "dense"
+    with pytest.raises(ValueError, match="gather method"):
+        weighted_gather(
+            torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1), torch.ones(1, 1), "x"
+        )
+
+
+def test_dense_gather_matches_the_bag_gather_in_float32():
+    """The GPU path's code, run on the CPU: forward and every parameter's gradient of a
+    float32 model equal the CPU path's within 1e-5 (relative to the largest value)."""
+    m, _ = _model(widths=(6, 9, 4), grid=(5, 7), v=120, d=16, dtype=torch.float32)
+    local, glob = _tokens(m, b=4, dtype=torch.float32)
+    w = torch.randn(4, m.n_vertices, generator=torch.Generator().manual_seed(3))
+    out = {}
+    for method in GATHER_METHODS:
+        m.gather = method
+        m.zero_grad()
+        y = m(local, glob)
+        (y * w).sum().backward()
+        out[method] = (y.detach().clone(), {n: p.grad.clone() for n, p in m.named_parameters()})
+    y_bag, g_bag = out["bag"]
+    y_dense, g_dense = out["dense"]
+    scale = y_bag.abs().max()
+    assert (y_dense - y_bag).abs().max() <= 1e-5 * scale
+    for name in g_bag:
+        ref = g_bag[name]
+        assert (g_dense[name] - ref).abs().max() <= 1e-5 * ref.abs().max() + 1e-12, name
 
 
 def test_bilinear_taps_match_grid_sample_corners_and_outside():
@@ -284,3 +333,24 @@ def test_no_vertex_by_layer_tensor_at_paper_like_ratio():
     # the biggest saved tensors are the (V, 192) encoding and the (V, B*D) selection
     assert max(sizes) <= max(v * encoding_dim(), v * b * d)
     assert max(sizes) * 4 <= v * b * d * n_layers
+
+
+def test_dense_gather_trains_under_bf16_autocast():
+    """Forward and backward under bf16 autocast through the GPU path's code (run on
+    the CPU): the gradients of every parameter stay close to float32's (the embedding
+    bag's CUDA backward has no bf16 kernel, which crashed ``--amp`` training)."""
+    m, _ = _model(widths=(16, 24), grid=(6, 6), v=300, d=16, dtype=torch.float32)
+    m.gather = "dense"
+    local, glob = _tokens(m, b=8, dtype=torch.float32)
+    w = torch.randn(8, m.n_vertices, generator=torch.Generator().manual_seed(4))
+    grads = {}
+    for amp in (False, True):
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            y = m(local, glob)
+        assert y.dtype == (torch.bfloat16 if amp else torch.float32)
+        (y.float() * w).sum().backward()
+        grads[amp] = {n: p.grad.clone() for n, p in m.named_parameters()}
+    for name, ref in grads[False].items():
+        rel = (grads[True][name] - ref).norm() / ref.norm()
+        assert rel < 0.02, (name, float(rel))
