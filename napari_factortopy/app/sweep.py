@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.host import process_alive
+
 __all__ = [
     "EXECUTORS",
     "INDEX_NAME",
@@ -735,20 +737,6 @@ def output_done(job: Job) -> tuple[bool, str]:
     raise ValueError(job.kind)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    try:  # a zombie (finished child not yet reaped) is gone for our purpose
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _slurm_alive(job_ids: Iterable[str]) -> set[str] | None:
     """Job ids SLURM still knows as pending/running (None: cannot ask)."""
     ids = sorted({str(j) for j in job_ids if j})
@@ -818,7 +806,7 @@ def job_states(plan: Plan) -> dict[str, JobState]:
         st, why = "failed", detail
         if run and run.get("state") == "running":
             if run.get("host") == host:
-                st = "running" if _pid_alive(int(run.get("pid", -1))) else "failed"
+                st = "running" if process_alive(int(run.get("pid", -1))) else "failed"
                 why = "running" if st == "running" else "killed (its process is gone)"
             elif sub and sub.get("executor") == "slurm" and alive is not None:
                 known = str(jid) in alive or str(jid).split("_")[0] in alive
@@ -831,7 +819,7 @@ def job_states(plan: Plan) -> dict[str, JobState]:
         elif sub:  # submitted, not started
             if sub.get("executor") == "local":
                 same = sub.get("host") == host
-                if same and _pid_alive(int(str(jid).split("_")[0] or -1)):
+                if same and process_alive(int(str(jid).split("_")[0] or -1)):
                     st, why = "running", "starting"
                 else:
                     why = "never started (its driver stopped?)"

@@ -8,13 +8,14 @@ target is untouched.
 Temporary names and stale temporaries
 -------------------------------------
 The temporary of ``folder/NAME`` is ``folder/.NAME.<host>-<pid>.<hex>.tmp[<suffix>]``
-(``host``: 8 hex digits of a hash of the machine's name, ``pid``: the writer's process
-id). A writer killed with SIGKILL cannot remove it, so every write first removes the
-**stale** temporaries of the same target: those whose writer process is gone (same
-host, :func:`os.kill` ``(pid, 0)`` fails) or that were last modified more than
-:data:`STALE_SECONDS` ago (any host; also temporaries of older versions, whose names
-hold no pid). Temporaries of live writers on this machine, and recent ones of other
-machines sharing the folder, are left alone.
+(``host``: :data:`~napari_factortopy.core.host.HOST_ID`, 8 hex digits of a hash of the
+machine's name, ``pid``: the writer's process id). A writer killed with SIGKILL cannot
+remove it, so every write first removes the **stale** temporaries of the same target:
+those whose writer process is gone (same host,
+:func:`~napari_factortopy.core.host.process_alive` is false) or that were last modified
+more than :data:`STALE_SECONDS` ago (any host; also temporaries of older versions,
+whose names hold no pid). Temporaries of live writers on this machine, and recent ones
+of other machines sharing the folder, are left alone.
 
 Permissions
 -----------
@@ -25,16 +26,16 @@ creates files ``0o600``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .host import HOST_ID, process_alive
 
 __all__ = [
     "STALE_SECONDS",
@@ -46,8 +47,6 @@ __all__ = [
 
 #: Age (seconds since the last modification) after which any temporary is stale.
 STALE_SECONDS: float = 15 * 60
-
-_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
 def temporary_name(target: str | os.PathLike, suffix: str = "") -> Path:
@@ -66,17 +65,7 @@ def temporary_name(target: str | os.PathLike, suffix: str = "") -> Path:
         ``target``'s folder / ``.NAME.<host>-<pid>.<hex>.tmp<suffix>``.
     """
     t = Path(target)
-    return t.with_name(f".{t.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex[:16]}.tmp{suffix}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):  # exists, owned by someone else
-        return True
-    return True
+    return t.with_name(f".{t.name}.{HOST_ID}-{os.getpid()}.{uuid.uuid4().hex[:16]}.tmp{suffix}")
 
 
 def remove_stale_temporaries(
@@ -119,9 +108,9 @@ def remove_stale_temporaries(
             continue
         dead = (
             m.group("pid") is not None
-            and m.group("host") == _HOST
+            and m.group("host") == HOST_ID
             and int(m.group("pid")) != os.getpid()
-            and not _pid_alive(int(m.group("pid")))
+            and not process_alive(int(m.group("pid")))
         )
         if dead or age > max_age:
             try:

@@ -106,6 +106,7 @@ import numpy as np
 import zarr
 
 from napari_factortopy.core.atomic import remove_stale_temporaries, temporary_name
+from napari_factortopy.core.host import HOST_ID, process_alive
 from napari_factortopy.core.modelfile import ModelFileError, to_jsonable
 
 __all__ = [
@@ -127,7 +128,6 @@ CLAIM_STALE_SECONDS: float = 15 * 60
 _ZARR_MAJOR = int(zarr.__version__.split(".")[0])
 _IDENTITY_FIELDS = ("backbone", "layer_names", "widths", "grid", "image_ids", "preprocessing")
 _DIGEST_BYTES = 32
-_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
 class CacheError(ValueError):
@@ -1227,7 +1227,7 @@ class FeatureCache:
             folder.mkdir(exist_ok=True)
         except OSError as exc:
             raise CacheError(f"feature cache {self._path}: cannot write there: {exc}") from exc
-        me = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        me = f"{HOST_ID}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         mine = folder / f"{int(start)}-{int(stop)}.{me}.json"
         body = {"start": int(start), "stop": int(stop), "host": socket.gethostname(),
                 "pid": os.getpid(), "since": datetime.now(timezone.utc).isoformat()}  # fmt: skip
@@ -1391,22 +1391,12 @@ def _norm_weights(path: Path, weights: Any) -> dict[str, Any] | None:
         raise CacheError(f"feature cache {path}: {exc}") from None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _claim_stale(claim: Path, host: str, pid: int) -> bool:
     try:
         age = time.time() - claim.stat().st_mtime
     except OSError:
         return True
-    if host == _HOST and pid != os.getpid() and not _pid_alive(pid):
+    if host == HOST_ID and pid != os.getpid() and not process_alive(pid):
         return True
     return age > CLAIM_STALE_SECONDS
 

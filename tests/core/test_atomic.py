@@ -32,13 +32,13 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
     import sys
     import time
 
-    from napari_factortopy.core import atomic
+    from napari_factortopy.core.host import HOST_ID
     from napari_factortopy.core.modelfile import save_ftopy
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     target = tmp_path / "m.ftopy"
-    host = atomic._HOST
+    host = HOST_ID
     killed = tmp_path / f".m.ftopy.{host}-{dead.pid}.0123abcd.tmp"  # writer gone
     live = tmp_path / f".m.ftopy.{host}-1.0123abce.tmp"  # pid 1 runs: a live writer
     other_host = tmp_path / f".m.ftopy.ffffffff-{dead.pid}.0123abcf.tmp"  # recent, elsewhere

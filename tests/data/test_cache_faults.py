@@ -370,6 +370,8 @@ def test_claims_refuse_a_second_live_extraction(tmp_path):
     import subprocess
     import sys
 
+    from napari_factortopy.core.host import HOST_ID
+
     c = _build(tmp_path / "c.zarr")
     with c.claim(0, 8) as refresh:
         refresh()
@@ -386,7 +388,7 @@ def test_claims_refuse_a_second_live_extraction(tmp_path):
     dead.wait()
     claims = tmp_path / "c.zarr" / ".claims"
     claims.mkdir()
-    (claims / f"0-10.{cache_mod._HOST}-{dead.pid}-deadbeef.json").write_text("{}")
+    (claims / f"0-10.{HOST_ID}-{dead.pid}-deadbeef.json").write_text("{}")
     with c.claim(0, 10):
         pass
     assert not claims.exists()
@@ -403,11 +405,11 @@ def test_builds_left_by_killed_creators_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from napari_factortopy.core import atomic
+    from napari_factortopy.core.host import HOST_ID
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    left = tmp_path / f".c.zarr.{atomic._HOST}-{dead.pid}.0123456789abcdef.tmp"
+    left = tmp_path / f".c.zarr.{HOST_ID}-{dead.pid}.0123456789abcdef.tmp"
     (left / "local").mkdir(parents=True)
     (left / "zarr.json").write_text("{}")
     FeatureCache.create(tmp_path / "c.zarr", **_kwargs())

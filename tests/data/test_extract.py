@@ -257,13 +257,13 @@ def test_deleted_and_flipped_chunks_are_recomputed(tmp_path, bb, images, referen
 
 
 def test_a_range_another_process_extracts_is_refused(tmp_path, bb, images):
-    from napari_factortopy.data import cache as cache_mod
+    from napari_factortopy.core.host import HOST_ID
 
     c = _cache(tmp_path / "r.zarr", bb)
     claims = tmp_path / "r.zarr" / ".claims"
     claims.mkdir()
     # pid 1 is alive: another process extracting images 0..7 right now
-    (claims / f"0-8.{cache_mod._HOST}-1-0badc0de.json").write_text("{}")
+    (claims / f"0-8.{HOST_ID}-1-0badc0de.json").write_text("{}")
     with pytest.raises(ExtractionError, match=r"images 0\.\.7 are being extracted by process 1"):
         _run(bb, c, lambda idx: [images[i] for i in idx], images=(0, 8), concurrent=True)
     rec = _run(bb, c, lambda idx: [images[i] for i in idx], images=(8, 20), concurrent=True)
