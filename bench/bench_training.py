@@ -52,9 +52,13 @@ def run_one(impl: str, device: str, steps: int, warmup: int, args) -> dict:
     )
     coords = np.random.default_rng(0).normal(size=(args.vertices, 3))
     model = FactorTopy(coords, cfg).to(dev)
+    model.gather = getattr(args, "gather", None)  # None: the device's own
+    amp = bool(getattr(args, "amp", False)) and dev.type == "cuda"
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(getattr(args, "tf32", False))
     if impl == "reference":
         # the same weights in the plain transcription of METHOD §2
-        model = ReferenceFactorTopy.like(model, coords, dtype=torch.float32)
+        model = ReferenceFactorTopy.like(model, coords, dtype=torch.float32).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     b = args.batch
     local = [
@@ -64,12 +68,14 @@ def run_one(impl: str, device: str, steps: int, warmup: int, args) -> dict:
     y = torch.randn(b, args.vertices, device=dev)
 
     def step():
-        sel = model.selectors()
-        if impl == "ours":
-            pred = model(local, glob, sel)
-        else:
-            pred = reference_forward(model, local, glob, sel)
-        loss = torch.nn.functional.smooth_l1_loss(pred, y, beta=0.1) + 0.1 * regulariser(sel)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            sel = model.selectors()
+            if impl == "ours":
+                pred = model(local, glob, sel)
+            else:
+                pred = reference_forward(model, local, glob, sel)
+            loss = torch.nn.functional.smooth_l1_loss(pred.float(), y, beta=0.1)
+            loss = loss + 0.1 * regulariser(sel)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
@@ -95,6 +101,11 @@ def run_one(impl: str, device: str, steps: int, warmup: int, args) -> dict:
     out = {
         "impl": impl,
         "device": device,
+        "gather": model.gather if impl == "ours" else None,
+        "amp": amp,
+        "tf32": dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
+        "batch": b,
+        "grid": args.grid,
         "torch_threads": torch.get_num_threads(),
         "s_per_step_median": float(np.median(times)),
         "s_per_step_min": float(min(times)),
@@ -122,6 +133,11 @@ def main() -> None:
     p.add_argument("--bottleneck", type=int, default=128)
     p.add_argument("--grid", type=int, default=8)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument(
+        "--gather", choices=["bag", "dense"], default=None, help="default: the device's"
+    )
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--tf32", action="store_true", help="TF32 matrix products (CUDA only)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -143,6 +159,8 @@ def main() -> None:
             "batch",
         ):
             cmd += [f"--{k}", str(getattr(args, k))]
+        cmd += ["--gather", args.gather] if args.gather else []
+        cmd += [f"--{k}" for k in ("amp", "tf32") if getattr(args, k)]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             print(res.stderr[-2000:], file=sys.stderr)
