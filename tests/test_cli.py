@@ -371,9 +371,44 @@ def test_output_path_is_checked_before_any_work(demo_dir, tmp_path, capsys, out,
     assert "%|" not in err  # no progress bar: nothing was trained
 
 
-def test_auto_recipe_options_conflict_with_its_own_choices(demo_dir, tmp_path, capsys):
-    rc = main(_train_args(demo_dir, tmp_path / "m.ftopy", "--max-seconds", "30", "--lr", "1e-3"))
-    assert rc == 2 and "--recipe auto chooses --lr" in capsys.readouterr().err
+def test_auto_recipe_keeps_the_settings_given(demo_dir, tmp_path, capsys, monkeypatch):
+    """`--max-seconds 10 --batch-size 16 --lr 5e-4`: every step trains on 16 images at
+    lr 5e-4; the model file and `factortopy info` say which settings were given and
+    which the recipe chose."""
+    import torch
+    import torch.nn.functional as F
+
+    batches, lrs = [], []
+    real_loss, real_step = F.smooth_l1_loss, torch.optim.AdamW.step
+
+    def loss(pred, target, **kw):
+        batches.append(target.shape[0])
+        return real_loss(pred, target, **kw)
+
+    def step(self, *a, **kw):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(F, "smooth_l1_loss", loss)
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    out = tmp_path / "given.ftopy"
+    extra = ["--max-seconds", "10", "--batch-size", "16", "--lr", "5e-4", "--bottleneck", "8"]
+    assert main(_train_args(demo_dir, out, *extra)) == 0
+    printed = capsys.readouterr()
+    assert "auto recipe: batch 16 (given), lr 0.0005 (given)" in printed.out + printed.err
+    m = FittedModel.load(out)
+    assert set(batches) == {16} and len(batches) == len(lrs) == m.summary["steps"]
+    assert set(lrs) == {5e-4}
+    tc = m.extra["train_config"]
+    assert (tc["recipe"], tc["batch_size"], tc["lr"]) == ("auto", 16, 5e-4)
+    assert tc["given"] == ["batch_size", "lr"]
+    assert m.extra["recipe"]["given"] == {"batch_size": 16, "lr": 5e-4}
+    assert m.extra["recipe"]["chosen"] == ["steps_per_epoch", "reg_decay_steps"]
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "recipe      auto: batch 16 (given), lr 0.0005 (given), validation every " in info
+    assert f"steps (chosen), T {tc['reg_decay_steps']} (chosen)" in info
+    # without a budget the auto recipe cannot plan
     rc = main(_train_args(demo_dir, tmp_path / "m.ftopy", "--recipe", "auto"))
     assert rc == 2 and "give --max-seconds" in capsys.readouterr().err
 
@@ -388,7 +423,8 @@ def test_every_training_setting_is_an_option():
         a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train"
     )[1]
     flags = {s for a in train._actions for s in a.option_strings}
-    internal = {"betas", "smooth_l1_beta", "eval_batch_size", "log_every"}  # not recipe knobs
+    # not recipe knobs; `given` says which options were given
+    internal = {"betas", "smooth_l1_beta", "eval_batch_size", "log_every", "given"}
     renamed = {"soup": "--no-soup"}
     for f in fields(TrainConfig):
         if f.name in internal:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from magicgui import widgets
 
 from napari_factortopy.app.jobs import TrainJob, training_job
-from napari_factortopy.core.config import TrainConfig
+from napari_factortopy.core.config import TrainConfig, recipe_settings
 
 if TYPE_CHECKING:
     import napari
@@ -70,8 +70,13 @@ TIPS = {
     "save the best model; press again (Discard) to abandon the run unsaved",
     "progress": "training steps done",
 }
-#: Tooltip of the settings the auto recipe chooses while it is on.
-AUTO_TIP = "chosen by the run (auto recipe): it measures its speed and fits this to the budget"
+#: Tooltip of the settings the auto recipe chooses while it is on (until they are set).
+AUTO_TIP = (
+    "chosen by the run (auto recipe): it measures its speed and fits this to the budget; "
+    "set it to keep your value"
+)
+#: Tooltip of a setting the user set while the auto recipe is on.
+GIVEN_TIP = "given: the auto recipe keeps your value and chooses the others around it"
 #: TrainConfig fields the auto recipe resolves (app.cli_train.AUTO_RESOLVED) → control.
 AUTO_CONTROLS = {
     "batch_size": "batch_size",
@@ -113,6 +118,9 @@ class TrainWidget(widgets.Container):
         self.preview_layer = None
         self.saved_path: str | None = None
         self.resolved: TrainConfig | None = None
+        #: settings of AUTO_CONTROLS the user set (kept by the auto recipe)
+        self.given: set[str] = set()
+        self._showing = False  # the panel itself is writing the resolved values
         self.source = widgets.ComboBox(
             label="data", choices=["phantom", "feature cache"], value="phantom"
         )
@@ -222,6 +230,8 @@ class TrainWidget(widgets.Container):
         self.source.changed.connect(self._on_source)
         self.max_minutes.changed.connect(self._on_budget)
         self.recipe.changed.connect(self._on_recipe)
+        for field, name in AUTO_CONTROLS.items():
+            getattr(self, name).changed.connect(lambda _=None, f=field: self._on_given(f))
         self._on_recipe()
         self.start_button.changed.connect(self._on_start)
         self.pause_button.changed.connect(self._on_pause)
@@ -246,13 +256,19 @@ class TrainWidget(widgets.Container):
             self.recipe.value = "paper"
         self._on_recipe()
 
+    def _on_given(self, field: str) -> None:
+        """A setting the user changed is given: the auto recipe keeps it."""
+        if not self._showing:
+            self.given.add(field)
+            self._on_recipe()
+
     def _on_recipe(self, _=None) -> None:
-        """The auto recipe chooses batch, lr, steps per epoch and T: their controls rest."""
+        """The auto recipe chooses batch, lr, steps per epoch and T unless they were set:
+        the tooltips say which."""
         auto = self._auto()
-        for name in AUTO_CONTROLS.values():
-            control = getattr(self, name)
-            control.enabled = not auto
-            control.tooltip = AUTO_TIP if auto else TIPS[name]
+        for field, name in AUTO_CONTROLS.items():
+            tip = (GIVEN_TIP if field in self.given else AUTO_TIP) if auto else ""
+            getattr(self, name).tooltip = TIPS[name] + (f" — {tip}" if tip else "")
         self.recipe.tooltip = TIPS["recipe"] + (
             "" if self.recipe.enabled else " — set a time budget to choose auto"
         )
@@ -265,14 +281,17 @@ class TrainWidget(widgets.Container):
         builds from the same choices (``log_every`` aside: the panel's suits its device)."""
         minutes = float(self.max_minutes.value)
         auto = self._auto()
-        resolved = {} if auto else {
+        values = {
             "lr": float(self.lr.value),
             "batch_size": int(self.batch_size.value),
             "steps_per_epoch": int(self.steps_per_epoch.value),
             "reg_decay_steps": int(self.reg_decay_steps.value),
-        }  # fmt: skip
+        }
+        # as `factortopy train`: the paper recipe uses every value; auto the given ones
+        given = [k for k in AUTO_CONTROLS if k in self.given]
         return TrainConfig(
-            **resolved,
+            **{k: v for k, v in values.items() if not auto or k in given},
+            given=tuple(given),
             weight_decay=float(self.weight_decay.value),
             clip_norm=float(self.clip_norm.value),
             max_epochs=int(self.max_epochs.value),
@@ -415,21 +434,23 @@ class TrainWidget(widgets.Container):
                 self.result.visible = True
 
     def _show_recipe(self, config: TrainConfig, info: dict) -> None:
-        """The auto recipe's resolved values: in its line and in the resting controls."""
-        text = (
-            f"batch {config.batch_size}, lr {config.lr:.2g}, validation every "
-            f"{config.steps_per_epoch} steps, T = {config.reg_decay_steps}"
-        )
+        """The auto recipe's resolved values, each marked given or chosen: in its line
+        and in the controls."""
+        text = recipe_settings(config)
         if "step_seconds" in info:
             text += f" ({info['step_seconds'] * 1e3:.0f} ms/step"
             text += f", ~{info['planned_steps']} steps)" if "planned_steps" in info else ")"
         self.recipe_info.value, self.recipe_info.visible = text, True
         self.resolved = config
-        for field, name in AUTO_CONTROLS.items():
-            try:
-                getattr(self, name).value = getattr(config, field)
-            except ValueError:  # outside the control's range: the line says it
-                pass
+        self._showing = True
+        try:
+            for field, name in AUTO_CONTROLS.items():
+                try:
+                    getattr(self, name).value = getattr(config, field)
+                except ValueError:  # outside the control's range: the line says it
+                    pass
+        finally:
+            self._showing = False
         self.progress.max = max(int(config.max_epochs * config.steps_per_epoch), 1)
 
     def _on_error(self, exc: Exception) -> None:

@@ -146,15 +146,16 @@ def info_lines(m, path: str) -> list[str]:
             f"{_num(s.get('r_test_mean'))}"
         )
     if "steps" in s:
+        from ..core.config import recipe_settings
+
         recipe = (m.extra.get("recipe") or {}).get("name", "paper")
-        tc = m.extra.get("train_config") or {}
+        tc = dict(m.extra.get("train_config") or {}, recipe=recipe)
         lines.append(
             f"  training    {s['steps']} steps, {s.get('epochs', '?')} epochs in "
-            f"{_num(s.get('train_seconds'), '.0f')} s on {s.get('device', '?')}; recipe "
-            f"{recipe} (batch {tc.get('batch_size', '?')}, lr {_num(tc.get('lr'), '.2g')}, "
-            f"T {tc.get('reg_decay_steps', '?')}); soup of {len(s.get('soup_members', []))}"
-            f"{'; DIVERGED' if s.get('diverged') else ''}"
+            f"{_num(s.get('train_seconds'), '.0f')} s on {s.get('device', '?')}; soup of "
+            f"{len(s.get('soup_members', []))}{'; DIVERGED' if s.get('diverged') else ''}"
         )
+        lines.append(f"  recipe      {recipe}: {recipe_settings(tc)}")
     cal = s.get("calibration")
     if isinstance(cal, dict):
         from ..core.calibration import calibration_line

@@ -16,7 +16,8 @@ from pathlib import Path
 
 __all__ = ["add_train_parser", "check_output_path", "run_train", "train_config_from_args"]
 
-#: TrainConfig fields the ``auto`` recipe resolves itself (an error to give them too).
+#: TrainConfig fields the ``auto`` recipe chooses when they are not given (a given one
+#: is kept as it is).
 AUTO_RESOLVED = ("batch_size", "lr", "steps_per_epoch", "reg_decay_steps")
 
 
@@ -231,22 +232,19 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 def train_config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` the options describe (paper defaults where not given).
 
+    With ``--recipe auto`` the options given among ``--batch-size``, ``--lr``,
+    ``--steps-per-epoch`` and ``--reg-decay-steps`` are kept as given
+    (:attr:`TrainConfig.given`); the recipe chooses the others.
+
     Raises
     ------
     ValueError
-        ``--recipe auto`` together with a setting the recipe resolves itself, or
-        without a budget.
+        ``--recipe auto`` without a budget.
     """
     from ..core.config import TrainConfig
 
     recipe = args.recipe or ("auto" if args.max_seconds else "paper")
     given = {k: getattr(args, k) for k in AUTO_RESOLVED if getattr(args, k) is not None}
-    if recipe == "auto" and given:
-        opts = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(
-            f"--recipe auto chooses {opts} from the measured speed; drop them, or give "
-            "--recipe paper to set them yourself"
-        )
     if recipe == "auto" and not args.max_seconds:
         raise ValueError("--recipe auto fits the schedule to a budget: give --max-seconds")
     return TrainConfig(
@@ -263,6 +261,7 @@ def train_config_from_args(args: argparse.Namespace):
         amp=args.amp,
         recipe=recipe,
         calibrate=args.calibrate,
+        given=tuple(given),
     )
 
 
@@ -514,10 +513,11 @@ def _drain_training(gen, tcfg):
                     )
                 bar.refresh()
             elif kind == "recipe":
+                from ..core.config import recipe_settings
+
                 c, info = rec["config"], rec["info"]
                 bar.write(
-                    f"auto recipe: batch {c.batch_size}, lr {c.lr:.2g}, validation every "
-                    f"{c.steps_per_epoch} steps, regulariser decay T = {c.reg_decay_steps} "
+                    f"auto recipe: {recipe_settings(c)} "
                     f"({info['step_seconds'] * 1e3:.0f} ms/step, "
                     f"~{info['planned_steps']} steps planned)"
                 )

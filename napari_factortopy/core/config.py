@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["RECIPES", "FactorTopyConfig", "TrainConfig"]
+__all__ = ["AUTO_CHOSEN", "RECIPES", "FactorTopyConfig", "TrainConfig", "recipe_settings"]
 
 #: Training recipes (see :class:`TrainConfig`).
 RECIPES = ("paper", "auto")
+#: TrainConfig fields the ``auto`` recipe chooses when they are not given.
+AUTO_CHOSEN = ("batch_size", "lr", "steps_per_epoch", "reg_decay_steps")
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,15 @@ class TrainConfig:
         resolves batch size, learning rate and the validation interval, and decays
         the regulariser over the first half of the training time (by the clock), so that
         the schedule finishes inside the budget —
-        see :func:`napari_factortopy.core.training.resolve_auto_recipe`. The
-        resolved values are recorded in the model file.
+        see :func:`napari_factortopy.core.training.resolve_auto_recipe`. It chooses
+        only what was not given (``given``). The resolved values are recorded in the
+        model file.
+    given : tuple of str, optional
+        Which of :data:`AUTO_CHOSEN` were set by the user: the ``auto`` recipe keeps
+        them as they are and chooses the others. None (default): those whose value
+        differs from the paper's default (so ``TrainConfig(recipe="auto",
+        max_seconds=60, batch_size=16)`` trains with batch 16); list a field to keep
+        it at its default value too. The ``paper`` recipe uses every field as it is.
     calibrate : bool, optional
         After training, calibrate the layer softmax's sharpness and refit the readout
         on the validation split (:mod:`napari_factortopy.core.calibration`; ours).
@@ -184,9 +193,19 @@ class TrainConfig:
     amp: bool = False
     recipe: str = "paper"
     calibrate: bool | None = None
+    given: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.given is None:  # what differs from the paper's default was given
+            defaults = TrainConfig.__dataclass_fields__
+            given = tuple(k for k in AUTO_CHOSEN if getattr(self, k) != defaults[k].default)
+        else:
+            given = tuple(str(k) for k in self.given)
+            unknown = sorted(set(given) - set(AUTO_CHOSEN))
+            if unknown or isinstance(self.given, str):
+                raise ValueError(f"given must list fields of {AUTO_CHOSEN}; found {self.given!r}")
+        object.__setattr__(self, "given", tuple(k for k in AUTO_CHOSEN if k in given))
         positive_ints = (
             "batch_size",
             "steps_per_epoch",
@@ -233,16 +252,56 @@ class TrainConfig:
         """Whether the run ends with the sharpness calibration (``calibrate`` resolved)."""
         return self.recipe == "auto" if self.calibrate is None else self.calibrate
 
+    @property
+    def chosen(self) -> tuple[str, ...]:
+        """The fields of :data:`AUTO_CHOSEN` the ``auto`` recipe chooses (empty for
+        ``paper``)."""
+        return (
+            tuple(k for k in AUTO_CHOSEN if k not in self.given) if self.recipe == "auto" else ()
+        )
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        d["given"] = list(self.given)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {
-            k: (tuple(v) if k == "betas" else v)
+            k: (tuple(v) if k in ("betas", "given") else v)
             for k, v in d.items()
             if k in cls.__dataclass_fields__
         }
+        # written before ``given`` existed: the auto recipe chose all of its fields
+        known.setdefault("given", ())
         return cls(**known)
+
+
+def recipe_settings(tc) -> str:
+    """``batch 16 (given), lr 0.0005 (given), validation every 40 steps (chosen), T 300
+    (chosen)``: the four settings the ``auto`` recipe may choose, each marked given or
+    chosen (unmarked for ``paper``, which uses them all as given).
+
+    Parameters
+    ----------
+    tc : TrainConfig or dict
+        A training configuration, or its ``to_dict()`` as stored in a model file (one
+        written before ``given`` existed counts every ``auto`` setting as chosen).
+    """
+    d = tc if isinstance(tc, dict) else tc.to_dict()
+    auto = d.get("recipe") == "auto"
+    given = set(d.get("given") or ())
+
+    def mark(key: str) -> str:
+        return (" (given)" if key in given else " (chosen)") if auto else ""
+
+    def num(key: str, fmt: str) -> str:
+        v = d.get(key)
+        return "?" if v is None else format(v, fmt)
+
+    return (
+        f"batch {num('batch_size', 'g')}{mark('batch_size')}, lr {num('lr', '.2g')}"
+        f"{mark('lr')}, validation every {num('steps_per_epoch', 'g')} steps"
+        f"{mark('steps_per_epoch')}, T {num('reg_decay_steps', 'g')}{mark('reg_decay_steps')}"
+    )

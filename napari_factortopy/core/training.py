@@ -277,11 +277,14 @@ def resolve_auto_recipe(
 ) -> tuple[TrainConfig, dict]:
     """The ``auto`` recipe: a schedule that finishes inside the remaining budget.
 
-    The rule (measured, then written down):
+    It chooses only the settings the user left unset: a field named in ``cfg.given``
+    (:attr:`TrainConfig.given`: ``batch_size``, ``lr``, ``steps_per_epoch``,
+    ``reg_decay_steps``) is kept as it is, and the rule below plans the others around
+    it. The rule (measured, then written down):
 
     - batch size: the one of :data:`AUTO_BATCHES` with the most images per second
       (measured by the caller); learning rate scaled linearly from the paper's
-      1e-3 at batch 8 (``lr = 1e-3 · batch / 8``);
+      1e-3 at batch 8 (``lr = 1e-3 · batch / 8``, with the given batch size if any);
     - validation interval: about :data:`AUTO_VALIDATIONS` validations in the budget,
       but never more than :data:`AUTO_VALIDATION_SHARE` of the time spent validating
       (and at most the paper's 1000 steps);
@@ -292,7 +295,8 @@ def resolve_auto_recipe(
       machine's speed changes after this plan; ``T`` here is the plan (half the
       steps expected to fit, at most the paper's ``T``) and the run records the step
       where the decay really ended. The validation interval is re-planned at each
-      validation from the current speed, by the same rule.
+      validation from the current speed, by the same rule. A given ``T`` decays by
+      the step (``λ·max(0, 1 − t/T)``, as the paper's recipe does).
 
     Parameters
     ----------
@@ -305,23 +309,33 @@ def resolve_auto_recipe(
     val_seconds : float
         Measured (or estimated) seconds per validation pass.
     batch_size : int
-        The chosen batch size.
+        The chosen batch size (ignored when ``cfg.given`` names ``batch_size``).
 
     Returns
     -------
     config : TrainConfig
         ``cfg`` with the resolved ``batch_size``, ``lr``, ``steps_per_epoch``,
-        ``reg_decay_steps``.
+        ``reg_decay_steps`` (the given ones unchanged).
     info : dict
-        The measurements, the planned steps and the rule, for the model file.
+        The measurements, the planned steps and the rule, for the model file;
+        ``given`` (the fields kept as the user set them, with their values) and
+        ``chosen`` (the fields this rule chose).
     """
+    given = set(cfg.given)
+    if "batch_size" in given:
+        batch_size = cfg.batch_size
     step_seconds = max(step_seconds, 1e-6)
-    min_spe = math.ceil(val_seconds / (AUTO_VALIDATION_SHARE * step_seconds))
-    steps_guess = max(1, int(remaining / step_seconds))
-    spe = min(1000, max(10, min_spe, math.ceil(steps_guess / AUTO_VALIDATIONS)))
+    if "steps_per_epoch" in given:
+        spe = cfg.steps_per_epoch
+    else:
+        min_spe = math.ceil(val_seconds / (AUTO_VALIDATION_SHARE * step_seconds))
+        steps_guess = max(1, int(remaining / step_seconds))
+        spe = min(1000, max(10, min_spe, math.ceil(steps_guess / AUTO_VALIDATIONS)))
     planned = max(1, int(remaining / (step_seconds + val_seconds / spe)))
-    decay = max(1, min(cfg.reg_decay_steps, int(planned * AUTO_REG_SHARE)))
-    lr = PAPER_LR * batch_size / PAPER_BATCH
+    decay = cfg.reg_decay_steps
+    if "reg_decay_steps" not in given:
+        decay = max(1, min(cfg.reg_decay_steps, int(planned * AUTO_REG_SHARE)))
+    lr = cfg.lr if "lr" in given else PAPER_LR * batch_size / PAPER_BATCH
     resolved = replace(
         cfg, batch_size=batch_size, lr=lr, steps_per_epoch=spe, reg_decay_steps=decay
     )
@@ -330,12 +344,15 @@ def resolve_auto_recipe(
         "step_seconds": step_seconds,
         "validation_seconds": val_seconds,
         "planned_steps": planned,
+        "given": {k: getattr(resolved, k) for k in resolved.given},
+        "chosen": list(resolved.chosen),
         "rule": (
             "batch: most images/s of 8/16/32; lr = 1e-3 * batch / 8; steps between "
             f"validations: ~{AUTO_VALIDATIONS} validations in the budget, validations "
             f"<= {AUTO_VALIDATION_SHARE:.0%} of it, <= 1000, re-planned at each "
             f"validation; regulariser decays over the first {AUTO_REG_SHARE:.0%} of the "
-            "budget by the clock (reg_decay_steps records the step where it ended)"
+            "budget by the clock (reg_decay_steps records the step where it ended); "
+            "settings the user gave are kept as given"
         ),
     }
     return resolved, info
@@ -505,13 +522,15 @@ def train(
         state["order"], state["pos"] = rng.permutation(train_idx), 0
     timing = _Timing()
     auto_pending = cfg.recipe == "auto" and not state["recipe"]
+    # a given batch size is kept: only its speed is measured
+    probe_batches = AUTO_BATCHES if "batch_size" in cfg.chosen else (cfg.batch_size,)
     probe: dict[int, list[float]] = {}
     stop_reason = "max_epochs"
     diverged = False
     model.train()
 
     def reg_strength() -> float:
-        if cfg.recipe == "auto":  # by time: over the first half of the training time
+        if "reg_decay_steps" in cfg.chosen:  # by time: over the first half of the training time
             # (the budget less what the calibration and the test scores will take)
             training = budget - _finish_seconds(timing.val or 0.0, split, cfg)
             span = AUTO_REG_SHARE * max(training, 0.5 * budget)
@@ -578,7 +597,7 @@ def train(
                 break
             batch_size = cfg.batch_size
             if auto_pending:  # compare batch sizes on real training steps
-                batch_size = _probe_batch(probe, state["step"])
+                batch_size = _probe_batch(probe, state["step"], probe_batches)
             if state["pos"] + batch_size > len(state["order"]):
                 state["order"], state["pos"] = rng.permutation(train_idx), 0
             batch = state["order"][state["pos"] : state["pos"] + batch_size]
@@ -611,7 +630,7 @@ def train(
             timing.add_step(clock() - t_step, state["step"])
             if auto_pending:
                 probe.setdefault(batch_size, []).append(clock() - t_step)
-                if _probe_done(probe):
+                if _probe_done(probe, probe_batches):
                     cfg, info = _resolve_from_probe(
                         cfg, probe, model, features, split, budget, clock() - t_start, clock
                     )
@@ -704,7 +723,7 @@ def train(
         yield {"kind": "calibrated", **{k: v for k, v in calibration.items() if k != "trials"}}
     test_pred = predict(model, features, split.test, cfg.eval_batch_size, cfg.amp)
     y_test = y_all[split.test]
-    if cfg.recipe == "auto" and "reg_done_step" in state:  # record where it really ended
+    if "reg_decay_steps" in cfg.chosen and "reg_done_step" in state:  # where it really ended
         cfg = replace(cfg, reg_decay_steps=max(1, int(state["reg_done_step"])))
     result = TrainResult(
         state=final,
@@ -791,7 +810,10 @@ def _replan_interval(
     """The ``auto`` recipe's validation interval, re-planned from the current speed (a
     shared machine's speed changes), by the rule of :func:`resolve_auto_recipe` applied
     to the whole budget: about the same number of validations over the run, not 20 more
-    in whatever time is left (which would crowd them, and patience, into the end)."""
+    in whatever time is left (which would crowd them, and patience, into the end). A
+    given interval is kept."""
+    if "steps_per_epoch" not in cfg.chosen:
+        return cfg
     val = timing.val or 0.0
     usable = budget - val - _finish_seconds(val, split, cfg)
     if usable <= 0 or timing.step <= 0 or elapsed >= budget:
@@ -813,25 +835,27 @@ def _check_budget(budget: float, timing: _Timing, split: Split, cfg: TrainConfig
         )
 
 
-def _probe_batch(probe: dict[int, list[float]], step: int) -> int:
-    """The batch size of the next probe step: warm-up at 8, then 3 timed steps each."""
-    for b in AUTO_BATCHES:
-        if len(probe.get(b, [])) < (AUTO_WARMUP_STEPS if b == AUTO_BATCHES[0] else 3):
+def _probe_batch(
+    probe: dict[int, list[float]], step: int, batches: tuple[int, ...] = AUTO_BATCHES
+) -> int:
+    """The batch size of the next probe step: warm-up at the first of ``batches``, then
+    3 timed steps each."""
+    for b in batches:
+        if len(probe.get(b, [])) < (AUTO_WARMUP_STEPS if b == batches[0] else 3):
             return b
-    return AUTO_BATCHES[-1]
+    return batches[-1]
 
 
-def _probe_done(probe: dict[int, list[float]]) -> bool:
+def _probe_done(probe: dict[int, list[float]], batches: tuple[int, ...] = AUTO_BATCHES) -> bool:
     return all(
-        len(probe.get(b, [])) >= (AUTO_WARMUP_STEPS if b == AUTO_BATCHES[0] else 3)
-        for b in AUTO_BATCHES
+        len(probe.get(b, [])) >= (AUTO_WARMUP_STEPS if b == batches[0] else 3) for b in batches
     )
 
 
 def _resolve_from_probe(cfg, probe, model, features, split, budget, elapsed, clock):
     # per batch size: the median of its last 3 steps (the first ones warm up)
     step_s = {b: float(np.median(ts[-3:])) for b, ts in probe.items()}
-    batch = max(AUTO_BATCHES, key=lambda b: (b / step_s[b], -b))
+    batch = max(step_s, key=lambda b: (b / step_s[b], -b))  # the given one, if given
     t0 = clock()
     val_s = _time_validation(model, features, split, cfg, clock)
     elapsed += clock() - t0

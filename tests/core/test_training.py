@@ -385,6 +385,84 @@ def test_auto_recipe_closed_form():
     assert res2.reg_decay_steps == 6000 and res2.steps_per_epoch == 1000
 
 
+def test_auto_recipe_keeps_what_was_given():
+    from napari_factortopy.core.training import resolve_auto_recipe
+
+    # what differs from the paper's default counts as given (never overwritten)
+    cfg = TrainConfig(max_seconds=300, recipe="auto", batch_size=16, lr=5e-4)
+    assert cfg.given == ("batch_size", "lr") and cfg.chosen == (
+        "steps_per_epoch",
+        "reg_decay_steps",
+    )
+    # the speed measured favours 32, but 16 was given; lr is not rescaled
+    res, info = resolve_auto_recipe(cfg, 250.0, 0.1, 2.0, 32)
+    assert (res.batch_size, res.lr) == (16, 5e-4)
+    assert res.steps_per_epoch == 200  # chosen, as in the closed form above
+    assert res.reg_decay_steps == int(250.0 / (0.1 + 2.0 / 200)) // 2
+    assert info["given"] == {"batch_size": 16, "lr": 5e-4}
+    assert info["chosen"] == ["steps_per_epoch", "reg_decay_steps"]
+    # a given interval and T are kept too, and the plan is made around them
+    cfg = TrainConfig(max_seconds=300, recipe="auto", steps_per_epoch=50, reg_decay_steps=7000)
+    res, info = resolve_auto_recipe(cfg, 250.0, 0.1, 2.0, 32)
+    assert (res.steps_per_epoch, res.reg_decay_steps) == (50, 7000)
+    assert (res.batch_size, res.lr) == (32, pytest.approx(4e-3))  # chosen
+    assert info["planned_steps"] == int(250.0 / (0.1 + 2.0 / 50))
+    # a default value is given when listed; the paper's batch 8 then stays
+    cfg = TrainConfig(max_seconds=300, recipe="auto", given=("batch_size",))
+    assert resolve_auto_recipe(cfg, 250.0, 0.1, 2.0, 32)[0].batch_size == 8
+    with pytest.raises(ValueError, match="given must list fields"):
+        TrainConfig(max_seconds=300, recipe="auto", given=("seed",))
+    # stored and read back; a file written before `given` existed: all chosen
+    assert TrainConfig.from_dict(res.to_dict()) == res
+    old = {k: v for k, v in res.to_dict().items() if k != "given"}
+    assert TrainConfig.from_dict(old).given == ()
+
+
+def test_auto_run_trains_with_the_given_batch_lr_and_t():
+    """Given batch 16, lr 5e-4 and T = 30: every training step reads 16 images (the
+    speed test included), AdamW runs at 5e-4 and λ decays by the step as the paper's;
+    the recipe still chooses the validation interval."""
+    coords, feats, y = _problem()
+    clock = _SimClock()
+    slow = _SlowFeatures(feats, clock, per_image=0.004, per_call=0.05)  # 32 is fastest
+    sizes = []
+    real_get = slow.get
+
+    def spy(idx):
+        sizes.append(len(idx))
+        return real_get(idx)
+
+    slow.get = spy
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(
+        max_seconds=30.0, recipe="auto", log_every=1, batch_size=16, lr=5e-4, reg_decay_steps=30
+    )
+    model = _fresh(coords)
+    lrs = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    torch.optim.AdamW.step = step
+    try:
+        recs, res = _run(train(model, slow, y, split, cfg, clock=clock))
+    finally:
+        torch.optim.AdamW.step = real_step
+    steps = [r for r in recs if r["kind"] == "step"]
+    assert res.steps == len(steps) == len(lrs) > 30
+    assert set(lrs) == {5e-4}
+    # training reads are the steps' batches; validation reads are eval batches (64)
+    assert sizes.count(16) == res.steps and not {8, 32} & set(sizes)
+    assert set(res.recipe["images_per_second"]) == {"16"}
+    assert res.recipe["given"] == {"batch_size": 16, "lr": 5e-4, "reg_decay_steps": 30}
+    for r in steps:
+        assert r["reg_strength"] == pytest.approx(max(0.0, 1 - r["step"] / 30))
+    assert (res.config.batch_size, res.config.lr, res.config.reg_decay_steps) == (16, 5e-4, 30)
+    assert res.config.steps_per_epoch != 1000  # chosen for the budget
+
+
 def test_auto_recipe_run_finishes_the_regulariser_inside_the_budget():
     coords, feats, y = _problem()
     clock = _SimClock()

@@ -68,7 +68,7 @@ def test_panel_builds_the_cli_train_config(make_napari_viewer, settings, argv):
     _same(train.job().train, _cli(*argv))
 
 
-def test_auto_recipe_rests_the_controls_it_chooses(make_napari_viewer):
+def test_auto_recipe_chooses_only_what_was_not_set(make_napari_viewer):
     viewer = make_napari_viewer()
     train = dock(viewer, "Train")
     assert not train.recipe.enabled and "time budget" in train.recipe.tooltip
@@ -76,7 +76,16 @@ def test_auto_recipe_rests_the_controls_it_chooses(make_napari_viewer):
     assert train.recipe.enabled and train.recipe.value == "auto"
     for name in ("batch_size", "lr", "steps_per_epoch", "reg_decay_steps"):
         control = getattr(train, name)
-        assert not control.enabled and "chosen by the run" in control.tooltip
+        assert control.enabled and "chosen by the run" in control.tooltip
+    assert train.train_config().given == ()
+    # what the user sets is given: kept by the recipe, as `--batch-size 16 --lr 5e-4`
+    train.batch_size.value = 16
+    train.lr.value = 5e-4
+    assert "given" in train.batch_size.tooltip and "chosen" in train.steps_per_epoch.tooltip
+    cfg = train.train_config()
+    assert (cfg.batch_size, cfg.lr, cfg.given) == (16, 5e-4, ("batch_size", "lr"))
+    assert cfg.chosen == ("steps_per_epoch", "reg_decay_steps")
+    _same(cfg, _cli("--max-seconds", "60", "--batch-size", "16", "--lr", "5e-4"))
     train.recipe.value = "paper"
     assert train.batch_size.enabled and "chosen" not in train.batch_size.tooltip
     train.max_minutes.value = 0.0
@@ -94,8 +103,9 @@ def test_auto_run_shows_resolved_recipe_and_convergence(
     train.device.value = "cpu"
     train.max_minutes.value = 0.25
     train.max_epochs.value = 3
+    train.batch_size.value = 16  # given: the recipe keeps it and chooses the rest
     job = train.job()
-    assert job.train.recipe == "auto"
+    assert job.train.recipe == "auto" and job.train.given == ("batch_size",)
     job = replace(job, phantom_config=TINY_PHANTOM, hidden=8)
     records = []
     worker = train._on_start(job=job, start=False)
@@ -104,10 +114,11 @@ def test_auto_run_shows_resolved_recipe_and_convergence(
         worker.start()
     (recipe,) = [r for r in records if r["kind"] == "recipe"]
     c = recipe["config"]
-    assert train.resolved == c
-    assert f"batch {c.batch_size}" in train.recipe_info.value
-    assert f"T = {c.reg_decay_steps}" in train.recipe_info.value
-    assert train.batch_size.value == c.batch_size
+    assert train.resolved == c and c.batch_size == 16
+    assert recipe["info"]["given"] == {"batch_size": 16}
+    assert "batch 16 (given)" in train.recipe_info.value
+    assert f"T {c.reg_decay_steps} (chosen)" in train.recipe_info.value
+    assert train.batch_size.value == c.batch_size and train.given == {"batch_size"}
     assert train.native.grab().save(str(shot_dir / "train_panel.png"))
     assert train.steps_per_epoch.value == c.steps_per_epoch
     saved = [r for r in records if r["kind"] == "saved"][-1]["model"]
