@@ -130,6 +130,14 @@ def info_lines(m, path: str) -> list[str]:
         f"  subject     {m.mesh}: {m.n_vertices} vertices ({m.n_lh} lh, "
         f"{m.n_vertices - m.n_lh} rh)",
     ]
+    imported = m.extra.get("imported")
+    if isinstance(imported, dict):
+        lines.append(
+            f"  imported    {imported.get('source', '?')}: {imported.get('format', '?')} "
+            f"checkpoint {imported.get('checkpoint', '?')} (sha256 "
+            f"{str(imported.get('sha256', '?'))[:12]}…), licence {imported.get('licence', '?')}"
+        )
+        lines.append(f"  vertices    {imported.get('vertices', '?')}")
     if conv.get("line"):
         lines.append(f"  state       {conv['line']}")
     elif m.kind == "model" and "steps" in s:
@@ -269,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_sweep import add_sweep_parser
 
     add_sweep_parser(sub)
+    from .cli_official import add_import_official_parser
+    from .cli_predict import add_predict_parser
+
+    add_import_official_parser(sub)
+    add_predict_parser(sub)
     return p
 
 

@@ -178,7 +178,14 @@ def add_extract_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_dataset_arguments(p)
     g = p.add_argument_group("extraction")
     g.add_argument("--cache", required=True, type=Path, help="feature cache directory (.zarr)")
-    g.add_argument("--grid", type=int, nargs=2, default=(8, 8), metavar=("H", "W"))
+    g.add_argument(
+        "--grid",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="local-token grid (default: the backbone preset's, else 8 8)",
+    )
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--device", default="auto", help="'auto', 'cuda', 'mps' or 'cpu'")
     g.add_argument("--no-autocast", action="store_true", help="no bf16 autocast on CUDA")
@@ -235,7 +242,7 @@ def run_extract(args: argparse.Namespace) -> int:
             "backbone": bb.name,
             "layer_names": bb.layer_names,
             "widths": bb.widths,
-            "grid": list(args.grid),
+            "grid": list(args.grid or bb.grid or (8, 8)),
             "image_ids": [str(i) for i in ds.image_ids],
             "preprocessing": bb.preprocessing.to_dict(),
             "chunk_images": args.chunk_images,

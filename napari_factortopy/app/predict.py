@@ -193,6 +193,8 @@ def model_backbone(model, **kwargs):
         )
     if record.get("preprocessing"):
         bb.preprocessing = _preprocessing(dict(record["preprocessing"]))
+    if record.get("token_resize"):  # a preset's (the paper's: plain bilinear)
+        bb.token_resize = str(record["token_resize"])
     want = [int(w) for w in (model.config.get("widths") or record.get("widths") or [])]
     got = [int(w) for w in bb.widths]
     if got != want:
@@ -228,7 +230,9 @@ def image_features(backbone, image, grid) -> tuple[list[np.ndarray], list[np.nda
         x = x.to(param.device, param.dtype)
     with torch.no_grad():
         local, global_ = backbone(x)
-        local = resize_tokens(local, tuple(int(g) for g in grid))
+        local = resize_tokens(
+            local, tuple(int(g) for g in grid), getattr(backbone, "token_resize", "antialias")
+        )
     return (
         [t.float().cpu().numpy() for t in local],
         [t.float().cpu().numpy() for t in global_],

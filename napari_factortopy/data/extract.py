@@ -466,7 +466,8 @@ def _extract(
             if x is not None:
                 with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
                     local, global_ = backbone(x.to(dev, non_blocking=True))
-                    local = resize_tokens(local, cache.grid)
+                    mode = getattr(backbone, "token_resize", "antialias")
+                    local = resize_tokens(local, cache.grid, mode)
                 loc16 = [t.float().cpu().numpy().astype(np.float16) for t in local]
                 glo16 = [t.float().cpu().numpy().astype(np.float16) for t in global_]
                 for j, i in enumerate(keep):

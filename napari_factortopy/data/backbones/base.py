@@ -266,6 +266,13 @@ class Backbone:
         Stop the forward pass once every hooked layer has run.
     source : dict
         JSON-able provenance (library, model, pretrained tag, weights file).
+    token_resize : {"antialias", "bilinear"}
+        How local tokens are brought onto a model's grid (:func:`resize_tokens`):
+        ``"antialias"`` (default) or plain ``"bilinear"`` (the paper's release).
+    grid : (h, w) or None
+        The local-token grid a preset asks for (the paper's: 8×8); None: the caller's.
+    preset : str or None
+        The named convention the backbone follows (``"paper"``), recorded in its name.
     """
 
     name: str
@@ -277,6 +284,9 @@ class Backbone:
     layout: TokenLayout = field(default_factory=TokenLayout)
     stop_early: bool = True
     source: dict = field(default_factory=dict)
+    token_resize: str = "antialias"
+    grid: tuple[int, int] | None = None
+    preset: str | None = None
     _lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -349,8 +359,9 @@ class Backbone:
         return self
 
     def describe(self) -> dict:
-        """JSON-able summary (name, layers, widths, preprocessing, provenance)."""
-        return {
+        """JSON-able summary (name, layers, widths, preprocessing, provenance; a preset's
+        token resizing and grid when it sets them)."""
+        out = {
             "name": self.name,
             "layer_names": list(self.layer_names),
             "widths": [int(w) for w in self.widths],
@@ -358,6 +369,13 @@ class Backbone:
             "preprocessing": self.preprocessing.to_dict(),
             "source": dict(self.source),
         }
+        if self.token_resize != "antialias":
+            out["token_resize"] = self.token_resize
+        if self.grid is not None:
+            out["grid"] = [int(g) for g in self.grid]
+        if self.preset:
+            out["preset"] = self.preset
+        return out
 
 
 def _unknown_modules_message(name: str, missing: Sequence[str], modules: Any) -> str:
@@ -372,13 +390,21 @@ def _unknown_modules_message(name: str, missing: Sequence[str], modules: Any) ->
     )
 
 
-def resize_tokens(local, grid: tuple[int, int]):
+#: How :func:`resize_tokens` may resize: anti-aliased bilinear (ours) or plain bilinear
+#: (``F.interpolate(mode="bilinear", align_corners=False)``, the paper's release).
+TOKEN_RESIZES = ("antialias", "bilinear")
+
+
+def resize_tokens(local, grid: tuple[int, int], mode: str = "antialias"):
     """Resize local tokens bilinearly onto a fixed grid (anti-aliased when shrinking).
 
     Parameters
     ----------
     local : list of tensors of shape (B, C_l, h_l, w_l)
     grid : (h, w)
+    mode : {"antialias", "bilinear"}
+        ``"bilinear"``: no anti-aliasing (the paper's release downsamples 14×14 ViT
+        tokens to 8×8 this way); a backbone's :attr:`Backbone.token_resize`.
 
     Returns
     -------
@@ -386,6 +412,8 @@ def resize_tokens(local, grid: tuple[int, int]):
     """
     from torch.nn import functional as F
 
+    if mode not in TOKEN_RESIZES:
+        raise BackboneError(f"token resizing must be one of {TOKEN_RESIZES}; found {mode!r}")
     out = []
     for t in local:
         if tuple(t.shape[-2:]) == tuple(grid):
@@ -397,7 +425,7 @@ def resize_tokens(local, grid: tuple[int, int]):
                     size=tuple(grid),
                     mode="bilinear",
                     align_corners=False,
-                    antialias=True,
+                    antialias=mode == "antialias",
                 )
             )
     return out

@@ -26,6 +26,69 @@ from .base import (
 from .timm_family import _timm_default_layers
 from .weights import _open_clip_weights
 
+#: Named token conventions, chosen with ``open_clip:MODEL@TAG+NAME`` (or ``preset=``).
+#: ``"paper"``: the paper's release (huzeyann/BrainDecodesDeepNets, ``ModifiedCLIP``):
+#: every residual block's raw output (before ``ln_post``), the class token as the global
+#: token, the patch tokens brought onto an 8×8 grid by plain bilinear interpolation
+#: (``F.interpolate(..., (8, 8), mode="bilinear", align_corners=False)``, no
+#: anti-aliasing), and images resized to the input size without cropping (PIL bilinear,
+#: aspect ratio not kept) and normalised with ImageNet's mean and std (not CLIP's).
+PRESETS = ("paper",)
+#: The paper's backbone: open_clip ViT-B-16 trained on DataComp-L, in its convention.
+PAPER_BACKBONE = "open_clip:ViT-B-16@datacomp_l_s1b_b8k+paper"
+#: The release's local-token grid (its ``PLModel.downsample_local_tokens``).
+PAPER_GRID = (8, 8)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def paper_backbone_record(blocks: Sequence[int] = tuple(range(12))) -> dict:
+    """What ``load_backbone(PAPER_BACKBONE).describe()`` records, without building it.
+
+    The paper's ViT-B-16 has 12 residual blocks of width 768 and a 224-pixel input; a
+    model file needs only this record to be shown, and the network (with its weights)
+    only to predict new images. ``tests/data/test_backbones.py`` checks the two agree.
+
+    Parameters
+    ----------
+    blocks : sequence of int
+        The blocks (0..11) a model reads, in its order.
+
+    Returns
+    -------
+    dict
+        ``name``, ``layer_names``, ``widths``, ``global_token``, ``preprocessing``,
+        ``source`` (no weights file), ``token_resize``, ``grid``, ``preset``.
+    """
+    blocks = [int(b) for b in blocks]
+    if not blocks or min(blocks) < 0 or max(blocks) > 11:
+        raise BackboneError(
+            f"{PAPER_BACKBONE}: expected block numbers 0..11 (ViT-B-16 has 12); found {blocks}"
+        )
+    prep = Preprocessing(
+        input_size=224,
+        crop_pct=1.0,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bilinear",
+        resize_mode="squash",
+    )
+    return {
+        "name": PAPER_BACKBONE,
+        "layer_names": [f"transformer.resblocks.{b}" for b in blocks],
+        "widths": [768] * len(blocks),
+        "global_token": "class",
+        "preprocessing": prep.to_dict(),
+        "source": {
+            "library": "open_clip",
+            "model": "ViT-B-16",
+            "pretrained": "datacomp_l_s1b_b8k",
+        },
+        "token_resize": "bilinear",
+        "grid": list(PAPER_GRID),
+        "preset": "paper",
+    }
+
 
 def open_clip_backbone(
     model_name: str,
@@ -37,6 +100,7 @@ def open_clip_backbone(
     cache_dir: str | os.PathLike | None = None,
     model: Any = None,
     preprocess_cfg: dict | None = None,
+    preset: str | None = None,
 ) -> Backbone:
     """The image tower of an open_clip model as a backbone.
 
@@ -61,6 +125,12 @@ def open_clip_backbone(
         An already built model (``model_name`` is then only recorded).
     preprocess_cfg : dict, optional
         Overrides ``size``/``mean``/``std``/``interpolation``/``resize_mode``.
+    preset : {"paper"}, optional
+        A named token convention (:data:`PRESETS`; ViT towers only): ``"paper"`` keeps
+        the raw block outputs and the class token but resizes local tokens without
+        anti-aliasing onto the release's 8×8 grid and preprocesses images as the release
+        did (squash to the input size, bilinear, ImageNet mean/std). The backbone's name
+        ends in ``+paper`` so that a model file records it.
 
     Returns
     -------
@@ -131,7 +201,14 @@ def open_clip_backbone(
         resize_mode="squash" if pcfg.get("resize_mode") == "squash" else "shortest",
     )
     name = model_name + (f"@{tag}" if tag else "")
+    if preset is not None and preset not in PRESETS:
+        raise BackboneError(f"unknown backbone preset {preset!r}; known presets: {PRESETS}")
     trunk = getattr(visual, "trunk", None)
+    if preset is not None and (trunk is not None or not hasattr(visual, "transformer")):
+        raise BackboneError(
+            f"open_clip {model_name}: the {preset!r} preset needs a ViT image tower; found "
+            f"{type(visual).__name__}"
+        )
     if trunk is not None:  # timm trunk (ConvNeXt CLIP…)
         names, layout, glob = _timm_default_layers(trunk, layers)
         names = [f"trunk.{n}" for n in names]
@@ -155,6 +232,18 @@ def open_clip_backbone(
             f"open_clip {model_name}: image tower {type(visual).__name__} is not supported; "
             "wrap it with from_module(model.visual, layer_names)"
         )
+    extra: dict[str, Any] = {}
+    if preset == "paper":
+        prep = Preprocessing(
+            input_size=prep.input_size,
+            crop_pct=1.0,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            interpolation="bilinear",
+            resize_mode="squash",
+        )
+        extra = {"token_resize": "bilinear", "grid": PAPER_GRID, "preset": preset}
+        name += f"+{preset}"
     bb = Backbone(
         name=f"open_clip:{name}",
         module=visual,
@@ -164,6 +253,7 @@ def open_clip_backbone(
         global_token=glob,
         layout=layout,
         source=source,
+        **extra,
     )
     modules = dict(visual.named_modules())
     missing = [n for n in names if n not in modules]

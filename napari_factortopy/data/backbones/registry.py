@@ -15,7 +15,7 @@ from .base import Backbone, BackboneError, _finish
 from .efficientnet import efficientnet_lite0
 from .generic import _from_factory
 from .names import _close_names
-from .open_clip_family import open_clip_backbone
+from .open_clip_family import PAPER_BACKBONE, PRESETS, open_clip_backbone
 from .timm_family import timm_backbone
 
 
@@ -37,7 +37,9 @@ def load_backbone(
         ``"efficientnet_lite0"`` (offline pretrained); ``"timm:NAME"`` or a bare timm
         name; ``"open_clip:MODEL"`` or ``"open_clip:MODEL@TAG"`` (also ``"clip:"``);
         ``"module:package.module:factory"`` (``factory()`` returns
-        ``(module, layer_names)`` or a :class:`Backbone`).
+        ``(module, layer_names)`` or a :class:`Backbone`). An open_clip name may end in
+        ``+PRESET`` (``"open_clip:ViT-B-16@datacomp_l_s1b_b8k+paper"``, also just
+        ``"paper"``): the paper's token convention and preprocessing.
     pretrained : str, optional
         open_clip pretrained tag (alternative to ``@TAG``).
     weights, layers, allow_download, cache_dir
@@ -57,6 +59,18 @@ def load_backbone(
         Missing weights (names what to fetch and where to put it).
     """
     spec = spec.strip()
+    if spec == "paper":  # the paper's backbone in the release's token convention
+        spec = PAPER_BACKBONE
+    preset = None
+    head, plus, tail = spec.rpartition("+")
+    if plus and tail in PRESETS:
+        spec, preset = head, tail
+        kwargs["preset"] = preset
+        if not spec.lower().startswith(("open_clip:", "openclip:", "clip:")):
+            raise BackboneError(
+                f"backbone {spec!r}: the {preset!r} preset exists for open_clip ViTs only "
+                f"(e.g. {PAPER_BACKBONE!r})"
+            )
     if spec == "efficientnet_lite0":
         bb = efficientnet_lite0(None if weights == "random" else (weights or "packaged"))
         if layers not in (None, "blocks"):
