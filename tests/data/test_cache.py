@@ -457,7 +457,7 @@ def test_two_processes_disjoint_chunk_aligned(tmp_path: Path) -> None:
 
 def test_creation_race_keeps_the_winner(tmp_path: Path, monkeypatch) -> None:
     """Another process creating the cache while we build ours: we open theirs."""
-    from napari_factortopy.data import cache as cache_mod
+    from napari_factortopy.data.cache import store as cache_mod
 
     n = 8
     local, glob = _features(n)

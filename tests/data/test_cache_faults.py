@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_factortopy.data import cache as cache_mod
 from napari_factortopy.data.cache import CacheError, FeatureCache, image_digest
+from napari_factortopy.data.cache import store as cache_mod
 
 N, CHUNK = 10, 4
 LAYERS, WIDTHS, GRID = ["a", "b"], [3, 2], (2, 2)
