@@ -569,3 +569,69 @@ def test_zero_seeds_is_a_usage_error(demo_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(_train_args(demo_dir, tmp_path / "m.ftopy", "--seeds", "0"))
     assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
+
+
+def _parsers(parser, path=("factortopy",)):
+    """(command path, parser) of the command and every sub-command, at every level."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from napari_factortopy.app.cli import build_parser
+
+    parser = build_parser()
+    missing, commands = [], set()
+    for path, p in _parsers(parser):
+        commands.add(" ".join(path))
+        for a in p._actions:
+            if isinstance(a, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            if not (a.help and a.help.strip()) or a.help == argparse.SUPPRESS:
+                missing.append(f"{' '.join(path)} {'/'.join(a.option_strings) or a.dest}")
+    assert {"factortopy train", "factortopy figure", "factortopy sweep"} <= commands
+    assert not missing, "options without help text: " + ", ".join(missing)
+    # the top-level help names every sub-command
+    text = parser.format_help()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert all(name in text for name in subs.choices)
+
+
+def test_debug_works_after_the_sub_command_too(tmp_path, capsys):
+    from napari_factortopy.app.cli import build_parser
+
+    bad = tmp_path / "x.ftopy"
+    bad.write_bytes(b"\x89PNG not a model")
+    assert main(["info", str(bad)]) == 2  # a message, no traceback
+    for argv in (["--debug", "info", str(bad)], ["info", str(bad), "--debug"]):
+        with pytest.raises(Exception, match=r"x\.ftopy"):
+            main(argv)
+    # every sub-command (and `cache verify`) takes it; absent, it stays off
+    for path, p in _parsers(build_parser()):
+        assert "--debug" in p._option_string_actions, " ".join(path)
+    assert build_parser().parse_args(["info", "m.ftopy"]).debug is False
+    assert build_parser().parse_args(["info", "m.ftopy", "--debug"]).debug is True
+
+
+def test_readme_has_an_example_of_every_command():
+    import argparse
+    import re
+    from pathlib import Path
+
+    from napari_factortopy.app.cli import build_parser
+    from napari_factortopy.app.cli_sweep import ACTIONS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = [f"factortopy {name}" for name in subs.choices]
+    commands += [f"factortopy sweep {a}" for a in ACTIONS if a != "run"]
+    absent = [c for c in commands if not re.search(rf"^{re.escape(c)}\b", readme, re.M)]
+    assert not absent, f"README.md has no example line starting with: {absent}"

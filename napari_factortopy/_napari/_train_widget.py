@@ -55,8 +55,9 @@ TIPS = {
     "top_k": "best checkpoints kept for the soup (paper: 10)",
     "soup": "greedy soup of the top-k checkpoints on the validation split (off: the best one)",
     "amp": "bf16 mixed precision on CUDA (off: fp32; no effect on the CPU)",
-    "calibrate": "after training, choose the layer softmax's sharpness and refit the readout "
-    "on the validation split (ours); auto: on with the auto recipe, off with paper",
+    "calibrate": "after training, choose the layer softmax's sharpness on the validation "
+    "split and refit the readout on the training split (ours); auto: on with the auto "
+    "recipe, off with paper",
     "seed": "seed of the initialisation, the batches and the image split",
     "max_epochs": "most epochs (training stops earlier on patience)",
     "patience": "epochs without a better validation score before stopping",

@@ -1,4 +1,4 @@
-"""The ``factortopy`` command: demo, train, info (and extract, figure).
+"""The ``factortopy`` command: FactorTopy from features to maps, on the command line.
 
 Every subcommand drives the same core generators as the napari widgets, with a
 tqdm progress bar. torch, timm and open_clip are imported inside functions.
@@ -245,16 +245,30 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import DemoOptions
 
     dflt = DemoOptions()
-    d.add_argument("--n-vertices", type=int, default=dflt.n_vertices)
-    d.add_argument("--n-images", type=int, default=dflt.n_images)
+    d.add_argument(
+        "--n-vertices",
+        type=int,
+        default=dflt.n_vertices,
+        help=f"phantom vertices, both hemispheres (default {dflt.n_vertices})",
+    )
+    d.add_argument(
+        "--n-images",
+        type=int,
+        default=dflt.n_images,
+        help=f"phantom stimuli (default {dflt.n_images})",
+    )
     d.add_argument(
         "--train-seconds",
         type=float,
         default=dflt.train_seconds,
         help=f"wall-clock training budget (default {dflt.train_seconds:g} s)",
     )
-    d.add_argument("--device", default="auto")
-    d.add_argument("--seed", type=int, default=0)
+    from .cli_train import DEVICE_HELP
+
+    d.add_argument("--device", default="auto", help=DEVICE_HELP)
+    d.add_argument(
+        "--seed", type=int, default=0, help="seed of the phantom, the split and training"
+    )
     d.set_defaults(func=run_demo)
 
     from .cli_train import add_train_parser
@@ -262,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
 
     i = sub.add_parser("info", help="a readable summary of a model file")
-    i.add_argument("model")
+    i.add_argument("model", help="a .ftopy model file")
     i.set_defaults(func=run_info)
 
     from .cli_data import add_cache_parser, add_extract_parser
@@ -282,7 +296,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_import_official_parser(sub)
     add_predict_parser(sub)
+    _debug_after_subcommands(p)
     return p
+
+
+def _debug_after_subcommands(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after the sub-command too (``factortopy train … --debug``), at every
+    level of sub-commands; not given there, it leaves the top-level value alone."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            seen: list = []
+            for sp in action.choices.values():
+                if any(sp is x for x in seen):
+                    continue
+                seen.append(sp)
+                if "--debug" not in sp._option_string_actions:
+                    sp.add_argument(
+                        "--debug",
+                        action="store_true",
+                        default=argparse.SUPPRESS,
+                        help="show the full traceback of an error",
+                    )
+                _debug_after_subcommands(sp)
 
 
 #: Exit statuses: 0 ok, 2 usage or bad input, 1 a failure at run time.

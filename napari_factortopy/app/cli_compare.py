@@ -18,7 +18,7 @@ __all__ = ["add_compare_parser", "run_compare"]
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``compare-methods`` to a sub-parser set."""
     from .cli_data import add_dataset_arguments
-    from .cli_train import _positive_float, _positive_int
+    from .cli_train import DEVICE_HELP, _positive_float, _positive_int
 
     p = subparsers.add_parser(
         "compare-methods",
@@ -49,7 +49,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--bottleneck", type=_positive_int, default=128, help="D (default 128)")
     p.add_argument("--hidden", type=_positive_int, default=128, help="selector MLP width")
-    p.add_argument("--device", default="auto", help="'auto' (CUDA > MPS > CPU), 'cuda', 'cpu'")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--seed", type=int, default=0, help="initialisation seed of every method")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
     p.add_argument(
@@ -64,7 +64,12 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
         default=2,
         help="ridge: local tokens average-pooled to an N×N grid (default 2)",
     )
-    p.add_argument("--ridge-backend", choices=("numpy", "torch"), default="numpy")
+    p.add_argument(
+        "--ridge-backend",
+        choices=("numpy", "torch"),
+        default="numpy",
+        help="himalaya backend of the ridge baseline, on the CPU (default numpy)",
+    )
     p.set_defaults(func=run_compare)
     return p
 

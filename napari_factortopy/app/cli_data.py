@@ -167,6 +167,8 @@ def backbone_from_args(args: argparse.Namespace):
 
 def add_extract_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``extract`` (backbone + dataset → feature cache) to a sub-parser set."""
+    from .cli_train import DEVICE_HELP
+
     p = subparsers.add_parser(
         "extract",
         help="extract backbone features of a dataset's images into a feature cache",
@@ -186,8 +188,10 @@ def add_extract_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar=("H", "W"),
         help="local-token grid (default: the backbone preset's, else 8 8)",
     )
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--device", default="auto", help="'auto', 'cuda', 'mps' or 'cpu'")
+    g.add_argument(
+        "--batch-size", type=int, default=32, help="images per forward pass (default 32)"
+    )
+    g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.add_argument("--no-autocast", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument(
         "--on-error",

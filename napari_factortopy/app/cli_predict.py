@@ -173,7 +173,12 @@ def add_predict_parser(sub) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("model", help="a .ftopy model")
-    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files, or folders of images (in sorted name order)",
+    )
     p.add_argument("--out", required=True, help="the .npy to write: (N, V) float32")
     p.add_argument(
         "--weights",
@@ -181,7 +186,9 @@ def add_predict_parser(sub) -> argparse.ArgumentParser:
         "Hugging Face / torch hub cache)",
     )
     p.add_argument("--allow-download", action="store_true", help="let the backbone download")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="images per forward pass (default 16)"
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     p.set_defaults(func=run_predict)
     return p

@@ -38,7 +38,12 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
         usage="factortopy sweep [run|status|collect|gallery] SWEEP [options]",
     )
     p.add_argument("words", nargs="+", metavar="[ACTION] SWEEP", help="action and sweep")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local")
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="run: 'local' (jobs on this machine) or 'slurm' (submitit; default local)",
+    )
     p.add_argument("--status", action="store_true", help="same as the action 'status'")
     p.add_argument(
         "--max-parallel", type=int, default=None, help="local: jobs at once (default [local])"
@@ -46,12 +51,14 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="slurm: wait until every job ended")
     p.add_argument("--dry-run", action="store_true", help="check and list what would be submitted")
     g = p.add_argument_group("gallery")
-    g.add_argument("--map", default="layer", choices=MAPS)
-    g.add_argument("--view", default="ventral", choices=VIEWS)
+    g.add_argument("--map", default="layer", choices=MAPS, help="map drawn (default layer)")
+    g.add_argument("--view", default="ventral", choices=VIEWS, help="view (default ventral)")
     g.add_argument("--sort", default=None, help="index column to order the grid by")
-    g.add_argument("--descending", action="store_true")
+    g.add_argument("--descending", action="store_true", help="with --sort: largest first")
     g.add_argument("--size", type=int, default=220, help="pixels per brain")
-    g.add_argument("--columns", type=int, default=None)
+    g.add_argument(
+        "--columns", type=int, default=None, help="brains per row (default: about square)"
+    )
     g.add_argument("--out", default=None, help="gallery PNG (default SWEEP-OUT/gallery.png)")
     p.set_defaults(func=run_sweep_command)
     return p

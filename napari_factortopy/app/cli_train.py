@@ -16,6 +16,9 @@ from pathlib import Path
 
 __all__ = ["add_train_parser", "check_output_path", "run_train", "train_config_from_args"]
 
+#: Help text of every ``--device`` option.
+DEVICE_HELP = "'auto' (CUDA, then MPS, then CPU; default), 'cuda', 'mps' or 'cpu'"
+
 #: TrainConfig fields the ``auto`` recipe chooses when they are not given (a given one
 #: is kept as it is).
 AUTO_RESOLVED = ("batch_size", "lr", "steps_per_epoch", "reg_decay_steps")
@@ -106,7 +109,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         help="let nilearn download a missing fsaverage mesh (off: fail naming what is missing)",
     )
     t.add_argument("--out", required=True, help="model file to write (.ftopy)")
-    t.add_argument("--device", default="auto", help="'auto' (CUDA > MPS > CPU), 'cuda', 'cpu'")
+    t.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     g = t.add_argument_group("schedule")
     g.add_argument(
@@ -193,8 +196,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "--calibrate",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="after training, choose the layer softmax's sharpness and refit the readout "
-        "on the validation split (ours; default: on with --recipe auto, off with paper)",
+        help="after training, choose the layer softmax's sharpness on the validation split "
+        "and refit the readout on the training split at that sharpness (ours; default: on "
+        "with --recipe auto, off with paper)",
     )
 
     m = t.add_argument_group("model and data")

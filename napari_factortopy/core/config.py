@@ -168,8 +168,9 @@ class TrainConfig:
         max_seconds=60, batch_size=16)`` trains with batch 16); list a field to keep
         it at its default value too. The ``paper`` recipe uses every field as it is.
     calibrate : bool, optional
-        After training, calibrate the layer softmax's sharpness and refit the readout
-        on the validation split (:mod:`napari_factortopy.core.calibration`; ours).
+        After training, choose the layer softmax's sharpness (and the readout's ridge
+        penalty) on the validation split and refit the readout on the training split
+        (:mod:`napari_factortopy.core.calibration`; ours).
         None (default): on for the ``auto`` recipe, off for ``paper``.
     """
 
