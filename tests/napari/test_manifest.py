@@ -83,7 +83,7 @@ def test_top_level_manifest_declares_reader():
     assert commands[READER_CMD].python_name == "napari_factortopy._napari._reader:get_reader"
     (reader,) = pm.contributions.readers or []
     assert reader.command == READER_CMD
-    assert reader.filename_patterns == ["*.ftopy"]
+    assert reader.filename_patterns == ["*.ftopy", "*.pth", "*.ckpt", "*.pt"]
     assert reader.accepts_directories is False
 
 
