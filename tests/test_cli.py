@@ -375,11 +375,12 @@ def test_auto_recipe_keeps_the_settings_given(demo_dir, tmp_path, capsys, monkey
     """`--max-seconds 10 --batch-size 16 --lr 5e-4`: every step trains on 16 images at
     lr 5e-4; the model file and `factortopy info` say which settings were given and
     which the recipe chose."""
-    import torch
     import torch.nn.functional as F
 
     batches, lrs = [], []
-    real_loss, real_step = F.smooth_l1_loss, torch.optim.AdamW.step
+    from napari_factortopy.core.adamw import AdamW
+
+    real_loss, real_step = F.smooth_l1_loss, AdamW.step
 
     def loss(pred, target, **kw):
         batches.append(target.shape[0])
@@ -390,7 +391,7 @@ def test_auto_recipe_keeps_the_settings_given(demo_dir, tmp_path, capsys, monkey
         return real_step(self, *a, **kw)
 
     monkeypatch.setattr(F, "smooth_l1_loss", loss)
-    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    monkeypatch.setattr(AdamW, "step", step)
     out = tmp_path / "given.ftopy"
     extra = ["--max-seconds", "10", "--batch-size", "16", "--lr", "5e-4", "--bottleneck", "8"]
     assert main(_train_args(demo_dir, out, *extra)) == 0

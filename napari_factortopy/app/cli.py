@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=dflt.train_seconds,
         help=f"wall-clock training budget (default {dflt.train_seconds:g} s)",
     )
-    from .cli_train import DEVICE_HELP
+    from .cli_data import DEVICE_HELP
 
     d.add_argument("--device", default="auto", help=DEVICE_HELP)
     d.add_argument(

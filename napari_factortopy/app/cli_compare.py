@@ -17,8 +17,8 @@ __all__ = ["add_compare_parser", "run_compare"]
 
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``compare-methods`` to a sub-parser set."""
-    from .cli_data import add_dataset_arguments
-    from .cli_train import DEVICE_HELP, _positive_float, _positive_int
+    from .cli_data import DEVICE_HELP, add_dataset_arguments
+    from .cli_train import _positive_float, _positive_int
 
     p = subparsers.add_parser(
         "compare-methods",

@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+#: Help text of every ``--device`` option.
+DEVICE_HELP = "'auto' (CUDA, then MPS, then CPU; default), 'cuda', 'mps' or 'cpu'"
+
 __all__ = [
     "add_backbone_arguments",
     "add_cache_parser",
@@ -167,8 +170,6 @@ def backbone_from_args(args: argparse.Namespace):
 
 def add_extract_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``extract`` (backbone + dataset → feature cache) to a sub-parser set."""
-    from .cli_train import DEVICE_HELP
-
     p = subparsers.add_parser(
         "extract",
         help="extract backbone features of a dataset's images into a feature cache",

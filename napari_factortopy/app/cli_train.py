@@ -16,9 +16,6 @@ from pathlib import Path
 
 __all__ = ["add_train_parser", "check_output_path", "run_train", "train_config_from_args"]
 
-#: Help text of every ``--device`` option.
-DEVICE_HELP = "'auto' (CUDA, then MPS, then CPU; default), 'cuda', 'mps' or 'cpu'"
-
 #: TrainConfig fields the ``auto`` recipe chooses when they are not given (a given one
 #: is kept as it is).
 AUTO_RESOLVED = ("batch_size", "lr", "steps_per_epoch", "reg_decay_steps")
@@ -84,7 +81,7 @@ def check_output_path(path: str | os.PathLike, suffix: str = ".ftopy") -> Path:
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``train`` to a sub-parser set."""
     from ..core.config import RECIPES, TrainConfig
-    from .cli_data import add_dataset_arguments
+    from .cli_data import DEVICE_HELP, add_dataset_arguments
 
     d = TrainConfig()
     t = subparsers.add_parser(

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .adamw import AdamW
 from .atomic import atomic_path
 from .calibration import calibrate
 from .config import TrainConfig
@@ -445,9 +446,8 @@ def train(
     if len(split.train) == 0 or len(split.val) == 0:
         raise ValueError("the split needs training and validation images")
     y_dev = torch.as_tensor(y_all, device=dev) if dev.type != "cpu" else torch.from_numpy(y_all)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-    )
+    # torch.optim's update without torch.optim, which imports torch._dynamo (~3 s)
+    opt = AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     state = {
         "step": 0,

@@ -439,17 +439,19 @@ def test_auto_run_trains_with_the_given_batch_lr_and_t():
     )
     model = _fresh(coords)
     lrs = []
-    real_step = torch.optim.AdamW.step
+    from napari_factortopy.core.adamw import AdamW
+
+    real_step = AdamW.step
 
     def step(self, *a, **k):
         lrs.append(self.param_groups[0]["lr"])
         return real_step(self, *a, **k)
 
-    torch.optim.AdamW.step = step
+    AdamW.step = step
     try:
         recs, res = _run(train(model, slow, y, split, cfg, clock=clock))
     finally:
-        torch.optim.AdamW.step = real_step
+        AdamW.step = real_step
     steps = [r for r in recs if r["kind"] == "step"]
     assert res.steps == len(steps) == len(lrs) > 30
     assert set(lrs) == {5e-4}
