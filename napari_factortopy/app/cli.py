@@ -183,6 +183,10 @@ def info_lines(m, path: str) -> list[str]:
                     f"              {row['roi']:<10} {_num(row['layer_agreement'], '.2f'):>9}  "
                     f"{_num(row['space_spread'], '.3f'):>12}  {_num(row['scale_sd'], '.3f'):>8}"
                 )
+    from .cli_evaluate import evaluation_lines
+    from .cli_group import group_lines
+
+    lines += group_lines(m) + evaluation_lines(m)
     finite = np.isfinite(m.layer).all(1)
     if not finite.all():
         lines.append(f"  missing     {int((~finite).sum())} vertices have non-finite selectors")
@@ -288,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_compare import add_compare_parser
 
     add_compare_parser(sub)
+    from .cli_evaluate import add_evaluate_parser
+    from .cli_group import add_group_parser
+
+    add_group_parser(sub)
+    add_evaluate_parser(sub)
     from .cli_sweep import add_sweep_parser
 
     add_sweep_parser(sub)

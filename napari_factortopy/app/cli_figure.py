@@ -35,7 +35,9 @@ def add_figure_parser(subparsers) -> argparse.ArgumentParser:
         "--maps",
         type=_names,
         default=["layer"],
-        help=f"comma-separated maps from {', '.join(MAPS)} (default: layer)",
+        help=f"comma-separated maps from {', '.join(MAPS)}; a seed ensemble or group file "
+        "also has agreement, 'space spread', 'scale SD' (and a group n); a model evaluated by "
+        "'factortopy evaluate' has 'R² layer' (default: layer)",
     )
     p.add_argument(
         "--views",
@@ -65,6 +67,12 @@ def add_figure_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", "-o", required=True, help="PNG file to write")
     p.add_argument(
+        "--all-vertices",
+        action="store_true",
+        help="colour every vertex of an evaluated model (default: vertices whose score is "
+        "not significant at its FDR level are grey)",
+    )
+    p.add_argument(
         "--no-stamp",
         action="store_true",
         help="leave out the 'UNFINISHED MODEL' stamp written on figures of a model whose "
@@ -79,13 +87,15 @@ def run_figure(args: argparse.Namespace) -> int:
     from napari_factortopy.core.fitted_model import FittedModel
     from napari_factortopy.core.modelfile import ModelFileError
     from napari_factortopy.data.surfaces import SurfaceError
+    from napari_factortopy.scene import brain
     from napari_factortopy.scene.brain import MAPS, VIEWS, load_scene
     from napari_factortopy.scene.figure import figure_image
 
-    bad = [m for m in args.maps if m not in MAPS] + [v for v in args.views if v not in VIEWS]
+    known = (*MAPS, *brain.ENSEMBLE_MAPS, *brain.GROUP_MAPS, *brain.EVALUATION_MAPS)
+    bad = [m for m in args.maps if m not in known] + [v for v in args.views if v not in VIEWS]
     if bad or not args.maps or not args.views:
         print(
-            f"factortopy figure: unknown or missing map/view {bad}; maps: {', '.join(MAPS)}; "
+            f"factortopy figure: unknown or missing map/view {bad}; maps: {', '.join(known)}; "
             f"views: {', '.join(VIEWS)}",
             file=sys.stderr,
         )
@@ -99,6 +109,16 @@ def run_figure(args: argparse.Namespace) -> int:
     except (ModelFileError, SurfaceError, FileNotFoundError) as exc:
         print(f"factortopy figure: {exc}", file=sys.stderr)
         return 2
+    from napari_factortopy.scene.brain import available_maps
+
+    absent = [m for m in args.maps if m not in MAPS and m not in available_maps(model)]
+    if absent:
+        print(
+            f"factortopy figure: {args.model} has no {', '.join(absent)} map (ensembles, group "
+            f"files and evaluated models have more); its maps: {', '.join(available_maps(model))}",
+            file=sys.stderr,
+        )
+        return 2
     scene.kind = args.mesh
     if "score" in args.maps and not model.scores:
         print("note: the model has no test scores; the score map is grey", file=sys.stderr)
@@ -106,6 +126,7 @@ def run_figure(args: argparse.Namespace) -> int:
         print(f"factortopy figure: --layer must lie in 1..{model.n_layers}", file=sys.stderr)
         return 2
     scene.layer_index = args.layer - 1
+    scene.significant_only = not getattr(args, "all_vertices", False)
     stamp = not getattr(args, "no_stamp", False)
     lighting = getattr(args, "lighting", "flat")
     image = figure_image(

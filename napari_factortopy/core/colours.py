@@ -18,6 +18,7 @@ from .analyses import confidence, layer_argmax
 
 __all__ = [
     "GYRUS_GREY",
+    "NOT_SIGNIFICANT_GREY",
     "SULCUS_GREY",
     "cluster_palette",
     "cluster_rgba",
@@ -27,8 +28,10 @@ __all__ = [
     "layer_legend",
     "layer_rgba",
     "paint_surface",
+    "r2_layer_rgba",
     "scale_rgba",
     "score_rgba",
+    "space_brightness",
     "space_legend",
     "space_rgba",
     "weight_rgba",
@@ -38,6 +41,9 @@ __all__ = [
 GYRUS_GREY = 0.62
 #: Grey level of concave cortex (sulci; curvature >= 0).
 SULCUS_GREY = 0.42
+#: Flat grey of modelled vertices whose score is not significant (FDR q > α): lighter
+#: than both curvature greys, so the modelled patch stays visible without a colour.
+NOT_SIGNIFICANT_GREY = 0.86
 
 
 def _cmap(name: str):
@@ -142,6 +148,37 @@ def ensemble_layer_rgba(
     return out
 
 
+def r2_layer_rgba(split: np.ndarray, cmap: str = "coolwarm") -> np.ndarray:
+    """The ``R² layer`` map: which layer carries most of a vertex's explained variance.
+
+    Hue as in :func:`layer_rgba` from the layer with the largest share of R²
+    (:func:`~napari_factortopy.core.variance_split.dominant_layer`); brightness
+    ``1.2 − e³`` with ``e = 1 −`` that layer's share of the positive part of R², so a
+    vertex whose R² is spread over several layers is drawn dark. Read it with the
+    layer legend (its y axis is the share instead of the confidence).
+
+    Parameters
+    ----------
+    split : array of shape (V, L)
+        Per-layer R² (``evaluation["r2_split"]``).
+
+    Returns
+    -------
+    rgba : array of shape (V, 4), float64 in [0, 1], alpha 1
+        Grey where no layer carries positive R² (or the row is not finite).
+    """
+    from .variance_split import dominant_layer
+
+    s = np.asarray(split, dtype=np.float64)
+    layer, share = dominant_layer(s)
+    bad = ~np.isfinite(share)
+    n_layers = s.shape[1]
+    pos = layer / (n_layers - 1) if n_layers > 1 else np.full(layer.shape, 0.5)
+    out = _layer_colour(pos, np.where(bad, 1.0, share), cmap)
+    out[bad] = _grey(int(bad.sum()))
+    return out
+
+
 def layer_legend(
     n_layers: int, size: tuple[int, int] = (256, 256), cmap: str = "coolwarm"
 ) -> np.ndarray:
@@ -181,7 +218,7 @@ def _space_colour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return _opaque(hsv_to_rgb(hsv))
 
 
-def space_rgba(space: np.ndarray) -> np.ndarray:
+def space_rgba(space: np.ndarray, uncertainty: np.ndarray | None = None) -> np.ndarray:
     """The space map: hue from the angle, saturation from the radius, value 1.
 
     Hue ``= atan2(y, x) / 2π mod 1`` (red along +x); saturation ``= min(1, √(x² + y²))``
@@ -191,6 +228,9 @@ def space_rgba(space: np.ndarray) -> np.ndarray:
     ----------
     space : array of shape (V, 2)
         Grid position ``(x, y)`` in [-1, 1] (grid_sample coordinates).
+    uncertainty : array of shape (V,), optional
+        The RF's standard error (``factortopy evaluate``): less certain RFs are drawn
+        darker, unlocated ones dark (:func:`space_brightness`).
 
     Returns
     -------
@@ -201,8 +241,27 @@ def space_rgba(space: np.ndarray) -> np.ndarray:
         raise ValueError(f"space must be a (V, 2) array; got {s.shape}")
     bad = ~np.all(np.isfinite(s), axis=1)
     out = _space_colour(np.where(bad, 0.0, s[:, 0]), np.where(bad, 0.0, s[:, 1]))
+    if uncertainty is not None:
+        out[:, :3] *= space_brightness(uncertainty)[:, None]
     out[bad] = _grey(int(bad.sum()))
     return out
+
+
+def space_brightness(se: np.ndarray, unlocated: float = 0.5) -> np.ndarray:
+    """Brightness factor of the space map from the RF's standard error.
+
+    ``1 − 0.8 · min(se / unlocated, 1)``: 1 for a sharply located RF, 0.2 (dark, no
+    hue to read) from ``se ≥ unlocated`` (grid units; ``inf``: unlocated). The legend's
+    colours all have brightness 1, so a dark vertex never reads as an image location.
+
+    Parameters
+    ----------
+    se : array of shape (V,)
+        Standard error of the RF location (NaN: unknown, drawn at full brightness).
+    """
+    e = np.asarray(se, dtype=np.float64).reshape(-1)
+    fade = np.clip(np.where(np.isnan(e), 0.0, e) / unlocated, 0.0, 1.0)
+    return 1.0 - 0.8 * fade
 
 
 def space_legend(size: int = 256) -> np.ndarray:

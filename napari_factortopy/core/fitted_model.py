@@ -41,7 +41,15 @@ KIND_TRUTH = "phantom-truth"
 #: the maps the method has (e.g. ridge's best-layer profile as ``selectors/layer``);
 #: display-only (no weights to run); ``extra["baseline"]["method"]`` names it.
 KIND_BASELINE = "baseline"
-KINDS = (KIND_MODEL, KIND_TRUTH, KIND_BASELINE)
+#: Several subjects' or seeds' models as one map (core/group.py): display-only, its
+#: ``state`` holds only the sphere coordinates; ``summary["group"]`` describes it.
+KIND_GROUP = "group"
+KINDS = (KIND_MODEL, KIND_TRUTH, KIND_BASELINE, KIND_GROUP)
+#: Per-vertex test-set evaluations a model file may carry (``evaluation/<name>``):
+#: the permutation p-value and FDR q-value of the score map (core/significance.py),
+#: the per-layer split of R² (core/variance_split.py, shape (V, L)) and the standard
+#: error of the RF location (core/rf_uncertainty.py; inf: unlocated).
+EVALUATION_MAPS = ("p_value", "q_value", "r2_split", "space_se")
 
 #: Vertices per hemisphere of the fsaverage meshes (icosahedron order k: 10·4^k + 2).
 FSAVERAGE_SIZES: Mapping[str, int] = {
@@ -92,7 +100,15 @@ class FittedModel:
         For a seed ensemble (:func:`~napari_factortopy.core.ensemble.combine_seeds`):
         every seed's ``layer`` (K, V, L), ``space`` (K, V, 2), ``scale`` (K, V), and
         the per-vertex consistency maps ``layer_agreement``, ``space_spread``,
-        ``scale_sd`` (V,). Empty for a single model.
+        ``scale_sd`` (V,). A group file (:func:`~napari_factortopy.core.group.combine_models`)
+        stores its K models the same way (NaN where a model lacks a vertex) and adds
+        ``n`` (V,). Empty for a single model.
+    evaluation : dict of arrays
+        Test-set evaluations (``factortopy evaluate``): ``p_value``, ``q_value`` (V,)
+        of the permutation null of the score map, ``r2_split`` (V, L), the share of
+        each vertex's R² each layer carries, ``space_se`` (V,), the standard error of
+        the RF location; ``summary["evaluation"]`` says how they were made. Empty when
+        not evaluated.
     """
 
     config: dict
@@ -113,6 +129,7 @@ class FittedModel:
     kind: str = KIND_MODEL
     extra: dict = field(default_factory=dict)
     ensemble: dict[str, np.ndarray] = field(default_factory=dict)
+    evaluation: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         v = len(self.vertex_ids)
@@ -160,7 +177,15 @@ class FittedModel:
 
     @property
     def beta(self) -> np.ndarray:
-        """Readout weights, shape (V, D)."""
+        """Readout weights, shape (V, D).
+
+        Raises
+        ------
+        ValueError
+            For a file without a readout (a group map).
+        """
+        if "beta" not in self.state:
+            raise ValueError(f"this {self.kind!r} file holds no readout weights (display only)")
         return self.state["beta"]
 
     def hemi_slices(self) -> dict[str, slice]:
@@ -267,6 +292,7 @@ class FittedModel:
                 tensors[f"split/{k}"] = np.asarray(self.split[k], np.int64)
         tensors.update({f"scores/{k}": np.asarray(v) for k, v in self.scores.items()})
         tensors.update({f"ensemble/{k}": np.asarray(v) for k, v in self.ensemble.items()})
+        tensors.update({f"evaluation/{k}": np.asarray(v) for k, v in self.evaluation.items()})
         meta = {
             "kind": self.kind,
             "config": self.config,
@@ -324,6 +350,7 @@ class FittedModel:
                 kind=meta["kind"],
                 extra=dict(meta["extra"]),
                 ensemble={k[9:]: v for k, v in tensors.items() if k.startswith("ensemble/")},
+                evaluation={k[11:]: v for k, v in tensors.items() if k.startswith("evaluation/")},
             )
         except (ValueError, KeyError) as exc:  # pragma: no cover - the schema catches these
             raise ModelFileError(f"{path}: inconsistent model file: {exc}") from exc
@@ -519,6 +546,8 @@ def _check_summary(s: Mapping[str, Any]) -> None:
         ("convergence", dict, "a dict"),
         ("ensemble", dict, "a dict"),
         ("calibration", dict, "a dict"),
+        ("group", dict, "a dict"),
+        ("evaluation", dict, "a dict"),
     )
     for key, kind, what in typed:
         if key not in s:
@@ -545,6 +574,50 @@ def _check_summary(s: Mapping[str, Any]) -> None:
             _need(row, "roi", f"{w}['roi'][{i}]", str, "the ROI name (str)")
             for key in ("layer_agreement", "space_spread", "scale_sd"):
                 _number_or_null(f"{w}['roi'][{i}][{key!r}]", row.get(key))
+    _check_group_summary(s.get("group"))
+    _check_evaluation_summary(s.get("evaluation"))
+
+
+def _check_group_summary(g: Mapping[str, Any] | None) -> None:
+    """``summary["group"]`` of a group file (core/group.py): what info and napari read."""
+    if g is None:
+        return
+    w = "summary['group']"
+    models = _str_list(g, "models", w)
+    n = _int_at_least(g, "n_models", w, 2)
+    if len(models) != n:
+        raise _Bad(f"{w}['models']", f"expected {n} names (n_models), found {len(models)}")
+    for key in ("agreement_mean",):
+        _number_or_null(f"{w}[{key!r}]", g.get(key))
+    hier = g.get("hierarchy", {})
+    if not isinstance(hier, dict):
+        raise _Bad(f"{w}['hierarchy']", f"expected a dict, found {hier!r}")
+    for key in ("slope", "slope_lo", "slope_hi", "slope_sd", "intercept", "level"):
+        _number_or_null(f"{w}['hierarchy'][{key!r}]", hier.get(key))
+    rows = g.get("roi", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise _Bad(f"{w}['roi']", f"expected a list of dicts, found {rows!r}")
+    for i, row in enumerate(rows):
+        _need(row, "roi", f"{w}['roi'][{i}]", str, "the ROI name (str)")
+        _int_at_least(row, "n_models", f"{w}['roi'][{i}]", 1)
+        for key in ("score_mean", "score_sd", "layer_position_mean", "layer_position_sd",
+                    "confidence_mean", "confidence_sd", "agreement"):  # fmt: skip
+            _number_or_null(f"{w}['roi'][{i}][{key!r}]", row.get(key))
+
+
+def _check_evaluation_summary(e: Mapping[str, Any] | None) -> None:
+    """``summary["evaluation"]`` (``factortopy evaluate``): the null's settings."""
+    if e is None:
+        return
+    w = "summary['evaluation']"
+    if "permutations" in e:
+        _int_at_least(e, "permutations", w, 1)
+    alpha = e.get("alpha")
+    if alpha is not None and not (_is_number(alpha) and 0 < alpha < 1):
+        raise _Bad(f"{w}['alpha']", f"expected a number in (0, 1), found {alpha!r}")
+    for key in ("score", "fdr"):
+        if key in e and not isinstance(e[key], str):
+            raise _Bad(f"{w}[{key!r}]", f"expected a str, found {e[key]!r}")
 
 
 def _check_ensemble(tensors: Mapping[str, np.ndarray], v: int, n_layers: int) -> None:
@@ -618,7 +691,8 @@ def _check_tensors(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -
     for key, shape in shapes.items():
         # coords and beta are needed to show a model; display-only files (previews,
         # synthetic models) may lack the rest, which to_module then asks for.
-        arr = _tensor(tensors, f"state/{key}", "f", shape, required=key in ("coords", "beta"))
+        needed = ("coords",) if meta["kind"] == KIND_GROUP else ("coords", "beta")
+        arr = _tensor(tensors, f"state/{key}", "f", shape, required=key in needed)
         if arr is None:
             continue
         if key not in ("beta", "bias") and not np.isfinite(arr).all():
@@ -649,10 +723,19 @@ def _check_tensors(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -
             if np.intersect1d(parts[a], parts[b]).size:
                 raise _Bad(f"tensor 'split/{b}'", f"shares indices with split/{a}")
     _check_ensemble(tensors, v, n_layers)
+    if meta["kind"] == KIND_GROUP and "ensemble/n" not in tensors:
+        raise _Bad("tensor 'ensemble/n'", "missing (a group file counts the models per vertex)")
     for name in tensors:
         if name.startswith("scores/"):
             _tensor(tensors, name, "f", (v,))
-        elif not name.startswith(("state/", "selectors/", "subject/", "split/", "ensemble/")):
+        elif name.startswith("evaluation/"):
+            key = name[11:]
+            if key not in EVALUATION_MAPS:
+                raise _Bad(f"tensor {name!r}", f"expected one of {EVALUATION_MAPS}")
+            _tensor(tensors, name, "f", (v, n_layers) if key == "r2_split" else (v,))
+        elif not name.startswith(
+            ("state/", "selectors/", "subject/", "split/", "ensemble/", "evaluation/")
+        ):
             raise _Bad(f"tensor {name!r}", "not part of a FactorTopy model file")
 
 

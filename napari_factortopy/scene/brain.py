@@ -30,7 +30,10 @@ from napari_factortopy.core.analyses import layer_argmax
 from napari_factortopy.scene.render import view_basis
 
 __all__ = [
+    "BAR_MAPS",
     "ENSEMBLE_MAPS",
+    "EVALUATION_MAPS",
+    "GROUP_MAPS",
     "MAPS",
     "MESH_KINDS",
     "VIEWS",
@@ -42,6 +45,7 @@ __all__ = [
     "convergence_line",
     "ensemble_layer_rgba",
     "ensemble_map",
+    "extra_map",
     "hemisphere_caption",
     "hemisphere_order",
     "layout",
@@ -57,14 +61,32 @@ __all__ = [
 
 #: Maps a model can be shown as (METHOD.md §4).
 MAPS = ("layer", "layer weights", "space", "scale", "score", "clusters", "roi")
-#: Maps of a seed ensemble (``model.ensemble``), offered only for such models.
+#: Maps of a seed ensemble (``model.ensemble``), offered only for such models (a group
+#: file is stored as one and has them too).
 ENSEMBLE_MAPS = ("agreement", "space spread", "scale SD")
+#: Maps of a group file (``factortopy group``): the number of models fitting a vertex.
+GROUP_MAPS = ("n",)
+#: Maps of a model evaluated on its test split (``factortopy evaluate``): the layer
+#: carrying most of each vertex's R² (brightness: its share) and the standard error of
+#: each RF's location.
+EVALUATION_MAPS = ("R² layer", "RF uncertainty")
+#: ``model.evaluation`` key behind each of :data:`EVALUATION_MAPS`.
+_EVALUATION_KEYS = {"R² layer": "r2_split", "RF uncertainty": "space_se"}
+#: Maps drawn with a colour bar from :func:`extra_map`.
+BAR_MAPS = ("agreement", "space spread", "scale SD", "n", "RF uncertainty")
 #: Ensemble map → (``model.ensemble`` key, colormap, fixed top or None, legend label).
 _ENSEMBLE_SPEC = {
     "agreement": ("layer_agreement", "viridis", 1.0, "seeds on the modal layer (share)"),
     "space spread": ("space_spread", "magma", None, "space spread of seeds (image = 2)"),
     "scale SD": ("scale_sd", "magma", None, "scale α SD over seeds"),
+    "n": ("n", "viridis", None, "models at the vertex"),
 }  # fmt: skip
+#: Legend labels of a group file's maps (its members are subjects or seeds).
+_GROUP_LABELS = {
+    "agreement": "share on the group layer",
+    "space spread": "space spread of models (image = 2)",
+    "scale SD": "scale α SD over models",
+}
 #: Maps whose numbers come from the selectors (a baseline lists the real ones).
 _SELECTOR_MAPS = {"layer": "layer", "layer weights": "layer", "space": "space", "scale": "scale"}
 #: Mesh kinds offered by the mesh switch.
@@ -145,14 +167,19 @@ def available_maps(model) -> list[str]:
         maps = [m for m in MAPS if m in real or m == "roi" or (m == "score" and model.scores)]
     else:
         maps = list(MAPS)
+    if "beta" not in (getattr(model, "state", None) or {}):  # a group file: no readout
+        maps = [m for m in maps if m != "clusters"]
     if _has_ensemble(model):
         maps += list(ENSEMBLE_MAPS)
+        maps += [m for m in GROUP_MAPS if _ENSEMBLE_SPEC[m][0] in model.ensemble]
+    ev = getattr(model, "evaluation", None) or {}
+    maps += [m for m in EVALUATION_MAPS if _EVALUATION_KEYS[m] in ev]
     return maps
 
 
 def _has_ensemble(model) -> bool:
     ens = getattr(model, "ensemble", None) or {}
-    return all(spec[0] in ens for spec in _ENSEMBLE_SPEC.values())
+    return all(_ENSEMBLE_SPEC[name][0] in ens for name in ENSEMBLE_MAPS)
 
 
 def ensemble_map(model, name: str) -> CustomMap:
@@ -168,14 +195,41 @@ def ensemble_map(model, name: str) -> CustomMap:
     """
     if name not in _ENSEMBLE_SPEC:
         raise ValueError(f"unknown ensemble map {name!r}; choose from {ENSEMBLE_MAPS}")
-    if not _has_ensemble(model):
-        raise ValueError(f"the {name!r} map needs a seed ensemble (factortopy train --seeds K)")
     key, cmap, top, label = _ENSEMBLE_SPEC[name]
+    if not _has_ensemble(model) or key not in model.ensemble:
+        raise ValueError(
+            f"the {name!r} map needs a seed ensemble (factortopy train --seeds K)"
+            if name != "n"
+            else "the 'n' map needs a group file (factortopy group)"
+        )
+    if getattr(model, "kind", None) == "group":
+        label = _GROUP_LABELS.get(name, label)
     v = np.asarray(model.ensemble[key], np.float64)
     finite = v[np.isfinite(v)]
     hi = top if top is not None else (float(finite.max()) if finite.size else 0.0)
     hi = hi if hi > 0 else 1.0
     return CustomMap(colours.weight_rgba(v, 0.0, hi, cmap=cmap), v, cmap, 0.0, hi, label)
+
+
+def extra_map(model, name: str) -> CustomMap:
+    """A map of :data:`BAR_MAPS` as colours, numbers and a colour-bar legend.
+
+    The ensemble and group maps (:func:`ensemble_map`), and ``RF uncertainty``: the
+    standard error of each RF's location (``evaluation["space_se"]``) over
+    ``[0, 0.5]`` grid units (magma); an unlocated RF (``se ≥ 0.5`` or inf) takes the
+    top colour and the value 0.5.
+    """
+    if name != "RF uncertainty":
+        return ensemble_map(model, name)
+    from napari_factortopy.core.rf_uncertainty import UNLOCATED_SE
+
+    se = (getattr(model, "evaluation", None) or {}).get("space_se")
+    if se is None:
+        raise ValueError("the 'RF uncertainty' map needs `factortopy evaluate` on the model")
+    v = np.minimum(np.asarray(se, np.float64), UNLOCATED_SE)  # inf (unlocated) → the cap
+    label = f"RF standard error (≥ {UNLOCATED_SE:g}: unlocated)"
+    rgba = colours.weight_rgba(v, 0.0, UNLOCATED_SE, cmap="magma")
+    return CustomMap(rgba, v, "magma", 0.0, UNLOCATED_SE, label)
 
 
 def ensemble_layer_rgba(model) -> np.ndarray:
@@ -277,8 +331,15 @@ def map_values(
         return np.asarray(clusters, np.int64) + 1, [f"cluster {i + 1}" for i in range(k)]
     if name == "roi":
         return np.asarray(model.roi, np.int64), list(model.roi_names)
-    if name in ENSEMBLE_MAPS:
-        return ensemble_map(model, name).values, None
+    if name in BAR_MAPS:
+        return extra_map(model, name).values, None
+    if name == "R² layer":
+        from napari_factortopy.core.variance_split import dominant_layer
+
+        names = list(model.backbone.get("layer_names") or [])
+        if len(names) != model.n_layers:
+            names = [f"layer {i + 1}" for i in range(model.n_layers)]
+        return dominant_layer(model.evaluation["r2_split"])[0] + 1, names
     raise ValueError(f"unknown map {name!r}; choose from {MAPS + ENSEMBLE_MAPS}")
 
 
@@ -316,8 +377,12 @@ def missing_rows(
     if name == "score":
         values, _ = map_values(model, "score", score_key=score_key)
         return ~np.isfinite(values)
-    if name in ENSEMBLE_MAPS and _has_ensemble(model):
-        return ~np.isfinite(ensemble_map(model, name).values)
+    if name in BAR_MAPS and name in available_maps(model):
+        return ~np.isfinite(extra_map(model, name).values)
+    if name == "R² layer":
+        from napari_factortopy.core.variance_split import dominant_layer
+
+        return ~np.isfinite(dominant_layer(model.evaluation["r2_split"])[1])
     return np.zeros(v, bool)
 
 
@@ -350,8 +415,9 @@ def map_rgba(
         return colours.layer_rgba(model.layer)
     if name == "layer weights":
         return colours.weight_rgba(model.layer[:, int(layer_index)], 0.0, 1.0)
-    if name == "space":
-        return colours.space_rgba(model.space)
+    if name == "space":  # an evaluated model: the less certain the RF, the darker
+        se = (getattr(model, "evaluation", None) or {}).get("space_se")
+        return colours.space_rgba(model.space, se)
     if name == "scale":
         return colours.scale_rgba(model.scale)
     if name == "score":
@@ -363,8 +429,10 @@ def map_rgba(
     if name == "roi":
         labels = np.asarray(model.roi) - 1
         return colours.cluster_rgba(labels, max(20, len(model.roi_names)))
-    if name in ENSEMBLE_MAPS:
-        return ensemble_map(model, name).rgba
+    if name in BAR_MAPS:
+        return extra_map(model, name).rgba
+    if name == "R² layer":
+        return colours.r2_layer_rgba(model.evaluation["r2_split"])
     raise ValueError(f"unknown map {name!r}; choose from {MAPS + ENSEMBLE_MAPS}")
 
 
@@ -556,6 +624,9 @@ class BrainScene:
     ----------
     custom : dict name → CustomMap
         Maps computed elsewhere, shown like the built-in ones.
+    significant_only : bool, default True
+        Grey the vertices whose score is not significant (FDR q > α) in every fitted
+        map, when the model holds q-values (``factortopy evaluate``).
     model_path : str or None
         The model file the scene shows (data folders are looked for beside it).
     data_root : str or None
@@ -576,6 +647,7 @@ class BrainScene:
     clusters: np.ndarray | None = None
     stimulus: np.ndarray | None = None
     custom: dict = field(default_factory=dict)
+    significant_only: bool = True
     model_path: str | None = None
     data_root: str | None = None
     told: set = field(default_factory=set, repr=False)
@@ -744,7 +816,8 @@ class BrainScene:
         custom map it was painted from are the same objects: replace them (as the
         training preview does), do not edit them in place.
         """
-        key = (self.kind, self.map_name, self.layer_index, self.score_key, self.outlines)
+        key = (self.kind, self.map_name, self.layer_index, self.score_key, self.outlines,
+               self.significant_only)  # fmt: skip
         sources = self._map_sources()
         painted = self._cache.setdefault("painted", {})
         hit = painted.pop(key, None)
@@ -756,6 +829,8 @@ class BrainScene:
         rgba = np.clip(self.model_rgba()[self.rows], 0.0, 1.0)
         ok = ~self.missing()[self.rows]
         out[self.mesh_index()[ok]] = rgba[ok]
+        faded = ok & self.not_significant()[self.rows]
+        out[self.mesh_index()[faded], :3] = colours.NOT_SIGNIFICANT_GREY
         if self.outlines:
             out[self._outline_mask(), :3] = 0.0
         out.flags.writeable = False
@@ -782,6 +857,22 @@ class BrainScene:
         if model_missing is not None and np.shape(model_missing) == own.shape:
             own = own | np.asarray(model_missing, bool)
         return own
+
+    def not_significant(self) -> np.ndarray:
+        """(V,) bool: modelled vertices drawn in the flat "not significant" grey.
+
+        Where the model holds FDR q-values (``factortopy evaluate``) and
+        :attr:`significant_only` is on: the vertices with ``q > α`` in every fitted map
+        (not the ROIs, not a group's model count, not custom maps).
+        """
+        v = self.model.n_vertices
+        if not self.significant_only or self.map_name in ("roi", *GROUP_MAPS):
+            return np.zeros(v, bool)
+        if self.map_name in self.custom:
+            return np.zeros(v, bool)
+        from napari_factortopy.core.significance import not_significant
+
+        return not_significant(self.model)
 
     def _background32(self) -> np.ndarray:
         key = ("bg32", self.kind)

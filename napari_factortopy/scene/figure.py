@@ -19,9 +19,11 @@ import numpy as np
 
 from napari_factortopy.core.atomic import atomic_path
 from napari_factortopy.scene.brain import (
+    BAR_MAPS,
     BrainScene,
     _default_score_key,
     convergence_line,
+    extra_map,
     hemisphere_caption,
     score_label,
 )
@@ -36,6 +38,10 @@ MAP_TITLES = {
     "score": "brain score",
     "clusters": "channel clusters",
     "roi": "ROIs",
+    "agreement": "layer agreement",
+    "n": "models per vertex",
+    "R² layer": "R² layer",
+    "RF uncertainty": "RF uncertainty",
 }
 
 
@@ -50,8 +56,8 @@ def legend_for(scene: BrainScene) -> dict:
     name, m = scene.map_name, scene.model
     ramp = np.tile(np.linspace(0, 1, 256), (16, 1))
     bar = {"legend_ylabel": "", "legend_yticklabels": ()}
-    if name in scene.custom:
-        c = scene.custom[name]
+    if name in scene.custom or name in BAR_MAPS:
+        c = scene.custom[name] if name in scene.custom else extra_map(m, name)
         lo, hi = _custom_range(c)
         rgba = colours.weight_rgba(lo + ramp.ravel() * (hi - lo), lo, hi, cmap=c.cmap)
         return {
@@ -60,19 +66,19 @@ def legend_for(scene: BrainScene) -> dict:
             "legend_xlabel": c.label or name,
             **bar,
         }
-    if name == "layer":
+    if name in ("layer", "R² layer"):
         n = m.n_layers
         return {
             "legend": colours.layer_legend(n),
             "legend_extent": (0.5, n + 0.5, 0, 1),
             "legend_xlabel": "layer",
-            "legend_ylabel": "confidence",
+            "legend_ylabel": "confidence" if name == "layer" else "share of R²",
         }
     if name == "space":
         return {
             "legend": colours.space_legend(256),
             "legend_extent": (-1, 1, 1, -1),
-            "legend_xlabel": "image x",
+            "legend_xlabel": "image x" + ("\n(darker: RF less certain)" if _has_se(m) else ""),
             "legend_ylabel": "image y",
         }
     if name == "scale":
@@ -113,6 +119,11 @@ def legend_for(scene: BrainScene) -> dict:
         "legend_yticklabels": list(names or []) or [""],
         "legend_xticks": False,
     }
+
+
+def _has_se(model) -> bool:
+    """Whether the model holds RF standard errors (its space map fades uncertain RFs)."""
+    return "space_se" in (getattr(model, "evaluation", None) or {})
 
 
 def _custom_range(c) -> tuple[float, float]:
@@ -201,6 +212,9 @@ def figure_image(
                 panels.append(_panel(scene, view, title))
                 scene.kind = kind
             line = convergence_line(scene.model) if stamp else None
+            grey = _significance_note(scene)
+            if grey:
+                panels = [{**p, "title": f"{p['title']} · {grey}"} for p in panels]
             rows.append(
                 surface_figure(
                     [panels],
@@ -221,6 +235,14 @@ def figure_image(
     if out_path is not None:
         save_png(image, out_path)
     return image
+
+
+def _significance_note(scene: BrainScene) -> str:
+    """The note "grey: q > α (FDR)" when the scene greys vertices of its map."""
+    ev = (getattr(scene.model, "summary", None) or {}).get("evaluation") or {}
+    if not scene.not_significant().any():
+        return ""
+    return f"grey: q > {ev.get('alpha', 0.05):g} (FDR)"
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:

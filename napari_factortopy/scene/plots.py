@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from napari_factortopy.core import colours
-from napari_factortopy.scene.brain import score_label
+from napari_factortopy.scene.brain import BAR_MAPS, extra_map, score_label
 
 __all__ = ["bar_image", "legend_image", "mark_location", "space_to_pixel"]
 
@@ -132,7 +132,7 @@ def legend_image(scene, size_px=(260, 200)) -> np.ndarray:
     name = scene.map_name
     model = scene.model
     fig = _fig(size_px)
-    if name == "layer":
+    if name in ("layer", "R² layer"):
         ax = fig.add_axes([0.2, 0.22, 0.72, 0.66])
         n = model.n_layers
         ax.imshow(
@@ -142,16 +142,17 @@ def legend_image(scene, size_px=(260, 200)) -> np.ndarray:
             interpolation="nearest",
         )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
-        ax.set_xlabel("layer", fontsize=7)
-        ax.set_ylabel("confidence", fontsize=7)
+        ax.set_xlabel("layer" if name == "layer" else "layer carrying most R²", fontsize=7)
+        ax.set_ylabel("confidence" if name == "layer" else "share of R²", fontsize=7)
     elif name == "space":
         ax = fig.add_axes([0.25, 0.12, 0.5, 0.74])
         ax.imshow(colours.space_legend(128), extent=(-1, 1, 1, -1), interpolation="nearest")
-        ax.set_xlabel("image x", fontsize=7)
+        dark = "space_se" in (getattr(model, "evaluation", None) or {})
+        ax.set_xlabel("image x" + ("\n(darker: RF less certain)" if dark else ""), fontsize=7)
         ax.set_ylabel("image y", fontsize=7)
-    elif name in getattr(scene, "custom", {}):
+    elif name in getattr(scene, "custom", {}) or name in BAR_MAPS:
         ax = fig.add_axes([0.08, 0.45, 0.84, 0.2])
-        c = scene.custom[name]
+        c = scene.custom[name] if name in scene.custom else extra_map(model, name)
         vals = np.asarray(c.values, np.float64)
         lim = float(np.nanmax(np.abs(vals))) if np.any(np.isfinite(vals)) else 1.0
         lo, hi = (c.lo, c.hi) if c.lo is not None and c.hi is not None else (-lim, lim)

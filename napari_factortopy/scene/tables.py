@@ -23,6 +23,9 @@ COLUMNS = {
     "layer_share": "share",
     "confidence": "mean confidence",
     "scale": "mean scale α",
+    "score_sd": "score SD (models)",
+    "significant": "significant share",
+    "r2_layer": "R² mostly from",
 }
 
 
@@ -83,6 +86,38 @@ def roi_rows(model, score_key: str | None = None) -> list[dict]:
                 "scale": _mean(np.asarray(model.scale, np.float64)[fit]),
             }
         )
+    return _evaluation_columns(model, rows)
+
+
+def _evaluation_columns(model, rows: list[dict]) -> list[dict]:
+    """Add ``score_sd`` (a group's SD across models of the ROI's mean score),
+    ``significant`` (share of the ROI's vertices with FDR q ≤ α) and ``r2_layer`` (the
+    layer carrying most of the ROI's mean R², ``factortopy evaluate``): NaN / "" when
+    the model has no such numbers."""
+    from napari_factortopy.core.variance_split import dominant_layer
+
+    group = {r["roi"]: r for r in ((model.summary or {}).get("group") or {}).get("roi", [])}
+    ev = getattr(model, "evaluation", None) or {}
+    alpha = float(((model.summary or {}).get("evaluation") or {}).get("alpha") or 0.05)
+    names = list(model.backbone.get("layer_names") or [])
+    if len(names) != model.n_layers:
+        names = [f"layer {i + 1}" for i in range(model.n_layers)]
+    roi = np.asarray(model.roi)
+    for row in rows:
+        g = group.get(row["roi"], {})
+        row["score_sd"] = float("nan") if g.get("score_sd") is None else float(g["score_sd"])
+        row["significant"], row["r2_layer"] = float("nan"), ""
+        members = roi == model.roi_names.index(row["roi"]) + 1
+        if "q_value" in ev:
+            q = np.asarray(ev["q_value"], np.float64)[members]
+            row["significant"] = float(np.mean(np.isfinite(q) & (q <= alpha)))
+        if "r2_split" in ev:
+            s = np.asarray(ev["r2_split"], np.float64)[members]
+            s = s[np.isfinite(s).all(1)]
+            if len(s):
+                layer, share = dominant_layer(s.mean(0)[None])
+                if np.isfinite(share[0]):
+                    row["r2_layer"] = names[int(layer[0])]
     return rows
 
 
