@@ -636,3 +636,27 @@ def test_readme_has_an_example_of_every_command():
     commands += [f"factortopy sweep {a}" for a in ACTIONS if a != "run"]
     absent = [c for c in commands if not re.search(rf"^{re.escape(c)}\b", readme, re.M)]
     assert not absent, f"README.md has no example line starting with: {absent}"
+
+
+def test_help_imports_no_heavy_library():
+    """`factortopy [COMMAND] --help` imports none of matplotlib, nilearn, scikit-learn,
+    pyvista, torch (issue 18): the parser spells the scene's names out."""
+    import subprocess
+    import sys
+
+    from napari_factortopy.app.cli_figure import MAP_NAMES, MESH_NAMES, VIEW_NAMES
+    from napari_factortopy.scene.brain import MAPS, MESH_KINDS, VIEWS
+
+    assert (MAP_NAMES, VIEW_NAMES, MESH_NAMES) == (MAPS, VIEWS, MESH_KINDS)
+    heavy = ("matplotlib", "nilearn", "sklearn", "pyvista", "torch", "vtk", "scipy")
+    code = (
+        "import sys\nfrom napari_factortopy.app.cli import main\n"
+        "try:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+    )
+    for argv in ([], ["figure"], ["sweep"], ["train"], ["extract"], ["demo"]):
+        out = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr[-1500:]
+        assert out.stdout.strip().splitlines()[-1] == "[]", (argv, out.stdout[-300:])

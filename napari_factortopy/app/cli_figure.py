@@ -13,7 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["add_figure_parser", "run_figure"]
+__all__ = ["MAP_NAMES", "MESH_NAMES", "VIEW_NAMES", "add_figure_parser", "run_figure"]
+
+#: :data:`napari_factortopy.scene.brain.MAPS`, ``VIEWS`` and ``MESH_KINDS`` spelled out,
+#: so that ``factortopy figure --help`` (and ``sweep --help``) import no scene layer and
+#: no matplotlib; tests/test_cli.py keeps them equal.
+MAP_NAMES = ("layer", "layer weights", "space", "scale", "score", "clusters", "roi")
+VIEW_NAMES = ("lateral", "medial", "ventral", "posterior", "flat")
+MESH_NAMES = ("inflated", "sphere", "pial", "flat")
 
 
 def _names(text: str) -> list[str]:
@@ -22,8 +29,6 @@ def _names(text: str) -> list[str]:
 
 def add_figure_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``figure`` sub-command to an ``argparse`` sub-parsers object."""
-    from napari_factortopy.scene.brain import MAPS, MESH_KINDS, VIEWS
-
     p = subparsers.add_parser(
         "figure",
         help="render maps × views of a model file into a PNG (no display needed)",
@@ -35,7 +40,7 @@ def add_figure_parser(subparsers) -> argparse.ArgumentParser:
         "--maps",
         type=_names,
         default=["layer"],
-        help=f"comma-separated maps from {', '.join(MAPS)}; a seed ensemble or group file "
+        help=f"comma-separated maps from {', '.join(MAP_NAMES)}; a seed ensemble or group file "
         "also has agreement, 'space spread', 'scale SD' (and a group n); a model evaluated by "
         "'factortopy evaluate' has 'R² layer' (default: layer)",
     )
@@ -43,12 +48,12 @@ def add_figure_parser(subparsers) -> argparse.ArgumentParser:
         "--views",
         type=_names,
         default=["lateral", "ventral"],
-        help=f"comma-separated views from {', '.join(VIEWS)} (default: lateral,ventral)",
+        help=f"comma-separated views from {', '.join(VIEW_NAMES)} (default: lateral,ventral)",
     )
     p.add_argument(
         "--mesh",
         default="inflated",
-        choices=MESH_KINDS,
+        choices=MESH_NAMES,
         help="surface to draw on (default: inflated; 'flat' views use the flat mesh)",
     )
     p.add_argument("--width", type=int, default=3000, help="width in pixels (default 3000)")

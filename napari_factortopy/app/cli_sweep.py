@@ -25,7 +25,8 @@ ACTIONS = ("run", "status", "collect", "gallery")
 
 def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``sweep`` to a sub-parser set."""
-    from ..scene.brain import MAPS, VIEWS
+    from .cli_figure import MAP_NAMES as MAPS
+    from .cli_figure import VIEW_NAMES as VIEWS
 
     p = subparsers.add_parser(
         "sweep",
