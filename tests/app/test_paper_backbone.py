@@ -136,3 +136,8 @@ def test_images_to_predictions_match_the_release(paper, tmp_path):
     print(f"images → predictions: max |ours − release| = {diff:.2e} of the range")
     assert ours.shape == (2, len(joint)) and ours.dtype == np.float32
     assert diff <= 1e-4
+    # the Stimuli panel's path for a dropped image (app.predict.predict_array)
+    from napari_factortopy.app.predict import predict_array
+
+    one, _ = predict_array(model, ims[1], paper)
+    assert np.abs(one - ref[1]).max() <= 1e-4 * np.ptp(ref)
