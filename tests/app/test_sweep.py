@@ -21,6 +21,8 @@ import pytest
 pytest.importorskip("submitit")
 
 from napari_factortopy.app import sweep as sw
+from napari_factortopy.app.sweep._records import _read_json
+from napari_factortopy.app.sweep.executors import _resources
 
 ROOT = Path(__file__).resolve().parents[2]
 TOML = """\
@@ -152,7 +154,7 @@ def test_job_resumes_from_its_checkpoint(tmp_path, monkeypatch):
         def poll(self):
             return 0
 
-    monkeypatch.setattr(sw.subprocess, "Popen", Child)
+    monkeypatch.setattr(subprocess, "Popen", Child)
     ckpt = tmp_path / "ckpt"
     argv = [
         "train",
@@ -169,7 +171,7 @@ def test_job_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     (ckpt / "checkpoint.pt").write_bytes(b"x")
     sw.job_main("m", argv, str(tmp_path / "jobs"))
     assert calls[-1][-1] == "--resume"
-    run = sw._read_json(tmp_path / "jobs" / "m.run.json")
+    run = _read_json(tmp_path / "jobs" / "m.run.json")
     assert run["state"] == "finished" and run["resumed"] and run["peak_rss_mb"] >= 0
 
 
@@ -256,15 +258,15 @@ def test_slurm_submission_uses_arrays_and_dependencies(tmp_path, monkeypatch):
         "additional": {"account": "lab"},
         "collect": {"gpus_per_node": 0, "mem_gb": 8},
     }
-    assert sw._resources(sweep, "train") == {
+    assert _resources(sweep, "train") == {
         "partition": "gpu",
         "gpus_per_node": 1,
         "mem": "32G",
         "time": 90,
         "additional_parameters": {"account": "lab"},
     }
-    assert "gpus_per_node" not in sw._resources(sweep, "collect")
-    assert sw._resources(sweep, "collect")["mem"] == "8G"
+    assert "gpus_per_node" not in _resources(sweep, "collect")
+    assert _resources(sweep, "collect")["mem"] == "8G"
     # a rerun asks squeue (absent here): everything counts as submitted, nothing resubmitted
     again = sw.run_sweep(path, "slurm", say=lambda s: None)
     assert sum(len(v) for v in again["submitted"].values()) == 0
