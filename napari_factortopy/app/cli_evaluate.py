@@ -157,6 +157,13 @@ def evaluation_lines(m) -> list[str]:
             f"  R² split    mean R² per layer, largest: {parts}; mean offset "
             f"{_num(ev.get('r2_offset_mean'), '.4f')}"
         )
+    h = ev.get("hierarchy_r2")
+    if h:
+        lines.append(
+            f"  slope (R²)  a={_num(h.get('slope'), '.3f')}, b={_num(h.get('intercept'), '.3f')}: "
+            "layer position weighted by each layer's share of the vertex's R² (the "
+            "selector's slope is below; it is pulled toward the middle by soft tails)"
+        )
     rf = ev.get("rf")
     if rf:
         lines.append(

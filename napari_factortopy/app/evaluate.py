@@ -169,6 +169,7 @@ def evaluate_model(
             yield {"kind": "predict", "done": lo + len(part), "total": len(rows)}
     split, offset = acc.result(bias)
     space_se = rf.result() if rf is not None else None
+    hierarchy_r2 = _r2_slope(split, model.roi, model.roi_names)
     yield {"kind": "permute", "permutations": int(n_permutations)}
     groups = np.asarray(inputs.image_index)[rows]
     null = permutation_pvalues(y, pred, n_permutations, groups=groups, seed=seed)
@@ -199,6 +200,7 @@ def evaluate_model(
         "r2_offset_mean": _mean(offset),
         "r2_split_mean": [_mean(split[:, i]) for i in range(model.n_layers)],
         "r2_recomputed_max_difference": drift,
+        "hierarchy_r2": hierarchy_r2,
         "roi": roi_evaluation(split, q, alpha, model.roi, model.roi_names, names, space_se),
     }
     if space_se is not None:
@@ -227,6 +229,21 @@ def evaluate_model(
         "images"
     )
     yield {"kind": "done", "model": out, "line": line}
+
+
+def _r2_slope(split: np.ndarray, roi: np.ndarray, roi_names: list[str]) -> dict | None:
+    """The hierarchy slope of the R²-weighted layer map (vertices with positive R²)."""
+    from ..core.analyses import hierarchy_levels, hierarchy_slope
+    from ..core.variance_split import r2_layer_weights
+
+    w = r2_layer_weights(split)
+    ok = np.isfinite(w).all(1)
+    levels = np.where(ok, hierarchy_levels(roi, roi_names), 0)
+    try:
+        hs = hierarchy_slope(np.where(ok[:, None], w, 1.0 / w.shape[1]), levels)
+    except ValueError:
+        return None
+    return {"slope": hs.slope, "intercept": hs.intercept, "n_vertices": hs.n_vertices}
 
 
 def _one_point(module, sel) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["R2Split", "dominant_layer", "layer_contributions", "r2_split"]
+__all__ = ["R2Split", "dominant_layer", "layer_contributions", "r2_layer_weights", "r2_split"]
 
 
 class R2Split:
@@ -156,6 +156,35 @@ def dominant_layer(split: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(ok & (pos > 0), np.clip(top, 0.0, None) / pos, np.nan)
     return layer, share
+
+
+def r2_layer_weights(split: np.ndarray) -> np.ndarray:
+    """Each vertex's positive R² parts as weights over the layers (rows sum to 1).
+
+    A layer map built from where the explained variance sits rather than from the
+    selector's softmax: a layer with a small weight π but no share of R² gets none, so
+    the tail mass of a soft selector does not pull the layer position toward the middle.
+    Its :func:`~napari_factortopy.core.analyses.hierarchy_slope` is the R²-weighted
+    slope ``factortopy info`` prints beside the selector's.
+
+    Parameters
+    ----------
+    split : array of shape (V, L)
+
+    Returns
+    -------
+    weights : array of shape (V, L)
+        ``max(R²_vl, 0) / Σ_k max(R²_vk, 0)``; NaN rows where no layer has a positive
+        part (or the row is not finite).
+    """
+    s = np.asarray(split, np.float64)
+    ok = np.isfinite(s).all(1)
+    pos = np.clip(np.where(ok[:, None], s, 0.0), 0.0, None)
+    tot = pos.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = pos / tot
+    w[~(ok & (tot[:, 0] > 0))] = np.nan
+    return w
 
 
 def layer_contributions(module: Any, local, global_, selectors: Any = None):

@@ -153,7 +153,12 @@ def test_evaluate_finds_the_truths_signal_and_its_layers(phantom, capsys):
     assert roi_se["EBA"] > roi_se["V1"]
     text = "\n".join(info_lines(m, str(path)))
     assert "significance" in text and "R² split" in text and "R² mostly from" in text
-    assert "RF location standard error" in text
+    assert "RF location standard error" in text and "slope (R²)" in text
+    # the truth's R²-weighted slope is its own slope (its π has no tail to discount)
+    from napari_factortopy.core.analyses import hierarchy_levels, hierarchy_slope
+
+    own = hierarchy_slope(m.layer, hierarchy_levels(m.roi, m.roi_names)).slope
+    assert ev["hierarchy_r2"]["slope"] == pytest.approx(own, abs=0.08)
     # the figure's map list now has the R² layer
     from napari_factortopy.scene.brain import available_maps
 

@@ -97,3 +97,31 @@ def test_module_layer_parts_add_up_to_its_prediction_and_follow_one_hot_layers()
         sel.layer = layer
         parts = layer_contributions(m, local, glo, sel)
     assert torch.all(parts[[0, 2], :, 2] == 0) and torch.any(parts[1, :, 2] != 0)
+
+
+def test_r2_weighted_slope_is_not_compressed_by_a_soft_selectors_tail():
+    """A selector with a uniform tail of mass ε compresses the layer-position slope by
+    (1 − ε); the R²-weighted layer map, where the variance sits, keeps the true slope."""
+    from napari_factortopy.core.analyses import hierarchy_slope
+    from napari_factortopy.core.variance_split import r2_layer_weights
+
+    rng = np.random.default_rng(3)
+    n, n_layers, per = 300, 10, 30
+    level = np.repeat(np.arange(1, 5), per)  # V1 … EBA
+    v = level.size
+    true_layer = np.array([0, 3, 6, 9])[level - 1]  # positions 0, 1/3, 2/3, 1: slope 1
+    eps = 0.4
+    pi = np.full((v, n_layers), eps / n_layers)
+    pi[np.arange(v), true_layer] += 1 - eps
+    # each layer's part is π_vl times an independent signal; only the true layer's
+    # signal is in the responses
+    signals = rng.normal(size=(n_layers, n, v))
+    parts = pi.T[:, None, :] * signals
+    y = signals[true_layer, :, np.arange(v)].T + rng.normal(size=(n, v)) * 0.5
+    split, _ = r2_split(y, parts)
+    w = r2_layer_weights(split)
+    assert np.isfinite(w).all() and np.allclose(w.sum(1), 1)
+    assert hierarchy_slope(pi, level).slope == pytest.approx(1 - eps, abs=1e-9)
+    assert hierarchy_slope(w, level).slope == pytest.approx(1.0, abs=0.05)
+    nan_row = r2_layer_weights(np.array([[-0.1, -0.2], [np.nan, 0.3]]))
+    assert np.isnan(nan_row).all()
