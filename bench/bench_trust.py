@@ -17,7 +17,7 @@ one Markdown row:
 
 Nothing is fitted or tuned here: it reads the model files and the truths.
 
-    python bench/bench_trust.py /tmp/g3/phantom:../seed0.ftopy /tmp/study/project21 …
+    python bench/bench_trust.py WORK/phantom:../seed0.ftopy WORK/project21 …
 """
 
 from __future__ import annotations
