@@ -257,10 +257,17 @@ def test_algonauts_folder_to_model_file(tmp_path):
         == 0
     )
     out = tmp_path / "subj01.ftopy"
+    # a lab's own noise ceiling (the release has none): percent on the whole fsaverage mesh
+    nc = np.full((2, 163842), np.nan)
+    nc[0, cols["lh"]] = [10.0, 20.0, 30.0, 40.0, 50.0]
+    nc[1, cols["rh"]] = [60.0, 0.0, 80.0, 90.0]
+    np.save(tmp_path / "nc.npy", nc)
     assert (
         main(
             [
                 "train",
+                "--noise-ceiling",
+                str(tmp_path / "nc.npy"),
                 "--dataset",
                 str(tmp_path / "subj01"),
                 "--cache",
@@ -292,6 +299,14 @@ def test_algonauts_folder_to_model_file(tmp_path):
     coords = joint_sphere_coordinates(spheres["lh"][cols["lh"]], spheres["rh"][cols["rh"]])
     np.testing.assert_allclose(m.state["coords"], coords, rtol=1e-5, atol=1e-4)
     assert "V1" in m.roi_names
+    # the challenge score by hand from the stored test correlations: min(100, 100 r²/NC)
+    r = np.maximum(m.scores["r_test"].astype(np.float64), 0)
+    ceil = np.r_[10, 20, 30, 40, 50, 60, 0, 80, 90] / 100
+    want = np.full(9, np.nan)
+    want[ceil > 0] = np.minimum(100, 100 * r[ceil > 0] ** 2 / ceil[ceil > 0])
+    np.testing.assert_allclose(m.scores["nc_test"], want, rtol=1e-5, equal_nan=True)
+    assert m.summary["nc_test_mean"] == pytest.approx(np.nanmean(want), rel=1e-5)
+    assert "nc.npy" in m.summary["noise_ceiling"]["source"]
 
 
 def test_divergence_is_a_message_not_a_traceback(demo_dir, tmp_path, monkeypatch, capsys):
@@ -572,6 +587,22 @@ def test_zero_seeds_is_a_usage_error(demo_dir, tmp_path, capsys):
     assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
 
 
+def test_resume_with_other_data_exits_2_naming_the_checkpoints(demo_dir, tmp_path, capsys):
+    """Checkpoints made for one split (or dataset) are not resumed with another."""
+    ckpt = tmp_path / "ckpt"
+    out = tmp_path / "m.ftopy"
+    short = ["--steps-per-epoch", "5", "--max-epochs", "1", "--bottleneck", "8"]
+    assert main(_train_args(demo_dir, out, *short, "--checkpoints", str(ckpt))) == 0
+    before = (ckpt / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    argv = _train_args(demo_dir, out, *short, "--checkpoints", str(ckpt), "--resume")
+    assert main([*argv, "--split-seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{ckpt}: these checkpoints were made for other data" in err
+    assert "made for split seed 0" in err and "given split seed 1" in err
+    assert "Traceback" not in err and (ckpt / "checkpoint.pt").read_bytes() == before
+
+
 def _parsers(parser, path=("factortopy",)):
     """(command path, parser) of the command and every sub-command, at every level."""
     import argparse
@@ -660,3 +691,12 @@ def test_help_imports_no_heavy_library():
         )
         assert out.returncode == 0, out.stderr[-1500:]
         assert out.stdout.strip().splitlines()[-1] == "[]", (argv, out.stdout[-300:])
+
+
+def test_train_streams_a_cache_larger_than_the_memory_limit(demo_dir, tmp_path):
+    """--memory-limit below the cache's size: the features are streamed, the run ends."""
+    out = tmp_path / "s.ftopy"
+    short = ["--steps-per-epoch", "6", "--max-epochs", "2", "--bottleneck", "8"]
+    assert main(_train_args(demo_dir, out, *short, "--memory-limit", "0.0005")) == 0
+    m = FittedModel.load(out)
+    assert m.summary["steps"] == 12 and np.isfinite(m.summary["r2_test_mean"])

@@ -95,7 +95,8 @@ class BrainWidget(widgets.Container):
             label="score",
             choices=self._score_keys,
             visible=False,
-            tooltip="which of the model's per-vertex scores (R², r) is shown",
+            tooltip="which of the model's per-vertex scores is shown: R² and r (raw), and "
+            "with a noise ceiling nc_test (noise-normalised score %) and noise_ceiling (%)",
         )
         self.legend = widgets.Image(label="legend", tooltip="legend of the shown map")
         self.mesh_choice = widgets.ComboBox(

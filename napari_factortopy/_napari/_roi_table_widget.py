@@ -14,7 +14,7 @@ from magicgui import widgets
 from napari_factortopy._napari._common import ModelChoice
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy.scene.brain import score_label
-from napari_factortopy.scene.tables import COLUMNS, roi_rows, write_csv
+from napari_factortopy.scene.tables import COLUMNS, roi_rows, score_note, write_csv
 
 if TYPE_CHECKING:
     import napari
@@ -78,6 +78,8 @@ class RoiTableWidget(widgets.Container):
                 self.score_key.reset_choices()
             self.rows = roi_rows(scene.model, self.score_key.value)
         self.status.value = f"{len(self.rows)} ROIs" if self.rows else "no ROIs"
+        if scene is not None:  # where the scores stand: normalised, or raw R²
+            self.status.value += f"; {score_note(scene.model)}"
         self._on_sort()
         return self.rows
 

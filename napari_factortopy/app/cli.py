@@ -148,10 +148,23 @@ def info_lines(m, path: str) -> list[str]:
             f"{len(m.split.get('train', []))}/{len(m.split.get('val', []))}/"
             f"{len(m.split.get('test', []))} train/val/test images"
         )
+    nc = s.get("noise_ceiling")
     if "r2_test_mean" in s:
+        raw = "" if nc else "; raw, no noise ceiling known"
         lines.append(
-            f"  test R²     {_num(s.get('r2_test_mean'))} (mean), Pearson r "
+            f"  test R²     {_num(s.get('r2_test_mean'))} (mean{raw}), Pearson r "
             f"{_num(s.get('r_test_mean'))}"
+        )
+    if nc:
+        lines.append(
+            f"  challenge   noise-normalised score {_num(s.get('nc_test_mean'), '.2f')} % (mean "
+            f"over {nc.get('vertices', '?')} vertices with a ceiling; r < 0 counts 0, capped "
+            f"at 100); NC mean {_num(nc.get('mean_percent'), '.1f')} % from {nc['source']}"
+        )
+    elif "r_test" in m.scores:
+        lines.append(
+            "  challenge   no noise ceiling known, so no noise-normalised score; attach one "
+            "with `factortopy score MODEL --noise-ceiling NC.npy`"
         )
     if "steps" in s:
         from ..core.config import recipe_settings
@@ -166,7 +179,7 @@ def info_lines(m, path: str) -> list[str]:
         lines.append(f"  recipe      {recipe}: {recipe_settings(tc)}")
     cal = s.get("calibration")
     if isinstance(cal, dict):
-        from ..core.calibration import calibration_line
+        from ..core.convergence import calibration_line
 
         lines.append(f"  calibration {calibration_line(cal)}")
     ens = s.get("ensemble")
@@ -203,20 +216,7 @@ def info_lines(m, path: str) -> list[str]:
     if m.kind == "baseline":
         real = set((m.extra.get("baseline") or {}).get("maps") or ())
     if m.roi_names:
-        lines.append("  ROI         n    R²      argmax layer  scale")
-        r2 = m.scores.get("r2_test")
-        for k, name in enumerate(m.roi_names, start=1):
-            msk = (m.roi == k) & finite
-            if not msk.any():
-                continue
-            r2s = (
-                _num(np.nanmean(r2[msk]) if np.isfinite(r2[msk]).any() else None)
-                if r2 is not None
-                else "-"
-            )
-            mode = int(np.bincount(am[msk]).argmax()) if real is None or "layer" in real else "-"
-            scale = _num(m.scale[msk].mean(), ".2f") if real is None or "scale" in real else "-"
-            lines.append(f"  {name:<10} {int(msk.sum()):>4} {r2s:>6}  {mode:>12}  {scale}")
+        lines += _roi_lines(m, finite, am, real)
         levels = hierarchy_levels(m.roi, m.roi_names)
         try:
             if real is not None and "layer" not in real:
@@ -227,6 +227,42 @@ def info_lines(m, path: str) -> list[str]:
             )
         except ValueError:
             pass
+    return lines
+
+
+def _roi_lines(m, finite: np.ndarray, am: np.ndarray, real: set | None) -> list[str]:
+    """The per-ROI rows of ``info``: vertices, mean test R² (and noise-normalised score
+    when the model has a ceiling), modal argmax layer, mean scale; one pass over V."""
+    r2 = m.scores.get("r2_test")
+    nc = m.scores.get("nc_test") if m.summary.get("noise_ceiling") else None
+    n_roi = len(m.roi_names) + 1
+    roi = np.asarray(m.roi, np.int64)
+    fit = roi[finite]
+    counts = np.bincount(fit, minlength=n_roi)
+
+    def means(values) -> np.ndarray:
+        v = np.asarray(values, np.float64)[finite]
+        ok = np.isfinite(v)
+        tot = np.bincount(fit[ok], weights=v[ok], minlength=n_roi)
+        num = np.bincount(fit[ok], minlength=n_roi)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(num > 0, tot / np.maximum(num, 1), np.nan)
+
+    layer_votes = np.zeros((n_roi, m.n_layers), np.int64)
+    np.add.at(layer_votes, (fit, am[finite]), 1)
+    r2_mean = means(r2) if r2 is not None else None
+    nc_mean = means(nc) if nc is not None else None
+    scale_mean = means(m.scale)
+    head = "  ROI           n      R²" + ("  NC score %" if nc is not None else "")
+    lines = [head + "  argmax layer  scale"]
+    for k, name in enumerate(m.roi_names, start=1):
+        if not counts[k]:
+            continue
+        r2s = _num(r2_mean[k]) if r2_mean is not None else "-"
+        ncs = f"  {_num(nc_mean[k], '.1f'):>10}" if nc_mean is not None else ""
+        mode = int(layer_votes[k].argmax()) if real is None or "layer" in real else "-"
+        scale = _num(scale_mean[k], ".2f") if real is None or "scale" in real else "-"
+        lines.append(f"  {name:<10} {int(counts[k]):>6}  {r2s:>6}{ncs}  {mode:>12}  {scale}")
     return lines
 
 
@@ -292,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_compare import add_compare_parser
 
     add_compare_parser(sub)
+    from .cli_score import add_score_parser
+
+    add_score_parser(sub)
     from .cli_evaluate import add_evaluate_parser
     from .cli_group import add_group_parser
 

@@ -234,7 +234,13 @@ def run_extract(args: argparse.Namespace) -> int:
     from ..data.backbones import BackboneError
     from ..data.cache import CacheError, FeatureCache
     from ..data.datasets import DatasetError
-    from ..data.extract import ExtractionError, extract_features, weights_identity
+    from ..data.extract import (
+        ExtractionError,
+        disk_space,
+        extract_features,
+        size_text,
+        weights_identity,
+    )
 
     cache = None
     created = False
@@ -267,6 +273,17 @@ def run_extract(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         concurrent = args.range is not None
+        todo = cache.missing()
+        if args.range:
+            todo = todo[(todo >= args.range[0]) & (todo < args.range[1])]
+        need, free = disk_space(cache, todo)
+        if len(todo):  # what the disk must hold, before any work (refused if it cannot)
+            room = "" if free is None else f" ({size_text(free)} free there)"
+            print(
+                f"disk: {len(todo)} images to extract need about {size_text(need)} in "
+                f"{cache.path}{room}",
+                file=sys.stderr,
+            )
         bar = None
         record: dict = {}
         for record in extract_features(

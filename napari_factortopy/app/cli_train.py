@@ -206,6 +206,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="GiB the features may take on the device (default: automatic)",
     )
+    m.add_argument(
+        "--noise-ceiling",
+        metavar="FILE",
+        help="noise ceiling per vertex (.npy: one value per modelled vertex or per mesh "
+        "vertex, lh then rh; percent or fractions) for the challenge's noise-normalised "
+        "score; default: the dataset's own (NSD ncsnr, a folder's noise_ceiling.npy)",
+    )
     m.add_argument("--checkpoints", help="checkpoint folder (enables --resume)")
     m.add_argument("--resume", action="store_true", help="continue from --checkpoints")
     m.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 image split")
@@ -289,6 +296,8 @@ def run_train(args: argparse.Namespace) -> int:
         source = {"dataset": dataset_from_args(args)}
     else:
         raise ValueError("train needs --phantom DIR or --dataset PATH")
+    if args.resume and not args.checkpoints:
+        raise ValueError("--resume continues the run in --checkpoints FOLDER: give that folder")
     inputs = training_inputs(
         args.cache,
         **source,
@@ -297,6 +306,7 @@ def run_train(args: argparse.Namespace) -> int:
         memory_limit=None if args.memory_limit is None else int(args.memory_limit * 2**30),
         subjects_dir=args.subjects_dir,
         allow_download=args.allow_download,
+        noise_ceiling=args.noise_ceiling,
     )
     for note in inputs.notes:
         print(note, file=sys.stderr)
@@ -305,6 +315,9 @@ def run_train(args: argparse.Namespace) -> int:
         "backbone": inputs.backbone,
         "device": dev,
         "extra": {"dataset": inputs.dataset},
+        "noise_ceiling": inputs.noise_ceiling,
+        "noise_ceiling_source": inputs.noise_ceiling_source,
+        "identity": inputs.identity,
     }
     if args.seeds == 1:
         gen = fit(
@@ -326,9 +339,14 @@ def run_train(args: argparse.Namespace) -> int:
         path = out
     s = fitted.summary
     conv = s.get("convergence", {})
+    nc = (
+        f", noise-normalised score {s['nc_test_mean']:.2f} %"
+        if s.get("noise_ceiling") and s.get("nc_test_mean") == s.get("nc_test_mean")
+        else " (raw; no noise ceiling known)"
+    )
     print(
         f"wrote {path}: test R² {s['r2_test_mean']:.4f} (mean over {fitted.n_vertices} "
-        f"vertices), {s['steps']} steps in {time.perf_counter() - started:.0f} s"
+        f"vertices){nc}, {s['steps']} steps in {time.perf_counter() - started:.0f} s"
     )
     print(conv.get("line", ""), file=sys.stderr)
     if conv.get("state") == "failed":

@@ -187,6 +187,8 @@ def run_demo_pipeline(out: str | Path, options: DemoOptions | None = None) -> It
         device=dev,
         seed=opts.seed,
         extra={"demo": asdict(opts), "dataset": inputs.dataset},
+        noise_ceiling=inputs.noise_ceiling,
+        noise_ceiling_source=inputs.noise_ceiling_source,
     ):
         if rec["kind"] == "fitted":
             fitted = rec["model"]

@@ -13,6 +13,7 @@ values, the subject's vertex ids on its mesh.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,18 @@ class TrainingInputs:
         paths) and, for a phantom, its ``config``.
     notes : tuple of str
         What the user should know (e.g. rows dropped for missing features).
+    noise_ceiling : array of shape (V,), optional
+        Fraction of explainable variance per vertex (NaN: unknown), from a
+        ``noise_ceiling`` file, else the dataset's own (NSD's ncsnr, a folder's
+        ``noise_ceiling.npy``, a phantom's truth); None when no ceiling is known.
+    noise_ceiling_source : str
+        Where it came from ("" when there is none).
+    identity : dict
+        What the data are, for checkpoints (:func:`napari_factortopy.core.training.train`'s
+        ``identity``): ``dataset`` (its kind, the images of the response rows, the
+        vertices) and ``cache`` (backbone, layers, weights, grid, image ids), each
+        ``{"what": text, "digest": str}``; paths are shown, not compared, so moved data
+        still resumes.
     """
 
     features: Any
@@ -66,6 +79,9 @@ class TrainingInputs:
     backbone: dict
     dataset: dict
     notes: tuple[str, ...] = field(default_factory=tuple)
+    noise_ceiling: np.ndarray | None = None
+    noise_ceiling_source: str = ""
+    identity: dict = field(default_factory=dict)
 
     def model_config(self, **options: Any) -> FactorTopyConfig:
         """The :class:`FactorTopyConfig` for these features (``bottleneck=``, ``hidden=``…)."""
@@ -73,16 +89,54 @@ class TrainingInputs:
 
 
 class _LayerSubset:
-    """A feature cache seen through a subset of its layers (same ``read``/``nbytes``)."""
+    """A feature cache seen through a subset of its layers (same ``read``/``nbytes``,
+    ``widths``, ``grid``, ``n_images``, ``chunk_images``: what a feature source reads)."""
 
     def __init__(self, cache: FeatureCache, layers: Sequence[str]) -> None:
         self.cache, self.layers = cache, list(layers)
+        self.widths = [int(cache.widths[cache.layer_names.index(n)]) for n in self.layers]
+        self.grid = tuple(cache.grid)
+        self.n_images, self.chunk_images = cache.n_images, cache.chunk_images
 
     def read(self, indices=None, dtype=np.float32):
         return self.cache.read(indices, layers=self.layers, dtype=dtype)
 
     def nbytes(self, indices=None):
         return self.cache.nbytes(indices, layers=self.layers)
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(
+            np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else repr(p).encode()
+        )
+    return h.hexdigest()[:16]
+
+
+def _identity(record: dict, fc: FeatureCache, names: list[str], image_index, subj) -> dict:
+    """The ``identity`` of :class:`TrainingInputs` (see there)."""
+    ids = [str(i) for i in fc.image_ids]
+    rows = np.asarray(image_index, np.int64)
+    widths = [int(fc.widths[fc.layer_names.index(n)]) for n in names]
+    h, w = fc.grid
+    dataset = {
+        "what": f"{record['kind']} {record.get('root', '?')} ({len(rows)} response rows, "
+        f"{subj.n_vertices} vertices on {subj.mesh})",
+        "digest": _digest(
+            record["kind"],
+            [ids[i] for i in rows],
+            np.asarray(subj.vertex_ids, np.int64),
+            int(subj.n_lh),
+            subj.mesh,
+        ),
+    }
+    cache = {
+        "what": f"feature cache {fc.path} ({fc.backbone}, {len(names)} layers, grid "
+        f"{h}×{w}, {fc.n_images} images)",
+        "digest": _digest(fc.backbone, names, widths, (h, w), ids, fc.weights),
+    }
+    return {"dataset": dataset, "cache": cache}
 
 
 def _abs(path: str | Path) -> str:
@@ -102,7 +156,9 @@ def _from_phantom(root: Path) -> tuple:
         "responses": _abs(root / "responses.npy"),
         "config": ph.config.to_dict(),
     }
-    return ph.cache_path, responses, np.arange(len(responses)), ids, ph.subject(), record
+    nc = ph.truth.get("ceiling")
+    ceiling = (None, "") if nc is None else (nc, f"the phantom's truth ({_abs(root)})")
+    return ph.cache_path, responses, np.arange(len(responses)), ids, ph.subject(), record, ceiling
 
 
 def _from_dataset(ds, subjects_dir, allow_download) -> tuple:
@@ -119,7 +175,12 @@ def _from_dataset(ds, subjects_dir, allow_download) -> tuple:
     subject = Subject(ds.vertex_ids, ds.n_lh, sphere, ds.mesh, ds.roi, list(ds.roi_names))
     record = {"kind": ds.kind, "root": _abs(ds.root), "responses": _abs(ds.root)}
     ids = [str(i) for i in ds.image_ids]
-    return None, ds.responses, np.asarray(ds.image_index, np.int64), ids, subject, record
+    ceiling = (None, "")
+    if ds.noise_ceiling is not None:
+        note = ds.info.get("noise_ceiling") or f"the {ds.kind} dataset's noise_ceiling"
+        ceiling = (ds.noise_ceiling, f"{note} ({_abs(ds.root)})")
+    image_index = np.asarray(ds.image_index, np.int64)
+    return None, ds.responses, image_index, ids, subject, record, ceiling
 
 
 def _from_arrays(responses_path, subject_path, mesh, subjects_dir, allow_download) -> tuple:
@@ -163,7 +224,7 @@ def _from_arrays(responses_path, subject_path, mesh, subjects_dir, allow_downloa
         "root": _abs(subject_path.parent),
         "responses": _abs(responses_path),
     }
-    return None, responses, np.arange(len(responses)), None, subject, record
+    return None, responses, np.arange(len(responses)), None, subject, record, (None, "")
 
 
 def training_inputs(
@@ -181,6 +242,7 @@ def training_inputs(
     memory_limit: int | None = None,
     subjects_dir: str | Path | None = None,
     allow_download: bool = False,
+    noise_ceiling: str | Path | None = None,
 ) -> TrainingInputs:
     """Read, check and assemble a training run's inputs.
 
@@ -204,6 +266,9 @@ def training_inputs(
     subjects_dir, allow_download
         Where the mesh of the subject's vertices is looked for (see
         :func:`napari_factortopy.data.surfaces.sphere_coordinates`).
+    noise_ceiling : path, optional
+        A noise-ceiling file (:func:`napari_factortopy.data.noise_ceiling.read_noise_ceiling`);
+        it replaces the source's own ceiling, if any.
 
     Returns
     -------
@@ -224,16 +289,20 @@ def training_inputs(
             "responses .npy together with a subject .npz"
         )
     if phantom is not None:
-        own_cache, y, image_index, ids, subj, record = _from_phantom(Path(phantom))
+        own_cache, y, image_index, ids, subj, record, ceiling = _from_phantom(Path(phantom))
     elif dataset is not None:
-        own_cache, y, image_index, ids, subj, record = _from_dataset(
+        own_cache, y, image_index, ids, subj, record, ceiling = _from_dataset(
             dataset, subjects_dir, allow_download
         )
     else:
-        own_cache, y, image_index, ids, subj, record = _from_arrays(
+        own_cache, y, image_index, ids, subj, record, ceiling = _from_arrays(
             responses, subject, mesh, subjects_dir, allow_download
         )
     source = record["responses"]
+    if noise_ceiling is not None:
+        from ..data.noise_ceiling import read_noise_ceiling
+
+        ceiling = read_noise_ceiling(noise_ceiling, subj.vertex_ids, subj.n_lh, subj.mesh)
     cache = cache if cache is not None else own_cache
     if cache is None:
         raise ValueError(f"{source}: no feature cache given; extract features first")
@@ -272,10 +341,11 @@ def training_inputs(
     widths = tuple(int(fc.widths[fc.layer_names.index(n)]) for n in names)
     store = _LayerSubset(fc, names) if layers else fc
     dev = resolve_device(device)
-    features = RowMappedFeatures(
-        feature_source(store, np.unique(image_index), dev, memory_limit), image_index
-    )
     split = make_split(len(y), image_index, fractions=split_fractions, seed=split_seed)
+    # streamed (a cache larger than the limit): the validation images stay in memory
+    val_images = np.unique(image_index[split.val])
+    tokens = feature_source(store, np.unique(image_index), dev, memory_limit, val_images)
+    features = RowMappedFeatures(tokens, image_index)
     return TrainingInputs(
         features=features,
         responses=y,
@@ -293,4 +363,7 @@ def training_inputs(
         },
         dataset=record,
         notes=tuple(notes),
+        noise_ceiling=None if ceiling[0] is None else np.asarray(ceiling[0], np.float32),
+        noise_ceiling_source=ceiling[1],
+        identity=_identity(record, fc, names, image_index, subj),
     )

@@ -143,6 +143,8 @@ def training_job(job: TrainJob, should_stop: Callable[[], bool] | None = None) -
         should_stop=should_stop,
         seed=job.seed,
         extra={"dataset": inputs.dataset},
+        noise_ceiling=inputs.noise_ceiling,
+        noise_ceiling_source=inputs.noise_ceiling_source,
     ):
         if rec["kind"] == "fitted":
             fitted = rec["model"]

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .metrics import format_number, r2_score
+from .convergence import calibration_line
+from .metrics import r2_score
 from .model import FactorTopy, Selectors
 
 __all__ = ["RIDGES", "TEMPERATURES", "OutOfTime", "calibrate", "calibration_line", "ridge_readout"]
@@ -359,26 +360,3 @@ def calibrate(
             model.bias.copy_(torch.as_tensor(bias, dtype=model.bias.dtype, device=dev))
     result["seconds"] = clock() - t0
     return result
-
-
-def calibration_line(cal: dict) -> str:
-    """One line for a person on a calibration result (``summary["calibration"]``)."""
-    conf = {float(t["tau"]): t["confidence"] for t in cal.get("trials", [])}
-    if not cal.get("applied"):
-        why = cal.get("reason") or "no temperature with a refitted readout beat the trained one"
-        return f"not applied ({why})"
-    tau = float(cal["tau"])
-    sharp = ""
-    if tau != 1.0 and 1.0 in conf and tau in conf:
-        sharp = f", mean layer confidence {conf[1.0]:.2f} → {conf[tau]:.2f}"
-    what = (
-        "kept as trained (×1)"
-        if tau == 1.0
-        else f"{'sharpened' if tau > 1 else 'softened'} ×{tau:g}"
-    )
-    return (
-        f"layer softmax {what}{sharp}, readout refitted (ridge λ "
-        f"{cal.get('ridge')}): validation R² on {cal.get('n_probe')} probe vertices "
-        f"{format_number(cal.get('baseline_probe'))} → {format_number(cal.get('best_probe'))} "
-        f"({format_number(cal.get('seconds'), '.0f')} s)"
-    )

@@ -10,9 +10,7 @@ Colormaps come from ``matplotlib.colormaps[name]``; pyplot is never imported.
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
-from matplotlib.colors import hsv_to_rgb
 
 from .analyses import confidence, layer_argmax
 
@@ -47,6 +45,8 @@ NOT_SIGNIFICANT_GREY = 0.86
 
 
 def _cmap(name: str):
+    import matplotlib  # here, not at import: `factortopy info` and napari start faster
+
     return matplotlib.colormaps[name]
 
 
@@ -215,6 +215,8 @@ def _space_colour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     hue = np.mod(np.arctan2(y, x) / (2.0 * np.pi), 1.0)
     sat = np.clip(np.hypot(x, y), 0.0, 1.0)
     hsv = np.stack([hue, sat, np.ones_like(hue)], axis=-1)
+    from matplotlib.colors import hsv_to_rgb
+
     return _opaque(hsv_to_rgb(hsv))
 
 

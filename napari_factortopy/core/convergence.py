@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["PLATEAU_GAIN", "STOP_REASONS", "assess_convergence"]
+from .metrics import format_number
+
+__all__ = ["PLATEAU_GAIN", "STOP_REASONS", "assess_convergence", "calibration_line"]
 
 #: How training can stop (``TrainResult.stop_reason``).
 STOP_REASONS = ("early_stop", "max_epochs", "budget", "user_stop", "diverged")
@@ -121,3 +123,27 @@ def assess_convergence(
             f"(+{gain:.4f} over the last quarter)"
         )
     return {**base, "state": "not_converged", "line": line}
+
+
+def calibration_line(cal: dict) -> str:
+    """One line for a person on a calibration result (``summary["calibration"]``; torch-free,
+    so `factortopy info` need not import torch)."""
+    conf = {float(t["tau"]): t["confidence"] for t in cal.get("trials", [])}
+    if not cal.get("applied"):
+        why = cal.get("reason") or "no temperature with a refitted readout beat the trained one"
+        return f"not applied ({why})"
+    tau = float(cal["tau"])
+    sharp = ""
+    if tau != 1.0 and 1.0 in conf and tau in conf:
+        sharp = f", mean layer confidence {conf[1.0]:.2f} → {conf[tau]:.2f}"
+    what = (
+        "kept as trained (×1)"
+        if tau == 1.0
+        else f"{'sharpened' if tau > 1 else 'softened'} ×{tau:g}"
+    )
+    return (
+        f"layer softmax {what}{sharp}, readout refitted (ridge λ "
+        f"{cal.get('ridge')}): validation R² on {cal.get('n_probe')} probe vertices "
+        f"{format_number(cal.get('baseline_probe'))} → {format_number(cal.get('best_probe'))} "
+        f"({format_number(cal.get('seconds'), '.0f')} s)"
+    )

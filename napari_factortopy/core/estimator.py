@@ -16,7 +16,7 @@ import numpy as np
 from .config import FactorTopyConfig, TrainConfig
 from .convergence import assess_convergence
 from .fitted_model import FittedModel
-from .metrics import roi_table
+from .metrics import challenge_scores, roi_table
 from .splits import Split
 from .subject import Subject, check_responses
 from .training import train
@@ -41,6 +41,9 @@ def fit(
     extra: dict | None = None,
     should_stop: Callable[[], bool] | None = None,
     started_at: float | None = None,
+    noise_ceiling: np.ndarray | None = None,
+    noise_ceiling_source: str = "",
+    identity: dict | None = None,
 ) -> Iterator[dict]:
     """Train a FactorTopy mapping and bundle it.
 
@@ -65,6 +68,14 @@ def fit(
         Seeds the model's initialisation.
     extra : dict
         Recorded in the model file.
+    noise_ceiling : array of shape (V,), optional
+        Fraction of explainable variance per vertex (NaN: unknown): the model file then
+        holds the challenge's noise-normalised test score
+        (:func:`~napari_factortopy.core.metrics.challenge_scores`), with
+        ``noise_ceiling_source`` saying where the ceiling came from.
+    identity : dict, optional
+        What the data are (dataset, cache), for the checkpoints: passed to
+        :func:`.training.train`.
 
     Yields
     ------
@@ -95,6 +106,7 @@ def fit(
         snapshots=snapshots,
         should_stop=should_stop,
         started_at=started_at,
+        identity=identity,
     ):
         if rec["kind"] == "done":
             result = rec["result"]
@@ -131,6 +143,16 @@ def fit(
         summary["calibration"] = _jsonable(result.calibration)
     if subject.roi_names:
         summary["roi_r2_test"] = roi_table(result.test_r2, roi, subject.roi_names)
+    scores = {
+        "r2_test": result.test_r2.astype(np.float32),
+        "r_test": result.test_r.astype(np.float32),
+    }
+    if noise_ceiling is not None:
+        nc_scores, nc_summary = challenge_scores(
+            result.test_r, noise_ceiling, noise_ceiling_source, roi, list(subject.roi_names)
+        )
+        scores.update(nc_scores)
+        summary.update(nc_summary)
     fitted = FittedModel.from_module(
         module,
         vertex_ids=subject.vertex_ids,
@@ -148,10 +170,7 @@ def fit(
             "test": split.test,
         },
         history=result.history,
-        scores={
-            "r2_test": result.test_r2.astype(np.float32),
-            "r_test": result.test_r.astype(np.float32),
-        },
+        scores=scores,
         summary=summary,
         extra={
             "train_config": (result.config or tcfg).to_dict(),

@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "challenge_scores",
     "difference_to_max",
     "format_number",
     "max_model",
+    "noise_ceiling_from_ncsnr",
     "noise_normalised",
     "pearson_r",
     "r2_score",
@@ -167,8 +169,41 @@ def roi_table(values: np.ndarray, roi: np.ndarray, roi_names: list[str]) -> list
     return rows
 
 
+def noise_ceiling_from_ncsnr(ncsnr: np.ndarray, n_trials=1.0) -> np.ndarray:
+    """NSD's noise ceiling from its noise-ceiling SNR, as a fraction of variance.
+
+    ``NC = ncsnr² / (ncsnr² + 1/n)`` (Allen et al. 2022; NSD writes it in percent,
+    ``100 ·`` this) for responses that average ``n`` trials. When images were seen a
+    different number of times, ``1/n`` is the mean of ``1/n_i`` over the images: pass
+    the per-image counts.
+
+    Parameters
+    ----------
+    ncsnr : array of shape (V,)
+        Noise-ceiling SNR per vertex (NSD's ``{lh,rh}.ncsnr.mgh``), >= 0.
+    n_trials : float or array of shape (M,)
+        Trials averaged per response, or the count of every image (M images).
+
+    Returns
+    -------
+    nc : array of shape (V,), float64
+        In [0, 1); NaN where ``ncsnr`` is NaN.
+    """
+    snr2 = np.asarray(ncsnr, dtype=np.float64) ** 2
+    counts = np.asarray(n_trials, dtype=np.float64)
+    if counts.size == 0 or not np.all(counts >= 1):
+        raise ValueError(f"n_trials must be >= 1 (trials averaged); found {counts.ravel()[:5]}")
+    inv_n = float(np.mean(1.0 / counts))
+    return snr2 / (snr2 + inv_n)
+
+
 def noise_normalised(r: np.ndarray, noise_ceiling: np.ndarray) -> np.ndarray:
-    """Noise-normalised score in percent: ``100 · min(1, max(r, 0)² / NC)``.
+    """The Algonauts 2023 challenge's noise-normalised score in percent.
+
+    ``score_v = min(100, 100 · max(r_v, 0)² / NC_v)`` with ``NC_v`` the noise ceiling as a
+    fraction of variance: a correlation below 0 counts as 0, a score above the ceiling
+    as 100. (With NC in percent, as NSD and the challenge write it, that is
+    ``min(100, 100 · r² / (NC% / 100))``.)
 
     Parameters
     ----------
@@ -190,6 +225,68 @@ def noise_normalised(r: np.ndarray, noise_ceiling: np.ndarray) -> np.ndarray:
     ok = np.isfinite(r) & np.isfinite(nc) & (nc > 0)
     out[ok] = 100.0 * np.minimum(1.0, np.maximum(r[ok], 0.0) ** 2 / nc[ok])
     return out
+
+
+def challenge_scores(
+    r: np.ndarray,
+    noise_ceiling: np.ndarray,
+    source: str,
+    roi: np.ndarray | None = None,
+    roi_names: list[str] | None = None,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """A model's per-vertex challenge scores and their summary, for its model file.
+
+    Parameters
+    ----------
+    r : array of shape (V,)
+        Test Pearson correlation per vertex.
+    noise_ceiling : array of shape (V,)
+        Fraction of explainable variance in [0, 1]; NaN where unknown.
+    source : str
+        Where the ceiling came from (recorded, shown by ``factortopy info``).
+    roi, roi_names
+        ROI labels (V,) and names, for the per-ROI means.
+
+    Returns
+    -------
+    scores : dict of arrays of shape (V,), float32
+        ``nc_test``: :func:`noise_normalised` (percent, NaN without a ceiling);
+        ``noise_ceiling``: the ceiling in percent.
+    summary : dict
+        ``nc_test_mean`` (mean over the vertices that have a ceiling, NaN if none),
+        ``noise_ceiling``: ``source``, ``vertices`` (with a positive ceiling),
+        ``mean_percent``; and ``roi_nc_test`` (:func:`roi_table`) with ``roi_names``.
+
+    Raises
+    ------
+    ValueError
+        A shape other than r's, or a ceiling outside [0, 1].
+    """
+    r = np.asarray(r, dtype=np.float64).reshape(-1)
+    nc = np.asarray(noise_ceiling, dtype=np.float64).reshape(-1)
+    if nc.shape != r.shape:
+        raise ValueError(f"the noise ceiling has {nc.size} values for {r.size} vertices")
+    finite = nc[np.isfinite(nc)]
+    if finite.size and (finite.min() < 0 or finite.max() > 1):
+        raise ValueError(
+            f"noise ceiling values must be fractions in [0, 1]; found "
+            f"{finite.min():g}..{finite.max():g}"
+        )
+    score = noise_normalised(r, nc)
+    ok = np.isfinite(score)
+    has = np.isfinite(nc) & (nc > 0)
+    summary: dict = {
+        "nc_test_mean": float(score[ok].mean()) if ok.any() else float("nan"),
+        "noise_ceiling": {
+            "source": str(source),
+            "vertices": int(has.sum()),
+            "mean_percent": float(100 * nc[has].mean()) if has.any() else float("nan"),
+        },
+    }
+    if roi is not None and roi_names:
+        summary["roi_nc_test"] = roi_table(score, roi, list(roi_names))
+    scores = {"nc_test": score.astype(np.float32), "noise_ceiling": (100 * nc).astype(np.float32)}
+    return scores, summary
 
 
 def max_model(scores: np.ndarray) -> np.ndarray:

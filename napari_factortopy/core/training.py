@@ -9,9 +9,10 @@ folder is given; ``resume=True`` continues from it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .model import FactorTopy, Selectors
 from .splits import Split
 
 __all__ = [
+    "ResumeMismatch",
     "TrainResult",
     "TrainingDiverged",
     "greedy_soup",
@@ -36,6 +38,7 @@ __all__ = [
     "predict_batches",
     "regulariser",
     "resolve_auto_recipe",
+    "run_identity",
     "soup_trials",
     "train",
 ]
@@ -43,6 +46,11 @@ __all__ = [
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf before any checkpoint was kept."""
+
+
+class ResumeMismatch(ValueError):
+    """``resume=True`` with checkpoints made for other data (dataset, cache, responses or
+    split): the message names the folder, what they were made for and what was given."""
 
 
 def regulariser(sel: Selectors) -> torch.Tensor:
@@ -372,6 +380,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     started_at: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    identity: Mapping[str, Any] | None = None,
 ) -> Iterator[dict]:
     """Train ``model`` in place, yielding progress records.
 
@@ -407,6 +416,12 @@ def train(
     clock : callable
         Seconds from a monotonic clock (default :func:`time.perf_counter`; tests pass
         a simulated clock to check the budget logic deterministically).
+    identity : mapping, optional
+        What the data are, beyond what this function sees (e.g. ``dataset`` and
+        ``cache``: each ``{"what": text for people, "digest": str}``). With the
+        responses' and the split's own entries (:func:`run_identity`) it is written
+        into every checkpoint; resuming with other data raises :class:`ResumeMismatch`
+        before anything is loaded or written.
 
     Yields
     ------
@@ -433,6 +448,9 @@ def train(
     ------
     TrainingDiverged
         The loss became non-finite before the first validation.
+    ResumeMismatch
+        ``resume`` with checkpoints made for another dataset, cache, responses or split
+        (the checkpoints are left as they are).
     ValueError
         A budget too small for one validation (the message gives the minimum).
     """
@@ -462,10 +480,12 @@ def train(
         "last_val": 0,  # the step of the last validation
     }
     ckpt_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
+    run_id = run_identity(y_all, split, identity) if ckpt_path is not None else {}
     if resume:
         if ckpt_path is None or not ckpt_path.exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt_path}")
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_identity(ckpt_path, saved, run_id, split)
         try:
             model.load_state_dict(saved["model"])
         except RuntimeError as exc:
@@ -503,6 +523,7 @@ def train(
                     "optimizer": opt.state_dict(),
                     "state": {**state, "order": torch.as_tensor(state["order"])},
                     "rng": rng.bit_generator.state,
+                    "identity": run_id,
                 },
                 tmp,
             )
@@ -519,7 +540,9 @@ def train(
     budget = cfg.max_seconds
     train_idx = np.asarray(split.train)
     if "order" not in state:
-        state["order"], state["pos"] = rng.permutation(train_idx), 0
+        state["order"], state["pos"] = _epoch_order(features, train_idx, rng), 0
+    elif hasattr(features, "plan"):  # resumed: a streaming source reads ahead along it
+        features.plan(state["order"][state["pos"] :])
     timing = _Timing()
     auto_pending = cfg.recipe == "auto" and not state["recipe"]
     # a given batch size is kept: only its speed is measured
@@ -599,7 +622,7 @@ def train(
             if auto_pending:  # compare batch sizes on real training steps
                 batch_size = _probe_batch(probe, state["step"], probe_batches)
             if state["pos"] + batch_size > len(state["order"]):
-                state["order"], state["pos"] = rng.permutation(train_idx), 0
+                state["order"], state["pos"] = _epoch_order(features, train_idx, rng), 0
             batch = state["order"][state["pos"] : state["pos"] + batch_size]
             state["pos"] += batch_size
             t_step = clock()
@@ -863,6 +886,97 @@ def _resolve_from_probe(cfg, probe, model, features, split, budget, elapsed, clo
     resolved, info = resolve_auto_recipe(cfg, remaining, step_s[batch], val_s, batch)
     info["images_per_second"] = {str(b): b / s for b, s in step_s.items()}
     return resolved, info
+
+
+def _epoch_order(features: Any, train_idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An epoch's batch order: the feature source's own when it has one (a streamed
+    cache keeps batches within windows of whole chunks), else a permutation."""
+    own = getattr(features, "epoch_order", None)
+    return rng.permutation(train_idx) if own is None else own(train_idx, rng)
+
+
+def _digest(*parts: Any) -> str:
+    """A short sha256 of arrays and strings (the identity of some data)."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(str((p.dtype.str, p.shape)).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(repr(p).encode())
+    return h.hexdigest()[:16]
+
+
+def run_identity(
+    responses: np.ndarray, split: Split, given: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, str]]:
+    """What a run trains on, as its checkpoints record it.
+
+    Parameters
+    ----------
+    responses : array of shape (N, V)
+    split : Split
+    given : mapping, optional
+        The caller's entries (``dataset``, ``cache``, …), each ``{"what", "digest"}``.
+
+    Returns
+    -------
+    dict
+        ``given``'s entries, then ``responses`` (shape and a digest of 64 evenly spaced
+        rows: cheap at 9,841 × 37,984) and ``split`` (seed, sizes and a digest of the
+        three index arrays), each ``{"what": text for people, "digest": str}``.
+    """
+    n, v = responses.shape
+    rows = np.unique(np.linspace(0, max(n - 1, 0), min(n, 64)).astype(np.int64))
+    sizes = "/".join(str(len(a)) for a in (split.train, split.val, split.test))
+    out = {str(k): {"what": str(e["what"]), "digest": str(e["digest"])}
+           for k, e in (given or {}).items()}  # fmt: skip
+    out["responses"] = {
+        "what": f"responses of {n} rows × {v} vertices",
+        "digest": _digest(np.asarray(responses[rows], np.float32), (n, v)),
+    }
+    out["split"] = {
+        "what": f"split seed {split.seed}: {sizes} train/val/test rows",
+        "digest": _digest(
+            *(np.asarray(a, np.int64) for a in (split.train, split.val, split.test))
+        ),
+    }
+    return out
+
+
+def _check_identity(path: Path, saved: Mapping, run_id: Mapping, split: Split) -> None:
+    """Refuse checkpoints made for other data, before anything is loaded or written.
+
+    Checkpoints written before identities were recorded are checked as far as they
+    can be: their batch order must name images of this run's training split.
+    """
+    folder = path.parent
+    keep = (
+        "the checkpoints are left as they are: resume with the data they were made for, "
+        "or give another --checkpoints folder (starting without --resume overwrites them)"
+    )
+    made = saved.get("identity")
+    if not made:
+        order = np.asarray(saved.get("state", {}).get("order", np.zeros(0)))
+        if order.size and not np.isin(order, np.asarray(split.train)).all():
+            raise ResumeMismatch(
+                f"{folder}: these checkpoints were made for another dataset or split (written "
+                "by an older version, they do not record which; their batch order names "
+                f"images outside this run's {len(split.train)} training rows); {keep}"
+            )
+        return
+    diff = [
+        f"{key}: made for {made[key]['what']} [{made[key]['digest']}], given "
+        f"{run_id[key]['what']} [{run_id[key]['digest']}]"
+        for key in run_id
+        if key in made and made[key].get("digest") != run_id[key]["digest"]
+    ]
+    if diff:
+        raise ResumeMismatch(
+            f"{folder}: these checkpoints were made for other data than this run's: "
+            + "; ".join(diff)
+            + f"; {keep}"
+        )
 
 
 def _check_resume(path: Path, saved: dict | None, cfg: TrainConfig) -> None:

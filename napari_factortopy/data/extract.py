@@ -45,8 +45,10 @@ __all__ = [
     "CacheMismatchError",
     "ExtractionError",
     "check_images",
+    "disk_space",
     "extract_features",
     "plan_ranges",
+    "size_text",
     "weights_identity",
 ]
 
@@ -350,7 +352,7 @@ def _extract(
     todo = todo[(todo >= start) & (todo < stop)]
     total = len(todo)
     if check_space and total:
-        _check_space(cache, total)
+        _check_space(cache, todo)
     dev = resolve_device(device)
     backbone.to(dev)
     use_amp = autocast and dev.type == "cuda"
@@ -539,15 +541,59 @@ def _write(
         raise ExtractionError(str(exc)) from exc
 
 
-def _check_space(cache: FeatureCache, n_missing: int) -> None:
-    need = cache.nbytes(np.zeros(n_missing, np.int64)) // 2  # stored as float16
+def disk_space(cache: FeatureCache, images: np.ndarray | None = None) -> tuple[int, int | None]:
+    """Bytes the cache's missing images will take on disk, and the bytes free there.
+
+    zarr stores whole chunks of ``chunk_images`` images (the last one too), uncompressed
+    float16, with each row's two sha256 digests and its ``written`` flag; a chunk is
+    written to a temporary file, then renamed, so one more chunk is needed while it is
+    written. Chunks that hold a written row exist already and are rewritten in place.
+
+    Parameters
+    ----------
+    cache : FeatureCache
+    images : int array, optional
+        The images to extract (default: every missing one).
+
+    Returns
+    -------
+    need : int
+        Bytes the new chunks take, plus one chunk.
+    free : int or None
+        Free bytes on the cache's disk (None when the system cannot say).
+    """
+    todo = cache.missing() if images is None else np.asarray(images, np.int64)
+    chunk = cache.chunk_images
+    per_image = cache.nbytes(np.zeros(1, np.int64)) // 2 + 2 * 32 + 1
+    existing = set((np.flatnonzero(cache.written) // chunk).tolist())
+    new = [c for c in np.unique(todo // chunk).tolist() if c not in existing]
+    need = (len(new) + (1 if len(todo) else 0)) * chunk * per_image
     try:
         free = shutil.disk_usage(cache.path).free
     except OSError:  # pragma: no cover
-        return
-    if need > free:
+        free = None
+    return int(need), free
+
+
+def _check_space(cache: FeatureCache, todo: np.ndarray) -> None:
+    need, free = disk_space(cache, todo)
+    if free is not None and need > free:
+        per_image = cache.nbytes(np.zeros(1, np.int64)) // 2
         raise ExtractionError(
-            f"feature cache {cache.path}: {n_missing} images need about "
-            f"{need / 1e9:.2f} GB but only {free / 1e9:.2f} GB are free on its disk; free "
-            "space or choose another location (nothing was written)"
+            f"feature cache {cache.path}: {len(todo)} images need {size_text(need)} on disk "
+            f"({size_text(per_image)} per image, in chunks of {cache.chunk_images}) but "
+            f"only {size_text(free)} are free there; free space or choose another location "
+            "(nothing was written)"
         )
+
+
+def size_text(n_bytes: float) -> str:
+    """Bytes for a person: ``"12.1 GB"``, ``"580 MB"``, ``"145 B"`` (powers of 1000)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return (
+                f"{n_bytes / scale:.3g} {unit}"
+                if n_bytes < 100 * scale
+                else (f"{n_bytes / scale:.0f} {unit}")
+            )
+    return f"{int(n_bytes)} B"

@@ -95,7 +95,8 @@ MESH_KINDS = ("inflated", "sphere", "pial", "flat")
 VIEWS = ("lateral", "medial", "ventral", "posterior", "flat")
 HEMIS = ("lh", "rh")
 #: How score keys read in legends and panels.
-SCORE_LABELS = {"r2": "R²", "r": "r"}
+SCORE_LABELS = {"r2": "R²", "r": "r", "nc": "noise-normalised score %",
+                "noise_ceiling": "noise ceiling %"}  # fmt: skip
 
 
 def convergence_line(model) -> str | None:
@@ -117,6 +118,8 @@ def score_label(key: str | None) -> str:
     """
     if not key:
         return "score"
+    if str(key) in SCORE_LABELS:  # a whole key (noise_ceiling)
+        return SCORE_LABELS[str(key)]
     head, _, split = str(key).partition("_")
     name = SCORE_LABELS.get(head.lower())
     if name is None:
@@ -160,13 +163,21 @@ def available_maps(model) -> list[str]:
 
     A baseline shows only its real selector maps, its scores and the ROIs (no readout
     clusters: a baseline's readout is not FactorTopy's); a seed ensemble adds
-    :data:`ENSEMBLE_MAPS`.
+    :data:`ENSEMBLE_MAPS`. A map the model has no numbers for is not offered: ``score``
+    without scores (a phantom's ``truth.ftopy``), ``clusters`` without a readout,
+    ``roi`` without ROIs.
     """
     real = real_maps(model)
     if real is not None:
-        maps = [m for m in MAPS if m in real or m == "roi" or (m == "score" and model.scores)]
+        maps = [m for m in MAPS if m in real or m in ("roi", "score")]
     else:
         maps = list(MAPS)
+    has = {
+        "score": bool(model.scores),
+        "clusters": real is None and "beta" in (getattr(model, "state", None) or {}),
+        "roi": bool(len(model.roi_names)) and bool(np.any(np.asarray(model.roi) > 0)),
+    }
+    maps = [m for m in maps if has.get(m, True)]
     if "beta" not in (getattr(model, "state", None) or {}):  # a group file: no readout
         maps = [m for m in maps if m != "clusters"]
     if _has_ensemble(model):

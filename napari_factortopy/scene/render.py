@@ -39,13 +39,14 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is made, not at import (fast CLI start)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
 
 from ..core.atomic import atomic_path
 
@@ -469,6 +470,9 @@ def compose_figure(
     if legend is not None:
         legend_h = 0.6 * legend_w + 2 * title_h + 3 * fontsize * pt
     height_px = int(np.ceil(max(sum(heights), legend_h) + 2 * margin))
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     fig = Figure(
         figsize=((width_px + 0.25) / dpi, (height_px + 0.25) / dpi), dpi=dpi, facecolor="white"

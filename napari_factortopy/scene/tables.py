@@ -12,13 +12,14 @@ from napari_factortopy.core.analyses import confidence, layer_argmax
 from napari_factortopy.core.atomic import atomic_path
 from napari_factortopy.scene.brain import _default_score_key, score_label
 
-__all__ = ["COLUMNS", "roi_rows", "write_csv"]
+__all__ = ["COLUMNS", "roi_rows", "score_note", "write_csv"]
 
 #: Column keys of :func:`roi_rows`, in order, with their headers.
 COLUMNS = {
     "roi": "ROI",
     "n_vertices": "vertices",
     "score": "mean score",
+    "nc_score": "mean noise-normalised score %",
     "layer": "argmax layer",
     "layer_share": "share",
     "confidence": "mean confidence",
@@ -29,10 +30,12 @@ COLUMNS = {
 }
 
 
-def _mean(x: np.ndarray) -> float:
-    x = np.asarray(x, np.float64)
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if x.size else float("nan")
+def score_note(model) -> str:
+    """What the scores of ``model`` are: the noise ceiling's source, or that they are raw."""
+    nc = (getattr(model, "summary", None) or {}).get("noise_ceiling")
+    if nc:
+        return f"noise ceiling from {nc.get('source', '?')}"
+    return "no noise ceiling known: scores are raw R² / r, not noise-normalised"
 
 
 def roi_rows(model, score_key: str | None = None) -> list[dict]:
@@ -52,6 +55,7 @@ def roi_rows(model, score_key: str | None = None) -> list[dict]:
     -------
     rows : list of dict
         Keys of :data:`COLUMNS`: ``roi`` (name), ``n_vertices``, ``score`` (mean),
+        ``nc_score`` (mean challenge score ``nc_test``, NaN without a noise ceiling),
         ``layer`` (name of the layer most vertices choose), ``layer_share`` (fraction of
         the ROI's fitted vertices choosing it), ``confidence`` (mean layer-selector
         confidence), ``scale`` (mean α).
@@ -67,23 +71,36 @@ def roi_rows(model, score_key: str | None = None) -> list[dict]:
     safe = np.where(missing[:, None], 1.0 / model.n_layers, pi)
     choice, conf = layer_argmax(safe), confidence(safe)
     score = np.asarray(model.scores[key], np.float64) if key in model.scores else None
+    nc = model.scores.get("nc_test") if (model.summary or {}).get("noise_ceiling") else None
+    # per-ROI sums in one pass over V (bincount), not one mask per ROI
+    n_roi = len(model.roi_names) + 1
+    lab = np.where((roi >= 0) & (roi < n_roi), roi, 0).astype(np.int64)
+    members = np.bincount(lab, minlength=n_roi)
+    fit = ~missing
+    n_fit = np.bincount(lab[fit], minlength=n_roi)
+    votes = np.zeros((n_roi, model.n_layers), np.int64)
+    np.add.at(votes, (lab[fit], choice[fit]), 1)
+    means = {
+        "score": _roi_means(score, lab, fit, n_roi),
+        "nc_score": _roi_means(nc, lab, fit, n_roi),
+        "confidence": _roi_means(conf, lab, fit, n_roi),
+        "scale": _roi_means(model.scale, lab, fit, n_roi),
+    }
     rows = []
     for k, name in enumerate(model.roi_names, start=1):
-        members = roi == k
-        if not members.any():
+        if not members[k]:
             continue
-        fit = members & ~missing
-        counts = np.bincount(choice[fit], minlength=model.n_layers)
-        best = int(np.argmax(counts))
+        best = int(np.argmax(votes[k]))
         rows.append(
             {
                 "roi": str(name),
-                "n_vertices": int(members.sum()),
-                "score": _mean(score[fit]) if score is not None else float("nan"),
-                "layer": names[best] if fit.any() else "",
-                "layer_share": float(counts[best] / fit.sum()) if fit.any() else float("nan"),
-                "confidence": _mean(conf[fit]),
-                "scale": _mean(np.asarray(model.scale, np.float64)[fit]),
+                "n_vertices": int(members[k]),
+                "score": means["score"][k],
+                "nc_score": means["nc_score"][k],
+                "layer": names[best] if n_fit[k] else "",
+                "layer_share": float(votes[k, best] / n_fit[k]) if n_fit[k] else float("nan"),
+                "confidence": means["confidence"][k],
+                "scale": means["scale"][k],
             }
         )
     return _evaluation_columns(model, rows)
@@ -119,6 +136,17 @@ def _evaluation_columns(model, rows: list[dict]) -> list[dict]:
                 if np.isfinite(share[0]):
                     row["r2_layer"] = names[int(layer[0])]
     return rows
+
+
+def _roi_means(values, lab: np.ndarray, fit: np.ndarray, n_roi: int) -> list[float]:
+    """Mean of the finite ``values`` (V,) of the fitted vertices of each label; NaN if none."""
+    if values is None:
+        return [float("nan")] * n_roi
+    v = np.asarray(values, np.float64)
+    ok = fit & np.isfinite(v)
+    tot = np.bincount(lab[ok], weights=v[ok], minlength=n_roi)
+    num = np.bincount(lab[ok], minlength=n_roi)
+    return [float(t / c) if c else float("nan") for t, c in zip(tot, num, strict=True)]
 
 
 def write_csv(rows: list[dict], path: str | os.PathLike, score_key: str | None = None) -> Path:

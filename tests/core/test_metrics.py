@@ -165,3 +165,49 @@ def test_difference_to_max_default_is_root_sum_square():
             assert d[m, k] == pytest.approx(naive)
     with pytest.raises(ValueError, match="reduction"):
         difference_to_max(s, roi, ["A", "B"], reduction="max")
+
+
+def test_noise_ceiling_from_ncsnr_by_hand():
+    from napari_factortopy.core.metrics import noise_ceiling_from_ncsnr
+
+    snr = np.array([1.0, 0.5, 0.0, np.nan])
+    # n = 3 averaged trials: NC = snr² / (snr² + 1/3)
+    np.testing.assert_allclose(
+        noise_ceiling_from_ncsnr(snr, 3), [0.75, 0.25 / (0.25 + 1 / 3), 0.0, np.nan]
+    )
+    # images seen 1, 3 and 3 times: 1/n is the mean of 1/n_i = (1 + 1/3 + 1/3) / 3 = 5/9
+    np.testing.assert_allclose(
+        noise_ceiling_from_ncsnr(np.array([2.0]), [1, 3, 3]), [4 / (4 + 5 / 9)]
+    )
+    with pytest.raises(ValueError, match=">= 1"):
+        noise_ceiling_from_ncsnr(snr, 0)
+
+
+def test_challenge_score_against_a_hand_computation():
+    """The Algonauts 2023 score, worked by hand and by the challenge's own steps."""
+    from napari_factortopy.core.metrics import challenge_scores
+
+    r = np.array([0.6, -0.2, 0.9, 0.3, np.nan, 0.5])
+    nc_percent = np.array([72.0, 50.0, 40.0, np.nan, 30.0, 25.0])
+    roi = np.array([1, 1, 2, 2, 0, 2])
+    scores, summary = challenge_scores(r, nc_percent / 100, "hand", roi, ["A", "B"])
+    # 100·0.36/0.72 = 50; r < 0 → 0; 100·0.81/0.40 = 202.5 → 100; no NC; no r; 100·.25/.25
+    want = [50.0, 0.0, 100.0, np.nan, np.nan, 100.0]
+    np.testing.assert_allclose(scores["nc_test"], want, equal_nan=True)
+    np.testing.assert_allclose(scores["noise_ceiling"], nc_percent, equal_nan=True)
+    assert summary["nc_test_mean"] == pytest.approx(250 / 4)
+    assert summary["noise_ceiling"] == {
+        "source": "hand",
+        "vertices": 5,
+        "mean_percent": pytest.approx((72 + 50 + 40 + 30 + 25) / 5),
+    }
+    rows = {row["roi"]: row["mean"] for row in summary["roi_nc_test"]}
+    assert rows["A"] == pytest.approx(25.0) and rows["B"] == pytest.approx(100.0)
+    # the challenge's own steps (development kit): negative r set to 0, r² / NC · 100,
+    # capped at 100, mean over vertices
+    c = np.where(r < 0, 0, r)
+    devkit = np.minimum(c**2 / (nc_percent / 100) * 100, 100)
+    ok = np.isfinite(devkit)
+    assert summary["nc_test_mean"] == pytest.approx(devkit[ok].mean())
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        challenge_scores(r, nc_percent, "percent by mistake")

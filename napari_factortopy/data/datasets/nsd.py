@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...core.metrics import noise_ceiling_from_ncsnr
 from ..surfaces import MESH_SIZES, read_mgz_labels
 from ._base import Dataset, DatasetError, ImageDecodeError, paper_rois, require
 
@@ -195,12 +196,12 @@ def load_nsd(
             row += len(b)
         responses = (sums / counts[:, None]).astype(np.float32)
         image_index = np.arange(len(uniq), dtype=np.int64)
-        inv_n = float(np.mean(1.0 / counts))
+        n_avg = counts
     else:
         responses = np.concatenate(blocks, axis=0)
         image_index = inverse.astype(np.int64)
-        inv_n = 1.0
-    nc = None
+        n_avg = np.ones(1)
+    nc, nc_note = None, None
     nc_files = [beta_dir / f"{h}.ncsnr.mgh" for h in ("lh", "rh")]
     if all(p.exists() for p in nc_files):
         snr = np.concatenate(
@@ -209,7 +210,11 @@ def load_nsd(
                 for p, hv in zip(nc_files, vids, strict=True)
             ]
         )
-        nc = (snr**2 / (snr**2 + inv_n)).astype(np.float32)
+        nc = noise_ceiling_from_ncsnr(snr, n_avg).astype(np.float32)
+        nc_note = (
+            f"NSD ncsnr ({nc_files[0].parent}/{{lh,rh}}.ncsnr.mgh), "
+            f"NC = ncsnr²/(ncsnr² + 1/n), 1/n = {float(np.mean(1.0 / n_avg)):.3f}"
+        )
     families: dict = {}
     for fam in _FAMILIES:
         parts = []
@@ -257,6 +262,7 @@ def load_nsd(
             "average": bool(average),
             "roi_mask": roi_mask,
             "betas": betas,
+            "noise_ceiling": nc_note,
         },
     )
 
