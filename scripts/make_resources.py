@@ -1,4 +1,5 @@
-"""Write the generated files of ``napari_factortopy/resources/`` (deterministic).
+"""Write the generated files of the top-level ``resources/`` (deterministic; the
+package's ``napari_factortopy/resources`` is a link to it).
 
     python scripts/make_resources.py            # into the package
     python scripts/make_resources.py --out DIR  # elsewhere (the test compares)
@@ -135,7 +136,7 @@ def write(out: Path) -> list[Path]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=ROOT / "napari_factortopy" / "resources")
+    p.add_argument("--out", type=Path, default=ROOT / "resources")
     args = p.parse_args(argv)
     for path in write(args.out):
         print(path)

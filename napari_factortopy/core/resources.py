@@ -1,4 +1,7 @@
-"""The non-code assets shipped in the wheel (``napari_factortopy/resources/``).
+"""The non-code assets shipped in the wheel (``napari_factortopy/resources/`` in an install).
+
+The single source is the repository's top-level ``resources/``; the package's
+``resources`` is a link to it in the source tree, and the wheel holds regular files.
 
 - ``roi_groups.csv``: the paper's ROI groups over the NSD label families and their
   hierarchy levels (the source of :data:`napari_factortopy.core.analyses.

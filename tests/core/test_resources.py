@@ -19,7 +19,7 @@ from napari_factortopy.core.resources import paper_roi_groups, resource_path, sa
 from napari_factortopy.data.datasets._base import PAPER_ROI_GROUPS
 
 ROOT = Path(__file__).resolve().parents[2]
-RESOURCES = ROOT / "napari_factortopy" / "resources"
+RESOURCES = ROOT / "resources"  # the single source; the package links to it
 
 
 def test_roi_table_is_the_papers():

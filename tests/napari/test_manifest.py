@@ -24,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "napari.yaml"
+RESOURCES = ROOT / "resources"  # the single source of the shipped assets
 PACKAGE = "napari_factortopy"
 DIST = "napari-factortopy"
 READER_CMD = "napari-factortopy.read_ftopy"
@@ -93,6 +94,13 @@ def test_package_manifest_is_link_to_top_level():
     assert inner.resolve() == MANIFEST.resolve()
 
 
+def test_package_resources_are_a_link_to_top_level():
+    inner = ROOT / PACKAGE / "resources"
+    assert inner.is_symlink(), f"{inner} should be a symlink to ../resources"
+    assert inner.resolve() == RESOURCES.resolve()
+    assert (RESOURCES / "roi_groups.csv").is_file() and not RESOURCES.is_symlink()
+
+
 def test_editable_install_validates(tmp_path):
     from importlib import metadata
 
@@ -107,7 +115,36 @@ def test_editable_install_validates(tmp_path):
     _run([*_npe2(), "validate", PACKAGE, "--imports"], cwd=tmp_path, env=env)
 
 
-def test_wheel_ships_manifest_and_validates(tmp_path):
+def _shipped_resources() -> dict[str, bytes]:
+    """Every file of the top-level resources/ by its path inside the package."""
+    return {
+        f"resources/{f.relative_to(RESOURCES).as_posix()}": f.read_bytes()
+        for f in sorted(RESOURCES.rglob("*"))
+        if f.is_file() and "__pycache__" not in f.parts
+    }
+
+
+def _fresh_venv(tmp_path: Path) -> Path:
+    """A new virtual environment whose own site-packages comes first; the test
+    environment's site-packages follows through a ``.pth`` line (the dependencies:
+    numpy, npe2, …, offline), which does not process that folder's own ``.pth`` files,
+    so the editable install of the source tree stays invisible."""
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
+    python = venv / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    )  # fmt: skip
+    (site / "_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python
+
+
+def test_wheel_ships_manifest_and_resources_and_validates_in_a_fresh_venv(tmp_path):
     # Build from a copy so that stale build/ folders in the work tree don't leak in.
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, symlinks=True, ignore=_copy_ignore)
@@ -120,37 +157,38 @@ def test_wheel_ships_manifest_and_validates(tmp_path):
     )
     (wheel,) = wheelhouse.glob("napari_factortopy-*.whl")
 
-    # The manifest is in the wheel as a regular file equal to the top-level one.
+    # The manifest and every resource are in the wheel as regular files equal to the
+    # top-level ones (the package's links resolved at build time).
+    shipped = _shipped_resources()
+    assert len(shipped) >= 10, sorted(shipped)
     with zipfile.ZipFile(wheel) as zf:
-        info = zf.getinfo(f"{PACKAGE}/napari.yaml")
-        mode = info.external_attr >> 16
-        assert not stat.S_ISLNK(mode), "napari.yaml is stored as a symlink in the wheel"
-        assert zf.read(info) == MANIFEST.read_bytes()
+        links = [i.filename for i in zf.infolist() if stat.S_ISLNK(i.external_attr >> 16)]
+        assert not links, f"stored as symlinks in the wheel: {links}"
+        assert zf.read(f"{PACKAGE}/napari.yaml") == MANIFEST.read_bytes()
         assert f"{PACKAGE}/_napari/_reader.py" in zf.namelist()
-        # every shipped resource (icons, legend tables, sample stimuli, ROI table)
-        resources = ROOT / PACKAGE / "resources"
-        expected = {
-            f"{PACKAGE}/{f.relative_to(ROOT / PACKAGE).as_posix()}"
-            for f in resources.rglob("*")
-            if f.is_file() and "__pycache__" not in f.parts
-        }
-        assert len(expected) >= 10, expected
-        missing = expected - set(zf.namelist())
+        missing = {f"{PACKAGE}/{rel}" for rel in shipped} - set(zf.namelist())
         assert not missing, f"resources left out of the wheel: {sorted(missing)}"
+        for rel, data in shipped.items():
+            assert zf.read(f"{PACKAGE}/{rel}") == data, f"{rel} differs in the wheel"
         entry_points = next(n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt"))
         assert "napari.manifest" in zf.read(entry_points).decode()
 
-    site = tmp_path / "site"
-    _run([*pip, "install", *offline, "--target", str(site), str(wheel)], cwd=tmp_path)
-    installed = site / PACKAGE / "napari.yaml"
+    python = _fresh_venv(tmp_path)
+    _run([*pip, "--python", str(python), "install", *offline, str(wheel)], cwd=tmp_path)
+    env = _env_without_source_tree()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True, env=env,
+    ).stdout.strip()  # fmt: skip
+    installed = Path(site) / PACKAGE / "napari.yaml"
     assert installed.is_file() and not installed.is_symlink()
     assert installed.read_bytes() == MANIFEST.read_bytes()
 
-    env = _env_without_source_tree(pythonpath=site)
-    # The wheel's copy is what gets imported and whose metadata npe2 reads.
+    # The wheel's copy is what gets imported and whose metadata npe2 reads; every
+    # resource loads through importlib.resources with the top-level file's bytes.
     probe = (
-        "import sys, pathlib\n"
-        "from importlib import metadata\n"
+        "import json, sys, pathlib\n"
+        "from importlib import metadata, resources\n"
         f"import {PACKAGE} as m\n"
         "site = pathlib.Path(sys.argv[1]).resolve()\n"
         "assert pathlib.Path(m.__file__).resolve().is_relative_to(site), m.__file__\n"
@@ -162,10 +200,21 @@ def test_wheel_ships_manifest_and_validates(tmp_path):
         "from napari_factortopy.core.resources import resource_path, sample_stimuli\n"
         "assert resource_path('factortopy.png').resolve().is_relative_to(site)\n"
         "assert len(sample_stimuli()) == 6 and pm.icon.endswith('factortopy.png')\n"
+        f"root = resources.files({PACKAGE!r})\n"
+        "sizes = {rel: len(root.joinpath(*rel.split('/')).read_bytes())\n"
+        "         for rel in json.loads(sys.argv[2])}\n"
         "print(pm.name)\n"
+        "print(json.dumps(sizes))\n"
     )
-    res = _run([sys.executable, "-c", probe, str(site)], cwd=tmp_path, env=env)
-    assert res.stdout.strip() == DIST
-    res = _run([*_npe2(), "validate", PACKAGE], cwd=tmp_path, env=env)
+    import json
+
+    res = _run(
+        [str(python), "-c", probe, site, json.dumps(sorted(shipped))], cwd=tmp_path, env=env
+    )
+    name, sizes = res.stdout.strip().splitlines()
+    assert name == DIST
+    assert json.loads(sizes) == {rel: len(data) for rel, data in shipped.items()}
+    npe2 = [str(python), "-m", "npe2"]
+    res = _run([*npe2, "validate", PACKAGE], cwd=tmp_path, env=env)
     assert "valid" in res.stdout
-    _run([*_npe2(), "validate", PACKAGE, "--imports"], cwd=tmp_path, env=env)
+    _run([*npe2, "validate", PACKAGE, "--imports"], cwd=tmp_path, env=env)
