@@ -15,6 +15,7 @@ from napari_factortopy.scene.brain import BrainScene, Pick
 
 __all__ = [
     "ModelChoice",
+    "StatusText",
     "apply_scene",
     "factortopy_layers",
     "keep_selection",
@@ -89,6 +90,109 @@ def keep_framing(viewer) -> None:
     emitter = viewer.canvas.events.size
     if not any(isinstance(cb, _Framing) for cb in emitter.callbacks):
         emitter.connect(_Framing(viewer))
+
+
+class StatusText(widgets.Label):
+    """A status line that never widens its panel.
+
+    It wraps at spaces; a word still wider than the panel (a long path) is elided in
+    its middle and a text longer than ``max_lines`` lines at its end, redone whenever
+    the panel is resized. ``value`` and the tooltip keep the whole text.
+
+    Parameters
+    ----------
+    max_lines : int
+        Most lines shown.
+    **kwargs
+        Those of :class:`magicgui.widgets.Label` (``label``, ``value``, ``tooltip`` …).
+    """
+
+    def __init__(self, max_lines: int = 4, **kwargs) -> None:
+        from qtpy.QtWidgets import QSizePolicy
+
+        self._full = ""
+        self._tip = kwargs.get("tooltip") or ""
+        self.max_lines = max_lines
+        super().__init__(**kwargs)
+        q = self.native
+        q.setWordWrap(True)
+        # the text never asks for width: the panel gives what it has
+        q.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        q.setMinimumWidth(0)
+        self._refit = _on_resize(self._render)
+        q.installEventFilter(self._refit)
+        self._render()
+
+    def get_value(self) -> str:
+        return self._full
+
+    def set_value(self, value) -> None:
+        self._full = "" if value is None else str(value)
+        if hasattr(self, "_refit"):
+            self._render()
+
+    @property
+    def shown_text(self) -> str:
+        """The text as shown (elided where it does not fit)."""
+        return self.native.text()
+
+    def _render(self) -> None:
+        from qtpy.QtCore import QRect, Qt
+
+        q = self.native
+        fm = q.fontMetrics()
+        width = q.contentsRect().width()
+        if width < 40:  # not laid out yet: a panel's usual width
+            width = 300
+        words = [
+            fm.elidedText(w, Qt.TextElideMode.ElideMiddle, width)
+            if fm.horizontalAdvance(w) > width
+            else w
+            for w in self._full.split(" ")
+        ]
+        text = " ".join(words)
+
+        def lines(t: str) -> int:
+            box = fm.boundingRect(QRect(0, 0, width, 10**6), Qt.TextFlag.TextWordWrap, t)
+            return round(box.height() / max(fm.lineSpacing(), 1))
+
+        if lines(text) > self.max_lines:
+            lo, hi = 0, len(text)  # the longest start that fits, with "…"
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if lines(text[:mid] + "…") <= self.max_lines else (lo, mid - 1)
+            text = text[:lo].rstrip() + "…"
+        q.setText(text)
+        tip = self._full if text != self._full else ""
+        q.setToolTip("\n".join(t for t in (tip, self._tip) if t))
+
+    @property
+    def tooltip(self) -> str | None:
+        return self._tip
+
+    @tooltip.setter
+    def tooltip(self, value: str | None) -> None:
+        self._tip = value or ""
+        if hasattr(self, "_refit"):
+            self._render()
+        if (row := self._labeled_widget()) is not None:
+            row._label_widget.tooltip = value
+
+
+def _on_resize(callback):
+    """An event filter that calls ``callback()`` when its widget's width changes."""
+    from qtpy.QtCore import QEvent, QObject
+
+    class OnResize(QObject):
+        width = -1
+
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Resize and obj.width() != self.width:
+                self.width = obj.width()
+                callback()
+            return False
+
+    return OnResize()
 
 
 class ModelChoice(widgets.ComboBox):

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from magicgui import widgets
 
-from napari_factortopy.app.jobs import TrainJob, training_job
+from napari_factortopy._napari._common import StatusText
+from napari_factortopy.app.jobs import PausableClock, TrainJob, training_job
 from napari_factortopy.core.config import TrainConfig, recipe_settings
 
 if TYPE_CHECKING:
@@ -69,7 +70,9 @@ TIPS = {
     "pause_button": "pause / resume (acts at the next step)",
     "stop_button": "stop training now (acts at the next step), then validate, soup and "
     "save the best model; press again (Discard) to abandon the run unsaved",
-    "progress": "training steps done",
+    "progress": "how far the run is: with a time budget, the share of the budget used "
+    "(or of the schedule, if that ends first); without, the steps done of max epochs × "
+    "steps per epoch",
 }
 #: Tooltip of the settings the auto recipe chooses while it is on (until they are set).
 AUTO_TIP = (
@@ -89,6 +92,10 @@ AUTO_CONTROLS = {
 CALIBRATE_CHOICES = {"auto": None, "on": True, "off": False}
 #: Steps between progress records on an accelerator (1 on the CPU).
 GPU_LOG_EVERY = 10
+#: Units of the progress bar in a budget run (it follows the clock, not the steps).
+BUDGET_TICKS = 1000
+#: The status from Stop until the model opens (the run's phase is added in brackets).
+STOPPING = "stopping: validating, then saving the best model…"
 
 
 def _log_every(device: str) -> int:
@@ -116,6 +123,12 @@ class TrainWidget(widgets.Container):
         self.viewer = viewer
         self.worker = None
         self._stop_event: threading.Event | None = None
+        self._clock: PausableClock | None = None
+        self._budget: float | None = None  # seconds of the running job's budget
+        self._total_steps = 1  # its schedule: max epochs × steps per epoch
+        #: the values the auto recipe overwrote (control name → value), put back
+        #: when the recipe goes back to paper
+        self._before_auto: dict[str, object] = {}
         self.preview_layer = None
         self.saved_path: str | None = None
         self.resolved: TrainConfig | None = None
@@ -183,9 +196,9 @@ class TrainWidget(widgets.Container):
         self.pause_button = widgets.PushButton(text="Pause", enabled=False)
         self.stop_button = widgets.PushButton(text="Stop", enabled=False)
         self.progress = widgets.ProgressBar(label="progress", min=0, max=1, value=0)
-        self.status = widgets.Label(label="status", value="idle")
-        self.recipe_info = widgets.Label(label="auto recipe", value="", visible=False)
-        self.result = widgets.Label(label="result", value="", visible=False)
+        self.status = StatusText(label="status", value="idle")
+        self.recipe_info = StatusText(label="auto recipe", value="", visible=False)
+        self.result = StatusText(label="result", value="", visible=False)
         buttons = widgets.Container(
             layout="horizontal",
             labels=False,
@@ -265,8 +278,19 @@ class TrainWidget(widgets.Container):
 
     def _on_recipe(self, _=None) -> None:
         """The auto recipe chooses batch, lr, steps per epoch and T unless they were set:
-        the tooltips say which."""
+        the tooltips say which. Back on the paper recipe, the values an auto run wrote
+        into the controls are replaced by those they had before (the paper's, or the
+        user's), except the ones set since."""
         auto = self._auto()
+        if not auto and self._before_auto and self.worker is None:
+            self._showing = True
+            try:
+                for name, value in self._before_auto.items():
+                    if name not in self.given:
+                        getattr(self, name).value = value
+            finally:
+                self._showing = False
+            self._before_auto = {}
         for field, name in AUTO_CONTROLS.items():
             tip = (GIVEN_TIP if field in self.given else AUTO_TIP) if auto else ""
             getattr(self, name).tooltip = TIPS[name] + (f" — {tip}" if tip else "")
@@ -343,12 +367,17 @@ class TrainWidget(widgets.Container):
         job = job or self.job()
         stop = threading.Event()
         self._stop_event = stop
-        worker = thread_worker(_training, start_thread=False, ignore_errors=True)(job, stop.is_set)
+        self._clock = PausableClock()
+        self._budget = job.train.max_seconds
+        self._total_steps = max(job.train.max_epochs * job.train.steps_per_epoch, 1)
+        worker = thread_worker(_training, start_thread=False, ignore_errors=True)(
+            job, stop.is_set, self._clock
+        )
         worker.yielded.connect(self._on_record)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         worker.paused.connect(self._on_paused)
-        worker.resumed.connect(lambda: setattr(self.status, "value", "training"))
+        worker.resumed.connect(self._on_resumed)
         self.worker = worker
         self._busy(True)
         self.status.value = "starting…"
@@ -359,15 +388,29 @@ class TrainWidget(widgets.Container):
         return worker
 
     def _on_pause(self, _=None) -> None:
+        """Pause at the next step (the budget's clock stops while paused), or resume."""
         if self.worker is None:
             return
-        self.worker.toggle_pause()
         pausing = self.pause_button.text == "Pause"
+        if not pausing and self._clock is not None:
+            self._clock.resume()
+        self.worker.toggle_pause()
         self.pause_button.text = "Resume" if pausing else "Pause"
         self.status.value = "pausing…" if pausing else "training"
 
     def _on_paused(self) -> None:
+        if self._clock is not None and self.worker is not None and self.worker.is_paused:
+            self._clock.pause()
         self.status.value = "paused"
+
+    def _on_resumed(self) -> None:
+        if self._clock is not None:
+            self._clock.resume()
+        if not self._stopping():
+            self.status.value = "training"
+
+    def _stopping(self) -> bool:
+        return self._stop_event is not None and self._stop_event.is_set()
 
     def _on_stop(self, _=None) -> None:
         """First press: finish with the best model so far; second press: discard."""
@@ -376,42 +419,63 @@ class TrainWidget(widgets.Container):
         if self._stop_event is not None and not self._stop_event.is_set():
             self._stop_event.set()
             if self.worker.is_paused:  # a paused run cannot reach its next check
+                if self._clock is not None:
+                    self._clock.resume()
                 self.worker.resume()
                 self.pause_button.text = "Pause"
             self.pause_button.enabled = False
-            self.status.value = "stopping: validating, then saving the best model…"
+            self.status.value = STOPPING
             self.stop_button.text = "Discard"
             self.stop_button.tooltip = "abandon the run now; nothing is saved"
             return
         self.status.value = "discarding…"
         self.worker.quit()
 
+    def _say(self, line: str) -> None:
+        """A progress line in the status; after Stop, in brackets after "stopping…"
+        (which stays until the model opens)."""
+        self.status.value = f"{STOPPING} ({line})" if self._stopping() else line
+
+    def _show_progress(self, step: int | None = None, elapsed: float | None = None) -> None:
+        """Without a budget the bar counts the schedule's steps; with one it follows the
+        clock (the budget's share used, or the schedule's if that is ahead)."""
+        if self._budget is None:
+            if step is not None:
+                self.progress.value = min(step, self.progress.max)
+            return
+        done = (step or 0) / self._total_steps
+        if elapsed is not None and elapsed == elapsed:
+            done = max(done, elapsed / self._budget)
+        self.progress.value = max(self.progress.value, round(BUDGET_TICKS * min(done, 1.0)))
+
     def _on_record(self, rec: dict) -> None:
         kind = rec["kind"]
         if kind == "phantom":
-            self.status.value = f"building the phantom: {rec.get('stage', '')}"
+            self._say(f"building the phantom: {rec.get('stage', '')}")
         elif kind == "start":
             self._show_preview(rec["preview"])
-            self.progress.max = max(int(rec["total_steps"]), 1)
-            self.status.value = "training"
+            self.progress.value = 0
+            self.progress.max = BUDGET_TICKS if self._budget else self._total_steps
+            self._say("training")
         elif kind == "step":
-            self.progress.value = min(rec["step"], self.progress.max)
-            if self.worker is None or not self.worker.is_paused:
+            self._show_progress(rec["step"], rec.get("elapsed"))
+            if (self.worker is None or not self.worker.is_paused) and not self._stopping():
                 eta = rec.get("eta")
                 left = f" · {_clock(eta)} left" if eta is not None and eta == eta else ""
                 self.status.value = f"step {rec['step']} · loss {rec['loss']:.4f}{left}"
         elif kind == "validating":
-            self.status.value = f"validating: {rec['done']} of {rec['total']} images"
+            self._say(f"validating: {rec['done']} of {rec['total']} images")
         elif kind == "calibrating":
-            self.status.value = f"calibrating the layer sharpness: {rec['stage']}…"
+            self._say(f"calibrating the layer sharpness: {rec['stage']}…")
         elif kind == "calibrated":
             from napari_factortopy.core.calibration import calibration_line
 
-            self.status.value = f"calibration: {calibration_line(rec)}"
+            self._say(f"calibration: {calibration_line(rec)}")
         elif kind == "souping":
-            self.status.value = f"soup: checkpoint {rec['tried']} of {rec['total']} tried"
+            self._say(f"soup: checkpoint {rec['tried']} of {rec['total']} tried")
         elif kind == "validation":
-            self.status.value = (
+            self._show_progress(rec.get("step"), rec.get("elapsed"))
+            self._say(
                 f"epoch {rec['epoch']} · val R² {rec['val_score']:.4f} "
                 f"(best {rec['best_score']:.4f})"
             )
@@ -446,13 +510,18 @@ class TrainWidget(widgets.Container):
         self._showing = True
         try:
             for field, name in AUTO_CONTROLS.items():
+                control = getattr(self, name)
+                if field not in self.given:  # put back when the recipe is paper again
+                    self._before_auto.setdefault(name, control.value)
                 try:
-                    getattr(self, name).value = getattr(config, field)
+                    control.value = getattr(config, field)
                 except ValueError:  # outside the control's range: the line says it
                     pass
         finally:
             self._showing = False
-        self.progress.max = max(int(config.max_epochs * config.steps_per_epoch), 1)
+        self._total_steps = max(int(config.max_epochs * config.steps_per_epoch), 1)
+        if self._budget is None:
+            self.progress.max = self._total_steps
 
     def _on_error(self, exc: Exception) -> None:
         from napari.utils.notifications import show_error
@@ -463,6 +532,7 @@ class TrainWidget(widgets.Container):
     def _on_finished(self) -> None:
         self.worker = None
         self._stop_event = None
+        self._clock = None
         self._busy(False)
         self.pause_button.text = "Pause"
         self.stop_button.text = "Stop"
@@ -502,7 +572,7 @@ class TrainWidget(widgets.Container):
         apply_scene(self.preview_layer, self._scene)
 
 
-def _training(job: TrainJob, should_stop=None):
+def _training(job: TrainJob, should_stop=None, clock=None):
     """:func:`training_job`, after loading the live map's mesh in this (worker) thread.
 
     The first mesh load imports nilearn (seconds); done here, the viewer stays live
@@ -515,7 +585,7 @@ def _training(job: TrainJob, should_stop=None):
         load_meshset(job.mesh, "inflated")
     except (SurfaceError, OSError, ValueError):
         pass  # the preview says so when it is shown
-    yield from training_job(job, should_stop)
+    yield from training_job(job, should_stop, clock=clock)
 
 
 def _clock(seconds: float) -> str:

@@ -12,6 +12,8 @@ the sample data run it directly. Records are those of
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,49 @@ import numpy as np
 from napari_factortopy.core.config import TrainConfig
 from napari_factortopy.data.phantom import PhantomConfig
 
-__all__ = ["TrainJob", "training_job"]
+__all__ = ["PausableClock", "TrainJob", "training_job"]
+
+
+class PausableClock:
+    """A monotonic clock (seconds) that stands still while paused.
+
+    A training budget measured by it (:func:`training_job`'s ``clock``) is not used up
+    by a pause. Thread-safe: the viewer pauses and resumes it while the training thread
+    reads it.
+
+    Parameters
+    ----------
+    clock : callable
+        The underlying monotonic clock (default :func:`time.perf_counter`).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._paused_at: float | None = None
+        self._paused_for = 0.0
+
+    def __call__(self) -> float:
+        with self._lock:
+            now = self._clock() if self._paused_at is None else self._paused_at
+            return now - self._paused_for
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def pause(self) -> None:
+        """Stop the clock (again: no effect)."""
+        with self._lock:
+            if self._paused_at is None:
+                self._paused_at = self._clock()
+
+    def resume(self) -> None:
+        """Run the clock on from where it stopped (when running: no effect)."""
+        with self._lock:
+            if self._paused_at is not None:
+                self._paused_for += self._clock() - self._paused_at
+                self._paused_at = None
 
 
 @dataclass(frozen=True)
@@ -76,13 +120,19 @@ def _build_phantom_if_missing(job: TrainJob) -> Iterator[dict]:
             yield {"kind": "phantom", **{k: v for k, v in rec.items() if k != "subject"}}
 
 
-def training_job(job: TrainJob, should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
+def training_job(
+    job: TrainJob,
+    should_stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Iterator[dict]:
     """Load the data, train FactorTopy, save the ``.ftopy`` file; yield progress records.
 
     ``should_stop`` (polled before every step) ends training early the way a budget
     does: the current weights are validated, the soup made, the model calibrated (when
     the recipe calibrates), scored and saved as usual (its summary says "stopped by the
-    user"); closing the generator instead saves nothing.
+    user"); closing the generator instead saves nothing. ``clock`` measures the time
+    budget (default :func:`time.perf_counter`); a :class:`PausableClock` paused while
+    the caller holds the generator keeps a pause out of the budget.
 
     Raises
     ------

@@ -1,0 +1,124 @@
+"""Issue 22, the Train panel as a newcomer meets it: a budget set back to 0 (defect 6),
+the progress bar of a budget run (defect 7), Pause and the budget's clock, and Stop's
+message (item 5). Each drives the docked panel: controls set, buttons clicked."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from napari_factortopy.core.config import TrainConfig
+
+from ._drive import dock
+from .conftest import TINY_PHANTOM
+
+#: A budget run's minutes: enough for the tiny phantom's probe, one validation and the
+#: finish even on a loaded machine (the runs are discarded after a few seconds).
+BUDGET_MIN = 0.5
+
+
+@pytest.fixture(scope="module")
+def built_phantom(phantom_root):
+    """The tiny phantom subject, built (the panel's Train button then only trains)."""
+    from napari_factortopy.data.phantom import build_phantom
+
+    if not (phantom_root / "phantom.json").exists():
+        for _ in build_phantom(phantom_root, TINY_PHANTOM, device="cpu"):
+            pass
+    return phantom_root
+
+
+def _train_panel(viewer, phantom, out, minutes: float = 0.0):
+    train = dock(viewer, "Train")
+    train.phantom.value = str(phantom)
+    train.out.value = str(out)
+    train.bottleneck.value = 8
+    train.device.value = "cpu"
+    train.max_minutes.value = minutes
+    return train
+
+
+def _records(train) -> list[dict]:
+    """Every record the panel gets from now on (in order, after the panel's own slot)."""
+    seen: list[dict] = []
+    train.worker.yielded.connect(lambda rec: seen.append({**rec, "status": train.status.value}))
+    return seen
+
+
+def _discard(train, qtbot) -> None:
+    """Stop, then Discard: the run ends unsaved."""
+    with qtbot.waitSignal(train.worker.finished, timeout=60_000):
+        train.stop_button.native.click()
+        train.stop_button.native.click()
+
+
+def _shown_percent(train) -> int:
+    """The percentage the progress bar shows."""
+    text = train.progress.native.text()
+    assert text.endswith("%"), text
+    return int(text[:-1])
+
+
+def test_budget_back_to_zero_puts_the_paper_settings_back(
+    make_napari_viewer, qtbot, tmp_path, built_phantom
+):
+    """Defect 6: an auto run fills its values into the controls; the budget set back to 0
+    makes the recipe paper, and the controls (and the job) are the paper's again."""
+    viewer = make_napari_viewer()
+    train = _train_panel(viewer, built_phantom, tmp_path / "auto.ftopy", BUDGET_MIN)
+    assert train.recipe.value == "auto"
+    train.start_button.native.click()
+    qtbot.waitUntil(lambda: train.recipe_info.value != "", timeout=60_000)
+    _discard(train, qtbot)
+    paper = TrainConfig()
+    names = ("lr", "batch_size", "steps_per_epoch", "reg_decay_steps")
+    filled = {n: getattr(train, n).value for n in names}
+    assert filled != {n: getattr(paper, n) for n in names}, filled  # the run wrote its own
+    train.max_minutes.value = 0
+    assert train.recipe.value == "paper"
+    assert {n: getattr(train, n).value for n in names} == {n: getattr(paper, n) for n in names}
+    assert float(train.lr.native.text()) == paper.lr  # as the control shows it
+    cfg = train.job().train
+    assert replace(cfg, log_every=paper.log_every) == paper  # what the saved model records
+
+
+def test_budget_run_progress_follows_the_clock(make_napari_viewer, qtbot, tmp_path, built_phantom):
+    """Defect 7: with a budget the bar shows the budget's share used (not steps of a
+    schedule of tens of thousands of steps)."""
+    viewer = make_napari_viewer()
+    train = _train_panel(viewer, built_phantom, tmp_path / "b.ftopy", BUDGET_MIN)
+    train.start_button.native.click()
+    seen = _records(train)
+    bars: list[tuple[float, int]] = []
+    train.worker.yielded.connect(
+        lambda r: bars.append((r["elapsed"], _shown_percent(train))) if r["kind"] == "step" else 0
+    )
+    qtbot.waitUntil(lambda: bool(bars) and bars[-1][0] > 3.0, timeout=60_000)
+    _discard(train, qtbot)
+    budget = 60 * BUDGET_MIN
+    elapsed, shown = bars[-1]
+    assert shown >= 9 and abs(shown - 100 * elapsed / budget) <= 2, (elapsed, shown)
+    assert [p for _, p in bars] == sorted(p for _, p in bars)  # never goes back
+    assert any(r["kind"] == "recipe" for r in seen)
+
+
+def test_stop_message_stays_until_the_model_opens(
+    make_napari_viewer, qtbot, tmp_path, built_phantom
+):
+    """Item 5: after Stop the status keeps saying "stopping…" (validation, soup and
+    calibration add their phase in brackets) until the saved model opens."""
+    viewer = make_napari_viewer()
+    train = _train_panel(viewer, built_phantom, tmp_path / "stopped.ftopy")
+    train.steps_per_epoch.value, train.max_epochs.value = 1000, 100
+    train.start_button.native.click()
+    seen = _records(train)
+    qtbot.waitUntil(lambda: sum(r["kind"] == "step" for r in seen) >= 3, timeout=60_000)
+    with qtbot.waitSignal(train.worker.finished, timeout=60_000):
+        train.stop_button.native.click()
+        n_stop = len(seen)
+    after = [r for r in seen[n_stop:] if r["kind"] != "saved"]
+    assert "validation" in {r["kind"] for r in after}, after
+    assert all(r["status"].startswith("stopping") for r in after), [r["status"] for r in after]
+    assert train.status.value.startswith("saved")
+    assert [ly.name for ly in viewer.layers] == ["stopped"]
