@@ -10,7 +10,7 @@ from magicgui import widgets
 
 from napari_factortopy._napari._common import ModelChoice, keep_framing
 from napari_factortopy._napari._layers import scene_for_layer
-from napari_factortopy.scene.brain import MAPS, VIEWS
+from napari_factortopy.scene.brain import MAPS, VIEWS, available_maps
 
 if TYPE_CHECKING:
     import napari
@@ -31,9 +31,10 @@ class ExportWidget(widgets.Container):
         self.viewer = viewer
         self.model_choice = ModelChoice(viewer)
         self.maps = widgets.Select(
-            label="maps", choices=self._map_names, value=["layer", "score"],
+            label="maps", choices=self._map_names, value=[],
             tooltip="one figure row per map (ctrl-click for several)",
         )  # fmt: skip
+        self.maps.value = [m for m in ("layer", "score") if m in self.maps.choices]
         self.views = widgets.Select(
             label="views", choices=list(VIEWS), value=["lateral", "ventral"],
             tooltip="one figure column per camera preset (ctrl-click for several)",
@@ -83,8 +84,10 @@ class ExportWidget(widgets.Container):
         """The built-in maps and those of the chosen model's scene (a prediction …)."""
         layer = self.model_choice.layer if hasattr(self, "model_choice") else None
         scene = None if layer is None else scene_for_layer(layer)
-        extra = [] if scene is None else [k for k in scene.custom if k not in MAPS]
-        return list(MAPS) + extra
+        if scene is None:
+            return list(MAPS)
+        maps = available_maps(scene.model)  # only maps the model has numbers for
+        return maps + [k for k in scene.custom if k not in maps]
 
     def _on_export(self, _=None) -> np.ndarray | None:
         """Write the figure PNG; returns the image (H, W, 4)."""

@@ -172,9 +172,13 @@ def legend_image(scene, size_px=(260, 200)) -> np.ndarray:
             vals, _ = scene.values()
             vmax = float(np.nanmax(vals)) if np.any(np.isfinite(vals)) else 0.0
             vmax = max(vmax, 0.0)
-            bar = colours.score_rgba(ramp * vmax if vmax > 0 else ramp, vmax=vmax or 1.0)
+            # every score ≤ 0 (or none): the bar keeps a range; its colours are all the
+            # bottom one, as on the brain (a 0-wide axis would warn and say nothing)
+            top = vmax if vmax > 0 else 1.0
+            bar = colours.score_rgba(ramp * top, vmax=vmax if vmax > 0 else 0.0)
             key = scene.score_key or next(iter(scene.model.scores), None)
-            lo, hi, label = 0.0, vmax, f"brain score {score_label(key)}"
+            what = score_label(key) if key else "(this model has no scores)"
+            lo, hi, label = 0.0, top, f"brain score {what}"
         elif name == "scale":
             bar, lo, hi, label = colours.scale_rgba(ramp), 0.0, 1.0, "scale α (global share)"
         else:

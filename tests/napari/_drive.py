@@ -51,3 +51,64 @@ def paint_hemispheres(layer, n_lh: int, lh=(1.0, 0.0, 0.0), rh=(0.0, 0.0, 1.0)) 
     col = np.ones((n, 4))
     col[:n_lh, :3], col[n_lh:, :3] = lh, rh
     layer.vertex_colors = col
+
+
+def settle(ms: int = 0) -> None:
+    """Let Qt lay out and paint what changed (a docked panel, a longer text)."""
+    from qtpy.QtCore import QCoreApplication, QElapsedTimer
+    from qtpy.QtWidgets import QApplication
+
+    timer = QElapsedTimer()
+    timer.start()
+    while True:
+        QApplication.processEvents()
+        QCoreApplication.sendPostedEvents()
+        if timer.elapsed() >= ms:
+            break
+
+
+def press(viewer, key: str) -> None:
+    """Run what napari's keymap binds to ``key`` (as a key press does)."""
+    from napari.utils.key_bindings import coerce_keybinding
+
+    func = viewer.keymap[coerce_keybinding(key)]
+    out = func(viewer)
+    if hasattr(out, "__next__"):  # a press/release generator
+        next(out, None)
+
+
+def shown_items(combo) -> list[str]:
+    """The entries a drop-down shows when opened (its Qt items, not its choices)."""
+    native = combo.native
+    return [native.itemText(i) for i in range(native.count())]
+
+
+def colourful(image: np.ndarray, spread: int = 40) -> int:
+    """How many pixels have a colour (not black, white or curvature grey)."""
+    rgb = image[..., :3].astype(int)
+    return int(((rgb.max(-1) - rgb.min(-1)) > spread).sum())
+
+
+def shown(widget) -> bool:
+    """Whether a magicgui widget is on screen (it and all its parents visible)."""
+    return bool(widget.native.isVisible())
+
+
+class Toasts(list):
+    """The notifications napari shows (severity, message), in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from napari.utils.notifications import notification_manager
+
+        self._manager = notification_manager
+        notification_manager.notification_ready.connect(self._add)
+
+    def _add(self, notification) -> None:
+        self.append((str(notification.severity), str(notification.message)))
+
+    def close(self) -> None:
+        self._manager.notification_ready.disconnect(self._add)
+
+    def messages(self) -> list[str]:
+        return [m for _, m in self]
