@@ -43,6 +43,7 @@ class Inspector:
     def __init__(self) -> None:
         self.last_pick: Pick | None = None
         self.info = widgets.Label(label="vertex", value="click the brain to inspect a vertex")
+        self.info.native.setWordWrap(True)  # a long score line must not widen the dock
         self.info.tooltip = (
             "hemisphere, vertex, ROI, scores, scale and space of the clicked vertex"
         )
@@ -51,17 +52,24 @@ class Inspector:
             label="looks at", tooltip="where in the image the vertex looks (space selector)"
         )
         self.widgets = [self.info, self.bars, self.where]
+        self._clear()
+
+    def _clear(self) -> None:
+        """Hide the bars and picture (nothing or an unmodelled vertex was clicked)."""
+        self.bars.visible = self.where.visible = False
 
     def show(self, scene, pick: Pick | None) -> None:
         """Describe ``pick`` (a vertex of ``scene``), or say that nothing was hit."""
         self.last_pick = pick
         if scene is None or pick is None:
             self.info.value = "no vertex there"
+            self._clear()
             return
         m = scene.model
         text = f"{pick.hemi} vertex {pick.hemi_vertex}"
         if pick.row is None:
             self.info.value = text + " (not modelled)"
+            self._clear()
             return
         r = pick.row
         roi = int(m.roi[r])
@@ -73,6 +81,7 @@ class Inspector:
             f"scale α {float(m.scale[r]):.2f} · space ({x:+.2f}, {y:+.2f})"
         ) + seed_line(m, r)
         show_image(self.bars, _plots.bar_image(m.layer[r], m.backbone.get("layer_names")))
+        self.bars.visible = True
         image = scene.stimulus
         if image is None:
             source = stimuli_for(scene)
@@ -80,3 +89,4 @@ class Inspector:
                 image = scene.stimulus = source[0](np.array([0]))[0]
         if image is not None and np.all(np.isfinite(m.space[r])):
             show_image(self.where, _plots.mark_location(image, m.space[r]), width=240)
+        self.where.visible = image is not None and bool(np.all(np.isfinite(m.space[r])))

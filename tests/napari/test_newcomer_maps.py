@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 
 from napari_factortopy._napari._layers import scene_for_layer
@@ -12,10 +13,12 @@ from napari_factortopy._napari._layers import scene_for_layer
 from ._drive import (
     Toasts,
     canvas_shot,
+    click,
     colourful,
     dock,
     open_model,
     settle,
+    shown,
     shown_items,
 )
 
@@ -59,3 +62,45 @@ def _deprecation(category) -> bool:
 def shown_items_of_select(select) -> list[str]:
     native = select.native
     return [native.item(i).text() for i in range(native.count())]
+
+
+def _inner(mask: np.ndarray, margin: int = 3) -> np.ndarray:
+    """(row, col) of a pixel of ``mask`` whose ``margin`` neighbourhood is all in it."""
+    from scipy.ndimage import binary_erosion
+
+    inner = binary_erosion(mask, iterations=margin)
+    rows, cols = np.nonzero(inner)
+    assert len(rows), "no such place on the canvas"
+    k = len(rows) // 2
+    return np.array([rows[k], cols[k]])
+
+
+def test_a_miss_clears_the_last_vertex(make_napari_viewer, phantom_model_path, phantom_root):
+    """#22.2: after a modelled vertex, a click on empty space or on an unmodelled vertex
+    leaves no layer-weight bars or "looks at" picture of the previous vertex on screen."""
+    viewer = make_napari_viewer(show=True)
+    open_model(viewer, phantom_model_path)
+    brain = dock(viewer, "Brain maps")
+    brain._on_view("posterior")  # the phantom's vertices face the camera
+    brain.map_choice.value = "roi"  # a bright colour on the modelled vertices
+    for miss_kind, text in (("space", "no vertex there"), ("grey", "not modelled")):
+        settle()
+        shot = canvas_shot(viewer)  # again: a shown inspector may narrow the canvas
+        rgb = shot[..., :3].astype(int)
+        spread = rgb.max(-1) - rgb.min(-1)
+        width = shot.shape[1]
+        click(viewer, _inner(spread > 60))  # a map colour: a modelled vertex
+        settle()
+        # the inspector's text wraps: the dock does not grow over the canvas
+        assert canvas_shot(viewer).shape[1] >= 0.9 * width
+        assert brain.last_pick is not None and brain.last_pick.row is not None
+        assert shown(brain.inspector.bars), "a modelled vertex shows its layer weights"
+        assert shown(brain.inspector.where), "a modelled vertex shows where it looks"
+        rgb = canvas_shot(viewer)[..., :3].astype(int)
+        spread = rgb.max(-1) - rgb.min(-1)
+        background, grey = rgb.max(-1) < 8, (spread < 6) & (rgb.min(-1) > 40)
+        click(viewer, _inner(background if miss_kind == "space" else grey))
+        settle()
+        assert text in brain.inspector.info.value, brain.inspector.info.value
+        assert not shown(brain.inspector.bars), f"{text}: the last vertex's bars stay"
+        assert not shown(brain.inspector.where), f"{text}: the last 'looks at' stays"
