@@ -318,11 +318,21 @@ def linked_layers(viewer, layer) -> list:
     return sorted(same, key=lambda ly: float(np.asarray(ly.translate)[-1]))
 
 
-def place_side_by_side(layers, gap: float = 20.0) -> None:
-    """Translate layers along screen-right so they sit left to right with ``gap`` between."""
-    offset = 0.0
+def place_side_by_side(layers, gap: float = 20.0, start: float | None = None) -> None:
+    """Translate layers along screen-right so they sit left to right with ``gap`` between.
+
+    The first one's left edge goes to ``start`` (default: where it is now), so placing
+    a group again (another view or mesh) keeps it where it was.
+    """
+    from napari_factortopy._napari._layers import x_span
+
+    if not layers:
+        return
+    offset = x_span(layers[0])[0] if start is None else float(start)
     for ly in layers:
         verts = np.asarray(ly.data[0])
-        lo, hi = float(verts[:, 2].min()), float(verts[:, 2].max())
-        ly.translate = (0.0, 0.0, offset - lo)
+        lo, hi = float(verts[:, -1].min()), float(verts[:, -1].max())
+        translate = list(ly.translate)
+        translate[-1] = offset - lo
+        ly.translate = translate
         offset += hi - lo + gap

@@ -24,15 +24,20 @@ from magicgui import widgets
 
 from napari_factortopy._napari._common import (
     ModelChoice,
+    StatusText,
     apply_scene,
+    factortopy_layers,
     place_side_by_side,
     show_image,
 )
 from napari_factortopy._napari._layers import (
+    GAP,
     META_KEY,
+    keep_models_apart,
     load_scene,
     scene_for_layer,
     surface_kwargs,
+    x_span,
 )
 from napari_factortopy.core.compare import model_differences
 from napari_factortopy.scene.brain import CustomMap, method_name, real_maps, score_label
@@ -128,7 +133,7 @@ class CompareWidget(widgets.Container):
             label="difference", choices=self._differences,
             tooltip="which difference the third surface shows",
         )  # fmt: skip
-        self.status = widgets.Label(label="status", value="")
+        self.status = StatusText(label="status", value="")
         self.scatter = widgets.Image(
             label="scores", visible=False, tooltip="per-vertex scores: B against A"
         )
@@ -139,6 +144,7 @@ class CompareWidget(widgets.Container):
              self.file_a, self.file_b, self.score_key, self.compare_button, self.difference,
              self.status, self.scatter]
         )  # fmt: skip
+        keep_models_apart(viewer)
         self.cluster_button.changed.connect(self._on_clusters)
         self.compare_button.changed.connect(self._on_compare)
         self.difference.changed.connect(self._on_difference)
@@ -179,6 +185,11 @@ class CompareWidget(widgets.Container):
         from napari_factortopy.data.surfaces import SurfaceError
 
         paths = [Path(str(self.file_a.value)), Path(str(self.file_b.value))]
+        missing = _unchosen(paths)
+        if missing:
+            show_warning(f"cannot compare: {missing}")
+            self.status.value = f"cannot compare: {missing}"
+            return None
         try:
             models = [FittedModel.load(p) for p in paths]
             scenes = [load_scene(m) for m in models]
@@ -211,6 +222,10 @@ class CompareWidget(widgets.Container):
         layers, offset = [], 0.0
         from napari_factortopy._napari._layers import first_map
 
+        # right of the models already shown, never over them
+        shown = [ly for ly in factortopy_layers(self.viewer) if ly.visible]
+        start = max((x_span(ly)[1] for ly in shown), default=-GAP) + GAP
+
         for scene in scenes:
             first_map(scene)
         tags = [f" [{method_name(m)}]" if method_name(m) else "" for m in models]
@@ -225,7 +240,7 @@ class CompareWidget(widgets.Container):
                 self.viewer.add_surface((verts, faces), translate=(0, 0, offset), **kwargs)
             )
             offset += float(np.ptp(verts[:, 2])) + 20.0
-        place_side_by_side(layers)
+        place_side_by_side(layers, GAP, start=start)
         self.difference.reset_choices()
         with self.difference.changed.blocked():
             self.difference.value = diff_scene.map_name
@@ -253,3 +268,14 @@ class CompareWidget(widgets.Container):
         )
         show_image(self.scatter, self.scatter_image)
         self.scatter.visible = True
+
+
+def _unchosen(paths: list[Path]) -> str:
+    """What is wrong with model fields left blank or pointing at a folder ("" if none)."""
+    problems = []
+    for which, path in zip("AB", paths, strict=True):
+        if str(path) in ("", "."):
+            problems.append(f"choose model {which} (a .ftopy file)")
+        elif path.is_dir():
+            problems.append(f"model {which} is a folder ({path}); choose a .ftopy file")
+    return "; ".join(problems)

@@ -22,14 +22,17 @@ from napari_factortopy.scene.brain import (
 from napari_factortopy.scene.brain import load_scene as _load_scene
 
 __all__ = [
+    "GAP",
     "META_KEY",
     "first_map",
+    "keep_models_apart",
     "load_scene",
     "model_layers",
     "scene_for_layer",
     "scene_metadata",
     "surface_kwargs",
     "unfinished",
+    "x_span",
 ]
 
 #: Key of the layer metadata entry written here.
@@ -37,6 +40,66 @@ META_KEY = "factortopy"
 
 #: Marked on the name of a layer whose model did not converge.
 UNFINISHED = " [unfinished]"
+
+#: Gap between models shown side by side (world units: mm of the mesh).
+GAP = 20.0
+
+
+def x_span(layer) -> tuple[float, float]:
+    """A surface layer's extent along the world's last axis (screen-right in napari's
+    default 3D view), its ``scale`` and ``translate`` applied."""
+    import numpy as np
+
+    x = np.asarray(layer.data[0])[:, -1] * float(layer.scale[-1]) + float(layer.translate[-1])
+    return float(x.min()), float(x.max())
+
+
+class _KeepApart:
+    """Moves a model layer added to a viewer that already shows models to their right,
+    :data:`GAP` apart, and frames all of them (keeping the camera's angles): a second
+    model, a training result or a comparison never lies over the first. Layers of a
+    group (a comparison) are placed by their panel. One per viewer
+    (:func:`keep_models_apart`)."""
+
+    def __init__(self, viewer) -> None:
+        import weakref
+
+        self._viewer = weakref.ref(viewer)
+
+    def __call__(self, event) -> None:
+        viewer, layer = self._viewer(), event.value
+        meta = getattr(layer, "metadata", {}).get(META_KEY)
+        if viewer is None or not meta or meta.get("group") is not None:
+            return
+        others = [
+            ly
+            for ly in viewer.layers
+            if ly is not layer and ly.visible and META_KEY in getattr(ly, "metadata", {})
+        ]
+        if not others:
+            return
+        right = max(x_span(ly)[1] for ly in others)
+        lo = x_span(layer)[0] - float(layer.translate[-1])
+        translate = list(layer.translate)
+        translate[-1] = right + GAP - lo
+        layer.translate = translate
+        viewer.reset_view(reset_camera_angle=False)
+
+
+def keep_models_apart(viewer=None) -> None:
+    """Install :class:`_KeepApart` on ``viewer`` (default: napari's current viewer) once."""
+    if viewer is None:
+        try:
+            from napari import current_viewer
+
+            viewer = current_viewer()
+        except ImportError:  # pragma: no cover - napari is there when this runs in napari
+            return
+        if viewer is None:
+            return
+    emitter = viewer.layers.events.inserted
+    if not any(isinstance(cb, _KeepApart) for cb in emitter.callbacks):
+        emitter.connect(_KeepApart(viewer))
 
 
 def _notify(message: str, level: str = "warning") -> None:
@@ -108,6 +171,7 @@ def model_layers(path: str | os.PathLike, loader=None) -> list[tuple]:
 
     path = os.fspath(path)
     model = FittedModel.load(path)
+    keep_models_apart()  # the viewer it opens in: beside the models shown there
     try:
         scene = load_scene(model, loader=loader or load_meshset)
     except SurfaceError as exc:
