@@ -16,8 +16,8 @@ Two runs cover the loop's paths:
 
 Usage (the "before" tree from a worktree, never by resetting the shared tree)::
 
-    git worktree add /tmp/before <commit>
-    python scripts/training_identity.py compare --before /tmp/before --after . \\
+    git worktree add WORK/before <commit>
+    python scripts/training_identity.py compare --before WORK/before --after . \\
         --work WORK/identity
 
 Each side runs in its own process with ``PYTHONPATH`` pointing at its tree; the phantom
