@@ -86,6 +86,13 @@ class StimulusWidget(widgets.Container):
         self.file_name = ""
         #: backbones loaded for "open any image", by the model's backbone record
         self._backbones: dict[str, object] = {}
+        #: ROIs whose top-channel images are shown (of the prediction on screen)
+        self._tops: list[str] = []
+        #: counts the stimuli shown: a prediction for an earlier one is not shown
+        self._generation = 0
+        #: the map the brain showed before the prediction (shown again when it is stale)
+        self._map_before = "layer"
+        self._followed = None  # the layer whose geometry the images follow
         self.model_choice.changed.connect(self._on_model)
         self.index.changed.connect(self._on_index)
         self.file.changed.connect(self._on_file)
@@ -114,6 +121,11 @@ class StimulusWidget(widgets.Container):
         if scene is None:
             return
         self.rois.reset_choices()
+        if self._followed is not self.layer:  # a view or mesh switch moves the images
+            if self._followed is not None:
+                self._followed.events.data.disconnect(self._place_images)
+            self._followed = self.layer
+            self._followed.events.data.connect(self._place_images)
         source = stimuli_for(scene)
         self.locate_button.visible = bool(missing_data(scene, notify=False))
         self.index.max = max(source[1] - 1, 0) if source else 0
@@ -141,21 +153,40 @@ class StimulusWidget(widgets.Container):
         self._on_model()
         return missing
 
-    def _show(self, name: str, image: np.ndarray, column: int = 0) -> None:
-        """Add or update an RGB image layer placed beside the brain (in the screen plane)."""
+    def _show(self, name: str, image: np.ndarray) -> None:
+        """Add or update an RGB image layer in the row of images beside the brain; a new
+        layer brings the camera to frame the brain and every image."""
         img = np.asarray(image)
-        verts = np.asarray(self.layer.data[0]) if self.layer is not None else np.zeros((1, 3))
-        side = float(np.ptp(verts[:, 1])) if len(verts) > 1 else 100.0
-        scale = 0.5 * side / img.shape[0]
-        top = float(verts[:, 1].min())
-        left = float(verts[:, 2].max()) + 10 + column * (img.shape[1] * scale + 5)
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = img
-        else:
+        added = name not in self.viewer.layers
+        if added:
             with keep_selection(self.viewer):
-                self.viewer.add_image(
-                    img, name=name, rgb=True, scale=(scale, scale), translate=(top, left)
-                )
+                self.viewer.add_image(img, name=name, rgb=True)
+        else:
+            self.viewer.layers[name].data = img
+        self._place_images()
+        if added and self.viewer.dims.ndisplay == 3:
+            self.viewer.fit_to_view()
+
+    def _image_names(self) -> list[str]:
+        """The stimulus and top-channel layers shown, left to right."""
+        names = ["stimulus", *(f"top channels {roi}" for roi in self._tops)]
+        return [n for n in names if n in self.viewer.layers]
+
+    def _place_images(self, _event=None) -> None:
+        """Place the images in a row right of the brain, in the screen plane, each as tall
+        as half the brain and as wide as its own aspect ratio makes it (a photograph
+        after a square dataset image does not overlap the top-channel images)."""
+        if self.layer is None or self.layer not in self.viewer.layers:
+            return
+        lo, hi = np.asarray(self.layer.extent.world, float)[:, -2:]  # (y, z) in world
+        height = 0.5 * float(hi[0] - lo[0]) or 50.0
+        left = float(hi[1]) + 10.0
+        for name in self._image_names():
+            ly = self.viewer.layers[name]
+            h, w = ly.data.shape[:2]
+            scale = height / h
+            ly.scale, ly.translate = (scale, scale), (float(lo[0]), left)
+            left += w * scale + 5.0
 
     def _on_index(self, value: int | None = None) -> None:
         scene = self.scene
@@ -163,8 +194,10 @@ class StimulusWidget(widgets.Container):
         if source is None:
             return
         self.file_image = None
-        image = source[0](np.array([int(self.index.value if value is None else value)]))[0]
+        index = int(self.index.value if value is None else value)
+        image = source[0](np.array([index]))[0]
         scene.stimulus = image
+        self._drop_prediction(f"image {index}")
         self._show("stimulus", image)
 
     def _on_sample(self, name: str | None = None) -> None:
@@ -185,8 +218,27 @@ class StimulusWidget(widgets.Container):
             return
         self.file_image = self.scene.stimulus = image
         self.file_name = path.name
+        self._drop_prediction(path.name)
         self._show("stimulus", image)
         self.status.value = f"{path.name}: predict runs the model's backbone on it"
+
+    def _drop_prediction(self, what: str) -> None:
+        """A new stimulus is shown: the last one's prediction leaves the screen (its
+        brain map, its top-channel images, its status line), and a prediction still
+        running for it will not be shown."""
+        self._generation += 1
+        for name in self._image_names()[1:]:
+            self.viewer.layers.remove(name)
+        self._tops = []
+        scene, layer = self.scene, self.layer
+        if scene is None or PREDICTION not in scene.custom:
+            return
+        del scene.custom[PREDICTION]
+        if scene.map_name == PREDICTION:
+            scene.map_name = self._map_before
+        if layer is not None and layer in self.viewer.layers:
+            apply_scene(layer, scene)
+        self.status.value = f"{what}: press Predict for its response"
 
     def backbone(self, model):
         """The model's backbone (:func:`model_backbone`), loaded once per widget."""
@@ -215,19 +267,21 @@ class StimulusWidget(widgets.Container):
         scene, layer = self.scene, self.layer
         if scene is None:
             return None
-        rois = list(self.rois.value)
+        rois, generation = list(self.rois.value), self._generation
         if block:
             try:
                 result = self._predict(scene, rois)
             except (FileNotFoundError, ValueError, KeyError, ImportError) as exc:
                 self._on_predict_error(exc)
                 return None
-            self._show_prediction(layer, scene, result)
+            self._show_prediction(layer, scene, result, generation)
             return None
         from napari.qt.threading import thread_worker
 
         worker = thread_worker(self._predict, start_thread=False)(scene, rois)
-        worker.returned.connect(lambda result: self._show_prediction(layer, scene, result))
+        worker.returned.connect(
+            lambda result: self._show_prediction(layer, scene, result, generation)
+        )
         worker.errored.connect(self._on_predict_error)
         self.status.value = "predicting…"
         self.worker = worker
@@ -245,15 +299,23 @@ class StimulusWidget(widgets.Container):
         # includes WeightsNotFoundError (says what to fetch) and BackboneError
         show_warning(f"cannot predict: {exc}")
 
-    def _show_prediction(self, layer, scene, result) -> None:
+    def _show_prediction(self, layer, scene, result, generation: int | None = None) -> None:
+        if generation is not None and generation != self._generation:
+            return  # the stimulus changed while it ran: its prediction is stale
         (response, tops), what = result
         custom = CustomMap.from_values(response, "coolwarm", label="predicted response")
         lim = float(custom.hi)
         scene.custom[PREDICTION] = custom
+        if scene.map_name != PREDICTION:
+            self._map_before = scene.map_name
         scene.map_name = PREDICTION
         self.status.value = f"{what}: response ±{lim:.2f}, {len(tops)} ROIs"
         self.last = (response, tops)
         if layer is not None and layer in self.viewer.layers:
             apply_scene(layer, scene)
-        for k, (roi, rgb) in enumerate(tops.items(), start=1):
-            self._show(f"top channels {roi}", (np.clip(rgb, 0, 1) * 255).astype(np.uint8), k)
+        for name in self._image_names()[1:]:  # ROIs no longer asked for
+            if name.removeprefix("top channels ") not in tops:
+                self.viewer.layers.remove(name)
+        self._tops = list(tops)
+        for roi, rgb in tops.items():
+            self._show(f"top channels {roi}", (np.clip(rgb, 0, 1) * 255).astype(np.uint8))
