@@ -97,15 +97,26 @@ class ExportWidget(widgets.Container):
         if layer is None:
             self.status.value = "no model shown"
             return None
-        scene = scene_for_layer(layer)
-        image = figure_image(
-            scene,
-            list(self.maps.value),
-            list(self.views.value),
-            int(self.width_px.value),
-            str(self.out.value),
-            lighting=str(self.lighting.value),
-        )
+        maps, views = list(self.maps.value), list(self.views.value)
+        if not maps or not views:
+            self.status.value = "choose at least one map and one view (ctrl-click for several)"
+            return None
+        self.status.value = "exporting…"
+        try:
+            image = figure_image(
+                scene_for_layer(layer),
+                maps,
+                views,
+                int(self.width_px.value),
+                str(self.out.value),
+                lighting=str(self.lighting.value),
+            )
+        except OSError as exc:  # a folder that cannot be written …
+            from napari.utils.notifications import show_warning
+
+            self.status.value = f"cannot write {self.out.value}: {exc}"
+            show_warning(self.status.value)
+            return None
         self.status.value = f"wrote {self.out.value} ({image.shape[1]}×{image.shape[0]})"
         return image
 

@@ -104,3 +104,25 @@ def test_a_miss_clears_the_last_vertex(make_napari_viewer, phantom_model_path, p
         assert text in brain.inspector.info.value, brain.inspector.info.value
         assert not shown(brain.inspector.bars), f"{text}: the last vertex's bars stay"
         assert not shown(brain.inspector.where), f"{text}: the last 'looks at' stays"
+
+
+def test_export_without_a_map_says_so(make_napari_viewer, model_path, tmp_path, toasts):
+    """#22.5: Export with no map (or no view) selected: the status says what to choose,
+    no longer "wrote …" of the last figure, and no empty-message error toast."""
+    viewer = make_napari_viewer(show=True)
+    open_model(viewer, model_path)
+    export = dock(viewer, "Export figure")
+    export.out.value = str(tmp_path / "fig.png")
+    export.width_px.value = 500
+    export.maps.value, export.views.value = ["layer"], ["lateral"]
+    export.figure_button.native.click()
+    settle()
+    assert export.status.value.startswith("wrote"), export.status.value
+    for maps, views in (([], ["lateral"]), (["layer"], [])):
+        export.maps.value, export.views.value = maps, views
+        export.figure_button.native.click()
+        settle()
+        said = export.status.value
+        assert "wrote" not in said and "choose" in said, said
+        errors = [m for s, m in toasts if s.lower() == "error"]
+        assert not errors, errors
