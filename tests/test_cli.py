@@ -69,6 +69,27 @@ def test_info_summarises(demo_dir, capsys):
     # the slope printed from ROI names (V2/V3 is level 2) is the demo's, over all 4 levels
     rec = json.loads((demo_dir / "recovery.json").read_text())
     assert f"slope a={rec['hierarchy_slope']:.3f}" in out
+    # beside it the mode-centred slope, recomputed here with a plain loop over vertices
+    import re
+
+    m = FittedModel.load(demo_dir / "model.ftopy")
+    from napari_factortopy.core.analyses import hierarchy_levels
+
+    levels = hierarchy_levels(m.roi, m.roi_names)
+    xs, ys = [], []
+    for v in np.flatnonzero(levels > 0):
+        w = np.asarray(m.layer[v], float)
+        a = int(w.argmax())
+        near = [k for k in range(len(w)) if abs(k - a) <= 1]
+        ys.append(sum(w[k] * k for k in near) / sum(w[k] for k in near) / (len(w) - 1))
+        xs.append((levels[v] - 1) / 3)
+    want = np.polyfit(xs, ys, 1)[0]
+    got = re.search(r"mode a=([-\d.]+); interval \[([-\d.]+), ([-\d.]+)\]", out)
+    assert got, out
+    mode, lo, hi = map(float, got.groups())
+    assert mode == pytest.approx(want, abs=5e-4)
+    assert lo <= min(mode, rec["hierarchy_slope"]) + 5e-4
+    assert hi >= max(mode, rec["hierarchy_slope"]) - 5e-4
 
 
 def test_train_from_phantom_folder(demo_dir, tmp_path):

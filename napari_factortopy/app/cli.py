@@ -225,8 +225,16 @@ def info_lines(m, path: str) -> list[str]:
             lines.append(
                 f"  hierarchy   slope a={hs.slope:.3f}, b={hs.intercept:.3f}, a+b={hs.top:.3f}"
             )
+            from ..core.slope_range import model_slope_range
+
+            sr = model_slope_range(m)
         except ValueError:
-            pass
+            sr = None
+        if sr is not None:
+            lines.append(
+                f"              within ±1 layer of each mode a={sr.slope_mode:.3f}; interval "
+                f"[{sr.lo:.3f}, {sr.hi:.3f}] (far layer weight {100 * sr.far_mass:.1f} %)"
+            )
     return lines
 
 

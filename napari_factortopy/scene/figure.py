@@ -219,7 +219,7 @@ def figure_image(
                 surface_figure(
                     [panels],
                     width_px=width_px,
-                    legend_title=MAP_TITLES.get(name, name),
+                    legend_title=MAP_TITLES.get(name, name) + _slope_note(scene, name),
                     stamp=f"UNFINISHED MODEL: {line}" if line else "",
                     lighting=lighting,
                     **legend_for(scene),
@@ -235,6 +235,23 @@ def figure_image(
     if out_path is not None:
         save_png(image, out_path)
     return image
+
+
+def _slope_note(scene: BrainScene, name: str) -> str:
+    """Under the layer map's legend: the hierarchy slope, its mode-centred reading and
+    their interval (:mod:`napari_factortopy.core.slope_range`), when the model has
+    hierarchy levels."""
+    if name != "layer":
+        return ""
+    from napari_factortopy.core.slope_range import model_slope_range
+
+    sr = model_slope_range(scene.model)
+    if sr is None:
+        return ""
+    return (
+        f"\nhierarchy slope {sr.slope:.2f}\nmode ±1 layer: {sr.slope_mode:.2f}"
+        f"\ninterval [{sr.lo:.2f}, {sr.hi:.2f}]"
+    )
 
 
 def _significance_note(scene: BrainScene) -> str:
