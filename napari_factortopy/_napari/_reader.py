@@ -7,7 +7,8 @@ imported (:mod:`napari_factortopy.app.import_official`) into ``<name>.ftopy`` be
 (reused when it is already there for the same file) and opened as any model. What the
 file does not hold is looked for beside it (a ``vertices.npy``, an Algonauts subject
 folder with ``roi_masks/``) and the fsaverage sphere where the CLI looks; what cannot be
-found is named in one message (no layer, no traceback).
+found is named in one message (no layer, no traceback). So is what is wrong with a
+damaged or foreign file named ``.ftopy`` (empty, truncated, text, an image …).
 
 Everything heavy (the model file code, torch, the layer builders) is imported lazily
 inside functions, so that napari can import this module cheaply while it collects
@@ -29,26 +30,68 @@ CHECKPOINT_SUFFIXES = (".pth", ".ckpt", ".pt")
 
 
 def _is_model_file(path: PathLike) -> bool:
-    """True when ``path`` names a file with the ``.ftopy`` suffix that looks like one."""
+    """True when ``path`` names a file with the ``.ftopy`` suffix.
+
+    Whatever it holds: a damaged or foreign file named ``.ftopy`` is claimed too, so
+    that the user reads the plugin's own line on what is wrong with it (see
+    :func:`read_ftopy`), not napari's "no reader" or "gave an error".
+    """
     text = os.fspath(path)
     if not isinstance(text, str) or not text.lower().endswith(SUFFIX):
         return False
-    if not os.path.isfile(text):
-        return False
+    return os.path.isfile(text)
+
+
+#: What a file's first bytes say it is, for the message about a foreign ``.ftopy``.
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"PK\x03\x04", "a zip archive (a PyTorch checkpoint?)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"%PDF", "a PDF document"),
+    (b"\x80", "a Python pickle (a PyTorch checkpoint?)"),
+)
+
+
+def why_unreadable(path: PathLike, exc: BaseException) -> str:
+    """One line naming the file, what was expected and what was found in it.
+
+    Parameters
+    ----------
+    path : path
+        The ``.ftopy`` file that could not be read.
+    exc : Exception
+        What reading it raised (a ``ModelFileError`` names the damage).
+    """
+    name = os.path.basename(os.fspath(path))
+    expected = "a FactorTopy model (.ftopy: safetensors with factortopy metadata)"
     try:
-        from napari_factortopy.core.modelfile import is_ftopy
-    except ImportError:
-        return False
-    try:
-        return bool(is_ftopy(text))
-    except Exception:
-        return False
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as err:
+        return f"cannot open {name}: {err.strerror or err}"
+    found = None
+    if not head:
+        found = "an empty file (0 bytes)"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            found = kind
+    text = head.decode("utf-8", "replace").rstrip("\ufffd")  # a character cut at 64
+    if found is None and text and all(c.isprintable() or c in "\n\r\t" for c in text):
+        found = f"a text file ({' '.join(text.split())[:30]!r}…)"
+    if found is not None:
+        return f"cannot open {name}: expected {expected}, found {found}"
+    said = str(exc)
+    for prefix in (os.fspath(path), name):  # the message names the full path first
+        said = said.removeprefix(prefix).removeprefix(": ")
+    return f"cannot open {name}: {said or type(exc).__name__}"
 
 
 def get_reader(
     path: PathLike | Sequence[PathLike],
 ) -> Callable[[Any], list[LayerDataTuple]] | None:
-    """Return a reader function for ``path``, or None when it is not a FactorTopy model.
+    """Return a reader function for ``path``, or None when it is no ``.ftopy`` file (nor
+    the paper's checkpoint).
 
     ``path`` may be one path or a list of paths (napari passes a list when several files
     are opened at once); a list is accepted only when every entry is a model file.
@@ -138,13 +181,23 @@ def _same_import(model: Any, checkpoint: Any) -> bool:
 
 
 def read_ftopy(path: PathLike | Sequence[PathLike]) -> list[LayerDataTuple]:
-    """Read one or more ``.ftopy`` files into napari layer data tuples."""
+    """Read one or more ``.ftopy`` files into napari layer data tuples.
+
+    A file that cannot be read (empty, truncated, foreign, too new) is named in one
+    warning of :func:`why_unreadable` and skipped; when no file could be read, napari's
+    "nothing to add" sentinel ``[(None,)]`` is returned (no traceback toast).
+    """
     from napari_factortopy._napari._layers import model_layers
 
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     layers: list[LayerDataTuple] = []
     for p in paths:
-        layers.extend(model_layers(os.fspath(p)))
+        try:
+            layers.extend(model_layers(os.fspath(p)))
+        except (ValueError, KeyError, OSError, EOFError) as exc:  # ModelFileError is one
+            _tell(why_unreadable(p, exc))
+    if not layers:
+        return [(None,)]
     _show_in_3d()
     return layers
 

@@ -32,7 +32,9 @@ def test_declines_other_paths(tmp_path, model_path):
     folder.mkdir()
     renamed = tmp_path / "model.safetensors"
     renamed.write_bytes(model_path.read_bytes())
-    for path in (other, foreign, folder, renamed, tmp_path / "missing.ftopy"):
+    for path in (other, folder, renamed, tmp_path / "missing.ftopy"):
         assert get_reader(str(path)) is None, path
+    # a foreign file named .ftopy is claimed: the reader says what it holds (#22.9)
+    assert get_reader(str(foreign)) is read_ftopy
     assert get_reader([str(model_path), str(other)]) is None
     assert get_reader([]) is None
