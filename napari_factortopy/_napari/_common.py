@@ -18,6 +18,7 @@ __all__ = [
     "StatusText",
     "apply_scene",
     "factortopy_layers",
+    "fit_window",
     "keep_selection",
     "linked_layers",
     "pick_surfaces",
@@ -90,6 +91,155 @@ def keep_framing(viewer) -> None:
     emitter = viewer.canvas.events.size
     if not any(isinstance(cb, _Framing) for cb in emitter.callbacks):
         emitter.connect(_Framing(viewer))
+
+
+#: Widest a panel's dock starts, as a share of the window's width.
+DOCK_SHARE = 0.28
+#: Share of the window's width left to the docks on both sides together (the canvas
+#: keeps the rest: more than half).
+CANVAS_SHARE = 0.46
+#: Narrowest a panel's dock starts (pixels).
+MIN_DOCK = 260
+
+
+def _is_ours(dock) -> bool:
+    """Whether a dock widget holds one of this plugin's panels."""
+    inner = getattr(dock, "_factortopy_panel", None)
+    if inner is None:
+        try:
+            inner = dock.inner_widget()
+        except (AttributeError, RuntimeError):
+            return False
+    return type(inner).__module__.startswith("napari_factortopy.")
+
+
+class _DockLayout:
+    """Keeps the plugin's panels inside the window (issue 22, item 2).
+
+    Every panel docked (through the Plugins menu or ``add_dock_widget``) is put in a
+    scroll area, so a tall panel scrolls instead of making the window taller than the
+    screen, and starts at most :data:`DOCK_SHARE` of the window wide. Panels docked on
+    the same side are tabbed: Brain maps alone on top, the others tabbed together below
+    it (the newest in front). One per window (:func:`fit_window`); it looks at the
+    docks when one is added.
+    """
+
+    def __init__(self, viewer) -> None:
+        import weakref
+
+        from qtpy.QtCore import QObject
+
+        self._viewer = weakref.ref(viewer)
+        layout = self
+
+        class Filter(QObject):
+            def eventFilter(self, obj, event):  # Qt's name
+                from qtpy.QtCore import QEvent, QTimer
+                from qtpy.QtWidgets import QDockWidget
+
+                if event.type() == QEvent.Type.ChildAdded and isinstance(
+                    event.child(), QDockWidget
+                ):
+                    QTimer.singleShot(0, layout.arrange)
+                return False
+
+        self.filter = Filter()
+
+    def arrange(self) -> None:
+        """Wrap new panels in scroll areas and tab them (see the class notes)."""
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QDockWidget
+
+        viewer = self._viewer()
+        window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+        if window is None:
+            return
+        try:
+            docks = [d for d in window.findChildren(QDockWidget) if _is_ours(d)]
+        except RuntimeError:  # the window is being torn down
+            return
+        for dock in docks:
+            if not getattr(dock, "_factortopy_scrolls", False) and dock.widget() is not None:
+                _scroll_dock(dock, window)
+        by_area: dict = {}
+        for dock in docks:
+            if not dock.isFloating() and dock.widget() is not None:
+                by_area.setdefault(window.dockWidgetArea(dock), []).append(dock)
+        for area, group in by_area.items():
+            if area not in (
+                Qt.DockWidgetArea.RightDockWidgetArea,
+                Qt.DockWidgetArea.LeftDockWidgetArea,
+            ):
+                continue
+            main = [d for d in group if type(d._factortopy_panel).__name__ == "BrainWidget"]
+            rest = [d for d in group if d not in main]
+            new = [d for d in rest if not getattr(d, "_factortopy_tabbed", False)]
+            stack: list = []
+            for dock in rest:  # each new one onto the tabs of those before it
+                if dock in new and stack:
+                    window.tabifyDockWidget(stack[-1], dock)
+                dock._factortopy_tabbed = True
+                stack.append(dock)
+            if new:
+                new[-1].show()
+                new[-1].raise_()
+            if main and rest:
+                height = max(window.height(), 2)
+                window.resizeDocks(
+                    [main[0], rest[-1]], [height // 2, height // 2], Qt.Orientation.Vertical
+                )
+            # the canvas keeps more than half the window: the docks on the other side
+            # (napari's layer list) count
+            other = [
+                d.width()
+                for d in window.findChildren(QDockWidget)
+                if d.isVisible()
+                and not d.isFloating()
+                and window.dockWidgetArea(d) not in (area, Qt.DockWidgetArea.NoDockWidgetArea)
+            ]
+            room = CANVAS_SHARE * window.width() - max(other, default=0)
+            width = max(MIN_DOCK, min(round(DOCK_SHARE * window.width()), round(room)))
+            widest = max(d._factortopy_panel_width for d in group)
+            window.resizeDocks(group, [min(widest, width)] * len(group), Qt.Orientation.Horizontal)
+
+
+def _scroll_dock(dock, window) -> None:
+    """Put a dock's panel into a scroll area (napari's ``inner_widget()`` still gives
+    the panel)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    panel = dock.inner_widget()
+    content = dock.widget()
+    width = content.sizeHint().width()
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    scroll.setWidget(content)
+    dock.setWidget(scroll)
+    dock.inner_widget = lambda: panel  # napari asks the dock for its panel
+    dock._factortopy_panel = panel
+    dock._factortopy_panel_width = width + scroll.verticalScrollBar().sizeHint().width()
+    dock._factortopy_scrolls = True
+
+
+def fit_window(viewer) -> None:
+    """Install the window's :class:`_DockLayout` once (every panel asks) and arrange the
+    panels docked so far. Nothing happens without a Qt window (headless viewers)."""
+    from qtpy.QtCore import QTimer
+
+    viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands panels a proxy
+    window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+    if window is None:
+        return
+    layout = getattr(window, "_factortopy_docks", None)
+    if layout is None:
+        layout = _DockLayout(viewer)
+        window._factortopy_docks = layout
+        window.installEventFilter(layout.filter)
+    QTimer.singleShot(0, layout.arrange)
 
 
 class StatusText(widgets.Label):
@@ -200,6 +350,7 @@ class ModelChoice(widgets.ComboBox):
 
     Its choices come from a callable, so napari's ``reset_choices()`` (called on every
     docked widget whenever a layer is added or removed) refreshes instead of emptying it.
+    Every panel with one keeps the window's docks tidy (:func:`fit_window`).
 
     Parameters
     ----------
@@ -213,6 +364,7 @@ class ModelChoice(widgets.ComboBox):
         super().__init__(label=label, choices=self._names, **kwargs)
         viewer.layers.events.inserted.connect(lambda e=None: self.reset_choices())
         viewer.layers.events.removed.connect(lambda e=None: self.reset_choices())
+        fit_window(viewer)
 
     def _names(self, _widget=None) -> list[str]:
         return [ly.name for ly in factortopy_layers(self._viewer)]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from magicgui import widgets
 
-from napari_factortopy._napari._common import StatusText
+from napari_factortopy._napari._common import StatusText, fit_window
 from napari_factortopy.app.jobs import PausableClock, TrainJob, training_job
 from napari_factortopy.core.config import TrainConfig, recipe_settings
 
@@ -250,6 +250,7 @@ class TrainWidget(widgets.Container):
         self.start_button.changed.connect(self._on_start)
         self.pause_button.changed.connect(self._on_pause)
         self.stop_button.changed.connect(self._on_stop)
+        fit_window(viewer)  # docked: scrolls, tabbed with the other panels
 
     # ------------------------------------------------------------------ slots
     def _on_source(self, value: str | None = None) -> None:

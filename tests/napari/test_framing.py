@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
 from ._drive import canvas_shot, dock
@@ -31,7 +32,11 @@ def test_docking_panels_keeps_the_brain_inside_the_canvas(make_napari_viewer, ph
     # it, not be cut off
     train = dock(viewer, "Train")
     train.native.setMinimumWidth(420)
-    viewer.window.add_dock_widget(train, name="Train (left)", area="left")
+    left = viewer.window.add_dock_widget(train, name="Train (left)", area="left")
+    QApplication.processEvents()
+    # panels scroll rather than widen their dock (issue 22): the user drags it wider
+    window = viewer.window._qt_window
+    window.resizeDocks([left], [560], Qt.Orientation.Horizontal)
     QApplication.processEvents()
     first2, last2, width2 = _brain_columns(canvas_shot(viewer))
     assert width2 < 0.9 * width, (width, width2)  # the docks really took room
