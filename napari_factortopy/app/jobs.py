@@ -191,6 +191,7 @@ def training_job(
         device=dev,
         snapshots=True,
         should_stop=should_stop,
+        clock=clock,
         seed=job.seed,
         extra={"dataset": inputs.dataset},
         noise_ceiling=inputs.noise_ceiling,

@@ -41,6 +41,7 @@ def fit(
     extra: dict | None = None,
     should_stop: Callable[[], bool] | None = None,
     started_at: float | None = None,
+    clock: Callable[[], float] | None = None,
     noise_ceiling: np.ndarray | None = None,
     noise_ceiling_source: str = "",
     identity: dict | None = None,
@@ -64,6 +65,9 @@ def fit(
     checkpoint_dir, resume, snapshots, should_stop, started_at
         Passed to :func:`.training.train` (``should_stop``: finish now, keeping the
         best so far; ``started_at``: when the budget's clock started).
+    clock : callable, optional
+        The clock of the time budget (default :func:`time.perf_counter`; a pausable one
+        keeps a pause out of the budget), passed to :func:`.training.train`.
     seed : int
         Seeds the model's initialisation.
     extra : dict
@@ -106,6 +110,7 @@ def fit(
         snapshots=snapshots,
         should_stop=should_stop,
         started_at=started_at,
+        **({} if clock is None else {"clock": clock}),
         identity=identity,
     ):
         if rec["kind"] == "done":

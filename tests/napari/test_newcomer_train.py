@@ -4,6 +4,7 @@ message (item 5). Each drives the docked panel: controls set, buttons clicked.""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -122,3 +123,50 @@ def test_stop_message_stays_until_the_model_opens(
     assert all(r["status"].startswith("stopping") for r in after), [r["status"] for r in after]
     assert train.status.value.startswith("saved")
     assert [ly.name for ly in viewer.layers] == ["stopped"]
+
+
+def test_pause_does_not_use_up_the_budget(make_napari_viewer, qtbot, tmp_path, built_phantom):
+    """Item 5: a pause stops the budget's clock: the run goes on where it was."""
+    viewer = make_napari_viewer()
+    train = _train_panel(viewer, built_phantom, tmp_path / "p.ftopy", BUDGET_MIN)
+    train.start_button.native.click()
+    seen = _records(train)
+    qtbot.waitUntil(
+        lambda: any(r["kind"] == "step" and r["elapsed"] > 1.0 for r in seen), timeout=60_000
+    )
+    with qtbot.waitSignal(train.worker.paused, timeout=10_000):
+        train.pause_button.native.click()
+    qtbot.waitUntil(lambda: train.status.value == "paused", timeout=5_000)
+    before = [r["elapsed"] for r in seen if r["kind"] == "step"][-1]
+    n_before, shown_before = len(seen), _shown_percent(train)
+    pause = 3.0
+    t0 = time.perf_counter()
+    qtbot.wait(int(1000 * pause))
+    assert len(seen) == n_before  # nothing ran while paused
+    train.pause_button.native.click()  # Resume
+    qtbot.waitUntil(lambda: sum(r["kind"] == "step" for r in seen[n_before:]) >= 3, timeout=30_000)
+    waited = time.perf_counter() - t0
+    assert waited >= pause
+    first = next(r for r in seen[n_before:] if r["kind"] == "step")
+    # the step after the pause is timed as if the pause had not been
+    assert first["elapsed"] - before < 1.0, (before, first["elapsed"])
+    assert _shown_percent(train) - shown_before < 100 * pause / (60 * BUDGET_MIN) / 2
+    _discard(train, qtbot)
+
+
+def test_pausable_clock_stands_still_while_paused():
+    from napari_factortopy.app.jobs import PausableClock
+
+    now = [100.0]
+    clock = PausableClock(lambda: now[0])
+    now[0] = 105.0
+    assert clock() == 105.0
+    clock.pause()
+    now[0] = 115.0
+    assert clock() == 105.0 and clock.paused
+    clock.pause()  # again: no effect
+    clock.resume()
+    now[0] = 117.0
+    assert clock() == 107.0 and not clock.paused
+    clock.resume()  # when running: no effect
+    assert clock() == 107.0
