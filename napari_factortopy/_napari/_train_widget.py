@@ -48,17 +48,25 @@ TIPS = {
     "weight_decay": "AdamW weight decay (paper: 1e-2)",
     "batch_size": "images per step (paper: 8)",
     "steps_per_epoch": "steps between validations (paper: 1000)",
-    "recipe": "paper: the settings as given; auto (needs a time budget): the run measures "
-    "its speed and chooses batch size, learning rate, steps per epoch and T to fit the budget",
-    "reg_weight": "λ: weight of the selector regulariser (paper: 0.1)",
-    "reg_decay_steps": "T: steps over which λ decays to 0 (paper: 6000)",
+    "recipe": "paper: the settings as given (the paper's by default); auto (needs a time "
+    "budget): the run measures its speed and chooses batch size, learning rate, steps per "
+    "epoch and T to fit the budget, keeping any of them you set; its choices appear in the "
+    "controls and under 'auto recipe'",
+    "reg_weight": "λ: weight of the selector regulariser (paper: 0.1). Early in training it "
+    "keeps each vertex's layer weights spread out (entropy) and its scale away from 0 and 1, "
+    "so the softmax does not collapse onto one layer before the readout has learnt; "
+    "0 = no regulariser",
+    "reg_decay_steps": "T: steps over which λ falls linearly to 0 (paper: 6000); after T the "
+    "selectors are free to sharpen",
     "clip_norm": "gradient-norm clipping (paper: 0.5)",
     "top_k": "best checkpoints kept for the soup (paper: 10)",
     "soup": "greedy soup of the top-k checkpoints on the validation split (off: the best one)",
     "amp": "bf16 mixed precision on CUDA (off: fp32; no effect on the CPU)",
     "calibrate": "after training, choose the layer softmax's sharpness on the validation "
-    "split and refit the readout on the training split (ours); auto: on with the auto "
-    "recipe, off with paper",
+    "split and refit the readout on the training split (ours): the layer map's confidence "
+    "then says what the validation data support, where a short run leaves it too flat; "
+    "the argmax layer, space and scale maps are unchanged. auto: on with the auto recipe, "
+    "off with paper",
     "seed": "seed of the initialisation, the batches and the image split",
     "max_epochs": "most epochs (training stops earlier on patience)",
     "patience": "epochs without a better validation score before stopping",

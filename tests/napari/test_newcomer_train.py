@@ -170,3 +170,18 @@ def test_pausable_clock_stands_still_while_paused():
     assert clock() == 107.0 and not clock.paused
     clock.resume()  # when running: no effect
     assert clock() == 107.0
+
+
+def test_the_non_obvious_settings_explain_themselves(make_napari_viewer):
+    """Item 7: hovering recipe, calibration and the regulariser says what they do."""
+    viewer = make_napari_viewer()
+    train = dock(viewer, "Train")
+    says = {
+        "recipe": ("budget", "chooses", "paper"),
+        "calibrate": ("sharpness", "confidence", "validation"),
+        "reg_weight": ("collapse", "0 = no regulariser"),
+        "reg_decay_steps": ("falls linearly to 0",),
+    }
+    for name, words in says.items():
+        tip = getattr(train, name).native.toolTip()
+        assert all(w in tip for w in words), (name, tip)
