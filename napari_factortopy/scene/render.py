@@ -466,9 +466,16 @@ def compose_figure(
         aspects = [_panel_aspect(p) for p in r if p is not None]
         has_title = any(p is not None and p.get("title") for p in r)
         heights.append(cell_w * max(aspects, default=1.0) + (title_h if has_title else 0.0))
+    # the legend's box: a square colour bar / map, or for named rows (ROIs, clusters) a
+    # narrow column of swatches tall enough to give each name its own line
+    n_names = len(legend_yticklabels) if legend_yticklabels is not None else 0
+    box_w = box_h = 0.55 * legend_w
+    if n_names > 1:
+        box_w = 0.3 * legend_w
+        box_h = max(box_h, 1.6 * fontsize * 0.75 * pt * n_names)
     legend_h = 0.0
     if legend is not None:
-        legend_h = 0.6 * legend_w + 2 * title_h + 3 * fontsize * pt
+        legend_h = max(0.6 * legend_w, box_h) + 2 * title_h + 3 * fontsize * pt
     height_px = int(np.ceil(max(sum(heights), legend_h) + 2 * margin))
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -507,10 +514,8 @@ def compose_figure(
         y += row_h
 
     if legend is not None:
-        x0 = width_px - legend_w + 0.3 * legend_w
-        side = 0.55 * legend_w
-        y0 = (height_px - side) / 2.0
-        lax = fig.add_axes(frac(x0, y0, side, side))
+        x0 = width_px - 0.15 * legend_w - box_w
+        lax = fig.add_axes(frac(x0, (height_px - box_h) / 2.0, box_w, box_h))
         lax.imshow(
             np.asarray(legend),
             extent=legend_extent if legend_extent is not None else (0.0, 1.0, 0.0, 1.0),
@@ -531,8 +536,9 @@ def compose_figure(
                 lax.set_yticks([])
         if not legend_xticks:
             lax.set_xticks([])
-        if legend_title:
-            lax.set_title(legend_title, fontsize=fontsize)
+        if legend_title:  # over a narrow column of swatches: ends at its right edge
+            loc = "right" if n_names > 1 else "center"
+            lax.set_title(legend_title, fontsize=fontsize, loc=loc)
 
     if stamp:
         fig.text(
