@@ -16,7 +16,7 @@ from .conftest import TINY_PHANTOM
 
 #: A budget run's minutes: enough for the tiny phantom's probe, one validation and the
 #: finish even on a loaded machine (the runs are discarded after a few seconds).
-BUDGET_MIN = 0.5
+BUDGET_MIN = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,8 @@ def test_budget_back_to_zero_puts_the_paper_settings_back(
     train = _train_panel(viewer, built_phantom, tmp_path / "auto.ftopy", BUDGET_MIN)
     assert train.recipe.value == "auto"
     train.start_button.native.click()
-    qtbot.waitUntil(lambda: train.recipe_info.value != "", timeout=60_000)
+    qtbot.waitUntil(lambda: train.recipe_info.value != "" or train.worker is None, timeout=60_000)
+    assert train.worker is not None, train.status.value  # (a refused budget says why)
     _discard(train, qtbot)
     paper = TrainConfig()
     names = ("lr", "batch_size", "steps_per_epoch", "reg_decay_steps")
@@ -95,11 +96,14 @@ def test_budget_run_progress_follows_the_clock(make_napari_viewer, qtbot, tmp_pa
     train.worker.yielded.connect(
         lambda r: bars.append((r["elapsed"], _shown_percent(train))) if r["kind"] == "step" else 0
     )
-    qtbot.waitUntil(lambda: bool(bars) and bars[-1][0] > 3.0, timeout=60_000)
+    qtbot.waitUntil(
+        lambda: (bool(bars) and bars[-1][0] > 4.0) or train.worker is None, timeout=60_000
+    )
+    assert train.worker is not None, train.status.value
     _discard(train, qtbot)
     budget = 60 * BUDGET_MIN
     elapsed, shown = bars[-1]
-    assert shown >= 9 and abs(shown - 100 * elapsed / budget) <= 2, (elapsed, shown)
+    assert shown >= 6 and abs(shown - 100 * elapsed / budget) <= 2, (elapsed, shown)
     assert [p for _, p in bars] == sorted(p for _, p in bars)  # never goes back
     assert any(r["kind"] == "recipe" for r in seen)
 
