@@ -418,11 +418,11 @@ class BrainScene:
         return None if hit is None else self.describe(hit[1])
 
     def hit(self, position, direction) -> tuple[float, int] | None:
-        """Where a click ray first meets the displayed vertices.
+        """Where a click ray first crosses the displayed mesh, and the vertex picked.
 
-        The ray ``position + t · direction`` is sampled through the bounding box in
-        steps of half the (90th-percentile) edge length; the first sample with a
-        vertex within one edge length picks that vertex.
+        :func:`~napari_factortopy.scene.picking.first_hit`: the crossed triangle's
+        corner nearest to the crossing (napari's vertex); a ray crossing no triangle
+        picks the first vertex within one edge length of it.
 
         Parameters
         ----------
