@@ -9,12 +9,13 @@ argmax and the neighbourhood of the mode are recovered (within one layer ≥ 0.9
 
 :func:`hierarchy_slope_range` reports, beside the paper's slope, the slope of the
 *mode-centred* position (the weights within ``width`` layers of each vertex's argmax,
-renormalised) and a sensitivity interval: the 2.5 % quantile of the smaller and the
-97.5 % quantile of the larger of the two slopes over a bootstrap of the vertices
-(resampled within each level). It is an interval over the two readings of the same
-map and over which vertices were modelled, not over images or seeds (an ensemble's
-spread across seeds is in ``factortopy group``); neighbouring vertices are correlated,
-so the bootstrap part is narrower than a spatially aware one would be.
+renormalised) and a sensitivity interval: from the smaller slope less ``z`` of its
+standard error to the larger one plus ``z`` of its own (``z = 1.96`` for 95 %), the
+standard errors heteroscedasticity-robust (HC0, what a bootstrap of the vertices
+estimates, in closed form). It is an interval over the two readings of the same map
+and over which vertices were modelled, not over images or seeds (an ensemble's spread
+across seeds is in ``factortopy group``); neighbouring vertices are correlated, so the
+sampling part is narrower than a spatially aware one would be.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class SlopeRange:
         Mean weight more than ``width`` layers from the argmax over the vertices fitted.
     lo, hi : float
         The sensitivity interval (see the module docstring).
-    n_vertices, n_boot, width : int
+    n_vertices, width : int
     """
 
     slope: float
@@ -89,7 +90,6 @@ class SlopeRange:
     lo: float
     hi: float
     n_vertices: int
-    n_boot: int
     width: int
 
     def line(self) -> str:
@@ -104,10 +104,13 @@ class SlopeRange:
         return dict(self.__dict__)
 
 
-def _ols_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least-squares slopes of each row of ``y`` on the matching row of ``x``; (B, n)."""
-    xm = x - x.mean(1, keepdims=True)
-    return (xm * (y - y.mean(1, keepdims=True))).sum(1) / (xm**2).sum(1)
+def _slope_se(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of ``y`` on ``x`` and its HC0 (sandwich) standard error."""
+    xc = x - x.mean()
+    sxx = float((xc**2).sum())
+    slope = float((xc * (y - y.mean())).sum() / sxx)
+    resid = y - y.mean() - slope * xc
+    return slope, float(np.sqrt((xc**2 * resid**2).sum()) / sxx)
 
 
 def hierarchy_slope_range(
@@ -115,10 +118,7 @@ def hierarchy_slope_range(
     roi_level: np.ndarray,
     *,
     width: int = 1,
-    n_boot: int = 400,
     coverage: float = 0.95,
-    seed: int = 0,
-    max_vertices: int = 20000,
 ) -> SlopeRange:
     """The paper's hierarchy slope, the mode-centred one, and their interval.
 
@@ -131,15 +131,8 @@ def hierarchy_slope_range(
         :func:`~napari_factortopy.core.analyses.hierarchy_slope`.
     width : int, default 1
         Layers kept on each side of the mode.
-    n_boot : int, default 400
-        Bootstrap resamples of the vertices (within each level).
     coverage : float, default 0.95
-    seed : int, default 0
-        Seed of the resampling (the result is deterministic).
-    max_vertices : int, default 20000
-        Each resample draws at most this many vertices (every level keeping its share)
-        and its spread is scaled by ``sqrt(drawn / n)`` to that of all ``n`` vertices;
-        keeps ``factortopy info`` fast at 38,000 vertices.
+        Of each reading's own (normal) interval.
 
     Returns
     -------
@@ -151,38 +144,27 @@ def hierarchy_slope_range(
         As :func:`~napari_factortopy.core.analyses.hierarchy_slope` (fewer than two
         levels, levels outside 0..4, shape mismatch).
     """
+    from statistics import NormalDist
+
     full = hierarchy_slope(layer, roi_level)
     mode = hierarchy_slope(_as_weights(mode_layer_position(layer, width)), roi_level)
     lev = np.asarray(roi_level).astype(np.int64)
-    used = np.flatnonzero(lev > 0)
+    used = lev > 0
     x = (lev[used] - 1) / 3.0
-    ys = np.stack([layer_position(layer)[used], mode_layer_position(layer, width)[used]])
-    rng = np.random.default_rng(seed)
-    n = len(used)
-    n_sub = min(n, int(max_vertices))
-    draws = []
-    for k in np.unique(lev[used]):  # stratified: each level keeps its share
-        members = np.flatnonzero(lev[used] == k)
-        m = max(1, round(len(members) * n_sub / n))
-        draws.append(members[rng.integers(0, len(members), size=(n_boot, m))])
-    pick = np.concatenate(draws, axis=1)  # (n_boot, ≈ n_sub)
-    boot = np.stack([_ols_slopes(x[pick], y[pick]) for y in ys])  # (2, n_boot)
-    shrink = np.sqrt(pick.shape[1] / n)  # a subsample's spread, scaled to all n vertices
-    centre = np.array([[full.slope], [mode.slope]])
-    boot = centre + (boot - boot.mean(1, keepdims=True)) * shrink
-    alpha = (1.0 - coverage) / 2.0
-    lo = float(np.quantile(boot.min(0), alpha))
-    hi = float(np.quantile(boot.max(0), 1.0 - alpha))
+    z = NormalDist().inv_cdf(0.5 + coverage / 2.0)
+    ends = []
+    for lam in (layer_position(layer)[used], mode_layer_position(layer, width)[used]):
+        a, se = _slope_se(x, lam)
+        ends += [a - z * se, a + z * se]
     return SlopeRange(
         slope=full.slope,
         intercept=full.intercept,
         slope_mode=mode.slope,
         intercept_mode=mode.intercept,
         far_mass=float(far_mass(layer, width)[used].mean()),
-        lo=min(lo, full.slope, mode.slope),
-        hi=max(hi, full.slope, mode.slope),
-        n_vertices=n,
-        n_boot=int(n_boot),
+        lo=float(min(ends)),
+        hi=float(max(ends)),
+        n_vertices=int(used.sum()),
         width=int(width),
     )
 
