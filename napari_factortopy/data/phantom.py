@@ -341,10 +341,6 @@ def build_phantom(
     plain arrays, no pickle) and ``root/phantom.json`` (config, surface, layers).
     The final record has ``stage == "done"`` and ``subject`` (a :class:`PhantomSubject`).
     """
-    import torch
-
-    from ..core.config import FactorTopyConfig
-    from ..core.model import FactorTopy, Selectors
     from ..core.runtime import resolve_device
 
     config = config or PhantomConfig()
@@ -363,7 +359,33 @@ def build_phantom(
     rng = np.random.default_rng([config.seed, 7])
     n_layers = len(bb.widths)
     sel = phantom_truth_selectors(surface, n_layers, config)
+    truth, beta = _truth_network(surface, bb, cache, config, rng)
+    truth.to(dev)
+    signal = _truth_signal(truth, sel, cache, config.n_images, dev)
+    yield {"stage": "responses", "elapsed": time.perf_counter() - t0}
+    signal, ceiling, responses = _noisy_responses(truth, signal, config, rng, dev)
+
+    _write_phantom(root, config, surface, bb, truth, sel, signal, ceiling, beta, responses)
+    subject = load_phantom(root)
+    yield {"stage": "done", "elapsed": time.perf_counter() - t0, "subject": subject}
+
+
+def _truth_network(surface: PhantomSurface, bb, cache, config: PhantomConfig, rng):
+    """The ground-truth FactorTopy network (on the CPU): random channel-align
+    matrices that give each layer's aligned tokens unit variance, and a smooth readout
+    (radial basis functions on each hemisphere's sphere). Draws from ``rng``.
+
+    Returns
+    -------
+    truth : FactorTopy
+    beta : array of shape (V, D)
+        The readout before its scaling (stored in ``truth.npz``).
+    """
+    import torch
+
+    from ..core.config import FactorTopyConfig
     from ..core.encoding import joint_sphere_coordinates
+    from ..core.model import FactorTopy
 
     coords = joint_sphere_coordinates(
         surface.sphere[: surface.n_lh], surface.sphere[surface.n_lh :]
@@ -398,16 +420,25 @@ def build_phantom(
         beta /= np.linalg.norm(beta, axis=1, keepdims=True) + 1e-12
         truth.beta.copy_(torch.as_tensor(beta * np.sqrt(d) * d, dtype=torch.float32))
         truth.bias.zero_()
-    truth.to(dev)
+    return truth, beta
+
+
+def _truth_signal(truth, sel: dict, cache, n_images: int, dev) -> np.ndarray:
+    """The truth network's responses to every image with the fixed selectors ``sel``,
+    as (N, V) float32 (features read from ``cache`` 128 images at a time)."""
+    import torch
+
+    from ..core.model import Selectors
+
     tsel = Selectors(
         space=torch.as_tensor(sel["space"], device=dev),
         layer=torch.as_tensor(sel["layer"], device=dev),
         scale=torch.as_tensor(sel["scale"], device=dev),
     )
-    signal = np.empty((config.n_images, len(coords)), np.float32)
+    signal = np.empty((n_images, truth.beta.shape[0]), np.float32)
     with torch.no_grad():
-        for lo in range(0, config.n_images, 128):
-            idx = np.arange(lo, min(config.n_images, lo + 128))
+        for lo in range(0, n_images, 128):
+            idx = np.arange(lo, min(n_images, lo + 128))
             loc, glo = cache.read(idx)
             out = truth(
                 [torch.as_tensor(t, device=dev) for t in loc],
@@ -415,7 +446,20 @@ def build_phantom(
                 tsel,
             )
             signal[idx] = out.cpu().numpy()
-    yield {"stage": "responses", "elapsed": time.perf_counter() - t0}
+    return signal
+
+
+def _noisy_responses(truth, signal: np.ndarray, config: PhantomConfig, rng, dev):
+    """Standardise ``signal`` per vertex (folded into the truth's readout, which then
+    predicts it) and add Gaussian noise whose variance sets each vertex's ceiling R²
+    (drawn from ``rng`` in ``config.ceiling``).
+
+    Returns
+    -------
+    signal, ceiling, responses : arrays of shape (N, V) float32, (V,), (N, V) float32
+    """
+    import torch
+
     mu = signal.astype(np.float64).mean(0)
     sd = signal.astype(np.float64).std(0) + 1e-12
     signal = ((signal - mu) / sd).astype(np.float32)
@@ -423,11 +467,16 @@ def build_phantom(
     with torch.no_grad():
         truth.beta.div_(torch.as_tensor(sd, dtype=torch.float32, device=dev)[:, None])
         truth.bias.copy_(torch.as_tensor(-mu / sd, dtype=torch.float32, device=dev))
-    ceiling = rng.uniform(*config.ceiling, size=len(coords))
+    ceiling = rng.uniform(*config.ceiling, size=signal.shape[1])
     noise_sd = np.sqrt((1 - ceiling) / ceiling)
     responses = signal + rng.normal(size=signal.shape) * noise_sd[None]
     responses = responses.astype(np.float32)
+    return signal, ceiling, responses
 
+
+def _write_phantom(root: Path, config, surface, bb, truth, sel, signal, ceiling, beta, responses):
+    """Write the phantom's files (``responses.npy``, ``truth.npz``, ``surface.npz``,
+    ``truth.ftopy``, then ``phantom.json``, which marks the folder complete)."""
     with atomic_path(root / "responses.npy") as tmp:
         np.save(tmp, responses)
     _savez(
@@ -460,8 +509,6 @@ def build_phantom(
     _truth_model(truth, sel, surface, bb, root).save(root / "truth.ftopy")
     with atomic_path(root / "phantom.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
-    subject = load_phantom(root)
-    yield {"stage": "done", "elapsed": time.perf_counter() - t0, "subject": subject}
 
 
 def _truth_model(truth, sel: dict, surface: PhantomSurface, bb, root: Path):
