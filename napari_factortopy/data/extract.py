@@ -28,11 +28,10 @@ cache (:meth:`FeatureCache.verify`) and marks corrupted rows for recomputation.
 from __future__ import annotations
 
 import errno
-import hashlib
+import functools
 import itertools
-import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -40,6 +39,16 @@ import numpy as np
 
 from .backbones import Backbone, resize_tokens
 from .cache import CacheError, FeatureCache, image_digest
+from .extract_checks import (
+    CacheMismatchError,
+    ExtractionError,
+    _check_space,
+    _compare_digest,
+    check_images,
+    disk_space,
+    size_text,
+    weights_identity,
+)
 
 __all__ = [
     "CacheMismatchError",
@@ -51,15 +60,6 @@ __all__ = [
     "size_text",
     "weights_identity",
 ]
-
-
-class ExtractionError(RuntimeError):
-    """Extraction stopped: an undecodable image, a full disk, a bad range."""
-
-
-class CacheMismatchError(ExtractionError, ValueError):
-    """Refused before computing: the cache holds rows of other weights, preprocessing
-    or images than this run would write (bad input, not a failure at run time)."""
 
 
 def plan_ranges(n_images: int, chunk_images: int, n_workers: int) -> list[tuple[int, int]]:
@@ -79,114 +79,6 @@ def plan_ranges(n_images: int, chunk_images: int, n_workers: int) -> list[tuple[
         for a, b in itertools.pairwise(bounds)
         if b > a
     ]
-
-
-def weights_identity(backbone: Backbone) -> dict[str, Any]:
-    """Identity of a backbone's weights, recorded in feature caches.
-
-    The sha256 of every tensor of the module's ``state_dict`` (name, dtype, shape and
-    bytes, in name order), so two runs agree exactly when the networks do. Cost: one
-    pass over the weights (about 20 ms for EfficientNet-Lite0's 19 MB; about 0.3 s per
-    GB of weights).
-
-    Parameters
-    ----------
-    backbone : Backbone
-
-    Returns
-    -------
-    dict
-        ``{"kind": "random" | "pretrained" | "module", "sha256": str, "source": dict}``;
-        ``kind`` comes from ``backbone.source["weights"]`` (``"random"`` / ``None``:
-        random; another value: pretrained; absent: a user module).
-    """
-    import torch
-
-    h = hashlib.sha256(b"factortopy-weights-1\0")
-    state = backbone.module.state_dict()
-    for name in sorted(state):
-        t = state[name]
-        if not isinstance(t, torch.Tensor):
-            continue
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\0".encode())
-        if t.numel():
-            try:
-                raw = t.reshape(-1).view(torch.uint8).numpy()
-            except (RuntimeError, TypeError):  # dtypes without a byte view (quantized …)
-                raw = t.float().reshape(-1).numpy().view(np.uint8)
-            h.update(raw.data)
-    src = dict(backbone.source)
-    w = src.get("weights", "<module>")
-    kind = (
-        "module"
-        if w == "<module>"
-        else ("random" if w in (None, "None", "random") else "pretrained")
-    )
-    return {"kind": kind, "sha256": h.hexdigest(), "source": src}
-
-
-def check_images(
-    cache: FeatureCache,
-    load_images: Callable[[np.ndarray], Sequence[Any]],
-    rows: Any = None,
-    n_sample: int = 4,
-) -> None:
-    """Check that written rows were computed from the images the loader gives now.
-
-    Parameters
-    ----------
-    cache : FeatureCache
-    load_images : callable
-        As in :func:`extract_features`.
-    rows : array-like of int, optional
-        Rows to check (default: ``n_sample`` written rows spread over the cache).
-    n_sample : int
-        How many rows to sample when ``rows`` is not given.
-
-    Raises
-    ------
-    ExtractionError
-        Naming the cache, the row, its image id, the stored and the found digest.
-    """
-    written = np.flatnonzero(cache.written)
-    if rows is None:
-        if written.size == 0:
-            return
-        pick = np.unique(np.linspace(0, written.size - 1, min(n_sample, written.size)).round())
-        rows = written[pick.astype(np.int64)]
-    rows = np.asarray(rows, np.int64)
-    stored = cache.image_digests(rows)
-    known = stored.any(axis=1)
-    if not known.any():
-        return
-    rows, stored = rows[known], stored[known]
-    try:
-        images = list(load_images(rows))
-    except Exception:  # undecodable now: extraction reports it where it matters
-        return
-    for r, im, want in zip(rows, images, stored, strict=True):
-        _compare_digest(cache, int(r), image_digest(im), want)
-
-
-def _compare_digest(
-    cache: FeatureCache, row: int, found: np.ndarray, want: np.ndarray, *, before: bool = True
-) -> None:
-    if want.any() and not np.array_equal(found, want):
-        after = (
-            "nothing was written"
-            if before
-            else "rows written so far in this run are recorded with their own images' "
-            "digests; `factortopy cache verify CACHE --dataset …` lists every row whose "
-            "image changed"
-        )
-        raise CacheMismatchError(
-            f"feature cache {cache.path}: row {row} (image {cache.image_ids[row]!r}) was "
-            f"computed from other image content (sha256 {want.tobytes().hex()[:12]}…) "
-            f"than the dataset gives now ({found.tobytes().hex()[:12]}…): the cache was "
-            "built from different images sharing these names. Use another --cache, or "
-            f"--overwrite to replace it ({after})"
-        )
 
 
 def _units(todo: np.ndarray, chunk: int) -> list[np.ndarray]:
@@ -335,28 +227,16 @@ def _extract(
     verify: bool,
 ) -> Iterator[dict]:
     """The body of :func:`extract_features`, run while the range is claimed."""
-    import torch
-
     from ..core.runtime import resolve_device
 
     n, chunk = cache.n_images, cache.chunk_images
-    if verify:
-        report = cache.verify(repair=True)
-        if report.damaged:
-            yield {"stage": "verify", "damaged": dict(report.damaged)}
-    # images of written rows: one in this range, and a sample spread over the cache
-    in_range = np.flatnonzero(cache.written)
-    check_images(cache, load_images, in_range[(in_range >= start) & (in_range < stop)][:1])
-    check_images(cache, load_images)
-    todo = cache.missing()
-    todo = todo[(todo >= start) & (todo < stop)]
+    todo = yield from _todo(
+        cache, load_images, start, stop, check_space=check_space, verify=verify
+    )
     total = len(todo)
-    if check_space and total:
-        _check_space(cache, todo)
     dev = resolve_device(device)
     backbone.to(dev)
     use_amp = autocast and dev.type == "cuda"
-    image_ids = cache.image_ids
     units = _units(todo, chunk)
     # Forward batches sit on a fixed grid (images k·B .. k·B+B-1), whatever is missing:
     # a resumed or split run feeds the network exactly the batches of an uninterrupted
@@ -371,39 +251,18 @@ def _extract(
     stored_digests = cache.image_digests()
     written_now = cache.written
 
-    def fetch(idx: np.ndarray) -> tuple[np.ndarray, Any]:
-        """Decode + preprocess; returns the indices actually kept and the tensor."""
-        try:
-            imgs = list(load_images(idx))
-            keep = idx
-        except Exception:
-            keep_l, imgs = [], []
-            for i in idx:
-                try:
-                    im = load_images(np.asarray([i]))[0]
-                except Exception as exc:
-                    if not wanted[int(i)]:  # already written: just leave it out
-                        continue
-                    if on_error == "stop":
-                        raise ExtractionError(
-                            f"image {image_ids[int(i)]!r} (index {int(i)}) cannot be decoded: "
-                            f"{exc}. Fix or remove it, or rerun with on_error='skip' "
-                            "(--on-error skip) to skip it and record it"
-                        ) from exc
-                    skipped.append(
-                        {"index": int(i), "image_id": image_ids[int(i)], "error": str(exc)}
-                    )
-                    continue
-                keep_l.append(int(i))
-                imgs.append(im)
-            keep = np.asarray(keep_l, np.int64)
-        if len(keep) == 0:
-            return keep, None, None
-        digests = np.stack([image_digest(im) for im in imgs])
-        for i, d in zip(keep, digests, strict=True):  # neighbours already written
-            if written_now[int(i)]:
-                _compare_digest(cache, int(i), d, stored_digests[int(i)], before=False)
-        return keep, backbone.preprocessing(imgs), digests
+    fetch = functools.partial(
+        _fetch_batch,
+        backbone=backbone,
+        load_images=load_images,
+        cache=cache,
+        image_ids=cache.image_ids,
+        wanted=wanted,
+        on_error=on_error,
+        skipped=skipped,
+        stored_digests=stored_digests,
+        written_now=written_now,
+    )
 
     pool = ThreadPoolExecutor(max_workers=2) if prefetch else None
     pending_fetch: Future | None = None
@@ -428,32 +287,9 @@ def _extract(
         return pool.submit(fetch, batches[b])
 
     def write_unit(u: int) -> None:
-        buf = buffers.pop(u)
-        idx = np.asarray(sorted(buf), np.int64)
-        # contiguous sub-runs (skipped images split a unit)
-        for run in np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1):
-            local = [
-                np.stack([buf[int(i)][0][k] for i in run]) for k in range(len(buf[run[0]][0]))
-            ]
-            glob = [np.stack([buf[int(i)][1][k] for i in run]) for k in range(len(buf[run[0]][1]))]
-            digests = np.stack([buf[int(i)][2] for i in run])
-            r0, r1 = int(run[0]), int(run[-1]) + 1
-            whole = r0 % chunk == 0 and (r1 % chunk == 0 or r1 == n)
-            _write(cache, r0, local, glob, digests, concurrent=concurrent and whole)
+        _write_unit(cache, buffers.pop(u), concurrent=concurrent)
 
-    def flush(units_ready: list[int]) -> Future | None:
-        if not units_ready:
-            return None
-        if pool is None:
-            f: Future = Future()
-            try:
-                for u in units_ready:
-                    write_unit(u)
-                f.set_result(None)
-            except BaseException as exc:
-                f.set_exception(exc)
-            return f
-        return pool.submit(lambda us=units_ready: [write_unit(u) for u in us])
+    flush = functools.partial(_flush, pool, write_unit)
 
     try:
         pending_fetch = submit_fetch(0)
@@ -464,47 +300,16 @@ def _extract(
             lost = np.setdiff1d(batch_idx, keep)
             for i in lost:
                 failed[unit_of[i]] += 1
-            ready: list[int] = []
             if x is not None:
-                with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
-                    local, global_ = backbone(x.to(dev, non_blocking=True))
-                    mode = getattr(backbone, "token_resize", "antialias")
-                    local = resize_tokens(local, cache.grid, mode)
-                loc16 = [t.float().cpu().numpy().astype(np.float16) for t in local]
-                glo16 = [t.float().cpu().numpy().astype(np.float16) for t in global_]
-                for j, i in enumerate(keep):
-                    if not wanted[i]:
-                        continue
-                    u = int(unit_of[i])
-                    buffers.setdefault(u, {})[int(i)] = (
-                        [a[j] for a in loc16],
-                        [a[j] for a in glo16],
-                        digests[j],
-                    )
-                    filled[u] += 1
-            touched = {int(unit_of[i]) for i in batch_idx}
-            for u in sorted(touched):
-                if filled[u] + failed[u] == len(units[u]):
-                    if filled[u]:
-                        ready.append(u)
-                    else:
-                        buffers.pop(u, None)
+                loc16, glo16 = _forward(backbone, x, dev, cache.grid, use_amp=use_amp)
+                _buffer(buffers, filled, keep, wanted, unit_of, loc16, glo16, digests)
+            ready = _units_ready(batch_idx, unit_of, units, filled, failed, buffers)
             if pending_write is not None:
                 pending_write.result()
             pending_write = flush(ready)
             done += len(batch_idx)
             refresh()
-            elapsed = time.perf_counter() - t0
-            rate = done / max(elapsed, 1e-9)
-            yield {
-                "stage": "extract",
-                "done": done,
-                "total": total,
-                "elapsed": elapsed,
-                "eta": (total - done) / max(rate, 1e-9),
-                "images_per_s": rate,
-                "skipped": list(skipped),
-            }
+            yield _progress(done, total, t0, skipped)
         if pending_write is not None:
             pending_write.result()
             pending_write = None
@@ -516,6 +321,193 @@ def _extract(
                 pass
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _todo(
+    cache: FeatureCache,
+    load_images: Callable[[np.ndarray], Sequence[Any]],
+    start: int,
+    stop: int,
+    *,
+    check_space: bool,
+    verify: bool,
+) -> Generator[dict, None, np.ndarray]:
+    """Before :func:`_extract` computes anything: repair the cache (``verify``,
+    yielding the damage found), check that written rows' images still match, and
+    find the range's missing images (refused when the disk cannot hold them).
+    Returns the missing indices (n,) int."""
+    if verify:
+        report = cache.verify(repair=True)
+        if report.damaged:
+            yield {"stage": "verify", "damaged": dict(report.damaged)}
+    # images of written rows: one in this range, and a sample spread over the cache
+    in_range = np.flatnonzero(cache.written)
+    check_images(cache, load_images, in_range[(in_range >= start) & (in_range < stop)][:1])
+    check_images(cache, load_images)
+    todo = cache.missing()
+    todo = todo[(todo >= start) & (todo < stop)]
+    total = len(todo)
+    if check_space and total:
+        _check_space(cache, todo)
+    return todo
+
+
+def _fetch_batch(
+    idx: np.ndarray,
+    *,
+    backbone: Backbone,
+    load_images: Callable[[np.ndarray], Sequence[Any]],
+    cache: FeatureCache,
+    image_ids: list[str],
+    wanted: np.ndarray,
+    on_error: str,
+    skipped: list[dict],
+    stored_digests: np.ndarray,
+    written_now: np.ndarray,
+) -> tuple[np.ndarray, Any, Any]:
+    """Decode + preprocess a batch of :func:`_extract`; returns the indices actually
+    kept, the tensor and the kept images' digests (``None, None`` when none is kept).
+    Undecodable wanted images stop the run or, with ``on_error="skip"``, are appended
+    to ``skipped``; kept images of rows already written must match their digests."""
+    try:
+        imgs = list(load_images(idx))
+        keep = idx
+    except Exception:
+        keep_l, imgs = [], []
+        for i in idx:
+            try:
+                im = load_images(np.asarray([i]))[0]
+            except Exception as exc:
+                if not wanted[int(i)]:  # already written: just leave it out
+                    continue
+                if on_error == "stop":
+                    raise ExtractionError(
+                        f"image {image_ids[int(i)]!r} (index {int(i)}) cannot be decoded: "
+                        f"{exc}. Fix or remove it, or rerun with on_error='skip' "
+                        "(--on-error skip) to skip it and record it"
+                    ) from exc
+                skipped.append({"index": int(i), "image_id": image_ids[int(i)], "error": str(exc)})
+                continue
+            keep_l.append(int(i))
+            imgs.append(im)
+        keep = np.asarray(keep_l, np.int64)
+    if len(keep) == 0:
+        return keep, None, None
+    digests = np.stack([image_digest(im) for im in imgs])
+    for i, d in zip(keep, digests, strict=True):  # neighbours already written
+        if written_now[int(i)]:
+            _compare_digest(cache, int(i), d, stored_digests[int(i)], before=False)
+    return keep, backbone.preprocessing(imgs), digests
+
+
+def _forward(backbone: Backbone, x: Any, dev: Any, grid, *, use_amp: bool):
+    """One forward pass of a preprocessed batch; the local tokens resized to the
+    cache's ``grid``. Returns the local and global tokens per layer, float16 numpy
+    arrays (n, C, h, w) and (n, C)."""
+    import torch
+
+    with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=use_amp):
+        local, global_ = backbone(x.to(dev, non_blocking=True))
+        mode = getattr(backbone, "token_resize", "antialias")
+        local = resize_tokens(local, grid, mode)
+    loc16 = [t.float().cpu().numpy().astype(np.float16) for t in local]
+    glo16 = [t.float().cpu().numpy().astype(np.float16) for t in global_]
+    return loc16, glo16
+
+
+def _buffer(
+    buffers: dict,
+    filled: np.ndarray,
+    keep: np.ndarray,
+    wanted: np.ndarray,
+    unit_of: np.ndarray,
+    loc16: list,
+    glo16: list,
+    digests: np.ndarray,
+) -> None:
+    """Buffer a batch's wanted rows in their write units (``buffers``:
+    unit → {index: (local list, global list, digest)}) and count them in ``filled``."""
+    for j, i in enumerate(keep):
+        if not wanted[i]:
+            continue
+        u = int(unit_of[i])
+        buffers.setdefault(u, {})[int(i)] = (
+            [a[j] for a in loc16],
+            [a[j] for a in glo16],
+            digests[j],
+        )
+        filled[u] += 1
+
+
+def _flush(
+    pool: ThreadPoolExecutor | None, write_unit: Callable[[int], None], units_ready: list[int]
+) -> Future | None:
+    """Write the ready units: in ``pool``'s background thread, or now (without a
+    pool, as a finished Future that holds the error if one was raised)."""
+    if not units_ready:
+        return None
+    if pool is None:
+        f: Future = Future()
+        try:
+            for u in units_ready:
+                write_unit(u)
+            f.set_result(None)
+        except BaseException as exc:
+            f.set_exception(exc)
+        return f
+    return pool.submit(lambda us=units_ready: [write_unit(u) for u in us])
+
+
+def _units_ready(
+    batch_idx: np.ndarray,
+    unit_of: np.ndarray,
+    units: list[np.ndarray],
+    filled: np.ndarray,
+    failed: np.ndarray,
+    buffers: dict,
+) -> list[int]:
+    """The write units a batch completed (every image filled or failed) that have
+    something to write; completed units with nothing to write are dropped from
+    ``buffers``."""
+    ready: list[int] = []
+    touched = {int(unit_of[i]) for i in batch_idx}
+    for u in sorted(touched):
+        if filled[u] + failed[u] == len(units[u]):
+            if filled[u]:
+                ready.append(u)
+            else:
+                buffers.pop(u, None)
+    return ready
+
+
+def _write_unit(cache: FeatureCache, buf: dict, *, concurrent: bool) -> None:
+    """Write one unit's buffered rows ``{index: (local list, global list, digest)}``,
+    one contiguous run at a time (skipped images split a unit)."""
+    n, chunk = cache.n_images, cache.chunk_images
+    idx = np.asarray(sorted(buf), np.int64)
+    # contiguous sub-runs (skipped images split a unit)
+    for run in np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1):
+        local = [np.stack([buf[int(i)][0][k] for i in run]) for k in range(len(buf[run[0]][0]))]
+        glob = [np.stack([buf[int(i)][1][k] for i in run]) for k in range(len(buf[run[0]][1]))]
+        digests = np.stack([buf[int(i)][2] for i in run])
+        r0, r1 = int(run[0]), int(run[-1]) + 1
+        whole = r0 % chunk == 0 and (r1 % chunk == 0 or r1 == n)
+        _write(cache, r0, local, glob, digests, concurrent=concurrent and whole)
+
+
+def _progress(done: int, total: int, t0: float, skipped: list[dict]) -> dict:
+    """The progress record :func:`extract_features` yields after a batch."""
+    elapsed = time.perf_counter() - t0
+    rate = done / max(elapsed, 1e-9)
+    return {
+        "stage": "extract",
+        "done": done,
+        "total": total,
+        "elapsed": elapsed,
+        "eta": (total - done) / max(rate, 1e-9),
+        "images_per_s": rate,
+        "skipped": list(skipped),
+    }
 
 
 def _write(
@@ -539,61 +531,3 @@ def _write(
         ) from exc
     except CacheError as exc:
         raise ExtractionError(str(exc)) from exc
-
-
-def disk_space(cache: FeatureCache, images: np.ndarray | None = None) -> tuple[int, int | None]:
-    """Bytes the cache's missing images will take on disk, and the bytes free there.
-
-    zarr stores whole chunks of ``chunk_images`` images (the last one too), uncompressed
-    float16, with each row's two sha256 digests and its ``written`` flag; a chunk is
-    written to a temporary file, then renamed, so one more chunk is needed while it is
-    written. Chunks that hold a written row exist already and are rewritten in place.
-
-    Parameters
-    ----------
-    cache : FeatureCache
-    images : int array, optional
-        The images to extract (default: every missing one).
-
-    Returns
-    -------
-    need : int
-        Bytes the new chunks take, plus one chunk.
-    free : int or None
-        Free bytes on the cache's disk (None when the system cannot say).
-    """
-    todo = cache.missing() if images is None else np.asarray(images, np.int64)
-    chunk = cache.chunk_images
-    per_image = cache.nbytes(np.zeros(1, np.int64)) // 2 + 2 * 32 + 1
-    existing = set((np.flatnonzero(cache.written) // chunk).tolist())
-    new = [c for c in np.unique(todo // chunk).tolist() if c not in existing]
-    need = (len(new) + (1 if len(todo) else 0)) * chunk * per_image
-    try:
-        free = shutil.disk_usage(cache.path).free
-    except OSError:  # pragma: no cover
-        free = None
-    return int(need), free
-
-
-def _check_space(cache: FeatureCache, todo: np.ndarray) -> None:
-    need, free = disk_space(cache, todo)
-    if free is not None and need > free:
-        per_image = cache.nbytes(np.zeros(1, np.int64)) // 2
-        raise ExtractionError(
-            f"feature cache {cache.path}: {len(todo)} images need {size_text(need)} on disk "
-            f"({size_text(per_image)} per image, in chunks of {cache.chunk_images}) but "
-            f"only {size_text(free)} are free there; free space or choose another location "
-            "(nothing was written)"
-        )
-
-
-def size_text(n_bytes: float) -> str:
-    """Bytes for a person: ``"12.1 GB"``, ``"580 MB"``, ``"145 B"`` (powers of 1000)."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n_bytes >= scale:
-            return (
-                f"{n_bytes / scale:.3g} {unit}"
-                if n_bytes < 100 * scale
-                else (f"{n_bytes / scale:.0f} {unit}")
-            )
-    return f"{int(n_bytes)} B"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_factortopy.data import extract as extract_mod
+from napari_factortopy.data import extract_checks
 from napari_factortopy.data.cache import FeatureCache
 from napari_factortopy.data.extract import ExtractionError, _check_space, disk_space
 
@@ -45,7 +45,7 @@ def test_too_little_space_says_how_much_is_needed(tmp_path, monkeypatch):
     class Usage:
         free = 1000
 
-    monkeypatch.setattr(extract_mod.shutil, "disk_usage", lambda _p: Usage)
+    monkeypatch.setattr(extract_checks.shutil, "disk_usage", lambda _p: Usage)
     with pytest.raises(ExtractionError) as err:
         _check_space(c, c.missing())
     msg = str(err.value)

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_factortopy.data import extract as extract_mod  # noqa: E402
+from napari_factortopy.data import extract_checks  # noqa: E402
 from napari_factortopy.data.backbones import timm_backbone  # noqa: E402
 from napari_factortopy.data.cache import FeatureCache  # noqa: E402
 from napari_factortopy.data.extract import (  # noqa: E402
@@ -139,7 +139,7 @@ def test_space_check_refuses_before_writing(tmp_path, bb, images, monkeypatch):
     class Usage:
         free = 10
 
-    monkeypatch.setattr(extract_mod.shutil, "disk_usage", lambda _p: Usage)
+    monkeypatch.setattr(extract_checks.shutil, "disk_usage", lambda _p: Usage)
     with pytest.raises(ExtractionError, match="nothing was written"):
         _run(bb, c, lambda idx: [images[i] for i in idx])
     assert c.missing().size == N
@@ -334,7 +334,7 @@ def test_cli_refused_extraction_leaves_nothing(tmp_path, capsys, monkeypatch):
     class Usage:
         free = 10
 
-    monkeypatch.setattr(extract_mod.shutil, "disk_usage", lambda _p: Usage)
+    monkeypatch.setattr(extract_checks.shutil, "disk_usage", lambda _p: Usage)
     argv = ["extract", "--backbone", "efficientnet_lite0", "--weights", "random",
             "--dataset", str(root), "--cache", str(cache), "--grid", "1", "1",
             "--device", "cpu"]  # fmt: skip
