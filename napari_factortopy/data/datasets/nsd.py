@@ -120,8 +120,6 @@ def load_nsd(
         A missing file (named), betas or labels whose vertex count is not fsaverage's,
         a session with more trials than the design holds.
     """
-    import nibabel as nib
-
     root = Path(root)
     where = f"NSD folder {root}"
     subj = f"subj{int(subject):02d}"
@@ -140,12 +138,57 @@ def load_nsd(
     require(stim, "the stimuli brick", where)
     trial_images = nsd_trial_images(design, int(subject))
     if sessions is None:
-        sessions = sorted(
-            int(p.name[len("lh.betas_session") : -len(".mgh")])
-            for p in beta_dir.glob("lh.betas_session*.mgh")
-        )
-        if not sessions:
-            raise DatasetError(f"{where}: no lh.betas_sessionSS.mgh files in {beta_dir}")
+        sessions = _sessions_present(beta_dir, where)
+    n_full = MESH_SIZES["fsaverage"]
+    vids = _masked_vertices(label_dir, roi_mask, where)
+    n_lh = len(vids[0])
+    vertex_ids = np.concatenate(vids)
+    blocks, shown = _session_blocks(beta_dir, vids, sessions, trial_images, where)
+    uniq, responses, image_index, n_avg = _rows(blocks, shown, len(vertex_ids), average)
+    nc, nc_note = _ncsnr_ceiling(beta_dir, vids, n_avg)
+    roi, roi_names, roi_families = _roi_families(label_dir, vids, where, n_full)
+    image_ids = np.asarray([f"nsd-{int(i):05d}" for i in uniq])
+    return Dataset(
+        kind="nsd",
+        root=root,
+        image_ids=image_ids,
+        responses=responses,
+        image_index=image_index,
+        vertex_ids=vertex_ids,
+        n_lh=n_lh,
+        mesh="fsaverage",
+        roi=roi,
+        roi_names=roi_names,
+        loader=_brick_loader(stim, uniq),
+        noise_ceiling=nc,
+        roi_families=roi_families,
+        info={
+            "kind": "nsd",
+            "root": str(root),
+            "subject": int(subject),
+            "sessions": [int(s) for s in sessions],
+            "average": bool(average),
+            "roi_mask": roi_mask,
+            "betas": betas,
+            "noise_ceiling": nc_note,
+        },
+    )
+
+
+def _sessions_present(beta_dir: Path, where: str) -> list[int]:
+    """The 1-based sessions whose ``lh.betas_sessionSS.mgh`` is in ``beta_dir``."""
+    sessions = sorted(
+        int(p.name[len("lh.betas_session") : -len(".mgh")])
+        for p in beta_dir.glob("lh.betas_session*.mgh")
+    )
+    if not sessions:
+        raise DatasetError(f"{where}: no lh.betas_sessionSS.mgh files in {beta_dir}")
+    return sessions
+
+
+def _masked_vertices(label_dir: Path, roi_mask: str, where: str) -> list[np.ndarray]:
+    """Per hemisphere (lh, rh), the fsaverage vertices the ``roi_mask`` label marks
+    positive, as int64 arrays."""
     n_full = MESH_SIZES["fsaverage"]
     vids, labels_by_hemi = [], []
     for hemi in ("lh", "rh"):
@@ -157,8 +200,17 @@ def load_nsd(
             )
         vids.append(np.flatnonzero(lab > 0).astype(np.int64))
         labels_by_hemi.append(lab)
-    n_lh = len(vids[0])
-    vertex_ids = np.concatenate(vids)
+    return vids
+
+
+def _session_blocks(
+    beta_dir: Path, vids: list[np.ndarray], sessions, trial_images: np.ndarray, where: str
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each session's betas of the modelled vertices, z-scored per session: blocks of
+    (trials, V) float32, and the NSD image each of their trials showed."""
+    import nibabel as nib
+
+    n_full = MESH_SIZES["fsaverage"]
     blocks: list[np.ndarray] = []
     shown: list[np.ndarray] = []
     for s in sessions:
@@ -186,10 +238,26 @@ def load_nsd(
             )
         blocks.append(np.concatenate(per_hemi, axis=0).T)
         shown.append(trial_images[t0 : t0 + n_t])
+    return blocks, shown
+
+
+def _rows(blocks: list[np.ndarray], shown: list[np.ndarray], n_vertices: int, average: bool):
+    """The dataset's rows: each image's trials averaged (``average``) or one row per trial.
+
+    Returns
+    -------
+    uniq : array of shape (M,)
+        The NSD images shown, sorted.
+    responses : array of shape (M, V) or (T, V), float32
+    image_index : array of shape (M,) or (T,)
+        Each row's image (position in ``uniq``).
+    n_avg : array
+        Trials averaged per row ((M,) counts, or ones).
+    """
     trials = np.concatenate(shown)
     uniq, inverse, counts = np.unique(trials, return_inverse=True, return_counts=True)
     if average:
-        sums = np.zeros((len(uniq), len(vertex_ids)), np.float64)
+        sums = np.zeros((len(uniq), n_vertices), np.float64)
         row = 0
         for b in blocks:
             np.add.at(sums, inverse[row : row + len(b)], b)
@@ -201,6 +269,14 @@ def load_nsd(
         responses = np.concatenate(blocks, axis=0)
         image_index = inverse.astype(np.int64)
         n_avg = np.ones(1)
+    return uniq, responses, image_index, n_avg
+
+
+def _ncsnr_ceiling(beta_dir: Path, vids: list[np.ndarray], n_avg: np.ndarray):
+    """The noise ceiling (V,) float32 from ``{lh,rh}.ncsnr.mgh`` and a note saying how
+    it was computed; ``(None, None)`` without those files."""
+    import nibabel as nib
+
     nc, nc_note = None, None
     nc_files = [beta_dir / f"{h}.ncsnr.mgh" for h in ("lh", "rh")]
     if all(p.exists() for p in nc_files):
@@ -215,6 +291,13 @@ def load_nsd(
             f"NSD ncsnr ({nc_files[0].parent}/{{lh,rh}}.ncsnr.mgh), "
             f"NC = ncsnr²/(ncsnr² + 1/n), 1/n = {float(np.mean(1.0 / n_avg)):.3f}"
         )
+    return nc, nc_note
+
+
+def _roi_families(label_dir: Path, vids: list[np.ndarray], where: str, n_full: int):
+    """The ROI label families present for both hemispheres: the paper's ROIs
+    (``roi`` (V,), ``roi_names``) and every family relabelled 1..K with its names."""
+    n_vertices = sum(len(hv) for hv in vids)
     families: dict = {}
     for fam in _FAMILIES:
         parts = []
@@ -231,7 +314,7 @@ def load_nsd(
             parts.append(lab[hv])
         if len(parts) == 2:
             families[fam] = (np.concatenate(parts), table)
-    roi, roi_names = paper_rois(families, len(vertex_ids))
+    roi, roi_names = paper_rois(families, n_vertices)
     roi_families = {}
     for fam, (lab, table) in families.items():
         vals = sorted(v for v in table if v > 0)
@@ -239,32 +322,7 @@ def load_nsd(
         for k, v in enumerate(vals):
             out[lab == v] = k + 1
         roi_families[fam] = (out, [table[v] for v in vals])
-    image_ids = np.asarray([f"nsd-{int(i):05d}" for i in uniq])
-    return Dataset(
-        kind="nsd",
-        root=root,
-        image_ids=image_ids,
-        responses=responses,
-        image_index=image_index,
-        vertex_ids=vertex_ids,
-        n_lh=n_lh,
-        mesh="fsaverage",
-        roi=roi,
-        roi_names=roi_names,
-        loader=_brick_loader(stim, uniq),
-        noise_ceiling=nc,
-        roi_families=roi_families,
-        info={
-            "kind": "nsd",
-            "root": str(root),
-            "subject": int(subject),
-            "sessions": [int(s) for s in sessions],
-            "average": bool(average),
-            "roi_mask": roi_mask,
-            "betas": betas,
-            "noise_ceiling": nc_note,
-        },
-    )
+    return roi, roi_names, roi_families
 
 
 def _brick_loader(path: Path, nsd_ids: np.ndarray):
