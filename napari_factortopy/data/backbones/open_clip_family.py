@@ -144,62 +144,15 @@ def open_clip_backbone(
     WeightsNotFoundError
         Weights not available locally and downloading not allowed.
     """
-    import open_clip
-
     tag = pretrained
     source: dict[str, Any] = {"library": "open_clip", "model": model_name, "pretrained": tag}
     if model is None:
-        known = open_clip.list_models()
-        if model_name not in known and not model_name.startswith(("hf-hub:", "local-dir:")):
-            close = difflib.get_close_matches(model_name, known, n=6, cutoff=0.5)
-            raise BackboneError(
-                f"unknown open_clip model {model_name!r}; close matches: "
-                f"{', '.join(close) or 'none'}"
-            )
-        path = None
-        if weights == "random":
-            source["weights"] = "random"
-        elif weights is not None:
-            path = str(weights)
-            if not Path(path).is_file():
-                raise WeightsNotFoundError(f"weights file {path} does not exist")
-        elif tag is None:
-            raise WeightsNotFoundError(
-                f"open_clip {model_name}: give a pretrained tag (e.g. "
-                f"{open_clip.list_pretrained_tags_by_model(model_name)[:3]}), a weights "
-                "file, or weights='random'"
-            )
-        elif allow_download:
-            from open_clip.pretrained import download_pretrained
-
-            path = download_pretrained(
-                open_clip.get_pretrained_cfg(model_name, tag), cache_dir=cache_dir
-            )
-        else:  # resolve before building: a missing file fails at once
-            path = _open_clip_weights(model_name, tag, cache_dir)
-        model = open_clip.create_model(model_name, pretrained=None)
-        if path is not None:
-            open_clip.load_checkpoint(model, path)
-            source["weights"] = path
+        model = _build_model(model_name, tag, weights, allow_download, cache_dir, source)
     visual = model.visual
     visual.eval()
     for p in visual.parameters():
         p.requires_grad_(False)
-    pcfg = dict(getattr(visual, "preprocess_cfg", {}) or {})
-    if tag and not pcfg.get("mean"):
-        pcfg.update(open_clip.get_pretrained_cfg(model_name, tag) or {})
-    pcfg.update(preprocess_cfg or {})
-    size = pcfg.get("size", getattr(visual, "image_size", 224))
-    if isinstance(size, tuple | list):
-        size = int(size[0]) if size[0] == size[1] else (int(size[0]), int(size[1]))
-    prep = Preprocessing(
-        input_size=size,
-        crop_pct=1.0,
-        mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
-        std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
-        interpolation=str(pcfg.get("interpolation", "bicubic")),
-        resize_mode="squash" if pcfg.get("resize_mode") == "squash" else "shortest",
-    )
+    prep = _tower_preprocessing(visual, model_name, tag, preprocess_cfg)
     name = model_name + (f"@{tag}" if tag else "")
     if preset is not None and preset not in PRESETS:
         raise BackboneError(f"unknown backbone preset {preset!r}; known presets: {PRESETS}")
@@ -209,29 +162,7 @@ def open_clip_backbone(
             f"open_clip {model_name}: the {preset!r} preset needs a ViT image tower; found "
             f"{type(visual).__name__}"
         )
-    if trunk is not None:  # timm trunk (ConvNeXt CLIP…)
-        names, layout, glob = _timm_default_layers(trunk, layers)
-        names = [f"trunk.{n}" for n in names]
-    elif hasattr(visual, "transformer"):
-        tr = visual.transformer
-        ps = visual.patch_size
-        ps = (int(ps[0]), int(ps[1])) if isinstance(ps, tuple | list) else (int(ps), int(ps))
-        kind = "nlc" if getattr(tr, "batch_first", True) else "lnc"
-        layout = TokenLayout(kind, 1, 0, ps)
-        glob = "class"
-        names = (
-            [f"transformer.resblocks.{i}" for i in range(len(tr.resblocks))]
-            if layers in (None, "blocks")
-            else list(layers)
-        )
-    elif hasattr(visual, "layer4"):  # ModifiedResNet
-        layout, glob = TokenLayout("nchw"), "mean"
-        names = [f"layer{k}" for k in range(1, 5)] if layers in (None, "stages") else list(layers)
-    else:
-        raise BackboneError(
-            f"open_clip {model_name}: image tower {type(visual).__name__} is not supported; "
-            "wrap it with from_module(model.visual, layer_names)"
-        )
+    names, layout, glob = _tower_layers(visual, model_name, layers)
     extra: dict[str, Any] = {}
     if preset == "paper":
         prep = Preprocessing(
@@ -260,3 +191,108 @@ def open_clip_backbone(
     if missing:
         raise BackboneError(_unknown_modules_message(bb.name, missing, modules))
     return _finish(bb)
+
+
+def _build_model(
+    model_name: str,
+    tag: str | None,
+    weights: str | os.PathLike | None,
+    allow_download: bool,
+    cache_dir: str | os.PathLike | None,
+    source: dict[str, Any],
+) -> Any:
+    """Build the open_clip model with its weights (arguments as in
+    :func:`open_clip_backbone`); records the weights file (or ``"random"``) in
+    ``source["weights"]``."""
+    import open_clip
+
+    known = open_clip.list_models()
+    if model_name not in known and not model_name.startswith(("hf-hub:", "local-dir:")):
+        close = difflib.get_close_matches(model_name, known, n=6, cutoff=0.5)
+        raise BackboneError(
+            f"unknown open_clip model {model_name!r}; close matches: {', '.join(close) or 'none'}"
+        )
+    path = None
+    if weights == "random":
+        source["weights"] = "random"
+    elif weights is not None:
+        path = str(weights)
+        if not Path(path).is_file():
+            raise WeightsNotFoundError(f"weights file {path} does not exist")
+    elif tag is None:
+        raise WeightsNotFoundError(
+            f"open_clip {model_name}: give a pretrained tag (e.g. "
+            f"{open_clip.list_pretrained_tags_by_model(model_name)[:3]}), a weights "
+            "file, or weights='random'"
+        )
+    elif allow_download:
+        from open_clip.pretrained import download_pretrained
+
+        path = download_pretrained(
+            open_clip.get_pretrained_cfg(model_name, tag), cache_dir=cache_dir
+        )
+    else:  # resolve before building: a missing file fails at once
+        path = _open_clip_weights(model_name, tag, cache_dir)
+    model = open_clip.create_model(model_name, pretrained=None)
+    if path is not None:
+        open_clip.load_checkpoint(model, path)
+        source["weights"] = path
+    return model
+
+
+def _tower_preprocessing(
+    visual: Any, model_name: str, tag: str | None, preprocess_cfg: dict | None
+) -> Preprocessing:
+    """The image tower's preprocessing: its own config, else the pretrained tag's,
+    with ``preprocess_cfg``'s overrides."""
+    import open_clip
+
+    pcfg = dict(getattr(visual, "preprocess_cfg", {}) or {})
+    if tag and not pcfg.get("mean"):
+        pcfg.update(open_clip.get_pretrained_cfg(model_name, tag) or {})
+    pcfg.update(preprocess_cfg or {})
+    size = pcfg.get("size", getattr(visual, "image_size", 224))
+    if isinstance(size, tuple | list):
+        size = int(size[0]) if size[0] == size[1] else (int(size[0]), int(size[1]))
+    prep = Preprocessing(
+        input_size=size,
+        crop_pct=1.0,
+        mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        interpolation=str(pcfg.get("interpolation", "bicubic")),
+        resize_mode="squash" if pcfg.get("resize_mode") == "squash" else "shortest",
+    )
+    return prep
+
+
+def _tower_layers(
+    visual: Any, model_name: str, layers: Sequence[str] | str | None
+) -> tuple[list[str], TokenLayout, str]:
+    """The layers an image tower is read at (``layers`` or the tower kind's default:
+    a timm trunk's rules, a ViT's residual blocks, a ModifiedResNet's stages), their
+    token layout and the global token."""
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None:  # timm trunk (ConvNeXt CLIP…)
+        names, layout, glob = _timm_default_layers(trunk, layers)
+        names = [f"trunk.{n}" for n in names]
+    elif hasattr(visual, "transformer"):
+        tr = visual.transformer
+        ps = visual.patch_size
+        ps = (int(ps[0]), int(ps[1])) if isinstance(ps, tuple | list) else (int(ps), int(ps))
+        kind = "nlc" if getattr(tr, "batch_first", True) else "lnc"
+        layout = TokenLayout(kind, 1, 0, ps)
+        glob = "class"
+        names = (
+            [f"transformer.resblocks.{i}" for i in range(len(tr.resblocks))]
+            if layers in (None, "blocks")
+            else list(layers)
+        )
+    elif hasattr(visual, "layer4"):  # ModifiedResNet
+        layout, glob = TokenLayout("nchw"), "mean"
+        names = [f"layer{k}" for k in range(1, 5)] if layers in (None, "stages") else list(layers)
+    else:
+        raise BackboneError(
+            f"open_clip {model_name}: image tower {type(visual).__name__} is not supported; "
+            "wrap it with from_module(model.visual, layer_names)"
+        )
+    return names, layout, glob
