@@ -316,6 +316,108 @@ def _group_roi(models, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return roi.astype(np.int64), names
 
 
+def _stack_models(models, rows: np.ndarray, n_layers: int):
+    """The K models' selectors on the union of vertices (NaN where a model lacks a
+    vertex) and each vertex's sphere position (from the first model that has it).
+
+    Returns
+    -------
+    layers (K, V, L), spaces (K, V, 2), scales (K, V), coords (V, 3) : float64 arrays
+    """
+    k, v = rows.shape
+    layers = np.full((k, v, n_layers), np.nan)
+    spaces = np.full((k, v, 2), np.nan)
+    scales = np.full((k, v), np.nan)
+    coords = np.full((v, 3), np.nan)
+    for i, m in enumerate(models):
+        has = rows[i] >= 0
+        r = rows[i, has]
+        layers[i, has] = m.layer[r]
+        spaces[i, has] = m.space[r]
+        scales[i, has] = m.scale[r]
+        new = has & ~np.isfinite(coords).all(1)  # the first model with a vertex places it
+        coords[new] = np.asarray(m.state["coords"], np.float64)[rows[i, new]]
+    return layers, spaces, scales, coords
+
+
+def _mean_scores(models, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Every score all models have, averaged per vertex over the models with a
+    finite value there: (V,) float32, NaN where none has one."""
+    k, v = rows.shape
+    # mean scores over the models that have them (and a finite value there)
+    scores = {}
+    shared = set.intersection(*(set(m.scores) for m in models))
+    for key in sorted(shared):
+        stack = np.full((k, v), np.nan)
+        for i, m in enumerate(models):
+            has = rows[i] >= 0
+            stack[i, has] = np.asarray(m.scores[key], np.float64)[rows[i, has]]
+        ok = np.isfinite(stack)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(ok, stack, 0.0).sum(0) / ok.sum(0)
+        scores[key] = mean.astype(np.float32)  # NaN where no model has a finite score
+    return scores
+
+
+def _roi_rows(models, roi: np.ndarray, roi_names: list[str], maps: dict, score_key: str):
+    """``summary["group"]["roi"]``: per ROI the mean and SD across models of each
+    model's own numbers (on its own ROI labels) and the group map's layer there."""
+    n_layers = models[0].n_layers
+    present = maps["n"] > 0
+    # per-ROI numbers: each model on its own ROI labels, then mean and SD across models
+    per_model = [_model_roi_numbers(m, score_key) for m in models]
+    group_am = layer_argmax(np.where(present[:, None], maps["layer"], 1.0))
+    layer_names = list(models[0].backbone.get("layer_names") or []) or [
+        f"layer {i + 1}" for i in range(n_layers)
+    ]
+    roi_rows = []
+    for lab, name in enumerate(roi_names, start=1):
+        have = [p[name] for p in per_model if name in p]
+        if not have:
+            continue
+        msk = (roi == lab) & present
+        row = {"roi": name, "n_models": len(have), "n_vertices": int(msk.sum())}
+        for key in ("score", "layer_position", "confidence"):
+            vals = [h[key] for h in have]
+            row[f"{key}_mean"] = _mean(vals)
+            row[f"{key}_sd"] = _sd(vals)
+        if msk.any():
+            counts = np.bincount(group_am[msk], minlength=n_layers)
+            row["layer"] = layer_names[int(np.argmax(counts))]
+            row["layer_share"] = float(counts.max() / msk.sum())
+            row["agreement"] = float(np.nanmean(maps["layer_agreement"][msk]))
+        else:
+            row.update({"layer": "", "layer_share": None, "agreement": None})
+        roi_rows.append(row)
+    return roi_rows
+
+
+def _group_slope(models, n_boot: int, level: float, seed: int) -> dict:
+    """``summary["group"]["hierarchy"]``: the mean of the models' hierarchy slopes
+    (and intercepts) with percentile-bootstrap intervals across models."""
+    slopes = [_model_slope(m) for m in models]
+    sl = [s["slope"] if s else None for s in slopes]
+    ic = [s["intercept"] if s else None for s in slopes]
+    lo, hi = bootstrap_mean_interval(sl, n_boot, level, seed)
+    ilo, ihi = bootstrap_mean_interval(ic, n_boot, level, seed)
+    slope = {
+        "slope": _mean(sl),
+        "slope_lo": lo,
+        "slope_hi": hi,
+        "slope_sd": _sd(sl),
+        "intercept": _mean(ic),
+        "intercept_lo": ilo,
+        "intercept_hi": ihi,
+        "level": float(level),
+        "n_boot": int(n_boot),
+        "n_models": int(sum(s is not None for s in sl)),
+        "per_model": sl,
+        "intercept_per_model": ic,
+        "method": "mean of the models' slopes; percentile bootstrap across models",
+    }
+    return slope
+
+
 def combine_models(
     models: Sequence[Any],
     names: Sequence[str],
@@ -352,85 +454,16 @@ def combine_models(
     vertex_ids, n_lh, rows = union_vertices(models)
     k, v = rows.shape
     n_layers = models[0].n_layers
-    layers = np.full((k, v, n_layers), np.nan)
-    spaces = np.full((k, v, 2), np.nan)
-    scales = np.full((k, v), np.nan)
-    coords = np.full((v, 3), np.nan)
-    for i, m in enumerate(models):
-        has = rows[i] >= 0
-        r = rows[i, has]
-        layers[i, has] = m.layer[r]
-        spaces[i, has] = m.space[r]
-        scales[i, has] = m.scale[r]
-        new = has & ~np.isfinite(coords).all(1)  # the first model with a vertex places it
-        coords[new] = np.asarray(m.state["coords"], np.float64)[rows[i, new]]
+    layers, spaces, scales, coords = _stack_models(models, rows, n_layers)
     maps = group_maps(layers, spaces, scales)
-    present = maps["n"] > 0
     # a vertex whose every model has non-finite selectors keeps NaN selectors
     # (FittedModel.missing greys it), but needs a position on the sphere
     coords = np.where(np.isfinite(coords), coords, 0.0)
 
-    # mean scores over the models that have them (and a finite value there)
-    scores = {}
-    shared = set.intersection(*(set(m.scores) for m in models))
-    for key in sorted(shared):
-        stack = np.full((k, v), np.nan)
-        for i, m in enumerate(models):
-            has = rows[i] >= 0
-            stack[i, has] = np.asarray(m.scores[key], np.float64)[rows[i, has]]
-        ok = np.isfinite(stack)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(ok, stack, 0.0).sum(0) / ok.sum(0)
-        scores[key] = mean.astype(np.float32)  # NaN where no model has a finite score
-
+    scores = _mean_scores(models, rows)
     roi, roi_names = _group_roi(models, rows)
-
-    # per-ROI numbers: each model on its own ROI labels, then mean and SD across models
-    per_model = [_model_roi_numbers(m, score_key) for m in models]
-    group_am = layer_argmax(np.where(present[:, None], maps["layer"], 1.0))
-    layer_names = list(models[0].backbone.get("layer_names") or []) or [
-        f"layer {i + 1}" for i in range(n_layers)
-    ]
-    roi_rows = []
-    for lab, name in enumerate(roi_names, start=1):
-        have = [p[name] for p in per_model if name in p]
-        if not have:
-            continue
-        msk = (roi == lab) & present
-        row = {"roi": name, "n_models": len(have), "n_vertices": int(msk.sum())}
-        for key in ("score", "layer_position", "confidence"):
-            vals = [h[key] for h in have]
-            row[f"{key}_mean"] = _mean(vals)
-            row[f"{key}_sd"] = _sd(vals)
-        if msk.any():
-            counts = np.bincount(group_am[msk], minlength=n_layers)
-            row["layer"] = layer_names[int(np.argmax(counts))]
-            row["layer_share"] = float(counts.max() / msk.sum())
-            row["agreement"] = float(np.nanmean(maps["layer_agreement"][msk]))
-        else:
-            row.update({"layer": "", "layer_share": None, "agreement": None})
-        roi_rows.append(row)
-
-    slopes = [_model_slope(m) for m in models]
-    sl = [s["slope"] if s else None for s in slopes]
-    ic = [s["intercept"] if s else None for s in slopes]
-    lo, hi = bootstrap_mean_interval(sl, n_boot, level, seed)
-    ilo, ihi = bootstrap_mean_interval(ic, n_boot, level, seed)
-    slope = {
-        "slope": _mean(sl),
-        "slope_lo": lo,
-        "slope_hi": hi,
-        "slope_sd": _sd(sl),
-        "intercept": _mean(ic),
-        "intercept_lo": ilo,
-        "intercept_hi": ihi,
-        "level": float(level),
-        "n_boot": int(n_boot),
-        "n_models": int(sum(s is not None for s in sl)),
-        "per_model": sl,
-        "intercept_per_model": ic,
-        "method": "mean of the models' slopes; percentile bootstrap across models",
-    }
+    roi_rows = _roi_rows(models, roi, roi_names, maps, score_key)
+    slope = _group_slope(models, n_boot, level, seed)
     n = maps["n"]
     summary = {
         "group": {
