@@ -39,7 +39,7 @@ class RoiTableWidget(widgets.Container):
             label="score", choices=self._score_keys, tooltip="score averaged per ROI"
         )
         self.sort_by = widgets.ComboBox(
-            label="sort by", choices=list(COLUMNS.values()), value="ROI",
+            label="sort by", choices=self._sort_names, value="ROI",
             tooltip="column to sort by (clicking a header sorts too)",
         )  # fmt: skip
         self.descending = widgets.CheckBox(text="descending", value=False, tooltip="largest first")
@@ -83,16 +83,36 @@ class RoiTableWidget(widgets.Container):
         self._on_sort()
         return self.rows
 
+    def _headers(self) -> dict[str, str]:
+        """Shown columns (key → header): those some row has a number or name for (a
+        model without scores shows no score columns), ROI and vertices always."""
+        headers = dict(COLUMNS)
+        if self.score_key.value:
+            headers["score"] = f"mean {score_label(self.score_key.value)}"
+        if self.score_key.value == "nc_test":  # the score column shows it already
+            headers.pop("nc_score")
+        keep = {"roi", "n_vertices"}
+        return {
+            k: h for k, h in headers.items() if k in keep or any(_has(r[k]) for r in self.rows)
+        }
+
+    def _sort_names(self, _widget=None) -> list[str]:
+        """The "sort by" choices: the shown columns (by their plain names)."""
+        return [COLUMNS[k] for k in self._headers()]
+
     def _on_sort(self, _=None) -> None:
+        headers = self._headers()
+        if self._sort_names() != list(self.sort_by.choices):  # sort by what is shown
+            with self.sort_by.changed.blocked():
+                was = self.sort_by.value
+                self.sort_by.reset_choices()
+                self.sort_by.value = was if was in self.sort_by.choices else "ROI"
         key = {v: k for k, v in COLUMNS.items()}[self.sort_by.value]
         filled = [r for r in self.rows if r[key] == r[key]]  # NaN last, either way
         empty = [r for r in self.rows if r[key] != r[key]]
         filled.sort(key=lambda r: r[key], reverse=bool(self.descending.value))
         self.rows = filled + empty
-        headers = dict(COLUMNS)
-        if self.score_key.value:
-            headers["score"] = f"mean {score_label(self.score_key.value)}"
-        data = [[_cell(r[k]) for k in COLUMNS] for r in self.rows]
+        data = [[_cell(r[k]) for k in headers] for r in self.rows]
         self.table.native.setSortingEnabled(False)  # fill in order, then let headers sort
         index = [str(i + 1) for i in range(len(data))]
         self.table.value = {"data": data, "index": index, "columns": list(headers.values())}
@@ -107,5 +127,13 @@ class RoiTableWidget(widgets.Container):
         return path
 
 
+def _has(value) -> bool:
+    """Whether a cell holds something: not NaN, not an empty name."""
+    return value == value and value != ""
+
+
 def _cell(value):
-    return round(value, 4) if isinstance(value, float) else value
+    """A cell as shown: floats to 4 decimals, a missing number as "—"."""
+    if isinstance(value, float):
+        return round(value, 4) if value == value else "—"
+    return value
