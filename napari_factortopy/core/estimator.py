@@ -119,6 +119,26 @@ def fit(
     if result is None:  # train() always ends with "done"; a generator closed early does not
         return
     roi = subject.roi if subject.roi is not None else np.zeros(subject.n_vertices, np.int64)
+    summary = _fit_summary(result, subject, split, roi, dev)
+    scores = {
+        "r2_test": result.test_r2.astype(np.float32),
+        "r_test": result.test_r.astype(np.float32),
+    }
+    if noise_ceiling is not None:
+        nc_scores, nc_summary = challenge_scores(
+            result.test_r, noise_ceiling, noise_ceiling_source, roi, list(subject.roi_names)
+        )
+        scores.update(nc_scores)
+        summary.update(nc_summary)
+    fitted = _fitted(module, subject, roi, split, len(responses), result, tcfg, backbone,
+                     scores, summary, extra)  # fmt: skip
+    yield {"kind": "fitted", "model": fitted}
+
+
+def _fit_summary(result: Any, subject: Subject, split: Split, roi: np.ndarray, dev: Any) -> dict:
+    """The model file's summary of a finished :func:`.training.train` run: mean test
+    scores, steps and times, how the run ended (:func:`assess_convergence`), the
+    calibration and the per-ROI test R²."""
     r2_mean = _nanmean(result.test_r2)
     summary = {
         "r2_test_mean": r2_mean,
@@ -148,16 +168,24 @@ def fit(
         summary["calibration"] = _jsonable(result.calibration)
     if subject.roi_names:
         summary["roi_r2_test"] = roi_table(result.test_r2, roi, subject.roi_names)
-    scores = {
-        "r2_test": result.test_r2.astype(np.float32),
-        "r_test": result.test_r.astype(np.float32),
-    }
-    if noise_ceiling is not None:
-        nc_scores, nc_summary = challenge_scores(
-            result.test_r, noise_ceiling, noise_ceiling_source, roi, list(subject.roi_names)
-        )
-        scores.update(nc_scores)
-        summary.update(nc_summary)
+    return summary
+
+
+def _fitted(
+    module: Any,
+    subject: Subject,
+    roi: np.ndarray,
+    split: Split,
+    n_images: int,
+    result: Any,
+    tcfg: TrainConfig,
+    backbone: dict | None,
+    scores: dict,
+    summary: dict,
+    extra: dict | None,
+) -> FittedModel:
+    """Bundle the trained ``module`` with its subject, split, history, scores and
+    recipe as a :class:`FittedModel`."""
     fitted = FittedModel.from_module(
         module,
         vertex_ids=subject.vertex_ids,
@@ -169,7 +197,7 @@ def fit(
         split={
             "seed": split.seed,
             "fractions": list(split.fractions),
-            "n": len(responses),
+            "n": n_images,
             "train": split.train,
             "val": split.val,
             "test": split.test,
@@ -183,7 +211,7 @@ def fit(
             **(extra or {}),
         },
     )
-    yield {"kind": "fitted", "model": fitted}
+    return fitted
 
 
 def _nanmean(x: np.ndarray) -> float:
