@@ -256,8 +256,6 @@ def calibrate(
         readout's validation R² on the probe), ``best_probe``, ``trials`` (list of
         ``{"tau", "ridge", "val_score", "confidence"}``), ``n_probe``, ``seconds``.
     """
-    from .analyses import confidence
-
     t0 = clock()
     if not model.config.select_layer:
         return {"applied": False, "reason": "no layer selection", "trials": []}
@@ -269,18 +267,10 @@ def calibrate(
         base = model.selectors()  # space and scale stay as trained
     train_idx = np.asarray(train_idx, np.int64)
     val_idx = np.asarray(val_idx, np.int64)
-    # the trained model's own readout on the probe
-    own_sel = _selectors(base, logits, 1.0, probe)
-    own = (
-        model.beta.detach().double().cpu().numpy()[probe],
-        model.bias.detach().double().cpu().numpy()[probe],
-    )
-    ((baseline,),) = _val_r2(
-        model, features, responses, val_idx, [own_sel], probe, [[own]], batch_size
+    baseline = _own_readout_score(
+        model, features, responses, val_idx, base, logits, probe, batch_size
     )
     yield {"kind": "calibrating", "stage": "trained readout", "val_score": baseline}
-    trials = []
-    best = (baseline, None, None)
     sels = [_selectors(base, logits, tau, probe) for tau in temperatures]
     out_of_time = None if time_left is None else (lambda: time_left() <= 0)
     t_probe = clock()
@@ -300,13 +290,39 @@ def calibrate(
     probe_seconds = clock() - t_probe
     yield {"kind": "calibrating", "stage": "ridge readouts", "val_score": baseline}
     scores = _val_r2(model, features, responses, val_idx, sels, probe, readouts, batch_size)
-    for tau, sel, per in zip(temperatures, sels, scores, strict=True):
-        conf = float(confidence(sel.layer.cpu().numpy()).mean())
-        for lam, s in zip(ridges, per, strict=True):
-            trials.append({"tau": tau, "ridge": lam, "val_score": s, "confidence": conf})
-            if s > best[0]:
-                best = (s, tau, lam)
+    trials, best = _trials(temperatures, ridges, sels, scores, baseline)
     yield {"kind": "calibrating", "stage": "chosen", "val_score": best[0]}
+    result, best = _choice(
+        best, trials, baseline, len(probe), probe_seconds, v, len(temperatures), time_left
+    )
+    if best[1] is not None:
+        try:
+            _refit(model, features, responses, train_idx, base, logits, best[1], best[2],
+                   batch_size=batch_size, max_gram_bytes=max_gram_bytes,
+                   out_of_time=out_of_time)  # fmt: skip
+        except OutOfTime as exc:
+            result["applied"] = False
+            result["reason"] = f"out of time during the refit ({exc}); not applied"
+            result["seconds"] = clock() - t0
+            return result
+    result["seconds"] = clock() - t0
+    return result
+
+
+def _choice(
+    best: tuple,
+    trials: list[dict],
+    baseline: float,
+    n_probe: int,
+    probe_seconds: float,
+    v: int,
+    n_temperatures: int,
+    time_left: Callable[[], float] | None,
+) -> tuple[dict, tuple]:
+    """The calibration's result before the refit, and the ``(score, τ, λ)`` to refit
+    with: ``τ`` and ``λ`` are ``None`` (nothing applied) when no trial beat the trained
+    readout or the refit's estimated time (from the probe pass's ``probe_seconds``)
+    does not fit in ``time_left()``."""
     result = {
         "applied": best[1] is not None,
         "tau": best[1] if best[1] is not None else 1.0,
@@ -314,10 +330,10 @@ def calibrate(
         "baseline_probe": baseline,
         "best_probe": best[0],
         "trials": trials,
-        "n_probe": len(probe),
+        "n_probe": n_probe,
     }
     # the final refit: every vertex, one temperature (its Gram work scales as V / (P·T))
-    refit_estimate = 1.2 * probe_seconds * v / max(len(probe) * len(temperatures), 1)
+    refit_estimate = 1.2 * probe_seconds * v / max(n_probe * n_temperatures, 1)
     result["refit_estimate_seconds"] = refit_estimate
     if best[1] is not None and time_left is not None and time_left() < refit_estimate:
         result["applied"] = False
@@ -326,37 +342,94 @@ def calibrate(
             f"{max(time_left(), 0):.0f} s left); chosen ×{best[1]:g} not applied"
         )
         best = (best[0], None, None)
-    if best[1] is not None:
-        tau, lam = best[1], best[2]
-        d = model.config.bottleneck
-        chunk = max(1, int(max_gram_bytes // (d * d * 8)))
-        beta = np.empty((v, d), np.float64)
-        bias = np.empty(v, np.float64)
-        for lo in range(0, v, chunk):
-            rows = np.arange(lo, min(v, lo + chunk))
-            sel = _selectors(base, logits, tau, rows)
-            try:
-                (((b_, c_),),) = ridge_readout(
-                    model,
-                    features,
-                    responses,
-                    train_idx,
-                    [sel],
-                    rows,
-                    (lam,),
-                    batch_size,
-                    out_of_time,
-                )
-            except OutOfTime as exc:
-                result["applied"] = False
-                result["reason"] = f"out of time during the refit ({exc}); not applied"
-                result["seconds"] = clock() - t0
-                return result
-            beta[rows], bias[rows] = b_, c_
-        _fold_temperature(model, tau)
-        with torch.no_grad():
-            dev = model.beta.device
-            model.beta.copy_(torch.as_tensor(beta, dtype=model.beta.dtype, device=dev))
-            model.bias.copy_(torch.as_tensor(bias, dtype=model.bias.dtype, device=dev))
-    result["seconds"] = clock() - t0
-    return result
+    return result, best
+
+
+def _own_readout_score(
+    model: FactorTopy,
+    features: Any,
+    responses: np.ndarray,
+    val_idx: np.ndarray,
+    base: Selectors,
+    logits: torch.Tensor,
+    probe: np.ndarray,
+    batch_size: int,
+) -> float:
+    """The trained model's own readout's validation R² on the ``probe`` vertices."""
+    # the trained model's own readout on the probe
+    own_sel = _selectors(base, logits, 1.0, probe)
+    own = (
+        model.beta.detach().double().cpu().numpy()[probe],
+        model.bias.detach().double().cpu().numpy()[probe],
+    )
+    ((baseline,),) = _val_r2(
+        model, features, responses, val_idx, [own_sel], probe, [[own]], batch_size
+    )
+    return baseline
+
+
+def _trials(temperatures, ridges, sels: list[Selectors], scores, baseline: float):
+    """Every ``(τ, λ)`` trial of the grid with its validation score and confidence,
+    and the best ``(score, τ, λ)`` (``(baseline, None, None)`` when none beats the
+    trained readout)."""
+    from .analyses import confidence
+
+    trials = []
+    best = (baseline, None, None)
+    for tau, sel, per in zip(temperatures, sels, scores, strict=True):
+        conf = float(confidence(sel.layer.cpu().numpy()).mean())
+        for lam, s in zip(ridges, per, strict=True):
+            trials.append({"tau": tau, "ridge": lam, "val_score": s, "confidence": conf})
+            if s > best[0]:
+                best = (s, tau, lam)
+    return trials, best
+
+
+def _refit(
+    model: FactorTopy,
+    features: Any,
+    responses: np.ndarray,
+    train_idx: np.ndarray,
+    base: Selectors,
+    logits: torch.Tensor,
+    tau: float,
+    lam: float,
+    *,
+    batch_size: int,
+    max_gram_bytes: int,
+    out_of_time: Callable[[], bool] | None,
+) -> None:
+    """Refit the ridge readout of every vertex at temperature ``tau`` and ridge
+    ``lam`` (in chunks of vertices whose Gram matrices fit ``max_gram_bytes``), then
+    fold ``tau`` into the layer selector and load the readout into ``model``.
+
+    Raises
+    ------
+    OutOfTime
+        From :func:`ridge_readout`; ``model`` is then unchanged.
+    """
+    v = model.n_vertices
+    d = model.config.bottleneck
+    chunk = max(1, int(max_gram_bytes // (d * d * 8)))
+    beta = np.empty((v, d), np.float64)
+    bias = np.empty(v, np.float64)
+    for lo in range(0, v, chunk):
+        rows = np.arange(lo, min(v, lo + chunk))
+        sel = _selectors(base, logits, tau, rows)
+        (((b_, c_),),) = ridge_readout(
+            model,
+            features,
+            responses,
+            train_idx,
+            [sel],
+            rows,
+            (lam,),
+            batch_size,
+            out_of_time,
+        )
+        beta[rows], bias[rows] = b_, c_
+    _fold_temperature(model, tau)
+    with torch.no_grad():
+        dev = model.beta.device
+        model.beta.copy_(torch.as_tensor(beta, dtype=model.beta.dtype, device=dev))
+        model.bias.copy_(torch.as_tensor(bias, dtype=model.bias.dtype, device=dev))
