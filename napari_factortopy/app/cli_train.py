@@ -80,7 +80,7 @@ def check_output_path(path: str | os.PathLike, suffix: str = ".ftopy") -> Path:
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``train`` to a sub-parser set."""
-    from ..core.config import RECIPES, TrainConfig
+    from ..core.config import TrainConfig
     from .cli_data import DEVICE_HELP, add_dataset_arguments
 
     d = TrainConfig()
@@ -107,6 +107,19 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     )
     t.add_argument("--out", required=True, help="model file to write (.ftopy)")
     t.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+    _schedule_arguments(t, d)
+    _optimiser_arguments(t, d)
+    _regulariser_arguments(t, d)
+    _model_arguments(t)
+    t.set_defaults(func=run_train)
+    return t
+
+
+def _schedule_arguments(t: argparse.ArgumentParser, d) -> None:
+    """``train``'s schedule options (budget, recipe, epochs); ``d``: the default
+    TrainConfig, whose values the help texts quote."""
+    from ..core.config import RECIPES
 
     g = t.add_argument_group("schedule")
     g.add_argument(
@@ -139,6 +152,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         help=f"epochs without improvement before stopping (paper: {d.patience})",
     )
 
+
+def _optimiser_arguments(t: argparse.ArgumentParser, d) -> None:
+    """``train``'s optimiser options (batch, AdamW, clipping, precision)."""
     o = t.add_argument_group("optimiser")
     o.add_argument(
         "--batch-size", type=_positive_int, default=None, help=f"images per step ({d.batch_size})"
@@ -165,6 +181,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "the phantom as well)",
     )
 
+
+def _regulariser_arguments(t: argparse.ArgumentParser, d) -> None:
+    """``train``'s regulariser, soup and calibration options."""
     r = t.add_argument_group("regulariser and soup")
     r.add_argument(
         "--reg-weight",
@@ -198,6 +217,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "with --recipe auto, off with paper)",
     )
 
+
+def _model_arguments(t: argparse.ArgumentParser) -> None:
+    """``train``'s model and data options (bottleneck, memory, noise ceiling,
+    checkpoints, seeds, jobs)."""
     m = t.add_argument_group("model and data")
     m.add_argument("--bottleneck", type=_positive_int, default=128, help="channels D (paper: 128)")
     m.add_argument(
@@ -233,8 +256,6 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "(the CPU cores are divided among them; on CUDA, seed k uses GPU k mod the GPU "
         "count); the budget is shared as if they ran in rounds of JOBS",
     )
-    t.set_defaults(func=run_train)
-    return t
 
 
 def train_config_from_args(args: argparse.Namespace):
