@@ -179,12 +179,59 @@ def import_steps(
     """
     import time
 
-    import torch
-
-    from ..core.config import FactorTopyConfig
-    from ..core.fitted_model import FittedModel
-    from ..core.model import FactorTopy
     from ..data.backbones.open_clip_family import PAPER_BACKBONE, PAPER_GRID
+
+    t0 = time.perf_counter()
+    path = Path(checkpoint)
+    ck, shapes, verts, coords = _read_release(
+        path, vertices, algonauts_subject, subjects_dir, allow_download
+    )
+    spec = backbone or PAPER_BACKBONE
+    record = official_backbone_record(spec, shapes.layers, shapes.widths)
+    # every check has passed: report, then build and write
+    yield {
+        "stage": "read",
+        "text": f"{path.name}: {ck.kind} checkpoint of the release's FactorTopy, "
+        f"{len(shapes.layers)} layers × {shapes.widths[0]}, D={shapes.bottleneck}, "
+        f"V={shapes.n_vertices}",
+    }
+    yield {"stage": "vertices", "text": f"vertices: {verts.source}"}
+    yield {"stage": "sphere", "text": "coordinates: fsaverage sphere, joined as the release"}
+    grid = tuple(int(g) for g in (grid or record.get("grid") or PAPER_GRID))
+    module = _release_module(ck, coords, shapes, grid)
+    model = _imported_model(module, path, ck, shapes, verts, record)
+    yield {"stage": "selectors", "text": f"backbone {record['name']}, grid {list(grid)}"}
+    written = None
+    if out is not None:
+        written = model.save(out)
+        yield {"stage": "write", "text": f"wrote {written}"}
+    yield {
+        "stage": "done",
+        "model": model,
+        "path": written,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _read_release(
+    path: Path,
+    vertices: str | os.PathLike | None,
+    algonauts_subject: str | os.PathLike | None,
+    subjects_dir: str | os.PathLike | None,
+    allow_download: bool,
+):
+    """Read and check the release's checkpoint and its vertices (arguments as in
+    :func:`import_steps`): the state's shapes, one row per vertex, the stored
+    coordinates (when the checkpoint has them) matching the vertices' sphere.
+
+    Returns
+    -------
+    ck : the loaded checkpoint
+    shapes : its shapes (:func:`check_release_state`)
+    verts : the vertices (joint fsaverage indices, ids, ROIs, source)
+    coords : array of shape (V, 3)
+        The release-style sphere coordinates.
+    """
     from ..data.official import (
         algonauts_release_vertices,
         load_checkpoint,
@@ -192,8 +239,6 @@ def import_steps(
         release_coordinates,
     )
 
-    t0 = time.perf_counter()
-    path = Path(checkpoint)
     if (vertices is None) == (algonauts_subject is None):
         raise ValueError(
             f"{path}: the checkpoint does not hold its vertex indices: give exactly one of "
@@ -229,18 +274,17 @@ def import_steps(
                 f"found coordinates up to {diff:.3g} away: the vertex indices are not this "
                 "checkpoint's, or not in its row order"
             )
-    spec = backbone or PAPER_BACKBONE
-    record = official_backbone_record(spec, shapes.layers, shapes.widths)
-    # every check has passed: report, then build and write
-    yield {
-        "stage": "read",
-        "text": f"{path.name}: {ck.kind} checkpoint of the release's FactorTopy, "
-        f"{len(shapes.layers)} layers × {shapes.widths[0]}, D={shapes.bottleneck}, "
-        f"V={shapes.n_vertices}",
-    }
-    yield {"stage": "vertices", "text": f"vertices: {verts.source}"}
-    yield {"stage": "sphere", "text": "coordinates: fsaverage sphere, joined as the release"}
-    grid = tuple(int(g) for g in (grid or record.get("grid") or PAPER_GRID))
+    return ck, shapes, verts, coords
+
+
+def _release_module(ck, coords: np.ndarray, shapes, grid: tuple[int, ...]):
+    """The checkpoint's weights in a :class:`~napari_factortopy.core.model.FactorTopy`
+    (eval mode) on ``coords``, with the local-token ``grid``."""
+    import torch
+
+    from ..core.config import FactorTopyConfig
+    from ..core.model import FactorTopy
+
     config = FactorTopyConfig(
         widths=shapes.widths,
         grid=grid,
@@ -254,6 +298,14 @@ def import_steps(
     sd["encoding"] = module.encoding
     module.load_state_dict(sd)
     module.eval()
+    return module
+
+
+def _imported_model(module, path: Path, ck, shapes, verts, record: dict):
+    """The imported module as a FittedModel recording where it came from
+    (``extra["imported"]``: checkpoint, sha256, format, layers, vertices, licence)."""
+    from ..core.fitted_model import FittedModel
+
     imported = {
         "source": f"the paper's release ({PAPER['repository']})",
         "checkpoint": str(path.resolve()),
@@ -277,17 +329,7 @@ def import_steps(
         kind="factortopy",
         extra={"imported": imported},
     )
-    yield {"stage": "selectors", "text": f"backbone {record['name']}, grid {list(grid)}"}
-    written = None
-    if out is not None:
-        written = model.save(out)
-        yield {"stage": "write", "text": f"wrote {written}"}
-    yield {
-        "stage": "done",
-        "model": model,
-        "path": written,
-        "seconds": time.perf_counter() - t0,
-    }
+    return model
 
 
 def import_official(checkpoint: str | os.PathLike, out=None, **kwargs: Any):
