@@ -227,6 +227,93 @@ def _from_arrays(responses_path, subject_path, mesh, subjects_dir, allow_downloa
     return None, responses, np.arange(len(responses)), None, subject, record, (None, "")
 
 
+def _read_source(phantom, dataset, responses, subject, mesh, subjects_dir, allow_download):
+    """Read the one source of responses :func:`training_inputs` was given.
+
+    Returns
+    -------
+    tuple
+        ``(own cache or None, responses (N, V), image index (N,), image ids or None,
+        subject, dataset record, (noise ceiling or None, its source))``.
+    """
+    given = [phantom is not None, dataset is not None, responses is not None]
+    if sum(given) != 1 or (responses is not None and subject is None):
+        raise ValueError(
+            "give exactly one source of responses: a phantom folder, a dataset, or a "
+            "responses .npy together with a subject .npz"
+        )
+    if phantom is not None:
+        own_cache, y, image_index, ids, subj, record, ceiling = _from_phantom(Path(phantom))
+    elif dataset is not None:
+        own_cache, y, image_index, ids, subj, record, ceiling = _from_dataset(
+            dataset, subjects_dir, allow_download
+        )
+    else:
+        own_cache, y, image_index, ids, subj, record, ceiling = _from_arrays(
+            responses, subject, mesh, subjects_dir, allow_download
+        )
+    return own_cache, y, image_index, ids, subj, record, ceiling
+
+
+def _matching_cache(cache, own_cache, record: dict, ids, y: np.ndarray, dataset) -> FeatureCache:
+    """Open the feature cache (``cache``, else the source's own) and check that it
+    holds the source's images (ids, image content, one row per response row);
+    records its path in ``record["cache"]``."""
+    source = record["responses"]
+    cache = cache if cache is not None else own_cache
+    if cache is None:
+        raise ValueError(f"{source}: no feature cache given; extract features first")
+    fc = cache if isinstance(cache, FeatureCache) else FeatureCache.open(cache)
+    record["cache"] = _abs(fc.path) if getattr(fc, "path", None) else record.get("cache")
+    if ids is not None and list(map(str, fc.image_ids)) != ids:
+        raise ValueError(
+            f"{fc.path}: the cache's {fc.n_images} image ids do not match the "
+            f"{len(ids)} images of {source}; extract features for this dataset first"
+        )
+    if dataset is not None:  # same names, other pictures? (decodes a few images)
+        from ..data.extract import check_images
+
+        check_images(fc, dataset.load_images)
+    if ids is None and len(y) != fc.n_images:
+        raise ValueError(
+            f"{source}: {len(y)} response rows, but the feature cache {fc.path} has "
+            f"{fc.n_images} images; expected one row per cached image, in the cache's order"
+        )
+    return fc
+
+
+def _written_rows(fc: FeatureCache, y: np.ndarray, image_index: np.ndarray):
+    """Drop the response rows whose images have no features in the cache.
+
+    Returns
+    -------
+    y, image_index, notes : the kept rows, their images, a note when rows were dropped
+    """
+    notes: list[str] = []
+    written = np.asarray(fc.written)[image_index]
+    if not written.all():
+        notes.append(
+            f"{fc.path}: {int((~written).sum())} response rows have no features "
+            "(images skipped or not extracted yet); training without them"
+        )
+        y, image_index = y[written], image_index[written]
+    return y, image_index, notes
+
+
+def _layer_subset(fc: FeatureCache, layers: Sequence[str] | None):
+    """The layers to train on (default: all of the cache's), their widths and the
+    store that reads only them."""
+    names = list(layers) if layers else list(fc.layer_names)
+    unknown = [n for n in names if n not in fc.layer_names]
+    if unknown:
+        raise ValueError(
+            f"{fc.path}: layers {unknown} are not in the cache (it has {list(fc.layer_names)})"
+        )
+    widths = tuple(int(fc.widths[fc.layer_names.index(n)]) for n in names)
+    store = _LayerSubset(fc, names) if layers else fc
+    return names, widths, store
+
+
 def training_inputs(
     cache: str | Path | FeatureCache | None = None,
     *,
@@ -282,64 +369,19 @@ def training_inputs(
     from ..core.feature_source import RowMappedFeatures, feature_source
     from ..core.runtime import resolve_device
 
-    given = [phantom is not None, dataset is not None, responses is not None]
-    if sum(given) != 1 or (responses is not None and subject is None):
-        raise ValueError(
-            "give exactly one source of responses: a phantom folder, a dataset, or a "
-            "responses .npy together with a subject .npz"
-        )
-    if phantom is not None:
-        own_cache, y, image_index, ids, subj, record, ceiling = _from_phantom(Path(phantom))
-    elif dataset is not None:
-        own_cache, y, image_index, ids, subj, record, ceiling = _from_dataset(
-            dataset, subjects_dir, allow_download
-        )
-    else:
-        own_cache, y, image_index, ids, subj, record, ceiling = _from_arrays(
-            responses, subject, mesh, subjects_dir, allow_download
-        )
+    own_cache, y, image_index, ids, subj, record, ceiling = _read_source(
+        phantom, dataset, responses, subject, mesh, subjects_dir, allow_download
+    )
     source = record["responses"]
     if noise_ceiling is not None:
         from ..data.noise_ceiling import read_noise_ceiling
 
         ceiling = read_noise_ceiling(noise_ceiling, subj.vertex_ids, subj.n_lh, subj.mesh)
-    cache = cache if cache is not None else own_cache
-    if cache is None:
-        raise ValueError(f"{source}: no feature cache given; extract features first")
-    fc = cache if isinstance(cache, FeatureCache) else FeatureCache.open(cache)
-    record["cache"] = _abs(fc.path) if getattr(fc, "path", None) else record.get("cache")
-    if ids is not None and list(map(str, fc.image_ids)) != ids:
-        raise ValueError(
-            f"{fc.path}: the cache's {fc.n_images} image ids do not match the "
-            f"{len(ids)} images of {source}; extract features for this dataset first"
-        )
-    if dataset is not None:  # same names, other pictures? (decodes a few images)
-        from ..data.extract import check_images
-
-        check_images(fc, dataset.load_images)
-    if ids is None and len(y) != fc.n_images:
-        raise ValueError(
-            f"{source}: {len(y)} response rows, but the feature cache {fc.path} has "
-            f"{fc.n_images} images; expected one row per cached image, in the cache's order"
-        )
-    notes: list[str] = []
-    written = np.asarray(fc.written)[image_index]
-    if not written.all():
-        notes.append(
-            f"{fc.path}: {int((~written).sum())} response rows have no features "
-            "(images skipped or not extracted yet); training without them"
-        )
-        y, image_index = y[written], image_index[written]
+    fc = _matching_cache(cache, own_cache, record, ids, y, dataset)
+    y, image_index, notes = _written_rows(fc, y, image_index)
     check_responses(y, len(image_index), subj.n_vertices, source)
 
-    names = list(layers) if layers else list(fc.layer_names)
-    unknown = [n for n in names if n not in fc.layer_names]
-    if unknown:
-        raise ValueError(
-            f"{fc.path}: layers {unknown} are not in the cache (it has {list(fc.layer_names)})"
-        )
-    widths = tuple(int(fc.widths[fc.layer_names.index(n)]) for n in names)
-    store = _LayerSubset(fc, names) if layers else fc
+    names, widths, store = _layer_subset(fc, layers)
     dev = resolve_device(device)
     split = make_split(len(y), image_index, fractions=split_fractions, seed=split_seed)
     # streamed (a cache larger than the limit): the validation images stay in memory
