@@ -51,18 +51,20 @@ def mode_layer_position(layer: np.ndarray, width: int = 1) -> np.ndarray:
     n_layers = pi.shape[1]
     if n_layers == 1:
         return np.zeros(len(pi))
-    idx = np.arange(n_layers)
-    keep = np.abs(idx[None, :] - pi.argmax(1)[:, None]) <= int(width)
-    w = np.where(keep, pi, 0.0)
-    return (w @ (idx / (n_layers - 1.0))) / w.sum(1)
+    w = np.where(_near_mode(pi, width), pi, 0.0)
+    return (w @ (np.arange(n_layers) / (n_layers - 1.0))) / w.sum(1)
+
+
+def _near_mode(pi: np.ndarray, width: int) -> np.ndarray:
+    """(V, L) bool: the layers within ``width`` of each row's argmax."""
+    idx = np.arange(pi.shape[1])
+    return np.abs(idx[None, :] - pi.argmax(1)[:, None]) <= int(width)
 
 
 def far_mass(layer: np.ndarray, width: int = 1) -> np.ndarray:
     """Weight more than ``width`` layers from each row's argmax; (V,) → [0, 1]."""
     pi = np.asarray(layer, np.float64)
-    idx = np.arange(pi.shape[1])
-    far = np.abs(idx[None, :] - pi.argmax(1)[:, None]) > int(width)
-    return np.where(far, pi, 0.0).sum(1) / pi.sum(1)
+    return np.where(_near_mode(pi, width), 0.0, pi).sum(1) / pi.sum(1)
 
 
 @dataclass(frozen=True)
@@ -146,33 +148,25 @@ def hierarchy_slope_range(
     """
     from statistics import NormalDist
 
-    full = hierarchy_slope(layer, roi_level)
-    mode = hierarchy_slope(_as_weights(mode_layer_position(layer, width)), roi_level)
-    lev = np.asarray(roi_level).astype(np.int64)
-    used = lev > 0
-    x = (lev[used] - 1) / 3.0
+    full = hierarchy_slope(layer, roi_level)  # the paper's numbers; checks the inputs
+    used = np.asarray(roi_level).astype(np.int64) > 0
+    x = (np.asarray(roi_level)[used] - 1) / 3.0
+    lam_mode = mode_layer_position(layer, width)[used]
+    a_full, se_full = _slope_se(x, layer_position(layer)[used])
+    a_mode, se_mode = _slope_se(x, lam_mode)
     z = NormalDist().inv_cdf(0.5 + coverage / 2.0)
-    ends = []
-    for lam in (layer_position(layer)[used], mode_layer_position(layer, width)[used]):
-        a, se = _slope_se(x, lam)
-        ends += [a - z * se, a + z * se]
+    ends = (a_full - z * se_full, a_full + z * se_full, a_mode - z * se_mode, a_mode + z * se_mode)
     return SlopeRange(
         slope=full.slope,
         intercept=full.intercept,
-        slope_mode=mode.slope,
-        intercept_mode=mode.intercept,
+        slope_mode=a_mode,
+        intercept_mode=float(lam_mode.mean() - a_mode * x.mean()),
         far_mass=float(far_mass(layer, width)[used].mean()),
         lo=float(min(ends)),
         hi=float(max(ends)),
         n_vertices=int(used.sum()),
         width=int(width),
     )
-
-
-def _as_weights(lam: np.ndarray) -> np.ndarray:
-    """(V,) positions in [0, 1] → (V, 2) weights over two layers with those positions
-    (so :func:`hierarchy_slope` fits them unchanged)."""
-    return np.stack([1.0 - lam, lam], axis=1)
 
 
 def model_slope_range(model, **options) -> SlopeRange | None:
