@@ -312,10 +312,7 @@ class Backbone:
     def _call(self, x):
         import torch
 
-        modules = dict(self.module.named_modules())
-        missing = [n for n in self.layer_names if n not in modules]
-        if missing:
-            raise BackboneError(_unknown_modules_message(self.name, missing, modules))
+        modules = _check_layer_names(self.name, self.module, self.layer_names)
         outputs: dict[str, Any] = {}
         wanted = set(self.layer_names)
         stop_early = self.stop_early
@@ -376,6 +373,16 @@ class Backbone:
         if self.preset:
             out["preset"] = self.preset
         return out
+
+
+def _check_layer_names(name: str, module: Any, layer_names: Sequence[str]) -> dict[str, Any]:
+    """``module``'s named sub-modules; raises :class:`BackboneError` naming every layer
+    that is not one of them (with close matches)."""
+    modules = dict(module.named_modules())
+    missing = [n for n in layer_names if n not in modules]
+    if missing:
+        raise BackboneError(_unknown_modules_message(name, missing, modules))
+    return modules
 
 
 def _unknown_modules_message(name: str, missing: Sequence[str], modules: Any) -> str:

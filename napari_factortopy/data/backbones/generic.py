@@ -18,8 +18,8 @@ from .base import (
     BackboneError,
     Preprocessing,
     TokenLayout,
+    _check_layer_names,
     _finish,
-    _unknown_modules_message,
 )
 
 
@@ -63,10 +63,7 @@ def from_module(
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    modules = dict(module.named_modules())
-    missing = [n for n in layer_names if n not in modules]
-    if missing:
-        raise BackboneError(_unknown_modules_message(name, missing, modules))
+    _check_layer_names(name, module, layer_names)
     if not layer_names:
         raise BackboneError(f"backbone {name}: give at least one layer name")
     layout = layout or TokenLayout("auto")

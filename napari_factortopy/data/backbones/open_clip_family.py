@@ -20,8 +20,8 @@ from .base import (
     Preprocessing,
     TokenLayout,
     WeightsNotFoundError,
+    _check_layer_names,
     _finish,
-    _unknown_modules_message,
 )
 from .timm_family import _timm_default_layers
 from .weights import _open_clip_weights
@@ -186,10 +186,7 @@ def open_clip_backbone(
         source=source,
         **extra,
     )
-    modules = dict(visual.named_modules())
-    missing = [n for n in names if n not in modules]
-    if missing:
-        raise BackboneError(_unknown_modules_message(bb.name, missing, modules))
+    _check_layer_names(bb.name, visual, names)
     return _finish(bb)
 
 

@@ -21,8 +21,8 @@ from .base import (
     Preprocessing,
     TokenLayout,
     WeightsNotFoundError,
+    _check_layer_names,
     _finish,
-    _unknown_modules_message,
 )
 from .names import _close_names
 from .weights import _timm_weights
@@ -197,8 +197,5 @@ def timm_backbone(
         layout=layout,
         source=source,
     )
-    modules = dict(model.named_modules())
-    missing = [n for n in layer_names if n not in modules]
-    if missing:
-        raise BackboneError(_unknown_modules_message(name, missing, modules))
+    _check_layer_names(name, model, layer_names)
     return _finish(bb)
