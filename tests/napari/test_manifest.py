@@ -124,8 +124,9 @@ def _shipped_resources() -> dict[str, bytes]:
     }
 
 
-def _fresh_venv(tmp_path: Path) -> Path:
-    """A new virtual environment whose own site-packages comes first; the test
+def _fresh_venv(tmp_path: Path) -> tuple[Path, Path]:
+    """A new virtual environment (its python, its site-packages) whose own
+    site-packages comes first; the test
     environment's site-packages follows through a ``.pth`` line (the dependencies:
     numpy, npe2, …, offline), which does not process that folder's own ``.pth`` files,
     so the editable install of the source tree stays invisible."""
@@ -141,7 +142,7 @@ def _fresh_venv(tmp_path: Path) -> Path:
         ).stdout.strip()
     )  # fmt: skip
     (site / "_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return python
+    return python, site
 
 
 def test_wheel_ships_manifest_and_resources_and_validates_in_a_fresh_venv(tmp_path):
@@ -173,14 +174,10 @@ def test_wheel_ships_manifest_and_resources_and_validates_in_a_fresh_venv(tmp_pa
         entry_points = next(n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt"))
         assert "napari.manifest" in zf.read(entry_points).decode()
 
-    python = _fresh_venv(tmp_path)
+    python, site = _fresh_venv(tmp_path)
     _run([*pip, "--python", str(python), "install", *offline, str(wheel)], cwd=tmp_path)
     env = _env_without_source_tree()
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True, env=env,
-    ).stdout.strip()  # fmt: skip
-    installed = Path(site) / PACKAGE / "napari.yaml"
+    installed = site / PACKAGE / "napari.yaml"
     assert installed.is_file() and not installed.is_symlink()
     assert installed.read_bytes() == MANIFEST.read_bytes()
 
@@ -209,7 +206,7 @@ def test_wheel_ships_manifest_and_resources_and_validates_in_a_fresh_venv(tmp_pa
     import json
 
     res = _run(
-        [str(python), "-c", probe, site, json.dumps(sorted(shipped))], cwd=tmp_path, env=env
+        [str(python), "-c", probe, str(site), json.dumps(sorted(shipped))], cwd=tmp_path, env=env
     )
     name, sizes = res.stdout.strip().splitlines()
     assert name == DIST
