@@ -8,9 +8,10 @@ folder is given; ``resume=True`` continues from it.
 
 This module is the loop; its parts live beside it, one job each:
 :mod:`.prediction` (responses for images, batch by batch), :mod:`.soup` (greedy soup),
-:mod:`.budget` (the time budget and the ``auto`` recipe) and :mod:`.checkpoint` (the
-run's identity, writing and resuming checkpoints). Their public names stay importable
-from here.
+:mod:`.budget` (the time budget and the ``auto`` recipe), :mod:`.checkpoint` (the
+run's identity, writing and resuming checkpoints) and :mod:`.run_end` (the soup, the
+calibration and the test scores → :class:`TrainResult`). Their public names stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,6 @@ from .budget import (
     PAPER_BATCH,  # noqa: F401
     PAPER_LR,  # noqa: F401
     Timing,
-    calibration_seconds,
     check_budget,
     eta,
     finish_seconds,
@@ -47,10 +47,8 @@ from .budget import (
     replan_interval,
     resolve_auto_recipe,
     resolve_from_probe,
-    test_seconds,
     time_validation,
 )
-from .calibration import calibrate
 from .checkpoint import (
     ResumeMismatch,
     resume_checkpoint,
@@ -59,10 +57,11 @@ from .checkpoint import (
     state_copy,
 )
 from .config import TrainConfig
-from .metrics import pearson_r, r2_score
+from .metrics import r2_score
 from .model import FactorTopy, Selectors
 from .prediction import autocast, predict, predict_batches
-from .soup import final_soup, greedy_soup, soup_trials
+from .run_end import TrainingDiverged, TrainResult, finish
+from .soup import greedy_soup, soup_trials
 from .splits import Split
 
 __all__ = [
@@ -80,69 +79,12 @@ __all__ = [
 ]
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf before any checkpoint was kept."""
-
-
 def regulariser(sel: Selectors) -> torch.Tensor:
     """``R = mean_v Σ_l π log π / log L + mean_v (α − ½)²`` (a scalar tensor)."""
     n_layers = sel.layer.shape[1]
     neg_entropy = (sel.layer * torch.log(sel.layer.clamp_min(1e-12))).sum(1)
     r_layer = neg_entropy.mean() / math.log(n_layers) if n_layers > 1 else sel.layer.sum() * 0
     return r_layer + ((sel.scale - 0.5) ** 2).mean()
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns (and puts in its final record).
-
-    Attributes
-    ----------
-    state : dict of tensors
-        Final weights (the soup, or the best checkpoint).
-    val_score : float
-        Mean validation R² of those weights.
-    test_r2, test_r : arrays of shape (V,)
-        Per-vertex R² and Pearson r on the test split.
-    history : list of dict
-        One record per validation.
-    steps : int
-    diverged : bool
-    soup_members : list of int
-    seconds : float
-    epochs : int
-        Validations done.
-    stop_reason : str
-        ``"early_stop"`` (patience ran out), ``"max_epochs"``, ``"budget"``,
-        ``"user_stop"`` or ``"diverged"``.
-    reg_strength : float
-        ``max(0, 1 − t/T)`` at the last step: 1 = the regulariser at full strength,
-        0 = finished.
-    config : TrainConfig
-        The recipe actually used (the ``auto`` recipe's resolved values).
-    recipe : dict
-        How the recipe was resolved (measured speeds, the rule), empty for ``paper``.
-    validation_seconds : float or None
-        Wall time of the last validation pass (None when none was timed).
-    """
-
-    state: dict[str, torch.Tensor]
-    val_score: float
-    test_r2: np.ndarray
-    test_r: np.ndarray
-    history: list[dict] = field(default_factory=list)
-    steps: int = 0
-    diverged: bool = False
-    soup_members: list[int] = field(default_factory=list)
-    seconds: float = 0.0
-    epochs: int = 0
-    stop_reason: str = "max_epochs"
-    reg_strength: float = 0.0
-    config: TrainConfig | None = None
-    recipe: dict = field(default_factory=dict)
-    validation_seconds: float | None = None
-    #: :func:`napari_factortopy.core.calibration.calibrate`'s result (None: not run).
-    calibration: dict | None = None
 
 
 def train(
@@ -247,7 +189,7 @@ def train(
         identity=identity,
     )
     yield from run.loop()
-    return (yield from run.finish())
+    return (yield from finish(run))
 
 
 class _Run:
@@ -536,94 +478,6 @@ class _Run:
                 finish = timing.val + finish_seconds(timing.val, split, cfg)
                 out_of_time = elapsed + timing.step + finish > budget
         return out_of_time
-
-    # ---- the end: soup, calibration, test scores
-    def finish(self) -> Iterator[dict]:
-        """The soup, the calibration and the test scores; returns the :class:`TrainResult`."""
-        state = self.state
-        if not state["kept"]:
-            raise TrainingDiverged(
-                f"training diverged at step {state['step']} (loss is not finite) before the "
-                "first validation; lower the learning rate or check the responses"
-            )
-        final, score, members = yield from self.soup()
-        final, score, calibration = yield from self.calibrate(final, score)
-        return (yield from self.result(final, score, members, calibration))
-
-    def soup(self) -> Iterator[dict]:
-        """:func:`~.soup.final_soup` of the kept checkpoints inside the budget; returns
-        ``(state, val_score, members)`` and leaves the model set to it."""
-        cfg, timing, budget, clock = self.cfg, self.timing, self.budget, self.clock
-        has_time = None
-        if budget is not None:
-            # the soup uses what is left of the budget but the calibration's and the test's
-            # time; the 5 % slack is for writing the file
-            deadline = budget - finish_seconds(timing.val or 0.0, self.split, cfg)
-
-            def has_time() -> bool:
-                return clock() - self.t_start + (timing.val or 0.0) <= deadline
-
-        kept = self.state["kept"]
-        return (yield from final_soup(self.model, kept, self.val_score, cfg.soup, has_time))
-
-    def calibrate(self, final: dict, score: float) -> Iterator[dict]:
-        """The sharpness calibration when the recipe calibrates; returns
-        ``(state, val_score, calibration or None)``."""
-        cfg, split, timing, budget, model = (
-            self.cfg, self.split, self.timing, self.budget, self.model
-        )  # fmt: skip
-        calibration = None
-        if cfg.calibrates:  # (turned off at the start for a model it cannot apply to)
-            calibration = yield from calibrate(
-                model,
-                self.features,
-                self.y_all,
-                split.train,
-                split.val,
-                batch_size=cfg.eval_batch_size,
-                seed=cfg.seed,
-                time_left=None
-                if budget is None
-                else lambda: (
-                    budget - test_seconds(timing.val or 0.0, split) - (self.clock() - self.t_start)
-                ),
-                clock=self.clock,
-            )
-            if calibration["applied"]:
-                final = state_copy(model)
-                score = self.val_score(model)  # every vertex, the calibrated model
-                calibration["val_score"] = score
-            calibration["reserved_seconds"] = calibration_seconds(timing.val or 0.0, split, cfg)
-            yield {"kind": "calibrated", **{k: v for k, v in calibration.items() if k != "trials"}}
-        return final, score, calibration
-
-    def result(self, final: dict, score: float, members: list, calibration) -> Iterator[dict]:
-        """Test scores and the :class:`TrainResult`, yielded as the "done" record."""
-        cfg, state, split, model = self.cfg, self.state, self.split, self.model
-        test_pred = predict(model, self.features, split.test, cfg.eval_batch_size, cfg.amp)
-        y_test = self.y_all[split.test]
-        if "reg_decay_steps" in cfg.chosen and "reg_done_step" in state:  # where it really ended
-            cfg = self.cfg = replace(cfg, reg_decay_steps=max(1, int(state["reg_done_step"])))
-        result = TrainResult(
-            state=final,
-            val_score=score,
-            test_r2=r2_score(y_test, test_pred),
-            test_r=pearson_r(y_test, test_pred),
-            history=state["history"],
-            steps=state["step"],
-            diverged=self.diverged,
-            soup_members=members,
-            seconds=self.clock() - self.t_start,
-            epochs=state["epoch"],
-            stop_reason=self.stop_reason,
-            reg_strength=self.reg_strength(),
-            config=cfg,
-            recipe=dict(state["recipe"]),
-            validation_seconds=self.timing.val,
-            calibration=calibration,
-        )
-        yield {"kind": "done", "result": result}
-        return result
 
 
 def _has_layer_softmax(model: Any) -> bool:
