@@ -20,27 +20,28 @@ It writes into ``out``:
   that a viewer should hide.
 - ``comparison.csv`` (one row per method and ROI), ``comparison.md`` (the tables),
   ``comparison.json`` (everything, with the layer-map agreement against a truth).
+
+Each method's fit lives in :mod:`.compare_fits`, the tables' writing in
+:mod:`.compare_report`; this module measures, scores and drives them.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core.ablations import ABLATIONS, ablation_config
+from ..core.ablations import ABLATIONS
 from ..core.config import TrainConfig
 from ..core.metrics import noise_normalised, r2_score, roi_table
-from .recovery import markdown_table
+from .compare_fits import finite_mean, fit_factortopy, fit_ridge, train_baseline
+from .compare_report import write_tables
 
 __all__ = [
     "ALL_METHODS",
@@ -212,12 +213,6 @@ def step_seconds(module: Any, features: Any, responses: np.ndarray, rows: np.nda
 # ------------------------------------------------------------------ scoring
 
 
-def _mean(x: np.ndarray) -> float:
-    x = np.asarray(x, np.float64)
-    ok = np.isfinite(x)
-    return float(x[ok].mean()) if ok.any() else float("nan")
-
-
 def layer_agreement(
     layer_of: dict[str, np.ndarray],
     truth_argmax: np.ndarray,
@@ -274,175 +269,8 @@ def _scores(name, r2, r, inputs, ceiling) -> dict:
                 "nn": None if c is None else c["mean"],
             }
         )
-    return {"r2": _mean(r2), "r": _mean(r), "nn": None if nn is None else _mean(nn),
-            "per_roi": per_roi}  # fmt: skip
-
-
-# ------------------------------------------------------------------ methods
-
-
-def _fit_factortopy(name, inputs, opts, tcfg, dev, started) -> tuple[Any, Any]:
-    from ..core.estimator import fit
-
-    config = ablation_config(
-        inputs.model_config(bottleneck=opts.bottleneck, hidden=opts.hidden), name
-    )
-    fitted = None
-    for rec in fit(
-        inputs.features,
-        inputs.responses,
-        inputs.subject,
-        inputs.split,
-        config=config,
-        train_config=tcfg,
-        backbone=inputs.backbone,
-        device=dev,
-        seed=opts.seed,
-        started_at=started,
-        extra={"dataset": inputs.dataset, "comparison": {"method": name}},
-    ):
-        if rec["kind"] == "fitted":
-            fitted = rec["model"]
-        else:
-            yield rec
-    return fitted, fitted.to_module(dev)
-
-
-def _train_baseline(name, inputs, opts, tcfg, dev, started):
-    import torch
-
-    from ..core.baselines import make_baseline
-    from ..core.fitted_model import KIND_BASELINE, FittedModel
-    from ..core.training import train
-
-    subj = inputs.subject
-    config = inputs.model_config(bottleneck=opts.bottleneck, hidden=opts.hidden)
-    torch.manual_seed(opts.seed)
-    module = make_baseline(name, subj.joint_coords(), config).to(dev)
-    result = None
-    for rec in train(
-        module, inputs.features, inputs.responses, inputs.split, tcfg, started_at=started
-    ):
-        if rec["kind"] == "done":
-            result = rec["result"]
-        yield rec
-    maps = module.maps()
-    fitted = FittedModel(
-        config=config.to_dict(),
-        state={
-            "coords": module.coords.cpu().numpy(),
-            "beta": module.beta.detach().float().cpu().numpy(),
-            "bias": module.bias.detach().float().cpu().numpy(),
-        },
-        **maps,
-        **_subject_fields(inputs),
-        history=result.history,
-        scores={
-            "r2_test": result.test_r2.astype(np.float32),
-            "r_test": result.test_r.astype(np.float32),
-        },
-        summary={
-            "r2_test_mean": _mean(result.test_r2),
-            "r_test_mean": _mean(result.test_r),
-            "val_score": float(result.val_score),
-            "steps": int(result.steps),
-            "epochs": int(result.epochs),
-            "train_seconds": float(result.seconds),
-            "stop_reason": result.stop_reason,
-            "device": str(dev),
-        },
-        kind=KIND_BASELINE,
-        extra={
-            "baseline": {"method": name, "maps": list(module.shown_maps)},
-            "dataset": inputs.dataset,
-            "train_config": (result.config or tcfg).to_dict(),
-        },
-    )
-    return fitted, module
-
-
-def _subject_fields(inputs) -> dict:
-    subj, split = inputs.subject, inputs.split
-    roi = subj.roi if subj.roi is not None else np.zeros(subj.n_vertices, np.int64)
-    return {
-        "vertex_ids": subj.vertex_ids,
-        "n_lh": subj.n_lh,
-        "mesh": subj.mesh,
-        "roi": roi,
-        "roi_names": list(subj.roi_names),
-        "backbone": dict(inputs.backbone),
-        "split": {
-            "seed": split.seed,
-            "fractions": list(split.fractions),
-            "train": split.train,
-            "val": split.val,
-            "test": split.test,
-        },
-    }
-
-
-def _folds(inputs, n_folds: int = 5):
-    """Ridge's cross-validation folds over the training rows, repeats of an image kept
-    in one fold."""
-    from sklearn.model_selection import GroupKFold
-
-    groups = np.asarray(inputs.image_index)[inputs.split.train]
-    n = min(n_folds, len(np.unique(groups)))
-    return list(GroupKFold(n_splits=n).split(np.zeros(len(groups)), groups=groups))
-
-
-def _fit_ridge(inputs, opts) -> tuple[Any, Any]:
-    from ..core.baselines import ridge_features, ridge_per_layer
-    from ..core.fitted_model import KIND_BASELINE, FittedModel
-
-    split, y = inputs.split, inputs.responses
-    xs = [ridge_features(inputs.features, idx, opts.ridge_pool) for idx in
-          (split.train, split.val, split.test)]  # fmt: skip
-    res = ridge_per_layer(
-        xs[0], y[split.train], xs[1], y[split.val], xs[2], y[split.test],
-        alphas=opts.ridge_alphas, cv=_folds(inputs), n_components=opts.ridge_components,
-        backend=opts.ridge_backend, blas_threads=opts.ridge_blas_threads,
-    )  # fmt: skip
-    n_v = len(res.best_layer)
-    # layer map: each vertex's positive validation R² over layers, normalised (argmax =
-    # best layer, confidence = how peaked); one-hot where no layer has R² > 0
-    prof = np.clip(np.nan_to_num(res.val_r2.T, nan=0.0), 0, None)
-    tot = prof.sum(1, keepdims=True)
-    layer = np.where(tot > 0, prof / np.where(tot > 0, tot, 1), res.layer_profile())
-    config = inputs.model_config(bottleneck=1, hidden=1)
-    fitted = FittedModel(
-        config=config.to_dict(),
-        state={
-            "coords": inputs.subject.joint_coords().astype(np.float32),
-            "beta": np.zeros((n_v, 1), np.float32),
-        },
-        space=np.zeros((n_v, 2), np.float32),
-        layer=layer.astype(np.float32),
-        scale=np.zeros(n_v, np.float32),
-        **_subject_fields(inputs),
-        scores={
-            "r2_test": res.test_r2.astype(np.float32),
-            "r_test": res.test_r.astype(np.float32),
-            "best_layer": res.best_layer.astype(np.float32),
-            "alpha": res.alphas[res.best_layer, np.arange(n_v)].astype(np.float32),
-        },
-        summary={"r2_test_mean": _mean(res.test_r2), "r_test_mean": _mean(res.test_r)},
-        kind=KIND_BASELINE,
-        extra={
-            "baseline": {
-                "method": "ridge",
-                "maps": ["layer"],
-                "features": f"global token + local tokens average-pooled to "
-                f"{opts.ridge_pool[0]}x{opts.ridge_pool[1]}, standardised, PCA to <= "
-                f"{opts.ridge_components} (train)",
-                "n_features": res.n_features,
-                "alphas": list(opts.ridge_alphas),
-                "best_layer_on": "validation R²",
-            },
-            "dataset": inputs.dataset,
-        },
-    )
-    return fitted, res
+    nn_mean = None if nn is None else finite_mean(nn)
+    return {"r2": finite_mean(r2), "r": finite_mean(r), "nn": nn_mean, "per_roi": per_roi}
 
 
 # -------------------------------------------------------------------- main
@@ -501,10 +329,10 @@ def compare_methods(
         try:
             with _PeakRSS() as mem:
                 if name == "ridge":
-                    fitted, ridge = _fit_ridge(inputs, opts)
+                    fitted, ridge = fit_ridge(inputs, opts)
                     module = None
                 else:
-                    gen = (_fit_factortopy if row["family"] != "baseline" else _train_baseline)(
+                    gen = (fit_factortopy if row["family"] != "baseline" else train_baseline)(
                         name, inputs, opts, tcfg, dev, started
                     )
                     while True:
@@ -553,7 +381,7 @@ def compare_methods(
         roi = subj.roi if subj.roi is not None else np.zeros(subj.n_vertices, np.int64)
         t_am = np.asarray(truth["layer"]).argmax(1)
         agreement = layer_agreement(layer_of, t_am, roi, list(subj.roi_names))
-    _write_tables(out, rows, per_roi, agreement, list(inputs.subject.roi_names), opts, tcfg)
+    write_tables(out, rows, per_roi, agreement, list(inputs.subject.roi_names), opts, tcfg)
     yield {"kind": "done", "rows": rows, "per_roi": per_roi, "agreement": agreement,
            "files": files}  # fmt: skip
 
@@ -562,79 +390,3 @@ def _family(name: str) -> str:
     if name == "factortopy":
         return "factortopy"
     return "ablation" if name in ABLATIONS else "baseline"
-
-
-def _num(x: Any) -> Any:
-    return None if isinstance(x, float) and not math.isfinite(x) else x
-
-
-def _write_tables(out, rows, per_roi, agreement, roi_names, opts, tcfg) -> None:
-    from ..core.atomic import atomic_path
-
-    by = {(p["method"], p["roi"]): p for p in per_roi}
-    fields = ["method", "family", "roi", "n", "r2", "r", "nn", "seconds", "steps",
-              "ms_per_step", "peak_rss_mb", "rss_increase_mb", "status", "file"]  # fmt: skip
-    with atomic_path(out / "comparison.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for row in rows:
-            for roi in ["all", *roi_names]:
-                p = by.get((row["method"], roi))
-                if p is None and roi != "all":
-                    continue
-                w.writerow({**row, **(p or {"roi": roi})})
-    summary_cols = [("method", "method"), ("R² test", "r2"), ("r test", "r"),
-                    ("noise-norm. %", "nn"), ("train s", "seconds"), ("steps", "steps"),
-                    ("ms/step", "ms_per_step"), ("peak RSS MB", "peak_rss_mb"),
-                    ("RSS increase MB", "rss_increase_mb"),
-                    ("file", "file")]  # fmt: skip
-    md = ["## Methods (test split)", "", markdown_table(rows, summary_cols), ""]
-    for key, title in (("r2", "R²"), ("nn", "noise-normalised score (%)")):
-        if key == "nn" and all(p["nn"] is None for p in per_roi):
-            continue
-        table = []
-        for row in rows:
-            t = {"method": row["method"]}
-            for roi in ["all", *roi_names]:
-                p = by.get((row["method"], roi))
-                t[roi] = None if p is None else p[key]
-            table.append(t)
-        cols = [("method", "method")] + [(r, r) for r in ["all", *roi_names]]
-        md += [f"## Test {title} per ROI", "", markdown_table(table, cols), ""]
-    if agreement:
-        maps = [k[: -len("_exact")] for k in agreement[0] if k.endswith("_exact")]
-        cols = [("ROI", "roi"), ("n", "n"), ("truth mean layer", "truth_mean_layer")]
-        for m in maps:
-            cols += [(f"{m} exact", f"{m}_exact"), (f"{m} ±1", f"{m}_within1"),
-                     (f"{m} mean layer", f"{m}_mean_layer")]  # fmt: skip
-        md += ["## Layer maps against the truth (argmax / best layer)", "",
-               markdown_table(agreement, cols), ""]  # fmt: skip
-    failed = [r for r in rows if r.get("status") == "failed"]
-    for r in failed:
-        md.append(f"- {r['method']} failed: {r['error']}")
-    md.append(
-        f"Recipe per torch method: {json.dumps(_recipe_line(tcfg))}; bottleneck "
-        f"{opts.bottleneck}, hidden {opts.hidden}, seed {opts.seed}."
-    )
-    with atomic_path(out / "comparison.md") as tmp:
-        Path(tmp).write_text("\n".join(md) + "\n", encoding="utf-8")
-    payload = {
-        "rows": [{k: _num(v) for k, v in r.items()} for r in rows],
-        "per_roi": [{k: _num(v) for k, v in p.items()} for p in per_roi],
-        "agreement": agreement,
-        "options": {
-            "methods": list(opts.methods),
-            "max_seconds": opts.max_seconds,
-            "bottleneck": opts.bottleneck,
-            "hidden": opts.hidden,
-            "seed": opts.seed,
-            "train": tcfg.to_dict(),
-        },
-    }
-    with atomic_path(out / "comparison.json") as tmp:
-        Path(tmp).write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8")
-
-
-def _recipe_line(tcfg: TrainConfig) -> dict:
-    keep = ("recipe", "max_seconds", "batch_size", "lr", "steps_per_epoch", "max_epochs")
-    return {k: v for k, v in replace(tcfg).to_dict().items() if k in keep}
