@@ -12,9 +12,14 @@ every batch, so the panel shows them; meanwhile the button reads "Discard", whic
 abandons the run without saving anything.
 
 The worker can only pause or stop where the training generator yields, so the panel
-asks for a "step" record every step on the CPU (every :data:`GPU_LOG_EVERY` steps on
-an accelerator, where a record's loss read-out costs a device sync): the progress bar
-moves with every record and Pause / Stop act within one record's time.
+asks for a "step" record every step on the CPU (every
+:data:`~napari_factortopy.app.train_form.GPU_LOG_EVERY` steps on an accelerator, where a
+record's loss read-out costs a device sync): the progress bar moves with every record
+and Pause / Stop act within one record's time.
+
+The form's logic (tooltips, the controls' values → TrainConfig and TrainJob) is in
+:mod:`napari_factortopy.app.train_form`, the records' reading (status lines, progress)
+in :mod:`napari_factortopy.app.train_progress`; this module lays out and wires.
 """
 
 from __future__ import annotations
@@ -27,7 +32,24 @@ from magicgui import widgets
 
 from napari_factortopy._napari._common import StatusText, fit_window
 from napari_factortopy.app.jobs import PausableClock, TrainJob, training_job
-from napari_factortopy.core.config import TrainConfig, recipe_settings
+from napari_factortopy.app.train_form import (
+    AUTO_CONTROLS,
+    CALIBRATE_CHOICES,
+    TIPS,
+    VALUE_CONTROLS,
+    is_auto,
+    recipe_line,
+    recipe_tooltips,
+    train_config,
+    train_job,
+)
+from napari_factortopy.app.train_progress import (
+    BUDGET_TICKS,
+    STOPPING,
+    progress_ticks,
+    status_line,
+)
+from napari_factortopy.core.config import TrainConfig
 
 if TYPE_CHECKING:
     import napari
@@ -35,87 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["TrainWidget"]
 
 _DEFAULT_OUT = str(Path.home() / "factortopy" / "model.ftopy")
-#: What each control does (its tooltip).
-TIPS = {
-    "source": "train on a phantom subject or on a feature cache with responses",
-    "phantom": "phantom subject folder (built first when empty)",
-    "cache": "feature cache (zarr) made by 'factortopy extract'",
-    "responses": "responses .npy, shape (images, vertices), in the cache's image order",
-    "subject": "subject .npz: vertex_ids (V,), n_lh, optionally roi (V,)",
-    "mesh": "mesh the subject's vertex ids refer to",
-    "layers": "comma-separated backbone layers; empty = all",
-    "lr": "AdamW learning rate (paper: 1e-3)",
-    "weight_decay": "AdamW weight decay (paper: 1e-2)",
-    "batch_size": "images per step (paper: 8)",
-    "steps_per_epoch": "steps between validations (paper: 1000)",
-    "recipe": "paper: the settings as given (the paper's by default); auto (needs a time "
-    "budget): the run measures its speed and chooses batch size, learning rate, steps per "
-    "epoch and T to fit the budget, keeping any of them you set; its choices appear in the "
-    "controls and under 'auto recipe'",
-    "reg_weight": "λ: weight of the selector regulariser (paper: 0.1). Early in training it "
-    "keeps each vertex's layer weights spread out (entropy) and its scale away from 0 and 1, "
-    "so the softmax does not collapse onto one layer before the readout has learnt; "
-    "0 = no regulariser",
-    "reg_decay_steps": "T: steps over which λ falls linearly to 0 (paper: 6000); after T the "
-    "selectors are free to sharpen",
-    "clip_norm": "gradient-norm clipping (paper: 0.5)",
-    "top_k": "best checkpoints kept for the soup (paper: 10)",
-    "soup": "greedy soup of the top-k checkpoints on the validation split (off: the best one)",
-    "amp": "bf16 mixed precision on CUDA (off: fp32; no effect on the CPU)",
-    "calibrate": "after training, choose the layer softmax's sharpness on the validation "
-    "split and refit the readout on the training split (ours): the layer map's confidence "
-    "then says what the validation data support, where a short run leaves it too flat; "
-    "the argmax layer, space and scale maps are unchanged. auto: on with the auto recipe, "
-    "off with paper",
-    "seed": "seed of the initialisation, the batches and the image split",
-    "max_epochs": "most epochs (training stops earlier on patience)",
-    "patience": "epochs without a better validation score before stopping",
-    "bottleneck": "readout dimension D (paper: 128)",
-    "max_minutes": "wall-clock budget of the run; 0 = none",
-    "device": "where to train; auto = CUDA, then MPS, then CPU",
-    "out": "the .ftopy model file to write (opened when saved)",
-    "start_button": "start training in the background",
-    "pause_button": "pause / resume (acts at the next step)",
-    "stop_button": "stop training now (acts at the next step), then validate, soup and "
-    "save the best model; press again (Discard) to abandon the run unsaved",
-    "progress": "how far the run is: with a time budget, the share of the budget used "
-    "(or of the schedule, if that ends first); without, the steps done of max epochs × "
-    "steps per epoch",
-}
-#: Tooltip of the settings the auto recipe chooses while it is on (until they are set).
-AUTO_TIP = (
-    "chosen by the run (auto recipe): it measures its speed and fits this to the budget; "
-    "set it to keep your value"
-)
-#: Tooltip of a setting the user set while the auto recipe is on.
-GIVEN_TIP = "given: the auto recipe keeps your value and chooses the others around it"
-#: TrainConfig fields the auto recipe resolves (app.cli_train.AUTO_RESOLVED) → control.
-AUTO_CONTROLS = {
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "steps_per_epoch": "steps_per_epoch",
-    "reg_decay_steps": "reg_decay_steps",
-}
-#: The calibration control's choices → ``TrainConfig.calibrate``.
-CALIBRATE_CHOICES = {"auto": None, "on": True, "off": False}
-#: Steps between progress records on an accelerator (1 on the CPU).
-GPU_LOG_EVERY = 10
-#: Units of the progress bar in a budget run (it follows the clock, not the steps).
-BUDGET_TICKS = 1000
-#: The status from Stop until the model opens (the run's phase is added in brackets).
-STOPPING = "stopping: validating, then saving the best model…"
-
-
-def _log_every(device: str) -> int:
-    """Steps between "step" records for a device name (``"auto"`` is resolved)."""
-    if device == "cpu":
-        return 1
-    try:
-        from napari_factortopy.core.runtime import resolve_device
-
-        return 1 if resolve_device(device).type == "cpu" else GPU_LOG_EVERY
-    except (RuntimeError, ValueError, ImportError):
-        return 1
 
 
 class TrainWidget(widgets.Container):
@@ -143,6 +84,50 @@ class TrainWidget(widgets.Container):
         #: settings of AUTO_CONTROLS the user set (kept by the auto recipe)
         self.given: set[str] = set()
         self._showing = False  # the panel itself is writing the resolved values
+        self._data_controls()
+        self._setting_controls()
+        buttons = self._run_controls()
+        self.extend(
+            [
+                self.source,
+                self.phantom,
+                self.cache,
+                self.responses,
+                self.subject,
+                self.mesh,
+                self.layers,
+                self.max_minutes,
+                self.recipe,
+                self.lr,
+                self.weight_decay,
+                self.batch_size,
+                self.steps_per_epoch,
+                self.max_epochs,
+                self.patience,
+                self.reg_weight,
+                self.reg_decay_steps,
+                self.clip_norm,
+                self.top_k,
+                self.soup,
+                self.amp,
+                self.calibrate,
+                self.seed,
+                self.bottleneck,
+                self.device,
+                self.out,
+                buttons,
+                self.progress,
+                self.status,
+                self.recipe_info,
+                self.result,
+            ]
+        )
+        self._connect()
+        fit_window(viewer)  # docked: scrolls, tabbed with the other panels
+
+    # ---------------------------------------------------------------- controls
+    def _data_controls(self) -> None:
+        """What to train on: a phantom or a feature cache with responses and a subject."""
         self.source = widgets.ComboBox(
             label="data", choices=["phantom", "feature cache"], value="phantom"
         )
@@ -158,6 +143,10 @@ class TrainWidget(widgets.Container):
         self.layers = widgets.LineEdit(
             label="layers", value="", tooltip="comma-separated backbone layers; empty = all"
         )
+
+    def _setting_controls(self) -> None:
+        """The recipe's settings (paper defaults), the model's size, the device, the
+        output file."""
         d = TrainConfig()  # METHOD §3 defaults, as `factortopy train` has them
         self.recipe = widgets.ComboBox(
             label="recipe", choices=["paper", "auto"], value="paper", enabled=False
@@ -200,6 +189,10 @@ class TrainWidget(widgets.Container):
         self.out = widgets.FileEdit(
             label="save as", mode="w", filter="*.ftopy", value=_DEFAULT_OUT
         )
+
+    def _run_controls(self) -> widgets.Container:
+        """Train / Pause / Stop (returned in one row), the progress bar and the status
+        lines."""
         self.start_button = widgets.PushButton(text="Train")
         self.pause_button = widgets.PushButton(text="Pause", enabled=False)
         self.stop_button = widgets.PushButton(text="Stop", enabled=False)
@@ -212,41 +205,10 @@ class TrainWidget(widgets.Container):
             labels=False,
             widgets=[self.start_button, self.pause_button, self.stop_button],
         )
-        self.extend(
-            [
-                self.source,
-                self.phantom,
-                self.cache,
-                self.responses,
-                self.subject,
-                self.mesh,
-                self.layers,
-                self.max_minutes,
-                self.recipe,
-                self.lr,
-                self.weight_decay,
-                self.batch_size,
-                self.steps_per_epoch,
-                self.max_epochs,
-                self.patience,
-                self.reg_weight,
-                self.reg_decay_steps,
-                self.clip_norm,
-                self.top_k,
-                self.soup,
-                self.amp,
-                self.calibrate,
-                self.seed,
-                self.bottleneck,
-                self.device,
-                self.out,
-                buttons,
-                self.progress,
-                self.status,
-                self.recipe_info,
-                self.result,
-            ]
-        )
+        return buttons
+
+    def _connect(self) -> None:
+        """Tooltips, and each control's signal to its slot."""
         for name, tip in TIPS.items():
             getattr(self, name).tooltip = tip
         self.source.changed.connect(self._on_source)
@@ -258,7 +220,6 @@ class TrainWidget(widgets.Container):
         self.start_button.changed.connect(self._on_start)
         self.pause_button.changed.connect(self._on_pause)
         self.stop_button.changed.connect(self._on_stop)
-        fit_window(viewer)  # docked: scrolls, tabbed with the other panels
 
     # ------------------------------------------------------------------ slots
     def _on_source(self, value: str | None = None) -> None:
@@ -300,68 +261,25 @@ class TrainWidget(widgets.Container):
             finally:
                 self._showing = False
             self._before_auto = {}
-        for field, name in AUTO_CONTROLS.items():
-            tip = (GIVEN_TIP if field in self.given else AUTO_TIP) if auto else ""
-            getattr(self, name).tooltip = TIPS[name] + (f" — {tip}" if tip else "")
-        self.recipe.tooltip = TIPS["recipe"] + (
-            "" if self.recipe.enabled else " — set a time budget to choose auto"
-        )
+        for name, tip in recipe_tooltips(auto, self.given, self.recipe.enabled).items():
+            getattr(self, name).tooltip = tip
 
     def _auto(self) -> bool:
-        return self.recipe.value == "auto" and float(self.max_minutes.value) > 0
+        return is_auto(self.recipe.value, self.max_minutes.value)
+
+    def values(self) -> dict[str, object]:
+        """Every setting control's value, by control name (what :mod:`.train_form`
+        reads)."""
+        return {name: getattr(self, name).value for name in VALUE_CONTROLS}
 
     def train_config(self) -> TrainConfig:
         """The :class:`TrainConfig` the controls describe — the one ``factortopy train``
         builds from the same choices (``log_every`` aside: the panel's suits its device)."""
-        minutes = float(self.max_minutes.value)
-        auto = self._auto()
-        values = {
-            "lr": float(self.lr.value),
-            "batch_size": int(self.batch_size.value),
-            "steps_per_epoch": int(self.steps_per_epoch.value),
-            "reg_decay_steps": int(self.reg_decay_steps.value),
-        }
-        # as `factortopy train`: the paper recipe uses every value; auto the given ones
-        given = [k for k in AUTO_CONTROLS if k in self.given]
-        return TrainConfig(
-            **{k: v for k, v in values.items() if not auto or k in given},
-            given=tuple(given),
-            weight_decay=float(self.weight_decay.value),
-            clip_norm=float(self.clip_norm.value),
-            max_epochs=int(self.max_epochs.value),
-            patience=int(self.patience.value),
-            top_k=int(self.top_k.value),
-            reg_weight=float(self.reg_weight.value),
-            soup=bool(self.soup.value),
-            seed=int(self.seed.value),
-            max_seconds=60.0 * minutes if minutes > 0 else None,
-            amp=bool(self.amp.value),
-            recipe="auto" if auto else "paper",
-            calibrate=CALIBRATE_CHOICES[self.calibrate.value],
-            log_every=_log_every(self.device.value),
-        )
+        return train_config(self.values(), self.given)
 
     def job(self) -> TrainJob:
         """The :class:`TrainJob` the controls describe."""
-        train = self.train_config()
-        layers = tuple(s.strip() for s in self.layers.value.split(",") if s.strip()) or None
-        common = {
-            "out": str(self.out.value),
-            "train": train,
-            "layers": layers,
-            "bottleneck": int(self.bottleneck.value),
-            "device": self.device.value,
-            "seed": int(self.seed.value),
-        }
-        if self.source.value == "phantom":
-            return TrainJob(phantom=str(self.phantom.value), **common)
-        return TrainJob(
-            cache=str(self.cache.value),
-            responses=str(self.responses.value),
-            subject=str(self.subject.value),
-            mesh=self.mesh.value,
-            **common,
-        )
+        return train_job(self.values(), self.train_config())
 
     def _on_start(self, _=None, job: TrainJob | None = None, start: bool = True):
         """Start training in a worker thread; returns the worker.
@@ -448,48 +366,28 @@ class TrainWidget(widgets.Container):
     def _show_progress(self, step: int | None = None, elapsed: float | None = None) -> None:
         """Without a budget the bar counts the schedule's steps; with one it follows the
         clock (the budget's share used, or the schedule's if that is ahead)."""
-        if self._budget is None:
-            if step is not None:
-                self.progress.value = min(step, self.progress.max)
-            return
-        done = (step or 0) / self._total_steps
-        if elapsed is not None and elapsed == elapsed:
-            done = max(done, elapsed / self._budget)
-        self.progress.value = max(self.progress.value, round(BUDGET_TICKS * min(done, 1.0)))
+        bar = self.progress
+        bar.value = progress_ticks(
+            bar.value, bar.max, step, elapsed, self._budget, self._total_steps
+        )
 
     def _on_record(self, rec: dict) -> None:
         kind = rec["kind"]
-        if kind == "phantom":
-            self._say(f"building the phantom: {rec.get('stage', '')}")
-        elif kind == "start":
+        if kind in ("step", "validation"):
+            self._show_progress(rec.get("step"), rec.get("elapsed"))
+        line = status_line(rec)
+        if kind == "start":
             self._show_preview(rec["preview"])
             self.progress.value = 0
             self.progress.max = BUDGET_TICKS if self._budget else self._total_steps
             self._say("training")
         elif kind == "step":
-            self._show_progress(rec["step"], rec.get("elapsed"))
             if (self.worker is None or not self.worker.is_paused) and not self._stopping():
-                eta = rec.get("eta")
-                left = f" · {_clock(eta)} left" if eta is not None and eta == eta else ""
-                self.status.value = f"step {rec['step']} · loss {rec['loss']:.4f}{left}"
-        elif kind == "validating":
-            self._say(f"validating: {rec['done']} of {rec['total']} images")
-        elif kind == "calibrating":
-            self._say(f"calibrating the layer sharpness: {rec['stage']}…")
-        elif kind == "calibrated":
-            from napari_factortopy.core.calibration import calibration_line
-
-            self._say(f"calibration: {calibration_line(rec)}")
-        elif kind == "souping":
-            self._say(f"soup: checkpoint {rec['tried']} of {rec['total']} tried")
-        elif kind == "validation":
-            self._show_progress(rec.get("step"), rec.get("elapsed"))
-            self._say(
-                f"epoch {rec['epoch']} · val R² {rec['val_score']:.4f} "
-                f"(best {rec['best_score']:.4f})"
-            )
-            if "selectors" in rec:
-                self._update_preview(rec["selectors"])
+                self.status.value = line
+        elif line is not None:
+            self._say(line)
+        if kind == "validation" and "selectors" in rec:
+            self._update_preview(rec["selectors"])
         elif kind == "diverged":
             from napari.utils.notifications import show_warning
 
@@ -510,11 +408,8 @@ class TrainWidget(widgets.Container):
     def _show_recipe(self, config: TrainConfig, info: dict) -> None:
         """The auto recipe's resolved values, each marked given or chosen: in its line
         and in the controls."""
-        text = recipe_settings(config)
-        if "step_seconds" in info:
-            text += f" ({info['step_seconds'] * 1e3:.0f} ms/step"
-            text += f", ~{info['planned_steps']} steps)" if "planned_steps" in info else ")"
-        self.recipe_info.value, self.recipe_info.visible = text, True
+        self.recipe_info.value = recipe_line(config, info)
+        self.recipe_info.visible = True
         self.resolved = config
         self._showing = True
         try:
@@ -595,10 +490,3 @@ def _training(job: TrainJob, should_stop=None, clock=None):
     except (SurfaceError, OSError, ValueError):
         pass  # the preview says so when it is shown
     yield from training_job(job, should_stop, clock=clock)
-
-
-def _clock(seconds: float) -> str:
-    """Seconds as ``m:ss`` (or ``h:mm:ss``)."""
-    m, sec = divmod(round(float(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"

@@ -1,0 +1,204 @@
+"""The Train panel's form without Qt: what each control does (its tooltip), which
+settings the auto recipe chooses, and the controls' values → the
+:class:`~napari_factortopy.core.config.TrainConfig` and
+:class:`~napari_factortopy.app.jobs.TrainJob` they describe.
+
+The panel (:mod:`napari_factortopy._napari._train_widget`) reads its controls into a
+plain mapping, control name → value (``"source"``, ``"phantom"``, ``"cache"``,
+``"responses"``, ``"subject"``, ``"mesh"``, ``"layers"``, ``"max_minutes"``,
+``"recipe"``, the :class:`TrainConfig` fields it shows, ``"calibrate"``,
+``"bottleneck"``, ``"device"``, ``"out"``), and hands it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from napari_factortopy.app.jobs import TrainJob
+from napari_factortopy.core.config import TrainConfig, recipe_settings
+
+__all__ = [
+    "AUTO_CONTROLS",
+    "AUTO_TIP",
+    "CALIBRATE_CHOICES",
+    "GIVEN_TIP",
+    "GPU_LOG_EVERY",
+    "TIPS",
+    "VALUE_CONTROLS",
+    "is_auto",
+    "log_every",
+    "recipe_line",
+    "recipe_tooltips",
+    "train_config",
+    "train_job",
+]
+
+#: What each control does (its tooltip).
+TIPS = {
+    "source": "train on a phantom subject or on a feature cache with responses",
+    "phantom": "phantom subject folder (built first when empty)",
+    "cache": "feature cache (zarr) made by 'factortopy extract'",
+    "responses": "responses .npy, shape (images, vertices), in the cache's image order",
+    "subject": "subject .npz: vertex_ids (V,), n_lh, optionally roi (V,)",
+    "mesh": "mesh the subject's vertex ids refer to",
+    "layers": "comma-separated backbone layers; empty = all",
+    "lr": "AdamW learning rate (paper: 1e-3)",
+    "weight_decay": "AdamW weight decay (paper: 1e-2)",
+    "batch_size": "images per step (paper: 8)",
+    "steps_per_epoch": "steps between validations (paper: 1000)",
+    "recipe": "paper: the settings as given (the paper's by default); auto (needs a time "
+    "budget): the run measures its speed and chooses batch size, learning rate, steps per "
+    "epoch and T to fit the budget, keeping any of them you set; its choices appear in the "
+    "controls and under 'auto recipe'",
+    "reg_weight": "λ: weight of the selector regulariser (paper: 0.1). Early in training it "
+    "keeps each vertex's layer weights spread out (entropy) and its scale away from 0 and 1, "
+    "so the softmax does not collapse onto one layer before the readout has learnt; "
+    "0 = no regulariser",
+    "reg_decay_steps": "T: steps over which λ falls linearly to 0 (paper: 6000); after T the "
+    "selectors are free to sharpen",
+    "clip_norm": "gradient-norm clipping (paper: 0.5)",
+    "top_k": "best checkpoints kept for the soup (paper: 10)",
+    "soup": "greedy soup of the top-k checkpoints on the validation split (off: the best one)",
+    "amp": "bf16 mixed precision on CUDA (off: fp32; no effect on the CPU)",
+    "calibrate": "after training, choose the layer softmax's sharpness on the validation "
+    "split and refit the readout on the training split (ours): the layer map's confidence "
+    "then says what the validation data support, where a short run leaves it too flat; "
+    "the argmax layer, space and scale maps are unchanged. auto: on with the auto recipe, "
+    "off with paper",
+    "seed": "seed of the initialisation, the batches and the image split",
+    "max_epochs": "most epochs (training stops earlier on patience)",
+    "patience": "epochs without a better validation score before stopping",
+    "bottleneck": "readout dimension D (paper: 128)",
+    "max_minutes": "wall-clock budget of the run; 0 = none",
+    "device": "where to train; auto = CUDA, then MPS, then CPU",
+    "out": "the .ftopy model file to write (opened when saved)",
+    "start_button": "start training in the background",
+    "pause_button": "pause / resume (acts at the next step)",
+    "stop_button": "stop training now (acts at the next step), then validate, soup and "
+    "save the best model; press again (Discard) to abandon the run unsaved",
+    "progress": "how far the run is: with a time budget, the share of the budget used "
+    "(or of the schedule, if that ends first); without, the steps done of max epochs × "
+    "steps per epoch",
+}
+#: Tooltip of the settings the auto recipe chooses while it is on (until they are set).
+AUTO_TIP = (
+    "chosen by the run (auto recipe): it measures its speed and fits this to the budget; "
+    "set it to keep your value"
+)
+#: Tooltip of a setting the user set while the auto recipe is on.
+GIVEN_TIP = "given: the auto recipe keeps your value and chooses the others around it"
+#: TrainConfig fields the auto recipe resolves (app.cli_train.AUTO_RESOLVED) → control.
+AUTO_CONTROLS = {
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "steps_per_epoch": "steps_per_epoch",
+    "reg_decay_steps": "reg_decay_steps",
+}
+#: The calibration control's choices → ``TrainConfig.calibrate``.
+CALIBRATE_CHOICES = {"auto": None, "on": True, "off": False}
+#: The controls whose values :func:`train_config` and :func:`train_job` read.
+VALUE_CONTROLS = (
+    "source", "phantom", "cache", "responses", "subject", "mesh", "layers", "max_minutes",
+    "recipe", "lr", "weight_decay", "batch_size", "steps_per_epoch", "max_epochs",
+    "patience", "reg_weight", "reg_decay_steps", "clip_norm", "top_k", "soup", "amp",
+    "calibrate", "seed", "bottleneck", "device", "out",
+)  # fmt: skip
+#: Steps between progress records on an accelerator (1 on the CPU).
+GPU_LOG_EVERY = 10
+
+
+def log_every(device: str) -> int:
+    """Steps between "step" records for a device name (``"auto"`` is resolved)."""
+    if device == "cpu":
+        return 1
+    try:
+        from napari_factortopy.core.runtime import resolve_device
+
+        return 1 if resolve_device(device).type == "cpu" else GPU_LOG_EVERY
+    except (RuntimeError, ValueError, ImportError):
+        return 1
+
+
+def is_auto(recipe: str, max_minutes: float) -> bool:
+    """Whether the auto recipe is on: chosen, and a time budget set."""
+    return recipe == "auto" and float(max_minutes) > 0
+
+
+def recipe_tooltips(auto: bool, given: Collection[str], recipe_enabled: bool) -> dict[str, str]:
+    """Tooltips of the recipe control and of the settings the auto recipe chooses (control
+    name → text): while it is on, each says whether the run chooses it or keeps the
+    user's value."""
+    tips = {}
+    for field, name in AUTO_CONTROLS.items():
+        tip = (GIVEN_TIP if field in given else AUTO_TIP) if auto else ""
+        tips[name] = TIPS[name] + (f" — {tip}" if tip else "")
+    tips["recipe"] = TIPS["recipe"] + (
+        "" if recipe_enabled else " — set a time budget to choose auto"
+    )
+    return tips
+
+
+def train_config(values: Mapping[str, Any], given: Collection[str]) -> TrainConfig:
+    """The :class:`TrainConfig` the controls' ``values`` describe — the one ``factortopy
+    train`` builds from the same choices (``log_every`` aside: the panel's suits its
+    device). ``given``: the settings of :data:`AUTO_CONTROLS` the user set."""
+    minutes = float(values["max_minutes"])
+    auto = is_auto(values["recipe"], values["max_minutes"])
+    chosen = {
+        "lr": float(values["lr"]),
+        "batch_size": int(values["batch_size"]),
+        "steps_per_epoch": int(values["steps_per_epoch"]),
+        "reg_decay_steps": int(values["reg_decay_steps"]),
+    }
+    # as `factortopy train`: the paper recipe uses every value; auto the given ones
+    kept = [k for k in AUTO_CONTROLS if k in given]
+    return TrainConfig(
+        **{k: v for k, v in chosen.items() if not auto or k in kept},
+        given=tuple(kept),
+        weight_decay=float(values["weight_decay"]),
+        clip_norm=float(values["clip_norm"]),
+        max_epochs=int(values["max_epochs"]),
+        patience=int(values["patience"]),
+        top_k=int(values["top_k"]),
+        reg_weight=float(values["reg_weight"]),
+        soup=bool(values["soup"]),
+        seed=int(values["seed"]),
+        max_seconds=60.0 * minutes if minutes > 0 else None,
+        amp=bool(values["amp"]),
+        recipe="auto" if auto else "paper",
+        calibrate=CALIBRATE_CHOICES[values["calibrate"]],
+        log_every=log_every(values["device"]),
+    )
+
+
+def train_job(values: Mapping[str, Any], train: TrainConfig) -> TrainJob:
+    """The :class:`TrainJob` the controls' ``values`` describe, training with ``train``."""
+    layers = tuple(s.strip() for s in values["layers"].split(",") if s.strip()) or None
+    common = {
+        "out": str(values["out"]),
+        "train": train,
+        "layers": layers,
+        "bottleneck": int(values["bottleneck"]),
+        "device": values["device"],
+        "seed": int(values["seed"]),
+    }
+    if values["source"] == "phantom":
+        return TrainJob(phantom=str(values["phantom"]), **common)
+    return TrainJob(
+        cache=str(values["cache"]),
+        responses=str(values["responses"]),
+        subject=str(values["subject"]),
+        mesh=values["mesh"],
+        **common,
+    )
+
+
+def recipe_line(config: TrainConfig, info: Mapping[str, Any]) -> str:
+    """The auto recipe's resolved values, each marked given or chosen, with the measured
+    step time and the planned steps when ``info`` has them."""
+    text = recipe_settings(config)
+    if "step_seconds" in info:
+        text += f" ({info['step_seconds'] * 1e3:.0f} ms/step"
+        text += f", ~{info['planned_steps']} steps)" if "planned_steps" in info else ")"
+    return text
