@@ -112,6 +112,45 @@ def _save_png_atomic(fig: Figure, out_path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png", dpi=fig.dpi, facecolor=fig.get_facecolor())
 
 
+def _draw_legend(
+    lax: Axes,
+    legend: np.ndarray,
+    legend_title: str,
+    legend_xlabel: str,
+    legend_ylabel: str,
+    legend_extent: tuple[float, float, float, float] | None,
+    legend_yticklabels: Sequence[str] | None,
+    legend_xticks: bool,
+    fontsize: float,
+) -> None:
+    """Draw the legend image into its axis ``lax``, with its labels, ticks and title
+    (the parameters are :func:`surface_figure`'s)."""
+    n_names = len(legend_yticklabels) if legend_yticklabels is not None else 0
+    lax.imshow(
+        np.asarray(legend),
+        extent=legend_extent if legend_extent is not None else (0.0, 1.0, 0.0, 1.0),
+        origin="upper",
+        aspect="auto",
+        interpolation="nearest",
+    )
+    lax.set_xlabel(legend_xlabel, fontsize=fontsize * 0.9)
+    lax.set_ylabel(legend_ylabel, fontsize=fontsize * 0.9)
+    lax.tick_params(labelsize=fontsize * 0.75)
+    if legend_yticklabels is not None:
+        names = [str(n) for n in legend_yticklabels]
+        if names:
+            bottom, top = lax.get_ylim()  # as drawn (bottom > top when inverted)
+            frac_rows = (np.arange(len(names)) + 0.5) / len(names)
+            lax.set_yticks(top + (bottom - top) * frac_rows, names)
+        else:
+            lax.set_yticks([])
+    if not legend_xticks:
+        lax.set_xticks([])
+    if legend_title:  # over a narrow column of swatches: ends at its right edge
+        loc = "right" if n_names > 1 else "center"
+        lax.set_title(legend_title, fontsize=fontsize, loc=loc)
+
+
 def compose_figure(
     panels: Sequence[Sequence[Mapping[str, Any] | None]],
     legend: np.ndarray | None = None,
@@ -200,29 +239,10 @@ def compose_figure(
     if legend is not None:
         x0 = width_px - 0.15 * legend_w - box_w
         lax = fig.add_axes(frac(x0, (height_px - box_h) / 2.0, box_w, box_h))
-        lax.imshow(
-            np.asarray(legend),
-            extent=legend_extent if legend_extent is not None else (0.0, 1.0, 0.0, 1.0),
-            origin="upper",
-            aspect="auto",
-            interpolation="nearest",
-        )
-        lax.set_xlabel(legend_xlabel, fontsize=fontsize * 0.9)
-        lax.set_ylabel(legend_ylabel, fontsize=fontsize * 0.9)
-        lax.tick_params(labelsize=fontsize * 0.75)
-        if legend_yticklabels is not None:
-            names = [str(n) for n in legend_yticklabels]
-            if names:
-                bottom, top = lax.get_ylim()  # as drawn (bottom > top when inverted)
-                frac_rows = (np.arange(len(names)) + 0.5) / len(names)
-                lax.set_yticks(top + (bottom - top) * frac_rows, names)
-            else:
-                lax.set_yticks([])
-        if not legend_xticks:
-            lax.set_xticks([])
-        if legend_title:  # over a narrow column of swatches: ends at its right edge
-            loc = "right" if n_names > 1 else "center"
-            lax.set_title(legend_title, fontsize=fontsize, loc=loc)
+        _draw_legend(
+            lax, legend, legend_title, legend_xlabel, legend_ylabel, legend_extent,
+            legend_yticklabels, legend_xticks, fontsize,
+        )  # fmt: skip
 
     if stamp:
         fig.text(
