@@ -95,20 +95,7 @@ def load_algonauts(
         raise DatasetError(f"{where}: no such folder")
     img_dir = require(root / "training_split" / "training_images", "the training images", where)
     roi_dir = require(root / "roi_masks", "the ROI masks folder", where)
-    files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    if not files:
-        raise DatasetError(f"{where}: {img_dir} holds no train-NNNN_nsd-MMMMM.png images")
-    ids = []
-    for row, f in enumerate(files):
-        m = _NAME.match(f.stem)
-        if not m:
-            raise DatasetError(f"{where}: image {f.name} does not follow train-NNNN_nsd-MMMMM.png")
-        if int(m.group(1)) != row + 1:
-            raise DatasetError(
-                f"{where}: image {f.name} is row {row + 1} in sorted order but numbered "
-                f"{int(m.group(1))}; an image is missing or extra"
-            )
-        ids.append(f"nsd-{int(m.group(2)):05d}")
+    files, ids = _training_images(img_dir, where)
     n = len(files)
     blocks, vids, n_lh = [], [], 0
     families: dict[str, list[np.ndarray]] = {}
@@ -116,34 +103,7 @@ def load_algonauts(
     for hemi in hemispheres:
         if hemi not in ("lh", "rh"):
             raise DatasetError(f"{where}: hemispheres must be 'lh' or 'rh'; found {hemi!r}")
-        fpath = require(
-            root / "training_split" / "training_fmri" / f"{hemi}_training_fmri.npy",
-            f"the {hemi} responses",
-            where,
-        )
-        resp = load_npy(fpath, f"a float ({n}, vertices) array", where, mmap=True)
-        if resp.ndim != 2 or resp.shape[0] != n:
-            raise DatasetError(
-                f"{where}: {fpath.name} has shape {resp.shape}; expected ({n}, vertices), one "
-                f"row per training image ({n} images in {img_dir.name})"
-            )
-        mpath = require(
-            roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy",
-            f"the {hemi} vertex mask",
-            where,
-        )
-        mask = load_npy(mpath, f"a ({MESH_SIZES['fsaverage']},) mask", where)
-        if mask.shape != (MESH_SIZES["fsaverage"],):
-            raise DatasetError(
-                f"{where}: {mpath.name} has shape {mask.shape}; expected "
-                f"({MESH_SIZES['fsaverage']},), one entry per fsaverage vertex"
-            )
-        hv = np.flatnonzero(mask).astype(np.int64)
-        if len(hv) != resp.shape[1]:
-            raise DatasetError(
-                f"{where}: {fpath.name} has {resp.shape[1]} columns but {mpath.name} marks "
-                f"{len(hv)} vertices; they must match"
-            )
+        resp, hv = _hemisphere(root, roi_dir, hemi, n, img_dir, where)
         blocks.append(np.asarray(resp, np.float32))
         vids.append(hv)
         if hemi == "lh":
@@ -193,6 +153,74 @@ def load_algonauts(
         rsc = [k for k, name in table.items() if name == "RSC"]
         ds = ds.select_vertices(~np.isin(lab, rsc))
     return ds
+
+
+def _training_images(img_dir: Path, where: str) -> tuple[list[Path], list[str]]:
+    """The training images in row order and their image ids ``"nsd-MMMMM"``.
+
+    Raises
+    ------
+    DatasetError
+        No images, a name out of the release's pattern, a number out of row order.
+    """
+    files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise DatasetError(f"{where}: {img_dir} holds no train-NNNN_nsd-MMMMM.png images")
+    ids = []
+    for row, f in enumerate(files):
+        m = _NAME.match(f.stem)
+        if not m:
+            raise DatasetError(f"{where}: image {f.name} does not follow train-NNNN_nsd-MMMMM.png")
+        if int(m.group(1)) != row + 1:
+            raise DatasetError(
+                f"{where}: image {f.name} is row {row + 1} in sorted order but numbered "
+                f"{int(m.group(1))}; an image is missing or extra"
+            )
+        ids.append(f"nsd-{int(m.group(2)):05d}")
+    return files, ids
+
+
+def _hemisphere(
+    root: Path, roi_dir: Path, hemi: str, n: int, img_dir: Path, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """One hemisphere's responses, memory-mapped, shape (n, V_h), and the fsaverage
+    vertices of their columns, int array (V_h,) (its vertex mask's marked entries).
+
+    Raises
+    ------
+    DatasetError
+        A missing file, a shape that disagrees with the images or the fsaverage size,
+        columns that disagree with the mask.
+    """
+    fpath = require(
+        root / "training_split" / "training_fmri" / f"{hemi}_training_fmri.npy",
+        f"the {hemi} responses",
+        where,
+    )
+    resp = load_npy(fpath, f"a float ({n}, vertices) array", where, mmap=True)
+    if resp.ndim != 2 or resp.shape[0] != n:
+        raise DatasetError(
+            f"{where}: {fpath.name} has shape {resp.shape}; expected ({n}, vertices), one "
+            f"row per training image ({n} images in {img_dir.name})"
+        )
+    mpath = require(
+        roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy",
+        f"the {hemi} vertex mask",
+        where,
+    )
+    mask = load_npy(mpath, f"a ({MESH_SIZES['fsaverage']},) mask", where)
+    if mask.shape != (MESH_SIZES["fsaverage"],):
+        raise DatasetError(
+            f"{where}: {mpath.name} has shape {mask.shape}; expected "
+            f"({MESH_SIZES['fsaverage']},), one entry per fsaverage vertex"
+        )
+    hv = np.flatnonzero(mask).astype(np.int64)
+    if len(hv) != resp.shape[1]:
+        raise DatasetError(
+            f"{where}: {fpath.name} has {resp.shape[1]} columns but {mpath.name} marks "
+            f"{len(hv)} vertices; they must match"
+        )
+    return resp, hv
 
 
 def _read_family(
