@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +108,38 @@ def load_folder(root: str | os.PathLike) -> Dataset:
             f"{responses.shape}"
         )
     n, v = responses.shape
+    files, image_index = _image_rows(root, files, n, where)
+    vertex_ids = _vertex_ids(root, v, n_lh, mesh, where)
+    roi, roi_names = _roi(root, v, meta, where)
+    nc = None
+    if (root / "noise_ceiling.npy").exists():
+        nc = load_npy(root / "noise_ceiling.npy", f"a float ({v},) array", where)
+        if nc.shape != (v,):
+            raise DatasetError(
+                f"{where}: noise_ceiling.npy must have shape ({v},); found {nc.shape}"
+            )
+        nc = nc.astype(np.float32)
+    return Dataset(
+        kind="folder",
+        root=root,
+        image_ids=np.asarray(files),
+        responses=np.asarray(responses, np.float32),
+        image_index=image_index,
+        vertex_ids=vertex_ids,
+        n_lh=int(n_lh),
+        mesh=mesh,
+        roi=roi,
+        roi_names=roi_names,
+        loader=file_image_loader([img_dir / f for f in files]),
+        noise_ceiling=nc,
+        info={"kind": "folder", "root": str(root), **{k: meta[k] for k in meta if k != "format"}},
+    )
+
+
+def _image_rows(root: Path, files: list[str], n: int, where: str) -> tuple[list[str], np.ndarray]:
+    """The images the ``n`` response rows show: ``(files, image_index)``, the image
+    files used (sorted) and each row's index into them, int (n,) (from ``stimuli.txt``
+    when there is one, else one image per row in sorted order)."""
     stim = root / "stimuli.txt"
     if stim.exists():
         rows = [ln.strip() for ln in stim.read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -132,6 +165,12 @@ def load_folder(root: str | os.PathLike) -> Dataset:
                 "they must match (or list each row's image in stimuli.txt)"
             )
         image_index = np.arange(n, dtype=np.int64)
+    return files, image_index
+
+
+def _vertex_ids(root: Path, v: int, n_lh: Any, mesh: str, where: str) -> np.ndarray:
+    """``vertex_ids.npy``, int (V,), checked: one per response column, ``n_lh`` in
+    0..V, inside the mesh's hemispheres, no vertex twice."""
     vpath = require(root / "vertex_ids.npy", "vertex_ids.npy (V,)", where)
     vertex_ids = load_npy(vpath, f"an int ({v},) array", where)
     if vertex_ids.shape != (v,) or vertex_ids.dtype.kind not in "iu":
@@ -155,6 +194,12 @@ def load_folder(root: str | os.PathLike) -> Dataset:
             )
         if len(np.unique(ids)) != len(ids):
             raise DatasetError(f"{where}: vertex_ids.npy repeats {hemi} vertices")
+    return vertex_ids
+
+
+def _roi(root: Path, v: int, meta: dict, where: str) -> tuple[np.ndarray, list[str]]:
+    """``roi.npy`` (int (V,), zeros without one), checked against the ROI names of
+    ``dataset.json``, and those names."""
     roi = np.zeros(v, np.int64)
     roi_names = [str(x) for x in meta.get("roi_names", [])]
     if (root / "roi.npy").exists():
@@ -171,29 +216,7 @@ def load_folder(root: str | os.PathLike) -> Dataset:
                 f"; expected 0..{len(roi_names)} (0 = none, k = roi_names[k-1]: "
                 f"{root / 'dataset.json'} names {len(roi_names)} ROIs)"
             )
-    nc = None
-    if (root / "noise_ceiling.npy").exists():
-        nc = load_npy(root / "noise_ceiling.npy", f"a float ({v},) array", where)
-        if nc.shape != (v,):
-            raise DatasetError(
-                f"{where}: noise_ceiling.npy must have shape ({v},); found {nc.shape}"
-            )
-        nc = nc.astype(np.float32)
-    return Dataset(
-        kind="folder",
-        root=root,
-        image_ids=np.asarray(files),
-        responses=np.asarray(responses, np.float32),
-        image_index=image_index,
-        vertex_ids=vertex_ids,
-        n_lh=int(n_lh),
-        mesh=mesh,
-        roi=roi,
-        roi_names=roi_names,
-        loader=file_image_loader([img_dir / f for f in files]),
-        noise_ceiling=nc,
-        info={"kind": "folder", "root": str(root), **{k: meta[k] for k in meta if k != "format"}},
-    )
+    return roi, roi_names
 
 
 def write_folder(
