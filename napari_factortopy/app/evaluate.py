@@ -130,43 +130,20 @@ def evaluate_model(
     alpha : float
         The FDR level the display greys at.
     """
-    import torch
-
     from ..core.metrics import r2_score
-    from ..core.rf_uncertainty import UNLOCATED_SE, RFUncertainty, space_jacobian
+    from ..core.rf_uncertainty import UNLOCATED_SE
     from ..core.significance import (
         benjamini_hochberg,
         permutation_pvalues,
         significance_summary,
     )
-    from ..core.variance_split import R2Split, layer_contributions
 
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1); found {alpha}")
     if model.kind not in ("factortopy", "phantom-truth"):
         raise ValueError(f"a {model.kind!r} file cannot be evaluated (it has no weights to run)")
     rows = np.asarray(model.split["test"], np.int64)
-    module = model.to_module(device).eval()
-    y = np.asarray(inputs.responses, np.float64)[rows]
-    pred = np.empty_like(y)
-    acc = R2Split(model.n_layers, model.n_vertices)
-    bias = module.bias.detach().double().cpu().numpy()
-    with torch.no_grad():
-        sel = model.fixed_selectors(device) if model.kind == "phantom-truth" else None
-        sel = module.selectors() if sel is None else sel
-        # the RF's standard error, where the model has one space point per vertex
-        rf = RFUncertainty(model.n_vertices) if _one_point(module, sel) else None
-        for lo in range(0, len(rows), batch_size):
-            part = rows[lo : lo + batch_size]
-            loc, glo = inputs.features.get(part)
-            parts = layer_contributions(module, loc, glo, sel).double().cpu().numpy()
-            batch_pred = parts.sum(0) + bias
-            pred[lo : lo + len(part)] = batch_pred
-            acc.add(y[lo : lo + len(part)], parts)
-            if rf is not None:
-                jac = space_jacobian(module, loc, glo, sel).double().cpu().numpy()
-                rf.add(y[lo : lo + len(part)], batch_pred, jac)
-            yield {"kind": "predict", "done": lo + len(part), "total": len(rows)}
+    pred, y, acc, rf, bias = yield from _test_predictions(model, inputs, rows, batch_size, device)
     split, offset = acc.result(bias)
     space_se = rf.result() if rf is not None else None
     hierarchy_r2 = _r2_slope(split, model.roi, model.roi_names)
@@ -229,6 +206,48 @@ def evaluate_model(
         "images"
     )
     yield {"kind": "done", "model": out, "line": line}
+
+
+def _test_predictions(model, inputs, rows: np.ndarray, batch_size: int, device: Any):
+    """Predict the test ``rows`` batch by batch, yielding a "predict" record after each.
+
+    Returns
+    -------
+    pred, y : arrays (n, V)
+        The predictions and the responses (float64).
+    acc : R2Split
+        Each layer's additive part of the predictions, accumulated.
+    rf : RFUncertainty or None
+        The RF standard errors' accumulator (None: not one space point per vertex).
+    bias : array (V,)
+    """
+    import torch
+
+    from ..core.rf_uncertainty import RFUncertainty, space_jacobian
+    from ..core.variance_split import R2Split, layer_contributions
+
+    module = model.to_module(device).eval()
+    y = np.asarray(inputs.responses, np.float64)[rows]
+    pred = np.empty_like(y)
+    acc = R2Split(model.n_layers, model.n_vertices)
+    bias = module.bias.detach().double().cpu().numpy()
+    with torch.no_grad():
+        sel = model.fixed_selectors(device) if model.kind == "phantom-truth" else None
+        sel = module.selectors() if sel is None else sel
+        # the RF's standard error, where the model has one space point per vertex
+        rf = RFUncertainty(model.n_vertices) if _one_point(module, sel) else None
+        for lo in range(0, len(rows), batch_size):
+            part = rows[lo : lo + batch_size]
+            loc, glo = inputs.features.get(part)
+            parts = layer_contributions(module, loc, glo, sel).double().cpu().numpy()
+            batch_pred = parts.sum(0) + bias
+            pred[lo : lo + len(part)] = batch_pred
+            acc.add(y[lo : lo + len(part)], parts)
+            if rf is not None:
+                jac = space_jacobian(module, loc, glo, sel).double().cpu().numpy()
+                rf.add(y[lo : lo + len(part)], batch_pred, jac)
+            yield {"kind": "predict", "done": lo + len(part), "total": len(rows)}
+    return pred, y, acc, rf, bias
 
 
 def _r2_slope(split: np.ndarray, roi: np.ndarray, roi_names: list[str]) -> dict | None:
