@@ -116,8 +116,16 @@ def _method(m) -> str:
 
 def info_lines(m, path: str) -> list[str]:
     """``factortopy info``'s lines for a loaded model (also used by tests)."""
-    from ..core.analyses import confidence, hierarchy_levels, hierarchy_slope, layer_argmax
+    from .cli_evaluate import evaluation_lines
+    from .cli_group import group_lines
 
+    lines = _model_lines(m, path) + _score_lines(m) + _training_lines(m)
+    lines += group_lines(m) + evaluation_lines(m)
+    return lines + _map_lines(m)
+
+
+def _model_lines(m, path: str) -> list[str]:
+    """The file, its kind, backbone, model, subject, import record, state and split."""
     names = list(m.backbone.get("layer_names") or [])
     s = m.summary
     conv = s.get("convergence") or {}
@@ -148,6 +156,13 @@ def info_lines(m, path: str) -> list[str]:
             f"{len(m.split.get('train', []))}/{len(m.split.get('val', []))}/"
             f"{len(m.split.get('test', []))} train/val/test images"
         )
+    return lines
+
+
+def _score_lines(m) -> list[str]:
+    """Test R² and r, and the noise-normalised score (or why there is none)."""
+    s = m.summary
+    lines = []
     nc = s.get("noise_ceiling")
     if "r2_test_mean" in s:
         raw = "" if nc else "; raw, no noise ceiling known"
@@ -166,6 +181,13 @@ def info_lines(m, path: str) -> list[str]:
             "  challenge   no noise ceiling known, so no noise-normalised score; attach one "
             "with `factortopy score MODEL --noise-ceiling NC.npy`"
         )
+    return lines
+
+
+def _training_lines(m) -> list[str]:
+    """How it was trained: steps, recipe, calibration, seed ensemble."""
+    s = m.summary
+    lines = []
     if "steps" in s:
         from ..core.config import recipe_settings
 
@@ -196,10 +218,15 @@ def info_lines(m, path: str) -> list[str]:
                     f"              {row['roi']:<10} {_num(row['layer_agreement'], '.2f'):>9}  "
                     f"{_num(row['space_spread'], '.3f'):>12}  {_num(row['scale_sd'], '.3f'):>8}"
                 )
-    from .cli_evaluate import evaluation_lines
-    from .cli_group import group_lines
+    return lines
 
-    lines += group_lines(m) + evaluation_lines(m)
+
+def _map_lines(m) -> list[str]:
+    """The maps: non-finite selectors, the layer histogram, confidence, per-ROI lines,
+    the hierarchy slope and its interval."""
+    from ..core.analyses import confidence, hierarchy_levels, hierarchy_slope, layer_argmax
+
+    lines = []
     finite = np.isfinite(m.layer).all(1)
     if not finite.all():
         lines.append(f"  missing     {int((~finite).sum())} vertices have non-finite selectors")
