@@ -25,7 +25,6 @@ in :mod:`napari_factortopy.app.train_progress`; this module lays out and wires.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicgui import widgets
@@ -34,9 +33,9 @@ from napari_factortopy._napari._common import StatusText, fit_window
 from napari_factortopy.app.jobs import PausableClock, TrainJob, training_job
 from napari_factortopy.app.train_form import (
     AUTO_CONTROLS,
-    CALIBRATE_CHOICES,
     TIPS,
     VALUE_CONTROLS,
+    control_specs,
     is_auto,
     recipe_line,
     recipe_tooltips,
@@ -56,7 +55,23 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainWidget"]
 
-_DEFAULT_OUT = str(Path.home() / "factortopy" / "model.ftopy")
+#: The widget class of each kind of control in :func:`~.train_form.control_specs`.
+_KINDS = {
+    "combo": widgets.ComboBox,
+    "file": widgets.FileEdit,
+    "line": widgets.LineEdit,
+    "float": widgets.FloatSpinBox,
+    "int": widgets.SpinBox,
+    "check": widgets.CheckBox,
+}
+#: The panel's rows, top to bottom (``_buttons``: Train, Pause and Stop in one row).
+LAYOUT = (
+    "source", "phantom", "cache", "responses", "subject", "mesh", "layers", "max_minutes",
+    "recipe", "lr", "weight_decay", "batch_size", "steps_per_epoch", "max_epochs",
+    "patience", "reg_weight", "reg_decay_steps", "clip_norm", "top_k", "soup", "amp",
+    "calibrate", "seed", "bottleneck", "device", "out", "_buttons", "progress", "status",
+    "recipe_info", "result",
+)  # fmt: skip
 
 
 class TrainWidget(widgets.Container):
@@ -84,112 +99,14 @@ class TrainWidget(widgets.Container):
         #: settings of AUTO_CONTROLS the user set (kept by the auto recipe)
         self.given: set[str] = set()
         self._showing = False  # the panel itself is writing the resolved values
-        self._data_controls()
-        self._setting_controls()
-        buttons = self._run_controls()
-        self.extend(
-            [
-                self.source,
-                self.phantom,
-                self.cache,
-                self.responses,
-                self.subject,
-                self.mesh,
-                self.layers,
-                self.max_minutes,
-                self.recipe,
-                self.lr,
-                self.weight_decay,
-                self.batch_size,
-                self.steps_per_epoch,
-                self.max_epochs,
-                self.patience,
-                self.reg_weight,
-                self.reg_decay_steps,
-                self.clip_norm,
-                self.top_k,
-                self.soup,
-                self.amp,
-                self.calibrate,
-                self.seed,
-                self.bottleneck,
-                self.device,
-                self.out,
-                buttons,
-                self.progress,
-                self.status,
-                self.recipe_info,
-                self.result,
-            ]
-        )
+        for name, (kind, kwargs) in control_specs().items():
+            setattr(self, name, _KINDS[kind](**kwargs))
+        self._buttons = self._run_controls()
+        self.extend([getattr(self, name) for name in LAYOUT])
         self._connect()
         fit_window(viewer)  # docked: scrolls, tabbed with the other panels
 
     # ---------------------------------------------------------------- controls
-    def _data_controls(self) -> None:
-        """What to train on: a phantom or a feature cache with responses and a subject."""
-        self.source = widgets.ComboBox(
-            label="data", choices=["phantom", "feature cache"], value="phantom"
-        )
-        self.phantom = widgets.FileEdit(
-            label="phantom folder", mode="d", value=str(Path.home() / "factortopy" / "phantom")
-        )
-        self.cache = widgets.FileEdit(label="feature cache", mode="d", visible=False)
-        self.responses = widgets.FileEdit(label="responses (.npy)", filter="*.npy", visible=False)
-        self.subject = widgets.FileEdit(label="subject (.npz)", filter="*.npz", visible=False)
-        self.mesh = widgets.ComboBox(
-            label="mesh", visible=False, choices=["fsaverage5", "fsaverage6", "fsaverage"]
-        )
-        self.layers = widgets.LineEdit(
-            label="layers", value="", tooltip="comma-separated backbone layers; empty = all"
-        )
-
-    def _setting_controls(self) -> None:
-        """The recipe's settings (paper defaults), the model's size, the device, the
-        output file."""
-        d = TrainConfig()  # METHOD §3 defaults, as `factortopy train` has them
-        self.recipe = widgets.ComboBox(
-            label="recipe", choices=["paper", "auto"], value="paper", enabled=False
-        )
-        self.lr = widgets.FloatSpinBox(
-            label="learning rate", value=d.lr, step=1e-5, min=1e-7, max=0.999
-        )
-        self.weight_decay = widgets.FloatSpinBox(
-            label="weight decay", value=d.weight_decay, step=1e-4, min=0, max=10
-        )
-        self.batch_size = widgets.SpinBox(label="batch size", value=d.batch_size, min=1, max=4096)
-        self.steps_per_epoch = widgets.SpinBox(
-            label="steps / epoch", value=d.steps_per_epoch, min=1, max=10**6
-        )
-        self.max_epochs = widgets.SpinBox(label="max epochs", value=d.max_epochs, min=1, max=10**6)
-        self.patience = widgets.SpinBox(label="patience", value=d.patience, min=1, max=10**6)
-        self.reg_weight = widgets.FloatSpinBox(
-            label="regulariser λ", value=d.reg_weight, step=0.01, min=0, max=100
-        )
-        self.reg_decay_steps = widgets.SpinBox(
-            label="regulariser decay T", value=d.reg_decay_steps, min=1, max=10**8
-        )
-        self.clip_norm = widgets.FloatSpinBox(
-            label="gradient clipping", value=d.clip_norm, step=0.1, min=1e-6, max=1e6
-        )
-        self.top_k = widgets.SpinBox(label="top-k checkpoints", value=d.top_k, min=1, max=1000)
-        self.soup = widgets.CheckBox(text="greedy soup", value=d.soup)
-        self.amp = widgets.CheckBox(text="mixed precision (bf16 on CUDA)", value=d.amp)
-        self.calibrate = widgets.ComboBox(
-            label="calibration", choices=list(CALIBRATE_CHOICES), value="auto"
-        )
-        self.seed = widgets.SpinBox(label="seed", value=d.seed, min=0, max=2**31 - 1)
-        self.bottleneck = widgets.SpinBox(label="bottleneck D", value=128, min=1, max=4096)
-        self.max_minutes = widgets.FloatSpinBox(
-            label="time budget (min, 0 = none)", value=0.0, min=0, max=10**6
-        )
-        self.device = widgets.ComboBox(
-            label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto"
-        )
-        self.out = widgets.FileEdit(
-            label="save as", mode="w", filter="*.ftopy", value=_DEFAULT_OUT
-        )
-
     def _run_controls(self) -> widgets.Container:
         """Train / Pause / Stop (returned in one row), the progress bar and the status
         lines."""

@@ -13,6 +13,7 @@ plain mapping, control name → value (``"source"``, ``"phantom"``, ``"cache"``,
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 from napari_factortopy.app.jobs import TrainJob
@@ -22,10 +23,12 @@ __all__ = [
     "AUTO_CONTROLS",
     "AUTO_TIP",
     "CALIBRATE_CHOICES",
+    "DEFAULT_OUT",
     "GIVEN_TIP",
     "GPU_LOG_EVERY",
     "TIPS",
     "VALUE_CONTROLS",
+    "control_specs",
     "is_auto",
     "log_every",
     "recipe_line",
@@ -104,6 +107,8 @@ VALUE_CONTROLS = (
     "patience", "reg_weight", "reg_decay_steps", "clip_norm", "top_k", "soup", "amp",
     "calibrate", "seed", "bottleneck", "device", "out",
 )  # fmt: skip
+#: The model file the panel offers to write (read once, at import).
+DEFAULT_OUT = str(Path.home() / "factortopy" / "model.ftopy")
 #: Steps between progress records on an accelerator (1 on the CPU).
 GPU_LOG_EVERY = 10
 
@@ -202,3 +207,60 @@ def recipe_line(config: TrainConfig, info: Mapping[str, Any]) -> str:
         text += f" ({info['step_seconds'] * 1e3:.0f} ms/step"
         text += f", ~{info['planned_steps']} steps)" if "planned_steps" in info else ")"
     return text
+
+
+def control_specs() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each setting control of the panel: name → (kind, keyword arguments of its
+    magicgui widget), the recipe's at the paper's defaults (METHOD §3), as ``factortopy
+    train`` has them. Kinds: "combo", "file", "line", "float", "int", "check"."""
+    home = Path.home() / "factortopy"
+    d = TrainConfig()
+    return {
+        "source": ("combo", {"label": "data", "choices": ["phantom", "feature cache"],
+                             "value": "phantom"}),
+        "phantom": ("file", {"label": "phantom folder", "mode": "d",
+                             "value": str(home / "phantom")}),
+        "cache": ("file", {"label": "feature cache", "mode": "d", "visible": False}),
+        "responses": ("file", {"label": "responses (.npy)", "filter": "*.npy",
+                               "visible": False}),
+        "subject": ("file", {"label": "subject (.npz)", "filter": "*.npz", "visible": False}),
+        "mesh": ("combo", {"label": "mesh", "visible": False,
+                           "choices": ["fsaverage5", "fsaverage6", "fsaverage"]}),
+        "layers": ("line", {"label": "layers", "value": "",
+                            "tooltip": "comma-separated backbone layers; empty = all"}),
+        "recipe": ("combo", {"label": "recipe", "choices": ["paper", "auto"],
+                             "value": "paper", "enabled": False}),
+        "lr": ("float", {"label": "learning rate", "value": d.lr, "step": 1e-5, "min": 1e-7,
+                         "max": 0.999}),
+        "weight_decay": ("float", {"label": "weight decay", "value": d.weight_decay,
+                                   "step": 1e-4, "min": 0, "max": 10}),
+        "batch_size": ("int", {"label": "batch size", "value": d.batch_size, "min": 1,
+                               "max": 4096}),
+        "steps_per_epoch": ("int", {"label": "steps / epoch", "value": d.steps_per_epoch,
+                                    "min": 1, "max": 10**6}),
+        "max_epochs": ("int", {"label": "max epochs", "value": d.max_epochs, "min": 1,
+                               "max": 10**6}),
+        "patience": ("int", {"label": "patience", "value": d.patience, "min": 1,
+                             "max": 10**6}),
+        "reg_weight": ("float", {"label": "regulariser λ", "value": d.reg_weight,
+                                 "step": 0.01, "min": 0, "max": 100}),
+        "reg_decay_steps": ("int", {"label": "regulariser decay T",
+                                    "value": d.reg_decay_steps, "min": 1, "max": 10**8}),
+        "clip_norm": ("float", {"label": "gradient clipping", "value": d.clip_norm,
+                                "step": 0.1, "min": 1e-6, "max": 1e6}),
+        "top_k": ("int", {"label": "top-k checkpoints", "value": d.top_k, "min": 1,
+                          "max": 1000}),
+        "soup": ("check", {"text": "greedy soup", "value": d.soup}),
+        "amp": ("check", {"text": "mixed precision (bf16 on CUDA)", "value": d.amp}),
+        "calibrate": ("combo", {"label": "calibration", "choices": list(CALIBRATE_CHOICES),
+                                "value": "auto"}),
+        "seed": ("int", {"label": "seed", "value": d.seed, "min": 0, "max": 2**31 - 1}),
+        "bottleneck": ("int", {"label": "bottleneck D", "value": 128, "min": 1,
+                               "max": 4096}),
+        "max_minutes": ("float", {"label": "time budget (min, 0 = none)", "value": 0.0,
+                                  "min": 0, "max": 10**6}),
+        "device": ("combo", {"label": "device", "choices": ["auto", "cpu", "cuda", "mps"],
+                             "value": "auto"}),
+        "out": ("file", {"label": "save as", "mode": "w", "filter": "*.ftopy",
+                         "value": DEFAULT_OUT}),
+    }  # fmt: skip
