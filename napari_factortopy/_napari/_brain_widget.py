@@ -33,18 +33,21 @@ from napari_factortopy._napari._common import (
 from napari_factortopy._napari._inspector import Inspector
 from napari_factortopy._napari._layers import scene_for_layer, unfinished
 from napari_factortopy._napari._overlays import show_roi_names, show_unfinished
-from napari_factortopy.scene import plots as _plots
 from napari_factortopy.scene.brain import (
-    ENSEMBLE_MAPS,
-    MAPS,
     MESH_KINDS,
     VIEWS,
     BrainScene,
     Pick,
-    available_maps,
-    ensemble_map,
     hemisphere_caption,
     method_name,
+)
+from napari_factortopy.scene.map_panel import (
+    LegendCache,
+    legend_tooltip,
+    map_names,
+    score_keys,
+    show_map,
+    stepped,
 )
 
 if TYPE_CHECKING:
@@ -154,7 +157,7 @@ class BrainWidget(widgets.Container):
         keep_framing(viewer)  # a docked panel must not cut the brain off
         self.native.destroyed.connect(lambda *_: self._unhook(viewer))
         self._hooked: set[int] = set()
-        self._legends: dict[tuple, object] = {}
+        self._legends = LegendCache()
         self._bind_keys(viewer)
         self._on_layers_changed()
 
@@ -174,9 +177,7 @@ class BrainWidget(widgets.Container):
         choices = list(self.map_choice.choices)
         if self.scene is None or not choices:
             return None
-        current = self.map_choice.value
-        i = choices.index(current) if current in choices else 0
-        self.map_choice.value = choices[(i + step) % len(choices)]
+        self.map_choice.value = stepped(choices, self.map_choice.value, step)
         return self.map_choice.value
 
     def _on_save_session(self, path=None):
@@ -242,15 +243,10 @@ class BrainWidget(widgets.Container):
         return self.inspector.info
 
     def _map_names(self, _widget=None) -> list[str]:
-        scene = self.scene
-        if scene is None:
-            return list(MAPS)
-        maps = available_maps(scene.model)
-        return maps + [k for k in scene.custom if k not in maps]
+        return map_names(self.scene)
 
     def _score_keys(self, _widget=None) -> list[str]:
-        scene = self.scene
-        return [] if scene is None else list(scene.model.scores)
+        return score_keys(self.scene)
 
     def _refresh(self, geometry: bool = False, event: str = "map") -> None:
         layer, scene = self.layer, self.scene
@@ -277,28 +273,8 @@ class BrainWidget(widgets.Container):
 
     def _show_legend(self, scene: BrainScene) -> None:
         """Legend of the scene's map (cached: matplotlib takes ~50 ms per image)."""
-        n_clusters = None if scene.clusters is None else int(scene.clusters.max())
-        key = (id(scene), scene.map_name, scene.layer_index, scene.score_key, n_clusters)
-        if scene.map_name in scene.custom or key not in self._legends:
-            if scene.map_name in ENSEMBLE_MAPS and scene.map_name not in scene.custom:
-                from types import SimpleNamespace
-
-                # a colour bar with the map's range and units (plots' custom-map legend)
-                shim = SimpleNamespace(
-                    map_name=scene.map_name,
-                    model=scene.model,
-                    custom={scene.map_name: ensemble_map(scene.model, scene.map_name)},
-                )
-                self._legends[key] = _plots.legend_image(shim)
-            else:
-                self._legends[key] = _plots.legend_image(scene)
-        show_image(self.legend, self._legends[key])
-        ensemble = bool(getattr(scene.model, "ensemble", None))
-        self.legend.tooltip = (
-            "legend of the shown map; a seed ensemble's brightness is confidence × agreement"
-            if ensemble and scene.map_name == "layer"
-            else "legend of the shown map"
-        )
+        show_image(self.legend, self._legends.image(scene))
+        self.legend.tooltip = legend_tooltip(scene)
 
     def _sync(self) -> None:
         """Set every control from the current layer's scene (without side effects)."""
@@ -368,15 +344,7 @@ class BrainWidget(widgets.Container):
         scene = self.scene
         if scene is None:
             return
-        name = name or self.map_choice.value
-        scene.map_name = name
-        if name == "score" and scene.score_key is None and scene.model.scores:
-            scene.score_key = self.score_choice.value or next(iter(scene.model.scores))
-        if name == "clusters" and scene.clusters is None:
-            from napari_factortopy.core.analyses import channel_clusters
-
-            beta = scene.model.beta
-            scene.clusters = channel_clusters(beta, 20, n_kmeans=min(1000, len(beta))).labels
+        show_map(scene, name or self.map_choice.value, self.score_choice.value)
         self._refresh(event="map")
 
     def _on_layer_index(self, value: int | None = None) -> None:

@@ -1,0 +1,90 @@
+"""What the Brain maps panel offers and draws for a scene, without Qt: the maps and
+scores to choose from, the next or previous map, a map's first showing (its score,
+its channel clusters), and the shown map's legend (cached) with its tooltip.
+
+The panel (:mod:`napari_factortopy._napari._brain_widget`) puts what these return into
+its controls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import plots as _plots
+from .brain import ENSEMBLE_MAPS, MAPS, BrainScene, available_maps, ensemble_map
+
+__all__ = ["LegendCache", "legend_tooltip", "map_names", "score_keys", "show_map", "stepped"]
+
+
+def map_names(scene: BrainScene | None) -> list[str]:
+    """The maps the scene's model offers, then its custom maps (every map without one)."""
+    if scene is None:
+        return list(MAPS)
+    maps = available_maps(scene.model)
+    return maps + [k for k in scene.custom if k not in maps]
+
+
+def score_keys(scene: BrainScene | None) -> list[str]:
+    """The model's per-vertex scores (none without a scene)."""
+    return [] if scene is None else list(scene.model.scores)
+
+
+def stepped(choices: Sequence[str], current: str | None, step: int) -> str:
+    """The choice ``step`` places after ``current`` (``-1``: before), cyclically; from
+    the first one when ``current`` is not among them."""
+    choices = list(choices)
+    i = choices.index(current) if current in choices else 0
+    return choices[(i + step) % len(choices)]
+
+
+def show_map(scene: BrainScene, name: str, score_key: str | None) -> None:
+    """Set the scene to show map ``name``: the score map takes ``score_key`` (else the
+    model's first score) when it has none yet; the cluster map clusters the readout's
+    channels (20 clusters) the first time."""
+    scene.map_name = name
+    if name == "score" and scene.score_key is None and scene.model.scores:
+        scene.score_key = score_key or next(iter(scene.model.scores))
+    if name == "clusters" and scene.clusters is None:
+        from napari_factortopy.core.analyses import channel_clusters
+
+        beta = scene.model.beta
+        scene.clusters = channel_clusters(beta, 20, n_kmeans=min(1000, len(beta))).labels
+
+
+class LegendCache:
+    """Legend images of scenes' maps, each drawn once (matplotlib takes ~50 ms per
+    image); a custom map's is drawn every time (its values may have changed)."""
+
+    def __init__(self) -> None:
+        self._images: dict[tuple, np.ndarray] = {}
+
+    def image(self, scene: BrainScene) -> np.ndarray:
+        """The legend of the scene's current map, uint8 (height, width, 4)."""
+        n_clusters = None if scene.clusters is None else int(scene.clusters.max())
+        key = (id(scene), scene.map_name, scene.layer_index, scene.score_key, n_clusters)
+        if scene.map_name in scene.custom or key not in self._images:
+            if scene.map_name in ENSEMBLE_MAPS and scene.map_name not in scene.custom:
+                from types import SimpleNamespace
+
+                # a colour bar with the map's range and units (plots' custom-map legend)
+                shim = SimpleNamespace(
+                    map_name=scene.map_name,
+                    model=scene.model,
+                    custom={scene.map_name: ensemble_map(scene.model, scene.map_name)},
+                )
+                self._images[key] = _plots.legend_image(shim)
+            else:
+                self._images[key] = _plots.legend_image(scene)
+        return self._images[key]
+
+
+def legend_tooltip(scene: BrainScene) -> str:
+    """The legend's tooltip: a seed ensemble's layer map says what its brightness is."""
+    ensemble = bool(getattr(scene.model, "ensemble", None))
+    return (
+        "legend of the shown map; a seed ensemble's brightness is confidence × agreement"
+        if ensemble and scene.map_name == "layer"
+        else "legend of the shown map"
+    )
