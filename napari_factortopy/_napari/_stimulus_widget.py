@@ -6,8 +6,8 @@ A dataset image's features come from the model's feature cache (the dataset reco
 the model, found beside a moved model file, or in a folder chosen with "locate data
 folder…"); any other image file is run through the model's own backbone
 (``model.backbone``: name, hooked layers, widths, preprocessing), loaded once per
-widget. The computation is :mod:`napari_factortopy.app.predict`; torch is imported
-only when predicting.
+widget. The computation is :mod:`napari_factortopy.app.stimulus_prediction` (through
+:mod:`napari_factortopy.app.predict`); torch is imported only when predicting.
 """
 
 from __future__ import annotations
@@ -21,17 +21,21 @@ from magicgui import widgets
 from napari_factortopy._napari._common import ModelChoice, apply_scene, keep_selection
 from napari_factortopy._napari._data import missing_data, stimuli_for
 from napari_factortopy._napari._layers import scene_for_layer
-from napari_factortopy.app.predict import model_backbone, predict_array, predict_image
+from napari_factortopy.app.stimulus_prediction import (
+    cached_backbone,
+    drop_prediction_map,
+    predict_stimulus,
+    present_rois,
+    show_prediction_map,
+)
 from napari_factortopy.core.resources import sample_stimuli
 from napari_factortopy.data.stimuli import read_image
-from napari_factortopy.scene.brain import CustomMap
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["StimulusWidget"]
 
-PREDICTION = "prediction"
 #: The "or a sample" choice that opens nothing.
 NO_SAMPLE = "—"
 
@@ -111,10 +115,7 @@ class StimulusWidget(widgets.Container):
 
     def _roi_names(self, _widget=None) -> list[str]:
         scene = self.scene
-        if scene is None:
-            return []
-        m = scene.model
-        return [n for k, n in enumerate(m.roi_names, 1) if np.any(m.roi == k)]
+        return [] if scene is None else present_rois(scene.model)
 
     def _on_model(self, _=None) -> None:
         scene = self.scene
@@ -231,32 +232,20 @@ class StimulusWidget(widgets.Container):
             self.viewer.layers.remove(name)
         self._tops = []
         scene, layer = self.scene, self.layer
-        if scene is None or PREDICTION not in scene.custom:
+        if scene is None or not drop_prediction_map(scene, self._map_before):
             return
-        del scene.custom[PREDICTION]
-        if scene.map_name == PREDICTION:
-            scene.map_name = self._map_before
         if layer is not None and layer in self.viewer.layers:
             apply_scene(layer, scene)
         self.status.value = f"{what}: press Predict for its response"
 
     def backbone(self, model):
-        """The model's backbone (:func:`model_backbone`), loaded once per widget."""
-        import json
-
-        key = json.dumps([model.backbone, model.config.get("widths")], sort_keys=True, default=str)
-        if key not in self._backbones:
-            self._backbones[key] = model_backbone(model)
-        return self._backbones[key]
+        """The model's backbone (:func:`~napari_factortopy.app.predict.model_backbone`),
+        loaded once per widget."""
+        return cached_backbone(self._backbones, model)
 
     def _predict(self, scene, rois):
-        model = scene.model
-        if self.file_image is not None:
-            bb = self.backbone(model)
-            return predict_array(model, self.file_image, bb, rois), self.file_name
         index = int(self.index.value)
-        where = {"model_path": scene.model_path, "data_root": scene.data_root}
-        return predict_image(model, index, rois, **where), f"image {index}"
+        return predict_stimulus(scene, rois, self.file_image, self.file_name, index, self.backbone)
 
     def _on_predict(self, _=None, block: bool = False):
         """Predict for the shown stimulus.
@@ -303,12 +292,9 @@ class StimulusWidget(widgets.Container):
         if generation is not None and generation != self._generation:
             return  # the stimulus changed while it ran: its prediction is stale
         (response, tops), what = result
-        custom = CustomMap.from_values(response, "coolwarm", label="predicted response")
-        lim = float(custom.hi)
-        scene.custom[PREDICTION] = custom
-        if scene.map_name != PREDICTION:
-            self._map_before = scene.map_name
-        scene.map_name = PREDICTION
+        before, lim = show_prediction_map(scene, response)
+        if before is not None:
+            self._map_before = before
         self.status.value = f"{what}: response ±{lim:.2f}, {len(tops)} ROIs"
         self.last = (response, tops)
         if layer is not None and layer in self.viewer.layers:
