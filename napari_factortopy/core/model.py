@@ -36,6 +36,7 @@ __all__ = [
     "Selectors",
     "bilinear_taps",
     "gather_method",
+    "gather_readout",
     "weighted_gather",
 ]
 
@@ -46,6 +47,10 @@ GATHER_METHODS = ("bag", "dense")
 #: Bytes of selection matrix the dense gather builds at once (it works in blocks of
 #: vertices below this); 256 MiB.
 DENSE_BLOCK_BYTES = 256 * 2**20
+
+#: Bytes of features per vertex block in the CPU's fused gather and readout
+#: (:func:`gather_readout`); 4 MiB, so that a block's feature gradient stays in cache.
+READOUT_BLOCK_BYTES = 4 * 2**20
 
 
 class _WeightedGather(torch.autograd.Function):
@@ -67,33 +72,101 @@ class _WeightedGather(torch.autograd.Function):
     def backward(ctx, grad_out):
         index, weight, table = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        n_v, k = index.shape
         grad_weight = grad_table = None
         if ctx.needs_input_grad[2]:
-            flat = index.reshape(-1)
-            order = torch.argsort(flat, stable=True)
-            counts = torch.bincount(flat, minlength=table.shape[0])
-            offsets = torch.cumsum(counts, 0) - counts
-            grad_table = F.embedding_bag(
-                torch.div(order, k, rounding_mode="floor"),
-                grad_out,
-                offsets,
-                per_sample_weights=weight.reshape(-1)[order].to(grad_out.dtype),
-                mode="sum",
-            )
+            grad_table = _transposed_bag(index, weight, grad_out, table.shape[0])
         if ctx.needs_input_grad[1]:
-            # Row dot products <table[index[v, k]], grad_out[v]>: ATen's own kernel.
-            flat = index.reshape(-1)
-            bags = torch.arange(n_v, device=index.device)
-            bag_of = bags.repeat_interleave(k)  # offset2bag: the bag of each flat entry
-            grad_weight = (
-                torch.ops.aten._embedding_bag_per_sample_weights_backward(
-                    grad_out, table, flat, bags * k, bag_of, 0, -1
-                )
-                .view(n_v, k)
-                .to(weight.dtype)
-            )
+            grad_weight = _row_dots(grad_out, table, index).to(weight.dtype)
         return None, grad_weight, grad_table
+
+
+def _transposed_bag(
+    index: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, n_rows: int
+) -> torch.Tensor:
+    """The bag sum's gradient to its table, (n_rows, E): ``Σ_{v,k: index[v,k]=r}
+    weight[v, k] · grad_out[v]`` as a bag sum over the transposed index (one bag per
+    table row; entries in the order of ``v``). ``index``, ``weight`` (V, K);
+    ``grad_out`` (V, E)."""
+    k = index.shape[1]
+    flat = index.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=n_rows)
+    offsets = torch.cumsum(counts, 0) - counts
+    return F.embedding_bag(
+        torch.div(order, k, rounding_mode="floor"),
+        grad_out,
+        offsets,
+        per_sample_weights=weight.reshape(-1)[order].to(grad_out.dtype),
+        mode="sum",
+    )
+
+
+def _row_dots(grad_out: torch.Tensor, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Row dot products ``<table[index[v, k]], grad_out[v]>``, (V, K), by ATen's own
+    kernel for the bag sum's per-sample-weight gradient (no (V, K, E) tensor)."""
+    n_v, k = index.shape
+    flat = index.reshape(-1)
+    bags = torch.arange(n_v, device=index.device)
+    bag_of = bags.repeat_interleave(k)  # offset2bag: the bag of each flat entry
+    return torch.ops.aten._embedding_bag_per_sample_weights_backward(
+        grad_out, table, flat, bags * k, bag_of, 0, -1
+    ).view(n_v, k)
+
+
+class _GatherReadout(torch.autograd.Function):
+    """The bag sum and the per-vertex readout in one, in blocks of vertices.
+
+    ``y[v, b] = Σ_d beta[v, d] · f[v, b, d]`` with ``f[v] = Σ_k weight[v, k] ·
+    table[index[v, k]]`` viewed (B, D), computed without the (V, B, D) features.
+    Forward: per block the bag sum and the readout (``bmm``); nothing of size V·B·D
+    is kept. Backward: per block the features are computed again (one more bag sum,
+    cheaper than keeping them) for ``grad_beta``, and the block's feature gradient
+    ``g[v, b, d] = gy[v, b] · beta[v, d]`` (an outer product) gives the weight
+    gradient (row dot products) and the table gradient (a bag sum over the block's
+    transposed index). A block's ``g`` stays in cache while the transposed bag reads
+    its rows in index order: over the whole (V, B·D) gradient those reads were
+    scattered and the step memory-bound (issue 19, item 4).
+    """
+
+    @staticmethod
+    def forward(ctx, index, weight, table, beta, block):
+        n_v, d = beta.shape
+        b = table.shape[1] // d
+        y = table.new_empty(n_v, b)
+        for lo in range(0, n_v, block):
+            hi = min(lo + block, n_v)
+            f = F.embedding_bag(
+                index[lo:hi], table, per_sample_weights=weight[lo:hi], mode="sum"
+            ).view(hi - lo, b, d)
+            y[lo:hi] = torch.bmm(f, beta[lo:hi, :, None])[..., 0]
+        ctx.save_for_backward(index, weight, table, beta)
+        ctx.block = block
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        index, weight, table, beta = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        need_w, need_t, need_b = ctx.needs_input_grad[1:4]
+        n_v, d = beta.shape
+        b = grad_y.shape[1]
+        grad_weight = torch.empty_like(weight) if need_w else None
+        grad_table = torch.zeros_like(table) if need_t else None
+        grad_beta = torch.empty_like(beta) if need_b else None
+        for lo in range(0, n_v, ctx.block):
+            hi = min(lo + ctx.block, n_v)
+            idx, w, gy = index[lo:hi], weight[lo:hi], grad_y[lo:hi]
+            if need_b:
+                f = F.embedding_bag(idx, table, per_sample_weights=w, mode="sum")
+                f = f.view(hi - lo, b, d)
+                grad_beta[lo:hi] = torch.bmm(f.transpose(1, 2), gy[:, :, None])[..., 0]
+            if need_w or need_t:
+                g = (gy[:, :, None] * beta[lo:hi, None, :]).view(hi - lo, b * d)
+                if need_w:
+                    grad_weight[lo:hi] = _row_dots(g, table, idx)
+                if need_t:
+                    grad_table += _transposed_bag(idx, w, g, table.shape[0])
+        return None, grad_weight, grad_table, grad_beta, None
 
 
 class _DenseGather(torch.autograd.Function):
@@ -203,6 +276,38 @@ def weighted_gather(
         block = max(1, int(block_bytes) // (4 * max(1, table.shape[0])))
         return _DenseGather.apply(index, weight.to(table.dtype), table, block)
     raise ValueError(f"gather method must be one of {GATHER_METHODS}; found {method!r}")
+
+
+def gather_readout(
+    index: torch.Tensor,
+    weight: torch.Tensor,
+    table: torch.Tensor,
+    beta: torch.Tensor,
+    block_bytes: int = READOUT_BLOCK_BYTES,
+) -> torch.Tensor:
+    """Each vertex's readout of its bag sum, without the (V, B, D) features.
+
+    Parameters
+    ----------
+    index, weight : tensors of shape (V, K)
+        As in :func:`weighted_gather` (int64 rows of ``table``; their weights).
+    table : tensor of shape (R, B * D)
+        Rows of B images' D-channel tokens.
+    beta : tensor of shape (V, D)
+        Per-vertex readout weights.
+    block_bytes : int
+        Largest block of features (vertices × B·D × 4 bytes) held at once.
+
+    Returns
+    -------
+    tensor of shape (V, B)
+        ``y[v, b] = Σ_d beta[v, d] · (Σ_k weight[v, k] · table[index[v, k]])[b, d]``,
+        the same numbers as :func:`weighted_gather` followed by the readout;
+        differentiable in ``weight``, ``table`` and ``beta``.
+    """
+    block = max(1, int(block_bytes) // (4 * max(1, table.shape[1])))
+    dtype = table.dtype
+    return _GatherReadout.apply(index, weight.to(dtype), table, beta.to(dtype), block)
 
 
 @dataclass
@@ -533,16 +638,24 @@ class FactorTopy(nn.Module):
         -------
         tensor of shape (V, B, D)
         """
-        b = self.check_inputs(local, global_)
+        table, index, weight = self._table_and_plan(local, global_, sel)
+        out = weighted_gather(index, weight, table, self.gather)
+        d = self.config.bottleneck
+        return out.view(len(index), table.shape[1] // d, d)  # sel may hold a row subset
+
+    def _table_and_plan(
+        self,
+        local: Sequence[torch.Tensor],
+        global_: Sequence[torch.Tensor],
+        sel: Selectors | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The token table (R, B·D) and each vertex's rows and weights (V, K), checked."""
+        self.check_inputs(local, global_)
         sel = self.selectors() if sel is None else sel
         if self.config.select_space:
-            table = self.token_table(local, global_)
-            index, weight = self.gather_plan(sel)
-        else:  # ablation: the grid mean instead of a point
-            table = self.pooled_table(local, global_)
-            index, weight = self.pooled_plan(sel)
-        out = weighted_gather(index, weight, table, self.gather)
-        return out.view(len(index), b, self.config.bottleneck)  # sel may hold a row subset
+            return self.token_table(local, global_), *self.gather_plan(sel)
+        # ablation: the grid mean instead of a point
+        return self.pooled_table(local, global_), *self.pooled_plan(sel)
 
     def forward(
         self,
@@ -565,6 +678,18 @@ class FactorTopy(nn.Module):
         -------
         tensor of shape (B, V)
         """
-        f = self.select(local, global_, sel)  # (V, B, D)
-        y = torch.bmm(f, self.beta.to(f.dtype)[:, :, None])[..., 0].T  # (B, V)
+        if self._fused_readout(local[0]):
+            table, index, weight = self._table_and_plan(local, global_, sel)
+            y = gather_readout(index, weight, table, self.beta).T  # (B, V)
+        else:
+            f = self.select(local, global_, sel)  # (V, B, D)
+            y = torch.bmm(f, self.beta.to(f.dtype)[:, :, None])[..., 0].T  # (B, V)
         return y / self.config.bottleneck + self.bias.to(y.dtype)
+
+    def _fused_readout(self, tokens: torch.Tensor) -> bool:
+        """Whether :meth:`forward` reads out in blocks (:func:`gather_readout`): with
+        the embedding-bag gather and no autocast; the dense (GPU) gather and autocast
+        keep the gather, then the readout."""
+        dev = tokens.device.type
+        method = gather_method(tokens.device) if self.gather is None else self.gather
+        return method == "bag" and not torch.is_autocast_enabled(dev)

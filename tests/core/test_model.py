@@ -22,6 +22,7 @@ from napari_factortopy.core.model import (
     FactorTopy,
     bilinear_taps,
     gather_method,
+    gather_readout,
     weighted_gather,
 )
 from napari_factortopy.core.reference import (
@@ -228,6 +229,33 @@ def test_weighted_gather_gradcheck(method, block_bytes):
     assert torch.autograd.gradcheck(gather, (weight, table))
     naive = torch.stack([(weight[v, :, None] * table[index[v]]).sum(0) for v in range(5)])
     np.testing.assert_allclose(gather(weight, table).detach(), naive.detach())
+
+
+@pytest.mark.parametrize("per_block", [1, 2, 5, 7])
+def test_gather_readout_gradcheck_in_blocks(per_block):
+    """The fused gather and readout, in blocks of 1, 2 and 5 vertices (the last block
+    short) and in one block, against a naive loop and finite differences in weight,
+    table and beta; indices repeat within a bag."""
+    g = torch.Generator().manual_seed(1)
+    n_v, k, n_rows, b, d = 7, 4, 6, 2, 3
+    index = torch.randint(0, n_rows, (n_v, k), generator=g)
+    index[2, 3] = index[2, 0]
+    f64 = {"generator": g, "dtype": torch.float64, "requires_grad": True}
+    weight = torch.rand(n_v, k, **f64)
+    table = torch.randn(n_rows, b * d, **f64)
+    beta = torch.randn(n_v, d, **f64)
+
+    def fused(w, t, bt):
+        return gather_readout(index, w, t, bt, block_bytes=4 * b * d * per_block)
+
+    assert torch.autograd.gradcheck(fused, (weight, table, beta))
+    naive = torch.zeros(n_v, b, dtype=torch.float64)
+    for v in range(n_v):
+        for j in range(k):
+            row = table[index[v, j]].view(b, d)
+            for i in range(b):
+                naive[v, i] += weight[v, j] * (row[i] * beta[v]).sum()
+    np.testing.assert_allclose(fused(weight, table, beta).detach(), naive.detach(), rtol=1e-12)
 
 
 def test_gather_method_follows_the_device_and_refuses_unknown_names():
