@@ -1,0 +1,298 @@
+"""The weighted gather: each vertex's weighted sum of token-table rows (METHOD.md §2).
+
+Every vertex reads ``5 L`` rows of a small token table (4 bilinear taps per layer for
+the local tokens, 1 row per layer for the global token) with weights from its
+selectors. Three implementations of the same numbers:
+
+- ``"bag"`` (:func:`weighted_gather`, the CPU's): :func:`torch.nn.functional.embedding_bag`
+  with ``per_sample_weights`` and a parallel backward;
+- ``"dense"`` (the GPU's): a per-vertex selection matrix times the table, in blocks;
+- :func:`gather_readout` (the CPU's forward of :class:`~.model.FactorTopy`): the bag sum
+  and the per-vertex readout in blocks of vertices, never keeping the (V, B, D) features.
+
+Gradients reach both the table (hence the channel-align weights) and the weights (hence
+the selectors).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+__all__ = [
+    "DENSE_BLOCK_BYTES",
+    "GATHER_METHODS",
+    "READOUT_BLOCK_BYTES",
+    "gather_method",
+    "gather_readout",
+    "weighted_gather",
+]
+
+#: The weighted gather's implementations: ``"bag"`` (``embedding_bag``, made for the
+#: CPU) and ``"dense"`` (a selection matrix times the table, made for GPUs).
+GATHER_METHODS = ("bag", "dense")
+
+#: Bytes of selection matrix the dense gather builds at once (it works in blocks of
+#: vertices below this); 256 MiB.
+DENSE_BLOCK_BYTES = 256 * 2**20
+
+#: Bytes of features per vertex block in the CPU's fused gather and readout
+#: (:func:`gather_readout`); 4 MiB, so that a block's feature gradient stays in cache.
+READOUT_BLOCK_BYTES = 4 * 2**20
+
+
+class _WeightedGather(torch.autograd.Function):
+    """``out[v] = Σ_k weight[v, k] · table[index[v, k]]`` with a parallel backward.
+
+    The forward is :func:`torch.nn.functional.embedding_bag`. Its stock backward to
+    the table scatters V·K rows into few (≈ 10³) table rows, which serialises on
+    CPU; here the table gradient is computed as the same bag-sum over the transposed
+    index (one bag per table row), and the weight gradient by ATen's per-sample-weight
+    kernel (row dot products), so no (V, K, E) tensor is ever formed.
+    """
+
+    @staticmethod
+    def forward(ctx, index, weight, table):
+        ctx.save_for_backward(index, weight, table)
+        return F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        index, weight, table = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_weight = grad_table = None
+        if ctx.needs_input_grad[2]:
+            grad_table = _transposed_bag(index, weight, grad_out, table.shape[0])
+        if ctx.needs_input_grad[1]:
+            grad_weight = _row_dots(grad_out, table, index).to(weight.dtype)
+        return None, grad_weight, grad_table
+
+
+def _transposed_bag(
+    index: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, n_rows: int
+) -> torch.Tensor:
+    """The bag sum's gradient to its table, (n_rows, E): ``Σ_{v,k: index[v,k]=r}
+    weight[v, k] · grad_out[v]`` as a bag sum over the transposed index (one bag per
+    table row; entries in the order of ``v``). ``index``, ``weight`` (V, K);
+    ``grad_out`` (V, E)."""
+    k = index.shape[1]
+    flat = index.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=n_rows)
+    offsets = torch.cumsum(counts, 0) - counts
+    return F.embedding_bag(
+        torch.div(order, k, rounding_mode="floor"),
+        grad_out,
+        offsets,
+        per_sample_weights=weight.reshape(-1)[order].to(grad_out.dtype),
+        mode="sum",
+    )
+
+
+def _row_dots(grad_out: torch.Tensor, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Row dot products ``<table[index[v, k]], grad_out[v]>``, (V, K), by ATen's own
+    kernel for the bag sum's per-sample-weight gradient (no (V, K, E) tensor)."""
+    n_v, k = index.shape
+    flat = index.reshape(-1)
+    bags = torch.arange(n_v, device=index.device)
+    bag_of = bags.repeat_interleave(k)  # offset2bag: the bag of each flat entry
+    return torch.ops.aten._embedding_bag_per_sample_weights_backward(
+        grad_out, table, flat, bags * k, bag_of, 0, -1
+    ).view(n_v, k)
+
+
+class _GatherReadout(torch.autograd.Function):
+    """The bag sum and the per-vertex readout in one, in blocks of vertices.
+
+    ``y[v, b] = Σ_d beta[v, d] · f[v, b, d]`` with ``f[v] = Σ_k weight[v, k] ·
+    table[index[v, k]]`` viewed (B, D), computed without the (V, B, D) features.
+    Forward: per block the bag sum and the readout (``bmm``); nothing of size V·B·D
+    is kept. Backward: per block the features are computed again (one more bag sum,
+    cheaper than keeping them) for ``grad_beta``, and the block's feature gradient
+    ``g[v, b, d] = gy[v, b] · beta[v, d]`` (an outer product) gives the weight
+    gradient (row dot products) and the table gradient (a bag sum over the block's
+    transposed index). A block's ``g`` stays in cache while the transposed bag reads
+    its rows in index order: over the whole (V, B·D) gradient those reads were
+    scattered and the step memory-bound (issue 19, item 4).
+    """
+
+    @staticmethod
+    def forward(ctx, index, weight, table, beta, block):
+        n_v, d = beta.shape
+        b = table.shape[1] // d
+        y = table.new_empty(n_v, b)
+        for lo in range(0, n_v, block):
+            hi = min(lo + block, n_v)
+            f = F.embedding_bag(
+                index[lo:hi], table, per_sample_weights=weight[lo:hi], mode="sum"
+            ).view(hi - lo, b, d)
+            y[lo:hi] = torch.bmm(f, beta[lo:hi, :, None])[..., 0]
+        ctx.save_for_backward(index, weight, table, beta)
+        ctx.block = block
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        index, weight, table, beta = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        need_w, need_t, need_b = ctx.needs_input_grad[1:4]
+        n_v, d = beta.shape
+        b = grad_y.shape[1]
+        grad_weight = torch.empty_like(weight) if need_w else None
+        grad_table = torch.zeros_like(table) if need_t else None
+        grad_beta = torch.empty_like(beta) if need_b else None
+        for lo in range(0, n_v, ctx.block):
+            hi = min(lo + ctx.block, n_v)
+            idx, w, gy = index[lo:hi], weight[lo:hi], grad_y[lo:hi]
+            if need_b:
+                f = F.embedding_bag(idx, table, per_sample_weights=w, mode="sum")
+                f = f.view(hi - lo, b, d)
+                grad_beta[lo:hi] = torch.bmm(f.transpose(1, 2), gy[:, :, None])[..., 0]
+            if need_w or need_t:
+                g = (gy[:, :, None] * beta[lo:hi, None, :]).view(hi - lo, b * d)
+                if need_w:
+                    grad_weight[lo:hi] = _row_dots(g, table, idx)
+                if need_t:
+                    grad_table += _transposed_bag(idx, w, g, table.shape[0])
+        return None, grad_weight, grad_table, grad_beta, None
+
+
+class _DenseGather(torch.autograd.Function):
+    """The weighted gather as matrix products, for GPUs.
+
+    For a block of vertices the selection matrix ``S`` (block, R) is built by a
+    scatter-add of the block's weights at its indices (duplicate indices add up, as
+    in the bag sum); then ``out = S @ table``. Backward: ``grad_table = Σ_blocks
+    Sᵀ @ grad_out`` and ``grad_weight[v, k] = (grad_out @ tableᵀ)[v, index[v, k]]``
+    (the row dot products, read off one matrix product). ``S`` is rebuilt in the
+    backward instead of kept. Work is V·R·E multiply-adds per product, done by the
+    GPU's matrix units; the embedding-bag kernels instead serialise on CUDA. The
+    products run in the table's dtype (float32, or bfloat16 under autocast) with
+    autocast off inside, so their precision is the caller's choice, not autocast's.
+    """
+
+    @staticmethod
+    def forward(ctx, index, weight, table, block):
+        ctx.save_for_backward(index, weight, table)
+        ctx.block = block
+        out = table.new_empty(index.shape[0], table.shape[1])
+        with torch.autocast(table.device.type, enabled=False):
+            for lo in range(0, index.shape[0], block):
+                s = _selection(index[lo : lo + block], weight[lo : lo + block], table)
+                torch.mm(s, table, out=out[lo : lo + block])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        index, weight, table = ctx.saved_tensors
+        grad_out = grad_out.contiguous().to(table.dtype)
+        need_w, need_t = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grad_weight = weight.new_empty(weight.shape) if need_w else None
+        acc = torch.promote_types(table.dtype, torch.float32)
+        grad_table = torch.zeros_like(table, dtype=acc) if need_t else None
+        with torch.autocast(table.device.type, enabled=False):
+            for lo in range(0, index.shape[0], ctx.block):
+                hi = min(lo + ctx.block, index.shape[0])
+                g = grad_out[lo:hi]
+                if need_t:  # blocks summed in float32 at least
+                    s = _selection(index[lo:hi], weight[lo:hi], table)
+                    grad_table += torch.mm(s.t(), g)
+                if need_w:  # (block, R): every row dot product, kept in float32
+                    rows = _mm_float32(g, table.t())
+                    grad_weight[lo:hi] = rows.gather(1, index[lo:hi]).to(weight.dtype)
+        if grad_table is not None:
+            grad_table = grad_table.to(table.dtype)
+        return None, grad_weight, grad_table, None
+
+
+def _mm_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` with a float32 (or float64) result: a low-precision product's output is
+    not rounded to its inputs' dtype (the selector gradients are differences of these
+    dot products and lose most of their digits to a bfloat16 rounding)."""
+    if a.dtype in (torch.float32, torch.float64):
+        return torch.mm(a, b)
+    if a.is_cuda:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return torch.mm(a.float(), b.float())
+
+
+def _selection(index: torch.Tensor, weight: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """The block's selection matrix (n, R) in the table's dtype (summed in float32 at
+    least)."""
+    acc = torch.promote_types(table.dtype, torch.float32)
+    s = torch.zeros(index.shape[0], table.shape[0], dtype=acc, device=table.device)
+    s.scatter_add_(1, index, weight.to(acc))
+    return s.to(table.dtype)
+
+
+def gather_method(device: torch.device | str) -> str:
+    """The weighted gather made for a device: ``"bag"`` on the CPU, ``"dense"`` elsewhere."""
+    return "bag" if torch.device(device).type == "cpu" else "dense"
+
+
+def weighted_gather(
+    index: torch.Tensor,
+    weight: torch.Tensor,
+    table: torch.Tensor,
+    method: str | None = None,
+    block_bytes: int = DENSE_BLOCK_BYTES,
+) -> torch.Tensor:
+    """Weighted sum of table rows per bag, differentiable in ``weight`` and ``table``.
+
+    Parameters
+    ----------
+    index : int64 tensor of shape (V, K)
+    weight : tensor of shape (V, K)
+    table : tensor of shape (R, E)
+    method : {"bag", "dense"}, optional
+        The implementation (same numbers, within rounding): ``"bag"``
+        (``embedding_bag``, for the CPU) or ``"dense"`` (selection-matrix products,
+        for GPUs). Default: :func:`gather_method` of the table's device.
+    block_bytes : int
+        ``"dense"`` only: the largest selection-matrix block, in bytes of float32
+        (vertices are taken in blocks of ``block_bytes // (4 R)``).
+
+    Returns
+    -------
+    tensor of shape (V, E)
+        ``out[v] = Σ_k weight[v, k] · table[index[v, k]]``.
+    """
+    method = gather_method(table.device) if method is None else method
+    if method == "bag":
+        return _WeightedGather.apply(index, weight.to(table.dtype), table)
+    if method == "dense":
+        block = max(1, int(block_bytes) // (4 * max(1, table.shape[0])))
+        return _DenseGather.apply(index, weight.to(table.dtype), table, block)
+    raise ValueError(f"gather method must be one of {GATHER_METHODS}; found {method!r}")
+
+
+def gather_readout(
+    index: torch.Tensor,
+    weight: torch.Tensor,
+    table: torch.Tensor,
+    beta: torch.Tensor,
+    block_bytes: int = READOUT_BLOCK_BYTES,
+) -> torch.Tensor:
+    """Each vertex's readout of its bag sum, without the (V, B, D) features.
+
+    Parameters
+    ----------
+    index, weight : tensors of shape (V, K)
+        As in :func:`weighted_gather` (int64 rows of ``table``; their weights).
+    table : tensor of shape (R, B * D)
+        Rows of B images' D-channel tokens.
+    beta : tensor of shape (V, D)
+        Per-vertex readout weights.
+    block_bytes : int
+        Largest block of features (vertices × B·D × 4 bytes) held at once.
+
+    Returns
+    -------
+    tensor of shape (V, B)
+        ``y[v, b] = Σ_d beta[v, d] · (Σ_k weight[v, k] · table[index[v, k]])[b, d]``,
+        the same numbers as :func:`weighted_gather` followed by the readout;
+        differentiable in ``weight``, ``table`` and ``beta``.
+    """
+    block = max(1, int(block_bytes) // (4 * max(1, table.shape[1])))
+    dtype = table.dtype
+    return _GatherReadout.apply(index, weight.to(dtype), table, beta.to(dtype), block)
