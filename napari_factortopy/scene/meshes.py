@@ -3,7 +3,7 @@
 Display coordinates
 -------------------
 Each hemisphere is rotated into the screen frame of a view
-(:func:`~napari_factortopy.scene.render.view_basis`), centred, and placed left or right
+(:func:`~napari_factortopy.scene.views.view_basis`), centred, and placed left or right
 of the other with a gap. The columns of the napari data are then
 ``(toward the camera, screen down, screen right)``, so napari's default 3-D camera
 (looking along the first data axis) shows every view preset without moving.
@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from napari_factortopy.scene.render import view_basis
+from napari_factortopy.scene.views import view_basis
 
 __all__ = [
     "HEMIS",
