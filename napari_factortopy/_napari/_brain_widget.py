@@ -108,11 +108,22 @@ class BrainWidget(widgets.Container):
             value="inflated",
             tooltip="surface the map is drawn on (flat: the flat patch)",
         )
-        self.view_buttons = widgets.Container(layout="horizontal", labels=False, label="view")
-        for view in VIEWS:
-            button = widgets.PushButton(text=view, tooltip=f"camera preset: {view}")
+        self.view_buttons = tuple(
+            widgets.PushButton(text=view, tooltip=f"camera preset: {view}") for view in VIEWS
+        )
+        for view, button in zip(VIEWS, self.view_buttons, strict=True):
             button.changed.connect(lambda _=None, v=view: self._on_view(v))
-            self.view_buttons.append(button)
+        # two rows of at most three: one row of five is wider than a 1440-px screen's dock
+        rows = [
+            widgets.Container(
+                layout="horizontal", labels=False, widgets=self.view_buttons[i : i + 3]
+            )
+            for i in range(0, len(VIEWS), 3)
+        ]
+        for row in rows:
+            row.margins = (0, 0, 0, 0)
+        self.view_rows = widgets.Container(labels=False, label="view", widgets=rows)
+        self.view_rows.margins = (0, 0, 0, 0)
         self.hemispheres = widgets.Label(
             label="on screen",
             value="",
@@ -139,7 +150,7 @@ class BrainWidget(widgets.Container):
         )  # fmt: skip
         self.extend(
             [self.model_choice, self.banner, self.method, self.map_choice, self.layer_slider,
-             self.score_choice, self.legend, self.mesh_choice, self.view_buttons,
+             self.score_choice, self.legend, self.mesh_choice, self.view_rows,
              self.hemispheres, self.outlines, *self.inspector.widgets, self.session_file,
              session_buttons]
         )  # fmt: skip

@@ -93,3 +93,21 @@ def test_long_status_texts_do_not_widen_the_panels(make_napari_viewer, qtbot, tm
         shown = panel.status.native.text()  # as shown
         assert "…" in shown and len(shown) < len(panel.status.value), shown
         assert panel.status.native.width() <= panel_dock.width()
+
+
+def test_brain_maps_needs_no_sideways_scrolling_on_a_1440_screen(make_napari_viewer, model_path):
+    """Every panel docked on 1440×900: the Brain maps panel's content fits its dock's
+    width (the five view buttons in one row did not: a horizontal scroll bar)."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1440, 900)
+    open_model(viewer, model_path)
+    panels = dock_everything(viewer)
+    settle(100)
+    area = panels["Brain maps"].native
+    while area is not None and not isinstance(area, QScrollArea):
+        area = area.parentWidget()
+    assert area is not None
+    bar = area.horizontalScrollBar()
+    assert bar.maximum() == 0 or not bar.isVisible(), (bar.maximum(), area.viewport().width())
