@@ -119,8 +119,11 @@ def mark_location(image: np.ndarray, space: np.ndarray, radius: int | None = Non
     return out
 
 
-def legend_image(scene, size_px=(260, 200)) -> np.ndarray:
+def legend_image(scene, size_px=(232, 200)) -> np.ndarray:
     """The legend of a scene's current map.
+
+    232 px wide: with the label column and a vertical scroll bar it still fits the
+    Brain maps panel of a 1440-px-wide window with every panel docked.
 
     Layer map: the 2-D layer × confidence legend; space: the square image-plane legend;
     scalar maps: a colour bar; label maps: swatches with names.

@@ -95,15 +95,20 @@ def test_long_status_texts_do_not_widen_the_panels(make_napari_viewer, qtbot, tm
         assert panel.status.native.width() <= panel_dock.width()
 
 
-def test_brain_maps_needs_no_sideways_scrolling_on_a_1440_screen(make_napari_viewer, model_path):
+def test_brain_maps_needs_no_sideways_scrolling_on_a_1440_screen(
+    make_napari_viewer, phantom_model_path
+):
     """Every panel docked on 1440×900: the Brain maps panel's content fits its dock's
-    width (the five view buttons in one row did not: a horizontal scroll bar)."""
+    width even when the dock is short enough to need a vertical scroll bar (the five
+    view buttons in one row did not, nor a 260-px legend once the vertical bar took
+    its 20 px: a horizontal scroll bar)."""
     from qtpy.QtWidgets import QScrollArea
 
     viewer = make_napari_viewer(show=True)
     viewer.window.resize(1440, 900)
-    open_model(viewer, model_path)
+    open_model(viewer, phantom_model_path)
     panels = dock_everything(viewer)
+    panels["Brain maps"]._on_view("posterior")
     settle(100)
     area = panels["Brain maps"].native
     while area is not None and not isinstance(area, QScrollArea):
@@ -111,3 +116,7 @@ def test_brain_maps_needs_no_sideways_scrolling_on_a_1440_screen(make_napari_vie
     assert area is not None
     bar = area.horizontalScrollBar()
     assert bar.maximum() == 0 or not bar.isVisible(), (bar.maximum(), area.viewport().width())
+    # the room left beside a vertical scroll bar, whether or not one shows now
+    room = area.width() - 2 * area.frameWidth() - area.verticalScrollBar().sizeHint().width()
+    need = area.widget().minimumSizeHint().width()
+    assert need <= room, (need, room)
