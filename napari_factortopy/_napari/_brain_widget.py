@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
+from napari_factortopy._napari._background import busy_label, run_in_background
 from napari_factortopy._napari._common import (
     ModelChoice,
     apply_scene,
@@ -43,8 +44,10 @@ from napari_factortopy.scene.brain import (
 )
 from napari_factortopy.scene.map_panel import (
     LegendCache,
+    cluster_labels,
     legend_tooltip,
     map_names,
+    needs_clusters,
     score_keys,
     show_map,
     stepped,
@@ -86,6 +89,8 @@ class BrainWidget(widgets.Container):
         self.map_choice = widgets.ComboBox(
             label="map", choices=self._map_names, tooltip="what the surface shows"
         )
+        self.busy = busy_label()  # "computing the channel clusters…"
+        self.worker = None  # the background computation running, if any
         self.layer_slider = widgets.Slider(
             label="layer",
             min=1,
@@ -149,8 +154,8 @@ class BrainWidget(widgets.Container):
             widgets=[self.save_session_button, self.restore_session_button],
         )  # fmt: skip
         self.extend(
-            [self.model_choice, self.banner, self.method, self.map_choice, self.layer_slider,
-             self.score_choice, self.legend, self.mesh_choice, self.view_rows,
+            [self.model_choice, self.banner, self.method, self.map_choice, self.busy,
+             self.layer_slider, self.score_choice, self.legend, self.mesh_choice, self.view_rows,
              self.hemispheres, self.outlines, *self.inspector.widgets, self.session_file,
              session_buttons]
         )  # fmt: skip
@@ -355,8 +360,27 @@ class BrainWidget(widgets.Container):
         scene = self.scene
         if scene is None:
             return
-        show_map(scene, name or self.map_choice.value, self.score_choice.value)
+        name = name or self.map_choice.value
+        if needs_clusters(scene, name):  # seconds at 40,000 vertices: off the UI thread
+            if self.worker is None:
+                self.worker = run_in_background(
+                    lambda m=scene.model: cluster_labels(m),
+                    lambda labels, s=scene: self._clusters_ready(s, labels),
+                    self.busy,
+                    f"computing the channel clusters of {scene.model.n_vertices:,} vertices "
+                    "(the brain keeps its map until they are ready)",
+                    finished=lambda: setattr(self, "worker", None),
+                )
+            return
+        show_map(scene, name, self.score_choice.value)
         self._refresh(event="map")
+
+    def _clusters_ready(self, scene: BrainScene, labels) -> None:
+        """The clusters came back: show them if the user still asks for that map."""
+        if scene.clusters is None:
+            scene.clusters = labels
+        if self.scene is scene and self.map_choice.value == "clusters":
+            self._on_map("clusters")
 
     def _on_layer_index(self, value: int | None = None) -> None:
         if self.scene is None:

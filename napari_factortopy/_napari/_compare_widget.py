@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
+from napari_factortopy._napari._background import busy_label, run_in_background
 from napari_factortopy._napari._common import (
     ModelChoice,
     StatusText,
@@ -41,6 +42,7 @@ from napari_factortopy._napari._layers import (
 )
 from napari_factortopy.core.compare import model_differences
 from napari_factortopy.scene.brain import CustomMap, method_name, real_maps, score_label
+from napari_factortopy.scene.map_panel import cluster_labels
 
 if TYPE_CHECKING:
     import napari
@@ -134,6 +136,8 @@ class CompareWidget(widgets.Container):
             tooltip="which difference the third surface shows",
         )  # fmt: skip
         self.status = StatusText(label="status", value="")
+        self.busy = busy_label()  # "clustering the channels …"
+        self.worker = None  # the clustering running, if any
         self.scatter = widgets.Image(
             label="scores", visible=False, tooltip="per-vertex scores: B against A"
         )
@@ -141,8 +145,8 @@ class CompareWidget(widgets.Container):
         self.scores = None
         self.extend(
             [self.model_choice, self.n_clusters, self.n_kmeans, self.cluster_button,
-             self.file_a, self.file_b, self.score_key, self.compare_button, self.difference,
-             self.status, self.scatter]
+             self.busy, self.file_a, self.file_b, self.score_key, self.compare_button,
+             self.difference, self.status, self.scatter]
         )  # fmt: skip
         keep_models_apart(viewer)
         self.cluster_button.changed.connect(self._on_clusters)
@@ -152,22 +156,29 @@ class CompareWidget(widgets.Container):
     def _differences(self, _widget=None) -> list[str]:
         return [] if self.diff_scene is None else list(self.diff_scene.custom)
 
-    def _on_clusters(self, _=None) -> np.ndarray | None:
-        from napari_factortopy.core.analyses import channel_clusters
-
+    def _on_clusters(self, _=None):
+        """Recompute the chosen model's channel clusters on a worker thread (seconds at
+        40,000 vertices) and show them as its ``clusters`` map; returns the worker."""
         layer = self.model_choice.layer
-        if layer is None:
+        if layer is None or self.worker is not None:
             return None
         scene = scene_for_layer(layer)
-        beta = scene.model.beta
-        labels = channel_clusters(
-            beta, int(self.n_clusters.value), n_kmeans=min(int(self.n_kmeans.value), len(beta))
-        ).labels
+        k, k_means = int(self.n_clusters.value), int(self.n_kmeans.value)
+        self.status.value = ""
+        self.worker = run_in_background(
+            lambda m=scene.model: cluster_labels(m, k, k_means),
+            lambda labels: self._clusters_ready(layer, scene, labels),
+            self.busy,
+            f"clustering the channels of {scene.model.n_vertices:,} vertices into {k}",
+            finished=lambda: setattr(self, "worker", None),
+        )
+        return self.worker
+
+    def _clusters_ready(self, layer, scene, labels: np.ndarray) -> None:
         scene.clusters = labels
         scene.map_name = "clusters"
         apply_scene(layer, scene)
         self.status.value = f"{int(labels.max()) + 1} clusters over {len(labels)} vertices"
-        return labels
 
     def _on_difference(self, name: str | None = None) -> None:
         name = name or self.difference.value

@@ -15,7 +15,16 @@ import numpy as np
 from . import plots as _plots
 from .brain import ENSEMBLE_MAPS, MAPS, BrainScene, available_maps, ensemble_map
 
-__all__ = ["LegendCache", "legend_tooltip", "map_names", "score_keys", "show_map", "stepped"]
+__all__ = [
+    "LegendCache",
+    "cluster_labels",
+    "legend_tooltip",
+    "map_names",
+    "needs_clusters",
+    "score_keys",
+    "show_map",
+    "stepped",
+]
 
 
 def map_names(scene: BrainScene | None) -> list[str]:
@@ -39,18 +48,32 @@ def stepped(choices: Sequence[str], current: str | None, step: int) -> str:
     return choices[(i + step) % len(choices)]
 
 
+def needs_clusters(scene: BrainScene, name: str) -> bool:
+    """Whether showing map ``name`` first needs the channel clusters computed (seconds
+    at 40,000 vertices: the panel computes them off the UI thread)."""
+    return name == "clusters" and scene.clusters is None
+
+
+def cluster_labels(model, n_clusters: int = 20, n_kmeans: int = 1000) -> np.ndarray:
+    """The channel clusters of a model's readout, int array of shape (V,), 0-based
+    (:func:`~napari_factortopy.core.analyses.channel_clusters`, at most ``n_kmeans``
+    k-means centroids)."""
+    from napari_factortopy.core.analyses import channel_clusters
+
+    beta = model.beta
+    return channel_clusters(beta, n_clusters, n_kmeans=min(n_kmeans, len(beta))).labels
+
+
 def show_map(scene: BrainScene, name: str, score_key: str | None) -> None:
     """Set the scene to show map ``name``: the score map takes ``score_key`` (else the
     model's first score) when it has none yet; the cluster map clusters the readout's
-    channels (20 clusters) the first time."""
+    channels (20 clusters) the first time, here, unless they were computed before
+    (:func:`needs_clusters`, :func:`cluster_labels`)."""
     scene.map_name = name
     if name == "score" and scene.score_key is None and scene.model.scores:
         scene.score_key = score_key or next(iter(scene.model.scores))
-    if name == "clusters" and scene.clusters is None:
-        from napari_factortopy.core.analyses import channel_clusters
-
-        beta = scene.model.beta
-        scene.clusters = channel_clusters(beta, 20, n_kmeans=min(1000, len(beta))).labels
+    if needs_clusters(scene, name):
+        scene.clusters = cluster_labels(scene.model)
 
 
 class LegendCache:

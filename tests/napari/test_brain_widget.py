@@ -8,6 +8,7 @@ import pytest
 from napari_factortopy._napari._brain_widget import BrainWidget
 from napari_factortopy._napari._layers import META_KEY, model_layers
 from napari_factortopy.core import colours
+from napari_factortopy.core.analyses import channel_clusters
 
 from .conftest import make_model
 
@@ -29,7 +30,7 @@ def _modelled(layer):
     return scene, scene.mesh_index()
 
 
-def test_map_switch_paints_core_colours(shown, tiny_model):
+def test_map_switch_paints_core_colours(shown, tiny_model, qtbot):
     _viewer, layer, widget = shown
     scene, idx = _modelled(layer)
     assert widget.model_choice.value == layer.name
@@ -48,8 +49,16 @@ def test_map_switch_paints_core_colours(shown, tiny_model):
     )
     np.testing.assert_allclose(layer.metadata[META_KEY]["values"][idx], tiny_model.layer[:, 2])
     widget.map_choice.value = "clusters"
+    # the clusters are computed off the UI thread: the switch returns at once with a
+    # busy line, the brain keeps its map, then the clusters arrive and are drawn
+    assert scene.clusters is None and not widget.busy.native.isHidden()
+    assert "channel clusters" in widget.busy.value
+    assert layer.metadata[META_KEY]["map"] == "layer weights"
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert widget.busy.native.isHidden() and layer.metadata[META_KEY]["map"] == "clusters"
     labels = scene.clusters
-    assert labels.shape == (tiny_model.n_vertices,)
+    want = channel_clusters(tiny_model.beta, 20, n_kmeans=min(1000, tiny_model.n_vertices))
+    np.testing.assert_array_equal(labels, want.labels)
     np.testing.assert_allclose(layer.vertex_colors[idx], colours.cluster_rgba(labels), atol=1e-6)
     assert widget.legend.value is not None
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from napari_factortopy._napari._compare_widget import CompareWidget
 from napari_factortopy._napari._export_widget import ExportWidget
-from napari_factortopy._napari._layers import model_layers
+from napari_factortopy._napari._layers import model_layers, scene_for_layer
 from napari_factortopy.core import colours
 from napari_factortopy.core.analyses import channel_clusters
 from napari_factortopy.core.compare import score_difference
@@ -25,13 +25,15 @@ def test_score_difference_matches_by_vertex():
     assert np.isnan(diff[1])
 
 
-def test_clusters_and_compare(make_napari_viewer, tmp_path, model_path, tiny_model):
+def test_clusters_and_compare(make_napari_viewer, tmp_path, model_path, tiny_model, qtbot):
     viewer = make_napari_viewer(ndisplay=3)
     ((data, kwargs, _),) = model_layers(model_path)
     viewer.add_surface(data, **kwargs)
     widget = CompareWidget(viewer)
     widget.n_clusters.value = 5
-    labels = widget._on_clusters()
+    widget._on_clusters()  # on a worker thread
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    labels = scene_for_layer(widget.model_choice.layer).clusters
     want = channel_clusters(tiny_model.beta, 5, n_kmeans=min(1000, tiny_model.n_vertices)).labels
     np.testing.assert_array_equal(labels, want)
     assert labels.max() == 4 and "5 clusters" in widget.status.value
@@ -39,8 +41,6 @@ def test_clusters_and_compare(make_napari_viewer, tmp_path, model_path, tiny_mod
     widget.file_a.value, widget.file_b.value = str(model_path), str(other)
     a, b, d = widget._on_compare()
     assert a.translate[2] < b.translate[2] < d.translate[2]
-    from napari_factortopy._napari._layers import scene_for_layer
-
     diff, _ = score_difference(tiny_model, make_model(seed=9))
     lim = np.nanmax(np.abs(diff))
     widget.difference.value = "r2_test A − B"

@@ -147,7 +147,7 @@ def test_flat_view_is_disabled_without_a_patch(make_napari_viewer, model_path, t
     assert scene.view == "lateral" and scene.kind == "inflated"
 
 
-def test_recomputed_clusters_show_in_the_panel(make_napari_viewer, model_path, tiny_model):
+def test_recomputed_clusters_show_in_the_panel(make_napari_viewer, model_path, tiny_model, qtbot):
     """#9.10: the clusters button repaints the surface and the Brain maps panel follows."""
     viewer = make_napari_viewer()
     layer = open_model(viewer, model_path)
@@ -156,7 +156,9 @@ def test_recomputed_clusters_show_in_the_panel(make_napari_viewer, model_path, t
     assert brain.map_choice.value == "layer"
     legend_before = np.array(brain.legend.value)
     compare.n_clusters.value = 5
-    labels = compare._on_clusters()
+    compare._on_clusters()  # on a worker thread
+    qtbot.waitUntil(lambda: compare.worker is None, timeout=30_000)
+    labels = scene_for_layer(compare.model_choice.layer).clusters
     want = channel_clusters(tiny_model.beta, 5, n_kmeans=min(1000, tiny_model.n_vertices)).labels
     np.testing.assert_array_equal(labels, want)
     scene = scene_for_layer(layer)

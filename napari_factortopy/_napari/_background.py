@@ -1,0 +1,70 @@
+"""Work that takes seconds (channel clusters of 40,000 vertices, a k-means) run on a
+worker thread, so the viewer never freezes, with a busy line in the panel meanwhile.
+
+The computation itself is a plain function from ``core``/``scene``; this module only
+wraps it in napari's ``create_worker`` and shows what is running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from magicgui import widgets
+
+__all__ = ["busy_label", "run_in_background"]
+
+
+def busy_label() -> widgets.Label:
+    """A hidden, word-wrapped line for "computing …" (it must not widen the dock)."""
+    label = widgets.Label(label="", value="", visible=False)
+    label.native.setWordWrap(True)
+    label.tooltip = "work running in the background; the viewer stays usable"
+    return label
+
+
+def run_in_background(
+    compute: Callable[[], Any],
+    done: Callable[[Any], None],
+    busy: widgets.Label,
+    what: str,
+    finished: Callable[[], None] | None = None,
+):
+    """Run ``compute()`` on a worker thread; ``done(result)`` on the UI thread after.
+
+    Parameters
+    ----------
+    compute : callable
+        The work, without Qt (it runs on another thread).
+    done : callable
+        Receives compute's result, on the UI thread.
+    busy : magicgui Label
+        Shows "``what`` …" while the work runs, hidden again when it ends.
+    what : str
+        What runs, in the user's words ("computing the channel clusters").
+    finished : callable, optional
+        Called on the UI thread after ``done`` (or after an error).
+
+    Returns
+    -------
+    napari.qt.threading.FunctionWorker
+        The started worker (an error reaches the user as a warning naming ``what``).
+    """
+    from napari.qt.threading import create_worker
+    from napari.utils.notifications import show_warning
+
+    worker = create_worker(compute, _start_thread=False)
+    busy.value = f"⏳ {what}…"
+    busy.visible = True
+
+    def _end() -> None:
+        busy.visible = False
+        busy.value = ""
+        if finished is not None:
+            finished()
+
+    worker.returned.connect(done)
+    worker.errored.connect(lambda exc: show_warning(f"{what} failed: {exc}"))
+    worker.finished.connect(_end)
+    worker.start()
+    return worker
