@@ -84,12 +84,17 @@ def test_info_summarises(demo_dir, capsys):
         ys.append(sum(w[k] * k for k in near) / sum(w[k] for k in near) / (len(w) - 1))
         xs.append((levels[v] - 1) / 3)
     want = np.polyfit(xs, ys, 1)[0]
-    got = re.search(r"mode a=([-\d.]+); interval \[([-\d.]+), ([-\d.]+)\]", out)
+    got = re.search(r"interval \[([-\d.]+), ([-\d.]+)\]; mode-centred ([-\d.]+)", out)
     assert got, out
-    mode, lo, hi = map(float, got.groups())
+    lo, hi, mode = map(float, got.groups())
     assert mode == pytest.approx(want, abs=5e-4)
     assert lo <= min(mode, rec["hierarchy_slope"]) + 5e-4
     assert hi >= max(mode, rec["hierarchy_slope"]) - 5e-4
+    # the line is the ROI table's (scene.tables.slope_line), with the demo's truth
+    from napari_factortopy.scene.tables import slope_line
+
+    assert f"              {slope_line(m)}\n" in out
+    assert f"; truth {rec['hierarchy_slope_truth']:.3f}" in slope_line(m)
 
 
 def test_train_from_phantom_folder(demo_dir, tmp_path):

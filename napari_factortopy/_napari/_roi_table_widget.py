@@ -1,7 +1,9 @@
 """ROI table: per ROI, how many vertices, how well fitted, which layer, how sure, how global.
 
 Rows come from :func:`napari_factortopy.scene.tables.roi_rows`; click a header (or use
-"sort by") to sort, and save the table as CSV.
+"sort by") to sort, and save the table as CSV. Under the table, the hierarchy slope
+across the ROIs' levels with its interval, as ``factortopy info`` words it
+(:func:`napari_factortopy.scene.tables.slope_line`), or why the model has none.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from magicgui import widgets
 
-from napari_factortopy._napari._common import ModelChoice
+from napari_factortopy._napari._common import ModelChoice, StatusText
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy.scene.brain import score_label
-from napari_factortopy.scene.tables import COLUMNS, roi_rows, score_note, write_csv
+from napari_factortopy.scene.tables import COLUMNS, roi_rows, score_note, slope_line, write_csv
 
 if TYPE_CHECKING:
     import napari
@@ -51,16 +53,24 @@ class RoiTableWidget(widgets.Container):
             value=str(Path.home() / "factortopy" / "rois.csv"), tooltip="CSV file to write",
         )  # fmt: skip
         self.save_button = widgets.PushButton(text="Export CSV", tooltip="write the table")
-        self.status = widgets.Label(label="status", value="")
+        self.slope = StatusText(  # room for an unfinished model's reason too
+            label="slope", value="", max_lines=8,
+            tooltip="hierarchy slope (paper Table 2): expected layer against ROI level "
+            "(V1 … EBA), with its interval and its reading within ±1 layer of each "
+            "vertex's mode (mode-centred); far weight: the mean layer weight further "
+            "from the mode. The same line as `factortopy info`",
+        )  # fmt: skip
+        self.status = StatusText(label="status", value="")
         self.extend(
             [self.model_choice, self.score_key, self.sort_by, self.descending, self.table,
-             self.out, self.save_button, self.status]
+             self.slope, self.out, self.save_button, self.status]
         )  # fmt: skip
         self.model_choice.changed.connect(self._on_model)
         self.score_key.changed.connect(self._on_model)
         self.sort_by.changed.connect(self._on_sort)
         self.descending.changed.connect(self._on_sort)
         self.save_button.changed.connect(self._on_save)
+        self._slope_of = None  # the model whose slope line is shown
         self._on_model()
 
     def _score_keys(self, _widget=None) -> list[str]:
@@ -73,10 +83,14 @@ class RoiTableWidget(widgets.Container):
         scene = None if layer is None else scene_for_layer(layer)
         if scene is None:
             self.rows = []
+            self.slope.value, self._slope_of = "", None
         else:
             with self.score_key.changed.blocked():
                 self.score_key.reset_choices()
             self.rows = roi_rows(scene.model, self.score_key.value)
+            if scene.model is not self._slope_of:  # once per model, not per score
+                self.slope.value = slope_line(scene.model)
+                self._slope_of = scene.model
         self.status.value = f"{len(self.rows)} ROIs" if self.rows else "no ROIs"
         if scene is not None:  # where the scores stand: normalised, or raw R²
             self.status.value += f"; {score_note(scene.model)}"

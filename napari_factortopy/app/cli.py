@@ -224,7 +224,7 @@ def _training_lines(m) -> list[str]:
 def _map_lines(m) -> list[str]:
     """The maps: non-finite selectors, the layer histogram, confidence, per-ROI lines,
     the hierarchy slope and its interval."""
-    from ..core.analyses import confidence, hierarchy_levels, hierarchy_slope, layer_argmax
+    from ..core.analyses import confidence, layer_argmax
 
     lines = []
     finite = np.isfinite(m.layer).all(1)
@@ -244,24 +244,18 @@ def _map_lines(m) -> list[str]:
         real = set((m.extra.get("baseline") or {}).get("maps") or ())
     if m.roi_names:
         lines += _roi_lines(m, finite, am, real)
-        levels = hierarchy_levels(m.roi, m.roi_names)
-        try:
-            if real is not None and "layer" not in real:
-                raise ValueError("no layer map")
-            hs = hierarchy_slope(m.layer, levels)
-            lines.append(
-                f"  hierarchy   slope a={hs.slope:.3f}, b={hs.intercept:.3f}, a+b={hs.top:.3f}"
-            )
-            from ..core.slope_range import model_slope_range
+    from ..core.slope_range import model_slope_or_reason
+    from ..scene.tables import slope_line
 
-            sr = model_slope_range(m)
-        except ValueError:
-            sr = None
-        if sr is not None:
-            lines.append(
-                f"              within ±1 layer of each mode a={sr.slope_mode:.3f}; interval "
-                f"[{sr.lo:.3f}, {sr.hi:.3f}] (far layer weight {100 * sr.far_mass:.1f} %)"
-            )
+    sr = model_slope_or_reason(m)  # the line is the ROI table's and the figure's
+    if isinstance(sr, str):
+        lines.append(f"  hierarchy   {slope_line(m, found=sr)}")
+    else:  # the paper's numbers first: slope, intercept, top
+        lines.append(
+            f"  hierarchy   slope a={sr.slope:.3f}, b={sr.intercept:.3f}, "
+            f"a+b={sr.slope + sr.intercept:.3f}"
+        )
+        lines.append(f"              {slope_line(m, found=sr)}")
     return lines
 
 

@@ -26,7 +26,13 @@ import numpy as np
 
 from .analyses import hierarchy_slope, layer_position
 
-__all__ = ["SlopeRange", "hierarchy_slope_range", "mode_layer_position", "model_slope_range"]
+__all__ = [
+    "SlopeRange",
+    "hierarchy_slope_range",
+    "mode_layer_position",
+    "model_slope_or_reason",
+    "model_slope_range",
+]
 
 
 def mode_layer_position(layer: np.ndarray, width: int = 1) -> np.ndarray:
@@ -182,20 +188,36 @@ def model_slope_range(model, **options) -> SlopeRange | None:
     -------
     SlopeRange or None
         None when the model has no real layer map (a baseline without one), no ROI
-        names, or fewer than two hierarchy levels among its vertices.
+        names, or fewer than two hierarchy levels among its vertices
+        (:func:`model_slope_or_reason` says which).
+    """
+    found = model_slope_or_reason(model, **options)
+    return found if isinstance(found, SlopeRange) else None
+
+
+def model_slope_or_reason(model, **options) -> SlopeRange | str:
+    """:func:`model_slope_range`, or why there is none: one short phrase for a person.
+
+    Returns
+    -------
+    SlopeRange or str
+        The range, or e.g. ``"the model has no ROI names"``.
     """
     from .analyses import hierarchy_levels
 
     if getattr(model, "kind", None) == "baseline":
         real = set(((model.extra or {}).get("baseline") or {}).get("maps") or ())
         if "layer" not in real:
-            return None
+            return "this baseline has no layer map"
     if not getattr(model, "roi_names", None):
-        return None
+        return "the model has no ROI names"
     layer = np.asarray(model.layer, np.float64)
     ok = np.isfinite(layer).all(1)
-    levels = np.where(ok, hierarchy_levels(model.roi, model.roi_names), 0)
     try:
+        levels = np.where(ok, hierarchy_levels(model.roi, model.roi_names), 0)
+        found = np.unique(levels[levels > 0]).tolist()
+        if len(found) < 2:
+            return f"its ROIs span fewer than two hierarchy levels (found {found or 'none'})"
         return hierarchy_slope_range(np.where(ok[:, None], layer, 1.0), levels, **options)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        return str(exc)

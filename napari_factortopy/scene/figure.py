@@ -238,20 +238,23 @@ def figure_image(
 
 
 def _slope_note(scene: BrainScene, name: str) -> str:
-    """Under the layer map's legend: the hierarchy slope, its mode-centred reading and
-    their interval (:mod:`napari_factortopy.core.slope_range`), when the model has
-    hierarchy levels."""
+    """Under the layer map's legend: the hierarchy slope, its interval and its
+    mode-centred reading, worded as in ``info`` and the ROI table
+    (:func:`napari_factortopy.scene.tables.slope_parts`; the figure's stamp says when the
+    model is unfinished), when the model has hierarchy levels."""
     if name != "layer":
         return ""
-    from napari_factortopy.core.slope_range import model_slope_range
+    import textwrap
 
-    sr = model_slope_range(scene.model)
-    if sr is None:
+    from napari_factortopy.core.slope_range import model_slope_or_reason
+    from napari_factortopy.scene.tables import slope_parts
+
+    found = model_slope_or_reason(scene.model)
+    if isinstance(found, str):
         return ""
-    return (
-        f"\nhierarchy slope {sr.slope:.2f}\nmode ±1 layer: {sr.slope_mode:.2f}"
-        f"\ninterval [{sr.lo:.2f}, {sr.hi:.2f}]"
-    )
+    parts = slope_parts(scene.model, 2, unfinished=False, found=found)
+    # the legend is narrow: a longer part (a group's interval) takes two lines
+    return "".join(f"\n{line}" for p in parts for line in textwrap.wrap(p, 22))
 
 
 def _significance_note(scene: BrainScene) -> str:

@@ -12,7 +12,7 @@ from napari_factortopy.core.analyses import confidence, layer_argmax
 from napari_factortopy.core.atomic import atomic_path
 from napari_factortopy.scene.brain import _default_score_key, score_label
 
-__all__ = ["COLUMNS", "roi_rows", "score_note", "write_csv"]
+__all__ = ["COLUMNS", "roi_rows", "score_note", "slope_line", "slope_parts", "write_csv"]
 
 #: Column keys of :func:`roi_rows`, in order, with their headers.
 COLUMNS = {
@@ -36,6 +36,70 @@ def score_note(model) -> str:
     if nc:
         return f"noise ceiling from {nc.get('source', '?')}"
     return "no noise ceiling known: scores are raw R² / r, not noise-normalised"
+
+
+def slope_parts(model, digits: int = 3, *, unfinished: bool = True, found=None) -> list[str]:
+    """The hierarchy slope (paper Table 2: expected layer against ROI level) as people
+    read it, in parts; ``factortopy info``, figures and the ROI table all show these.
+
+    Parameters
+    ----------
+    model : FittedModel
+    digits : int, default 3
+        Decimals of the slopes.
+    unfinished : bool, default True
+        Add ``"UNFINISHED MODEL: <why>"`` when the model file says training did not
+        converge (a figure says it in its stamp instead).
+    found : SlopeRange or str, optional
+        :func:`~napari_factortopy.core.slope_range.model_slope_or_reason` of ``model``
+        when the caller has it already (computed here otherwise).
+
+    Returns
+    -------
+    parts : list of str
+        ``"hierarchy slope A"``, ``"interval [LO, HI]"``, ``"mode-centred M"``,
+        ``"far weight F %"`` (:mod:`napari_factortopy.core.slope_range`), then as the file
+        allows: the group's interval across its models, the phantom's true slope (a
+        demo model's ``summary["recovery"]``), that the file is a phantom's truth, and
+        the unfinished note. Without a slope: one part ``"no hierarchy slope: <why>"``.
+    """
+    from napari_factortopy.core.slope_range import model_slope_or_reason
+    from napari_factortopy.scene.maps import convergence_line
+
+    sr = model_slope_or_reason(model) if found is None else found
+    if isinstance(sr, str):
+        return [f"no hierarchy slope: {sr}"]
+
+    def num(x) -> str:
+        return f"{float(x):.{digits}f}"
+
+    parts = [
+        f"hierarchy slope {num(sr.slope)}",
+        f"interval [{num(sr.lo)}, {num(sr.hi)}]",
+        f"mode-centred {num(sr.slope_mode)}",
+        f"far weight {100 * sr.far_mass:.1f} %",
+    ]
+    summary = getattr(model, "summary", None) or {}
+    h = (summary.get("group") or {}).get("hierarchy") or {}
+    if h.get("slope_lo") is not None and h.get("slope_hi") is not None:
+        parts.append(
+            f"group interval across {h.get('n_models', '?')} models "
+            f"[{num(h['slope_lo'])}, {num(h['slope_hi'])}]"
+        )
+    truth = (summary.get("recovery") or {}).get("hierarchy_slope_truth")
+    if truth is not None and np.isfinite(truth):
+        parts.append(f"truth {num(truth)}")
+    if getattr(model, "kind", None) == "phantom-truth":
+        parts.append("this file is a phantom's truth")
+    line = convergence_line(model) if unfinished else None
+    if line:
+        parts.append(f"UNFINISHED MODEL: {line}")
+    return parts
+
+
+def slope_line(model, digits: int = 3, *, found=None) -> str:
+    """:func:`slope_parts` as one line (``info`` and the ROI table)."""
+    return "; ".join(slope_parts(model, digits, found=found))
 
 
 def roi_rows(model, score_key: str | None = None) -> list[dict]:
