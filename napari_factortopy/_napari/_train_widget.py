@@ -1,52 +1,46 @@
 """The train panel: fit FactorTopy without leaving the viewer.
 
-Runs :func:`~napari_factortopy.app.jobs.training_job` in a napari
+Runs :func:`~napari_factortopy.app.jobs.live_training_job` in a napari
 ``thread_worker``: a progress bar, the layer map on the cortex redrawn at every
 validation, pause and stop, errors as notifications, and the saved ``.ftopy`` opened
-at the end.
+at the end. Stop finishes with the best model so far (see
+:mod:`~napari_factortopy.app.train_progress`); pressed again (Discard) it abandons the
+run unsaved. Pause and Stop act at the next "step" record: one per step on the CPU (see
+:func:`~napari_factortopy.app.train_form.log_every`).
 
-Stop ends training as a budget would: the current weights are validated, the best
-checkpoints go into the soup, the result is scored on the test split and saved (its
-summary and the map's banner say "stopped by the user"). Validation and soup report
-every batch, so the panel shows them; meanwhile the button reads "Discard", which
-abandons the run without saving anything.
-
-The worker can only pause or stop where the training generator yields, so the panel
-asks for a "step" record every step on the CPU (every
-:data:`~napari_factortopy.app.train_form.GPU_LOG_EVERY` steps on an accelerator, where a
-record's loss read-out costs a device sync): the progress bar moves with every record
-and Pause / Stop act within one record's time.
-
-The form's logic (tooltips, the controls' values → TrainConfig and TrainJob) is in
-:mod:`napari_factortopy.app.train_form`, the records' reading (status lines, progress)
-in :mod:`napari_factortopy.app.train_progress`; this module lays out and wires.
+The form's logic (tooltips, the controls' values → TrainConfig and TrainJob, the auto
+recipe's memory) is in :mod:`napari_factortopy.app.train_form`, a run's state and the
+records' reading (status lines, progress) in :mod:`napari_factortopy.app.train_progress`;
+this module lays out and wires.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 from magicgui import widgets
 
 from napari_factortopy._napari._common import StatusText, fit_window
-from napari_factortopy.app.jobs import PausableClock, TrainJob, training_job
+from napari_factortopy.app.jobs import TrainJob, live_training_job
 from napari_factortopy.app.train_form import (
     AUTO_CONTROLS,
     TIPS,
     VALUE_CONTROLS,
+    AutoRecipeMemory,
+    budget_recipe,
     control_specs,
     is_auto,
     recipe_line,
     recipe_tooltips,
+    source_rows,
     train_config,
     train_job,
 )
 from napari_factortopy.app.train_progress import (
-    BUDGET_TICKS,
     STOPPING,
-    progress_ticks,
-    status_line,
+    TrainRun,
+    diverged_warning,
+    result_line,
 )
 from napari_factortopy.core.config import TrainConfig
 
@@ -64,14 +58,9 @@ _KINDS = {
     "int": widgets.SpinBox,
     "check": widgets.CheckBox,
 }
-#: The panel's rows, top to bottom (``_buttons``: Train, Pause and Stop in one row).
-LAYOUT = (
-    "source", "phantom", "cache", "responses", "subject", "mesh", "layers", "max_minutes",
-    "recipe", "lr", "weight_decay", "batch_size", "steps_per_epoch", "max_epochs",
-    "patience", "reg_weight", "reg_decay_steps", "clip_norm", "top_k", "soup", "amp",
-    "calibrate", "seed", "bottleneck", "device", "out", "_buttons", "progress", "status",
-    "recipe_info", "result",
-)  # fmt: skip
+#: The panel's rows, top to bottom: the settings, then Train, Pause and Stop in one row
+#: (``_buttons``), the progress bar and the status lines.
+LAYOUT = (*VALUE_CONTROLS, "_buttons", "progress", "status", "recipe_info", "result")
 
 
 class TrainWidget(widgets.Container):
@@ -86,18 +75,11 @@ class TrainWidget(widgets.Container):
         super().__init__(labels=True)
         self.viewer = viewer
         self.worker = None
-        self._stop_event: threading.Event | None = None
-        self._clock: PausableClock | None = None
-        self._budget: float | None = None  # seconds of the running job's budget
-        self._total_steps = 1  # its schedule: max epochs × steps per epoch
-        #: the values the auto recipe overwrote (control name → value), put back
-        #: when the recipe goes back to paper
-        self._before_auto: dict[str, object] = {}
+        self._run: TrainRun | None = None  # the running job's stop, clock and progress
+        self._memory = AutoRecipeMemory()  # settings given, values the auto run wrote over
         self.preview_layer = None
         self.saved_path: str | None = None
         self.resolved: TrainConfig | None = None
-        #: settings of AUTO_CONTROLS the user set (kept by the auto recipe)
-        self.given: set[str] = set()
         self._showing = False  # the panel itself is writing the resolved values
         for name, (kind, kwargs) in control_specs().items():
             setattr(self, name, _KINDS[kind](**kwargs))
@@ -105,6 +87,11 @@ class TrainWidget(widgets.Container):
         self.extend([getattr(self, name) for name in LAYOUT])
         self._connect()
         fit_window(viewer)  # docked: scrolls, tabbed with the other panels
+
+    @property
+    def given(self) -> set[str]:
+        """Settings of AUTO_CONTROLS the user set (kept by the auto recipe)."""
+        return self._memory.given
 
     # ---------------------------------------------------------------- controls
     def _run_controls(self) -> widgets.Container:
@@ -117,12 +104,11 @@ class TrainWidget(widgets.Container):
         self.status = StatusText(label="status", value="idle")
         self.recipe_info = StatusText(label="auto recipe", value="", visible=False)
         self.result = StatusText(label="result", value="", visible=False)
-        buttons = widgets.Container(
+        return widgets.Container(
             layout="horizontal",
             labels=False,
             widgets=[self.start_button, self.pause_button, self.stop_button],
         )
-        return buttons
 
     def _connect(self) -> None:
         """Tooltips, and each control's signal to its slot."""
@@ -140,27 +126,22 @@ class TrainWidget(widgets.Container):
 
     # ------------------------------------------------------------------ slots
     def _on_source(self, value: str | None = None) -> None:
-        phantom = (value or self.source.value) == "phantom"
-        self.phantom.visible = phantom
-        for w in (self.cache, self.responses, self.subject, self.mesh):
-            w.visible = not phantom
+        for name, shown in source_rows(value or self.source.value).items():
+            getattr(self, name).visible = shown
 
     def _on_budget(self, value: float | None = None) -> None:
         """A budget enables the auto recipe (and turns it on, as `factortopy train`
         does with ``--max-seconds``); no budget means the paper recipe."""
         minutes = float(self.max_minutes.value if value is None else value)
-        had = self.recipe.enabled
-        self.recipe.enabled = minutes > 0
-        if minutes > 0 and not had:
-            self.recipe.value = "auto"
-        elif minutes <= 0:
-            self.recipe.value = "paper"
+        self.recipe.enabled, recipe = budget_recipe(minutes, self.recipe.enabled)
+        if recipe is not None:
+            self.recipe.value = recipe
         self._on_recipe()
 
     def _on_given(self, field: str) -> None:
         """A setting the user changed is given: the auto recipe keeps it."""
         if not self._showing:
-            self.given.add(field)
+            self._memory.give(field)
             self._on_recipe()
 
     def _on_recipe(self, _=None) -> None:
@@ -168,21 +149,11 @@ class TrainWidget(widgets.Container):
         the tooltips say which. Back on the paper recipe, the values an auto run wrote
         into the controls are replaced by those they had before (the paper's, or the
         user's), except the ones set since."""
-        auto = self._auto()
-        if not auto and self._before_auto and self.worker is None:
-            self._showing = True
-            try:
-                for name, value in self._before_auto.items():
-                    if name not in self.given:
-                        getattr(self, name).value = value
-            finally:
-                self._showing = False
-            self._before_auto = {}
+        auto = is_auto(self.recipe.value, self.max_minutes.value)
+        if not auto and self.worker is None:
+            self._set_quietly(self._memory.restore())
         for name, tip in recipe_tooltips(auto, self.given, self.recipe.enabled).items():
             getattr(self, name).tooltip = tip
-
-    def _auto(self) -> bool:
-        return is_auto(self.recipe.value, self.max_minutes.value)
 
     def values(self) -> dict[str, object]:
         """Every setting control's value, by control name (what :mod:`.train_form`
@@ -209,13 +180,9 @@ class TrainWidget(widgets.Container):
         if self.worker is not None:
             return self.worker
         job = job or self.job()
-        stop = threading.Event()
-        self._stop_event = stop
-        self._clock = PausableClock()
-        self._budget = job.train.max_seconds
-        self._total_steps = max(job.train.max_epochs * job.train.steps_per_epoch, 1)
-        worker = thread_worker(_training, start_thread=False, ignore_errors=True)(
-            job, stop.is_set, self._clock
+        run = self._run = TrainRun(job.train)
+        worker = thread_worker(live_training_job, start_thread=False, ignore_errors=True)(
+            job, run.stop_event.is_set, run.clock
         )
         worker.yielded.connect(self._on_record)
         worker.errored.connect(self._on_error)
@@ -236,35 +203,31 @@ class TrainWidget(widgets.Container):
         if self.worker is None:
             return
         pausing = self.pause_button.text == "Pause"
-        if not pausing and self._clock is not None:
-            self._clock.resume()
+        if not pausing and self._run is not None:
+            self._run.clock.resume()
         self.worker.toggle_pause()
         self.pause_button.text = "Resume" if pausing else "Pause"
         self.status.value = "pausing…" if pausing else "training"
 
     def _on_paused(self) -> None:
-        if self._clock is not None and self.worker is not None and self.worker.is_paused:
-            self._clock.pause()
+        if self._run is not None and self.worker is not None and self.worker.is_paused:
+            self._run.clock.pause()
         self.status.value = "paused"
 
     def _on_resumed(self) -> None:
-        if self._clock is not None:
-            self._clock.resume()
-        if not self._stopping():
-            self.status.value = "training"
-
-    def _stopping(self) -> bool:
-        return self._stop_event is not None and self._stop_event.is_set()
+        if self._run is not None:
+            self._run.clock.resume()
+            if self._run.stopping:
+                return
+        self.status.value = "training"
 
     def _on_stop(self, _=None) -> None:
         """First press: finish with the best model so far; second press: discard."""
         if self.worker is None:
             return
-        if self._stop_event is not None and not self._stop_event.is_set():
-            self._stop_event.set()
+        if self._run is not None and self._run.stop():
             if self.worker.is_paused:  # a paused run cannot reach its next check
-                if self._clock is not None:
-                    self._clock.resume()
+                self._run.clock.resume()
                 self.worker.resume()
                 self.pause_button.text = "Pause"
             self.pause_button.enabled = False
@@ -275,74 +238,52 @@ class TrainWidget(widgets.Container):
         self.status.value = "discarding…"
         self.worker.quit()
 
-    def _say(self, line: str) -> None:
-        """A progress line in the status; after Stop, in brackets after "stopping…"
-        (which stays until the model opens)."""
-        self.status.value = f"{STOPPING} ({line})" if self._stopping() else line
-
-    def _show_progress(self, step: int | None = None, elapsed: float | None = None) -> None:
-        """Without a budget the bar counts the schedule's steps; with one it follows the
-        clock (the budget's share used, or the schedule's if that is ahead)."""
-        bar = self.progress
-        bar.value = progress_ticks(
-            bar.value, bar.max, step, elapsed, self._budget, self._total_steps
-        )
-
     def _on_record(self, rec: dict) -> None:
-        kind = rec["kind"]
+        run, kind = self._run, rec["kind"]
         if kind in ("step", "validation"):
-            self._show_progress(rec.get("step"), rec.get("elapsed"))
-        line = status_line(rec)
+            self.progress.value = run.ticks(self.progress.value, self.progress.max, rec)
         if kind == "start":
             self._show_preview(rec["preview"])
-            self.progress.value = 0
-            self.progress.max = BUDGET_TICKS if self._budget else self._total_steps
-            self._say("training")
-        elif kind == "step":
-            if (self.worker is None or not self.worker.is_paused) and not self._stopping():
-                self.status.value = line
-        elif line is not None:
-            self._say(line)
+            self.progress.value, self.progress.max = 0, run.bar_max
+        paused = self.worker is not None and self.worker.is_paused
+        if (line := run.status(rec, paused)) is not None:
+            self.status.value = line
         if kind == "validation" and "selectors" in rec:
             self._update_preview(rec["selectors"])
         elif kind == "diverged":
             from napari.utils.notifications import show_warning
 
-            show_warning(
-                f"training diverged at step {rec['step']} (loss {rec['loss']}); "
-                "keeping the last good checkpoint"
-            )
+            show_warning(diverged_warning(rec))
         elif kind == "recipe":
             self._show_recipe(rec["config"], rec.get("info") or {})
         elif kind == "saved":
             self.saved_path = rec["path"]
-            self.status.value = f"saved {rec['path']}"
-            conv = (rec["model"].summary or {}).get("convergence") or {}
-            if conv.get("line"):
-                self.result.value = str(conv["line"])
-                self.result.visible = True
+            if (result := result_line(rec["model"])) is not None:
+                self.result.value, self.result.visible = result, True
 
     def _show_recipe(self, config: TrainConfig, info: dict) -> None:
         """The auto recipe's resolved values, each marked given or chosen: in its line
-        and in the controls."""
+        and in the controls (put back when the recipe is paper again)."""
         self.recipe_info.value = recipe_line(config, info)
         self.recipe_info.visible = True
         self.resolved = config
+        current = {name: getattr(self, name).value for name in AUTO_CONTROLS.values()}
+        self._set_quietly(self._memory.resolved(config, current))
+        if (bar_max := self._run.resolved(config)) is not None:
+            self.progress.max = bar_max
+
+    def _set_quietly(self, values: dict[str, object]) -> None:
+        """Write ``values`` (control name → value) into the controls without making them
+        given; a value outside a control's range is left out (the recipe line says it)."""
         self._showing = True
         try:
-            for field, name in AUTO_CONTROLS.items():
-                control = getattr(self, name)
-                if field not in self.given:  # put back when the recipe is paper again
-                    self._before_auto.setdefault(name, control.value)
+            for name, value in values.items():
                 try:
-                    control.value = getattr(config, field)
-                except ValueError:  # outside the control's range: the line says it
+                    getattr(self, name).value = value
+                except ValueError:
                     pass
         finally:
             self._showing = False
-        self._total_steps = max(int(config.max_epochs * config.steps_per_epoch), 1)
-        if self._budget is None:
-            self.progress.max = self._total_steps
 
     def _on_error(self, exc: Exception) -> None:
         from napari.utils.notifications import show_error
@@ -352,8 +293,7 @@ class TrainWidget(widgets.Container):
 
     def _on_finished(self) -> None:
         self.worker = None
-        self._stop_event = None
-        self._clock = None
+        self._run = None
         self._busy(False)
         self.pause_button.text = "Pause"
         self.stop_button.text = "Stop"
@@ -391,19 +331,3 @@ class TrainWidget(widgets.Container):
         m = self._scene.model
         m.space, m.layer, m.scale = selectors["space"], selectors["layer"], selectors["scale"]
         apply_scene(self.preview_layer, self._scene)
-
-
-def _training(job: TrainJob, should_stop=None, clock=None):
-    """:func:`training_job`, after loading the live map's mesh in this (worker) thread.
-
-    The first mesh load imports nilearn (seconds); done here, the viewer stays live
-    and the "start" record finds the mesh cached.
-    """
-    from napari_factortopy.data.surfaces import SurfaceError
-    from napari_factortopy.scene.brain import load_meshset
-
-    try:
-        load_meshset(job.mesh, "inflated")
-    except (SurfaceError, OSError, ValueError):
-        pass  # the preview says so when it is shown
-    yield from training_job(job, should_stop, clock=clock)

@@ -1,7 +1,8 @@
 """Long jobs of the plugin as plain generators (no Qt): training a model from the viewer.
 
-The train widget runs :func:`training_job` in a napari ``thread_worker``; tests and
-the sample data run it directly. Records are those of
+The train widget runs :func:`live_training_job` (:func:`training_job` after loading the
+live map's mesh) in a napari ``thread_worker``; tests and the sample data run
+:func:`training_job` directly. Records are those of
 :func:`napari_factortopy.core.training.train` plus:
 
 - ``{"kind": "phantom", "stage": ...}`` while a missing phantom subject is built;
@@ -23,7 +24,7 @@ import numpy as np
 from napari_factortopy.core.config import TrainConfig
 from napari_factortopy.data.phantom import PhantomConfig
 
-__all__ = ["PausableClock", "TrainJob", "training_job"]
+__all__ = ["PausableClock", "TrainJob", "live_training_job", "training_job"]
 
 
 class PausableClock:
@@ -203,3 +204,24 @@ def training_job(
             yield rec
     path = fitted.save(job.out)
     yield {"kind": "saved", "path": str(path), "model": fitted}
+
+
+def live_training_job(
+    job: TrainJob,
+    should_stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Iterator[dict]:
+    """:func:`training_job`, after loading the live map's mesh in the calling thread.
+
+    The Train panel runs this in its worker thread: the first mesh load imports nilearn
+    (seconds); done there, the viewer stays live and the "start" record finds the mesh
+    cached. A mesh that cannot be loaded is left to the live map to report.
+    """
+    from napari_factortopy.data.surfaces import SurfaceError
+    from napari_factortopy.scene.brain import load_meshset
+
+    try:
+        load_meshset(job.mesh, "inflated")
+    except (SurfaceError, OSError, ValueError):
+        pass  # the preview says so when it is shown
+    yield from training_job(job, should_stop, clock=clock)

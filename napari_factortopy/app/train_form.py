@@ -7,7 +7,9 @@ The panel (:mod:`napari_factortopy._napari._train_widget`) reads its controls in
 plain mapping, control name → value (``"source"``, ``"phantom"``, ``"cache"``,
 ``"responses"``, ``"subject"``, ``"mesh"``, ``"layers"``, ``"max_minutes"``,
 ``"recipe"``, the :class:`TrainConfig` fields it shows, ``"calibrate"``,
-``"bottleneck"``, ``"device"``, ``"out"``), and hands it here.
+``"bottleneck"``, ``"device"``, ``"out"``), and hands it here. What the auto recipe
+did to the controls (the settings the user gave, the values an auto run wrote over) is
+kept in an :class:`AutoRecipeMemory`.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ __all__ = [
     "GPU_LOG_EVERY",
     "TIPS",
     "VALUE_CONTROLS",
+    "AutoRecipeMemory",
+    "budget_recipe",
     "control_specs",
     "is_auto",
     "log_every",
     "recipe_line",
     "recipe_tooltips",
+    "source_rows",
     "train_config",
     "train_job",
 ]
@@ -114,7 +119,13 @@ GPU_LOG_EVERY = 10
 
 
 def log_every(device: str) -> int:
-    """Steps between "step" records for a device name (``"auto"`` is resolved)."""
+    """Steps between "step" records for a device name (``"auto"`` is resolved).
+
+    The panel's worker can pause or stop only where the training generator yields, so
+    it asks for a record every step on the CPU (the bar moves with every step, and Pause
+    and Stop act within one); on an accelerator, where a record's loss read-out costs a
+    device sync, every :data:`GPU_LOG_EVERY` steps.
+    """
     if device == "cpu":
         return 1
     try:
@@ -125,9 +136,72 @@ def log_every(device: str) -> int:
         return 1
 
 
+def source_rows(source: str) -> dict[str, bool]:
+    """Which data controls the panel shows for a data ``source`` (control name → shown):
+    the phantom folder for "phantom", else the feature cache, responses, subject and
+    mesh."""
+    phantom = source == "phantom"
+    return {
+        "phantom": phantom,
+        **dict.fromkeys(("cache", "responses", "subject", "mesh"), not phantom),
+    }
+
+
 def is_auto(recipe: str, max_minutes: float) -> bool:
     """Whether the auto recipe is on: chosen, and a time budget set."""
     return recipe == "auto" and float(max_minutes) > 0
+
+
+def budget_recipe(minutes: float, enabled: bool) -> tuple[bool, str | None]:
+    """The recipe control after the time budget became ``minutes``: (enabled, value to
+    set, None to leave it). A budget enables the auto recipe and turns it on when it was
+    disabled (as `factortopy train` does with ``--max-seconds``); no budget means the
+    paper recipe. ``enabled``: whether the control was enabled."""
+    if minutes > 0:
+        return True, (None if enabled else "auto")
+    return False, "paper"
+
+
+class AutoRecipeMemory:
+    """What the auto recipe did to the panel's settings of :data:`AUTO_CONTROLS`.
+
+    The settings the user set are *given*: the recipe keeps them and chooses the others.
+    An auto run writes its resolved values into the controls; the values they had
+    before (the paper's, or the user's) are remembered, and put back when the recipe is
+    paper again, except the settings given since.
+
+    Attributes
+    ----------
+    given : set of str
+        Fields of :data:`AUTO_CONTROLS` the user set.
+    before : dict
+        Control name → its value before an auto run first wrote over it.
+    """
+
+    def __init__(self) -> None:
+        self.given: set[str] = set()
+        self.before: dict[str, Any] = {}
+
+    def give(self, field: str) -> None:
+        """The user set ``field``: the auto recipe keeps it."""
+        self.given.add(field)
+
+    def resolved(self, config: TrainConfig, current: Mapping[str, Any]) -> dict[str, Any]:
+        """The values the auto recipe's ``config`` puts into the controls (control name
+        → value); the ``current`` values (control name → value) of the settings not given
+        are remembered, each the first time only."""
+        for field, name in AUTO_CONTROLS.items():
+            if field not in self.given:
+                self.before.setdefault(name, current[name])
+        return {name: getattr(config, field) for field, name in AUTO_CONTROLS.items()}
+
+    def restore(self) -> dict[str, Any]:
+        """The values to put back now the recipe is paper (control name → value), without
+        the settings given since; forgotten once returned."""
+        field = {name: f for f, name in AUTO_CONTROLS.items()}
+        back = {n: v for n, v in self.before.items() if field[n] not in self.given}
+        self.before = {}
+        return back
 
 
 def recipe_tooltips(auto: bool, given: Collection[str], recipe_enabled: bool) -> dict[str, str]:
