@@ -23,10 +23,13 @@ from napari_factortopy._napari._data import missing_data, stimuli_for
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy.app.stimulus_prediction import (
     cached_backbone,
+    data_folder_line,
     drop_prediction_map,
+    image_row,
     predict_stimulus,
     present_rois,
     show_prediction_map,
+    top_channel_pixels,
 )
 from napari_factortopy.core.resources import sample_stimuli
 from napari_factortopy.data.stimuli import read_image
@@ -148,9 +151,7 @@ class StimulusWidget(widgets.Container):
             return []
         scene.data_root = str(folder)
         missing = missing_data(scene, notify=False)
-        self.status.value = (
-            f"data folder {folder}" if not missing else f"still not found: {', '.join(missing)}"
-        )
+        self.status.value = data_folder_line(folder, missing)
         self._on_model()
         return missing
 
@@ -174,20 +175,13 @@ class StimulusWidget(widgets.Container):
         return [n for n in names if n in self.viewer.layers]
 
     def _place_images(self, _event=None) -> None:
-        """Place the images in a row right of the brain, in the screen plane, each as tall
-        as half the brain and as wide as its own aspect ratio makes it (a photograph
-        after a square dataset image does not overlap the top-channel images)."""
+        """Place the images in a row right of the brain (:func:`image_row`)."""
         if self.layer is None or self.layer not in self.viewer.layers:
             return
-        lo, hi = np.asarray(self.layer.extent.world, float)[:, -2:]  # (y, z) in world
-        height = 0.5 * float(hi[0] - lo[0]) or 50.0
-        left = float(hi[1]) + 10.0
-        for name in self._image_names():
-            ly = self.viewer.layers[name]
-            h, w = ly.data.shape[:2]
-            scale = height / h
-            ly.scale, ly.translate = (scale, scale), (float(lo[0]), left)
-            left += w * scale + 5.0
+        shown = [self.viewer.layers[name] for name in self._image_names()]
+        row = image_row(self.layer.extent.world, [ly.data.shape[:2] for ly in shown])
+        for ly, (scale, translate) in zip(shown, row, strict=True):
+            ly.scale, ly.translate = (scale, scale), translate
 
     def _on_index(self, value: int | None = None) -> None:
         scene = self.scene
@@ -196,8 +190,7 @@ class StimulusWidget(widgets.Container):
             return
         self.file_image = None
         index = int(self.index.value if value is None else value)
-        image = source[0](np.array([index]))[0]
-        scene.stimulus = image
+        image = scene.stimulus = source[0](np.array([index]))[0]
         self._drop_prediction(f"image {index}")
         self._show("stimulus", image)
 
@@ -304,4 +297,4 @@ class StimulusWidget(widgets.Container):
                 self.viewer.layers.remove(name)
         self._tops = list(tops)
         for roi, rgb in tops.items():
-            self._show(f"top channels {roi}", (np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+            self._show(f"top channels {roi}", top_channel_pixels(rgb))
