@@ -80,7 +80,6 @@ class TrainWidget(widgets.Container):
         self.preview_layer = None
         self.saved_path: str | None = None
         self.resolved: TrainConfig | None = None
-        self._showing = False  # the panel itself is writing the resolved values
         for name, (kind, kwargs) in control_specs().items():
             setattr(self, name, _KINDS[kind](**kwargs))
         self._buttons = self._run_controls()
@@ -140,8 +139,7 @@ class TrainWidget(widgets.Container):
 
     def _on_given(self, field: str) -> None:
         """A setting the user changed is given: the auto recipe keeps it."""
-        if not self._showing:
-            self._memory.give(field)
+        if self._memory.give(field):
             self._on_recipe()
 
     def _on_recipe(self, _=None) -> None:
@@ -275,15 +273,12 @@ class TrainWidget(widgets.Container):
     def _set_quietly(self, values: dict[str, object]) -> None:
         """Write ``values`` (control name → value) into the controls without making them
         given; a value outside a control's range is left out (the recipe line says it)."""
-        self._showing = True
-        try:
+        with self._memory.writes():
             for name, value in values.items():
                 try:
                     getattr(self, name).value = value
                 except ValueError:
                     pass
-        finally:
-            self._showing = False
 
     def _on_error(self, exc: Exception) -> None:
         from napari.utils.notifications import show_error

@@ -14,7 +14,8 @@ kept in an :class:`AutoRecipeMemory`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -176,15 +177,32 @@ class AutoRecipeMemory:
         Fields of :data:`AUTO_CONTROLS` the user set.
     before : dict
         Control name → its value before an auto run first wrote over it.
+    writing : bool
+        Whether the panel itself is writing values into the controls (:meth:`writes`).
     """
 
     def __init__(self) -> None:
         self.given: set[str] = set()
         self.before: dict[str, Any] = {}
+        self.writing = False
 
-    def give(self, field: str) -> None:
-        """The user set ``field``: the auto recipe keeps it."""
+    def give(self, field: str) -> bool:
+        """The user set ``field``: the auto recipe keeps it. Returns whether it is given
+        (not while the panel itself writes the controls)."""
+        if self.writing:
+            return False
         self.given.add(field)
+        return True
+
+    @contextmanager
+    def writes(self) -> Iterator[None]:
+        """While the panel writes values (:meth:`resolved`'s, :meth:`restore`'s) into the
+        controls: their changes are not the user's."""
+        self.writing = True
+        try:
+            yield
+        finally:
+            self.writing = False
 
     def resolved(self, config: TrainConfig, current: Mapping[str, Any]) -> dict[str, Any]:
         """The values the auto recipe's ``config`` puts into the controls (control name

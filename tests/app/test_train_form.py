@@ -38,7 +38,10 @@ def test_auto_recipe_memory_puts_back_what_it_wrote_over():
     shown = {name: getattr(paper, field) for field, name in AUTO_CONTROLS.items()}
     shown["batch_size"] = 16
     memory = AutoRecipeMemory()
-    memory.give("batch_size")  # the user set the batch: the recipe keeps it
+    assert memory.give("batch_size")  # the user set the batch: the recipe keeps it
+    with memory.writes():  # the panel writing a value: not the user's
+        assert not memory.give("steps_per_epoch") and memory.writing
+    assert not memory.writing and memory.given == {"batch_size"}
     chosen = TrainConfig(batch_size=16, lr=5e-4, steps_per_epoch=50, reg_decay_steps=400)
     written = memory.resolved(chosen, shown)
     assert written == {"batch_size": 16, "lr": 5e-4, "steps_per_epoch": 50, "reg_decay_steps": 400}
