@@ -12,7 +12,7 @@ from typing import Any
 
 from magicgui import widgets
 
-__all__ = ["busy_label", "run_in_background"]
+__all__ = ["busy_label", "run_in_background", "warm_in_background"]
 
 
 def busy_label() -> widgets.Label:
@@ -66,5 +66,15 @@ def run_in_background(
     worker.returned.connect(done)
     worker.errored.connect(lambda exc: show_warning(f"{what} failed: {exc}"))
     worker.finished.connect(_end)
+    worker.start()
+    return worker
+
+
+def warm_in_background(warm: Callable[[], None]):
+    """Run a cache warm-up (a pick structure) on a worker thread, silently: nothing
+    waits for it, and the work it saves is done on demand if it has not finished."""
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(warm, _start_thread=False)
     worker.start()
     return worker

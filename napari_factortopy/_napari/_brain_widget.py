@@ -19,7 +19,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-from napari_factortopy._napari._background import busy_label, run_in_background
+from napari_factortopy._napari._background import (
+    busy_label,
+    run_in_background,
+    warm_in_background,
+)
 from napari_factortopy._napari._common import (
     ModelChoice,
     apply_scene,
@@ -343,6 +347,8 @@ class BrainWidget(widgets.Container):
             if orphan in self.viewer.layers:
                 self.viewer.layers.remove(orphan)
         self.model_choice.reset_choices()
+        if getattr(event, "type", "") == "inserted" and self.scene is not None:
+            warm_in_background(self.scene.warm_picking)  # a fast first click
         for layer in factortopy_layers(self.viewer):
             if id(layer) not in self._hooked:
                 layer.events.metadata.connect(self._on_layer_metadata)
@@ -428,6 +434,9 @@ class BrainWidget(widgets.Container):
         self._reset_camera()
 
     def _reset_camera(self) -> None:
+        scene = self.scene
+        if scene is not None:  # the first click after a view/mesh change is answered fast
+            warm_in_background(scene.warm_picking)
         self.viewer.dims.ndisplay = 3
         cam = self.viewer.camera
         cam.set_view_direction((-1.0, 0.0, 0.0), up_direction=(0.0, -1.0, 0.0))

@@ -406,6 +406,12 @@ class BrainScene:
             self._cache[key] = vertex_rays(*self.geometry())
         return self._cache[key]
 
+    def warm_picking(self) -> None:
+        """Build the current mesh and view's pick structure now (≈ 0.2–0.4 s at
+        fsaverage7), so that the first click after a view change is answered at once;
+        the panel calls it on a worker thread."""
+        self._tree()
+
     def pick(self, position, direction) -> Pick | None:
         """The displayed vertex a click ray hits first (see :meth:`hit`).
 
