@@ -24,7 +24,7 @@ def demo_dir(tmp_path_factory):
             "--n-images",
             "80",
             "--train-seconds",
-            "8",
+            "20",  # 8 s was refused as too short for one validation on a loaded machine
             "--device",
             "cpu",
         ]
