@@ -67,3 +67,45 @@ def test_compare_with_model_b_blank_says_so(make_napari_viewer, model_path):
     text = compare.status.value
     assert "choose model B" in text and "not a file" not in text, text
     assert len(viewer.layers) == 0
+
+
+def test_side_by_side_models_carry_their_names(make_napari_viewer, qtbot, tmp_path, model_path):
+    """Item 3: with two models shown, each one's name is drawn above its own brain; it
+    moves with the brain (a view change) and goes when the other model is closed."""
+    from napari_factortopy._napari._names import NAME_KEY
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1200, 800)
+    first = open_model(viewer, model_path)
+    qtbot.wait(50)
+    assert not [ly for ly in viewer.layers if NAME_KEY in ly.metadata]  # one model: no names
+    second = open_model(viewer, make_model(seed=3).save(tmp_path / "second.ftopy"))
+    qtbot.waitUntil(lambda: len([ly for ly in viewer.layers if NAME_KEY in ly.metadata]) == 2)
+    viewer.layers.selection.active = first  # another layer selected than the names
+    paint_hemispheres(first, 100, lh=(1, 0, 0), rh=(1, 0, 0))
+    paint_hemispheres(second, 100, lh=(0, 0, 1), rh=(0, 0, 1))
+    qtbot.wait(50)
+    shot = canvas_shot(viewer)[..., :3].astype(int)
+    white = np.all(shot >= 230, axis=-1)
+    for layer, rgb in ((first, (255, 0, 0)), (second, (0, 0, 255))):
+        brain = np.all(np.abs(shot - np.array(rgb)) <= 40, axis=-1)
+        rows, cols = np.nonzero(brain)
+        top, left, right = rows.min(), cols.min(), cols.max()
+        text_rows, text_cols = np.nonzero(white[:top, left : right + 1])
+        assert len(text_rows) > 20, f"no name drawn above {layer.name}"
+        # the name is centred over its own brain
+        centre = left + text_cols.mean()
+        assert abs(centre - (left + right) / 2) < 0.25 * (right - left), (centre, left, right)
+    names = {ly.metadata[NAME_KEY]: ly for ly in viewer.layers if NAME_KEY in ly.metadata}
+    assert set(names) == {first.name, second.name}
+    assert list(names[second.name].features["name"]) == [second.name]
+    # a view change moves the brain: its name follows it
+    brain = dock(viewer, "Brain maps")
+    brain.model_choice.value = second.name
+    brain._on_view("ventral")
+    qtbot.wait(50)
+    pos = names[second.name].data[0] + names[second.name].translate
+    verts = np.asarray(second.data[0]) + second.translate
+    assert verts[:, 2].min() < pos[2] < verts[:, 2].max() and pos[1] < verts[:, 1].min()
+    viewer.layers.remove(second)
+    qtbot.waitUntil(lambda: not [ly for ly in viewer.layers if NAME_KEY in ly.metadata])
