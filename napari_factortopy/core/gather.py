@@ -8,7 +8,8 @@ selectors. Three implementations of the same numbers:
   with ``per_sample_weights`` and a parallel backward;
 - ``"dense"`` (the GPU's): a per-vertex selection matrix times the table, in blocks;
 - :func:`gather_readout` (the CPU's forward of :class:`~.model.FactorTopy`): the bag sum
-  and the per-vertex readout in blocks of vertices, never keeping the (V, B, D) features.
+  and the per-vertex readout in blocks of vertices, never keeping the (V, B, D) features;
+  the rows every vertex reads (the global tokens) by a matrix product instead.
 
 Gradients reach both the table (hence the channel-align weights) and the weights (hence
 the selectors).
@@ -105,56 +106,84 @@ class _GatherReadout(torch.autograd.Function):
     """The bag sum and the per-vertex readout in one, in blocks of vertices.
 
     ``y[v, b] = Σ_d beta[v, d] · f[v, b, d]`` with ``f[v] = Σ_k weight[v, k] ·
-    table[index[v, k]]`` viewed (B, D), computed without the (V, B, D) features.
-    Forward: per block the bag sum and the readout (``bmm``); nothing of size V·B·D
-    is kept. Backward: per block the features are computed again (one more bag sum,
-    cheaper than keeping them) for ``grad_beta``, and the block's feature gradient
+    table[index[v, k]]`` viewed (B, D), computed in blocks of vertices. The columns of
+    ``index`` split in two: ``index`` (V, K_bag), read by a bag sum, and ``shared``
+    (K_sh,), rows read by every vertex (the global tokens), with weights ``weight``
+    (V, K_bag) and ``shared_weight`` (V, K_sh); the shared rows' part is a matrix
+    product ``shared_weight @ table[shared]``.
+    Forward: per block the bag sum, the shared product and the readout (``bmm``);
+    nothing of size V·B·D is kept. Backward: per block the features are computed again
+    for ``grad_beta`` (as fast as keeping them, measured, and 155 MB less at paper
+    scale), and the block's feature gradient
     ``g[v, b, d] = gy[v, b] · beta[v, d]`` (an outer product) gives the weight
-    gradient (row dot products) and the table gradient (a bag sum over the block's
-    transposed index). A block's ``g`` stays in cache while the transposed bag reads
-    its rows in index order: over the whole (V, B·D) gradient those reads were
-    scattered and the step memory-bound (issue 19, item 4).
+    gradient (row dot products; a product with ``table[shared]ᵀ`` for the shared rows)
+    and the table gradient (a bag sum over the block's transposed index; a product
+    ``shared_weightᵀ @ g`` for the shared rows). A block's ``g`` stays in cache while
+    the transposed bag reads its rows in index order: over the whole (V, B·D) gradient
+    those reads were scattered and the step memory-bound (issue 19, item 4).
     """
 
     @staticmethod
-    def forward(ctx, index, weight, table, beta, block):
+    def forward(ctx, index, weight, shared, shared_weight, table, beta, block):
         n_v, d = beta.shape
         b = table.shape[1] // d
         y = table.new_empty(n_v, b)
+        t_sh = table[shared]  # (K_sh, B·D)
         for lo in range(0, n_v, block):
             hi = min(lo + block, n_v)
-            f = F.embedding_bag(
-                index[lo:hi], table, per_sample_weights=weight[lo:hi], mode="sum"
-            ).view(hi - lo, b, d)
-            y[lo:hi] = torch.bmm(f, beta[lo:hi, :, None])[..., 0]
-        ctx.save_for_backward(index, weight, table, beta)
+            f = _block_features(index, weight, shared_weight, table, t_sh, lo, hi)
+            y[lo:hi] = torch.bmm(f.view(hi - lo, b, d), beta[lo:hi, :, None])[..., 0]
+        ctx.save_for_backward(index, weight, shared, shared_weight, table, beta)
         ctx.block = block
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        index, weight, table, beta = ctx.saved_tensors
+        index, weight, shared, shared_weight, table, beta = ctx.saved_tensors
         grad_y = grad_y.contiguous()
-        need_w, need_t, need_b = ctx.needs_input_grad[1:4]
+        need_w, need_sw, need_t, need_b = (ctx.needs_input_grad[i] for i in (1, 3, 4, 5))
         n_v, d = beta.shape
         b = grad_y.shape[1]
+        t_sh = table[shared]
         grad_weight = torch.empty_like(weight) if need_w else None
+        grad_sw = torch.empty_like(shared_weight) if need_sw else None
         grad_table = torch.zeros_like(table) if need_t else None
+        grad_sh = torch.zeros_like(t_sh) if need_t else None
         grad_beta = torch.empty_like(beta) if need_b else None
         for lo in range(0, n_v, ctx.block):
             hi = min(lo + ctx.block, n_v)
-            idx, w, gy = index[lo:hi], weight[lo:hi], grad_y[lo:hi]
+            gy = grad_y[lo:hi]
             if need_b:
-                f = F.embedding_bag(idx, table, per_sample_weights=w, mode="sum")
+                f = _block_features(index, weight, shared_weight, table, t_sh, lo, hi)
                 f = f.view(hi - lo, b, d)
                 grad_beta[lo:hi] = torch.bmm(f.transpose(1, 2), gy[:, :, None])[..., 0]
-            if need_w or need_t:
+            if need_w or need_sw or need_t:
                 g = (gy[:, :, None] * beta[lo:hi, None, :]).view(hi - lo, b * d)
-                if need_w:
-                    grad_weight[lo:hi] = _row_dots(g, table, idx)
+                if need_w and index.shape[1]:
+                    grad_weight[lo:hi] = _row_dots(g, table, index[lo:hi])
+                if need_sw:
+                    torch.mm(g, t_sh.t(), out=grad_sw[lo:hi])
                 if need_t:
-                    grad_table += _transposed_bag(idx, w, g, table.shape[0])
-        return None, grad_weight, grad_table, grad_beta, None
+                    if index.shape[1]:
+                        grad_table += _transposed_bag(
+                            index[lo:hi], weight[lo:hi], g, table.shape[0]
+                        )
+                    grad_sh.addmm_(shared_weight[lo:hi].t(), g)
+        if need_t:
+            grad_table.index_add_(0, shared, grad_sh)
+        return None, grad_weight, None, grad_sw, grad_table, grad_beta, None
+
+
+def _block_features(index, weight, shared_weight, table, t_sh, lo, hi):
+    """Vertices ``lo:hi``'s features (hi - lo, B·D): the bag sum plus the shared rows'
+    product. Detached: ATen's bag sum then skips the bookkeeping of its own backward."""
+    weight, shared_weight, table = weight.detach(), shared_weight.detach(), table.detach()
+    if index.shape[1]:
+        f = F.embedding_bag(index[lo:hi], table, per_sample_weights=weight[lo:hi], mode="sum")
+        f.addmm_(shared_weight[lo:hi], t_sh)
+    else:
+        f = torch.mm(shared_weight[lo:hi], t_sh)
+    return f
 
 
 class _DenseGather(torch.autograd.Function):
@@ -292,7 +321,28 @@ def gather_readout(
         ``y[v, b] = Σ_d beta[v, d] · (Σ_k weight[v, k] · table[index[v, k]])[b, d]``,
         the same numbers as :func:`weighted_gather` followed by the readout;
         differentiable in ``weight``, ``table`` and ``beta``.
+
+    Notes
+    -----
+    Columns of ``index`` that name the same row for every vertex (the global tokens;
+    every column in the no-space ablation) are read by matrix products rather than the
+    bag sum: at paper scale they are 12 of 60 columns, and as bags of the transposed
+    index (one bag of V entries per row) they took most of the table gradient's time.
     """
     block = max(1, int(block_bytes) // (4 * max(1, table.shape[1])))
     dtype = table.dtype
-    return _GatherReadout.apply(index, weight.to(dtype), table, beta.to(dtype), block)
+    weight = weight.to(dtype)
+    # columns that name the same row for every vertex (the global tokens) are read by
+    # a matrix product instead of the bag sum
+    shared = (index == index[:1]).all(0) if len(index) else index.new_zeros(index.shape[1]).bool()
+    bag_cols = (~shared).nonzero()[:, 0]
+    sh_cols = shared.nonzero()[:, 0]
+    return _GatherReadout.apply(
+        index[:, bag_cols].contiguous(),
+        weight[:, bag_cols].contiguous(),
+        index[0, sh_cols].contiguous(),
+        weight[:, sh_cols].contiguous(),
+        table,
+        beta.to(dtype),
+        block,
+    )

@@ -258,6 +258,35 @@ def test_gather_readout_gradcheck_in_blocks(per_block):
     np.testing.assert_allclose(fused(weight, table, beta).detach(), naive.detach(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("shared_cols", [(1, 3), (0, 1, 2, 3)])
+def test_gather_readout_with_rows_every_vertex_reads(shared_cols):
+    """Columns of the index naming the same row for every vertex (the global tokens;
+    all of them in the no-space ablation) are read by a matrix product: the same
+    numbers as a naive loop and finite differences, in blocks of 3 vertices (the last
+    one short)."""
+    g = torch.Generator().manual_seed(2)
+    n_v, k, n_rows, b, d = 7, 4, 6, 2, 3
+    index = torch.randint(0, n_rows, (n_v, k), generator=g)
+    for j, row in zip(shared_cols, (5, 0, 5, 2), strict=False):
+        index[:, j] = row  # row 5 read twice by every vertex when two columns share it
+    f64 = {"generator": g, "dtype": torch.float64, "requires_grad": True}
+    weight = torch.rand(n_v, k, **f64)
+    table = torch.randn(n_rows, b * d, **f64)
+    beta = torch.randn(n_v, d, **f64)
+
+    def fused(w, t, bt):
+        return gather_readout(index, w, t, bt, block_bytes=4 * b * d * 3)
+
+    assert torch.autograd.gradcheck(fused, (weight, table, beta))
+    naive = torch.zeros(n_v, b, dtype=torch.float64)
+    for v in range(n_v):
+        for j in range(k):
+            row = table[index[v, j]].view(b, d)
+            for i in range(b):
+                naive[v, i] += weight[v, j] * (row[i] * beta[v]).sum()
+    np.testing.assert_allclose(fused(weight, table, beta).detach(), naive.detach(), rtol=1e-12)
+
+
 def test_gather_method_follows_the_device_and_refuses_unknown_names():
     assert gather_method("cpu") == "bag"
     assert gather_method("cuda") == "dense"
