@@ -28,30 +28,28 @@ from napari_factortopy._napari._common import (
     ModelChoice,
     apply_scene,
     factortopy_layers,
+    frame_brain,
     keep_framing,
-    linked_layers,
     pick_surfaces,
-    place_side_by_side,
     same_layer,
+    share_geometry,
     show_image,
 )
 from napari_factortopy._napari._inspector import Inspector
-from napari_factortopy._napari._layers import scene_for_layer, unfinished
+from napari_factortopy._napari._keys import KEYS, bind_keys, unbind_keys
+from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy._napari._overlays import show_roi_names, show_unfinished
-from napari_factortopy.scene.brain import (
-    MESH_KINDS,
-    VIEWS,
-    BrainScene,
-    Pick,
-    hemisphere_caption,
-    method_name,
-)
+from napari_factortopy._napari._session import restore_session, save_session
+from napari_factortopy.scene.brain import MESH_KINDS, VIEWS, BrainScene, Pick, hemisphere_caption
 from napari_factortopy.scene.map_panel import (
+    NO_FLAT_TIP,
     LegendCache,
+    PanelState,
     cluster_labels,
     legend_tooltip,
     map_names,
     needs_clusters,
+    panel_state,
     score_keys,
     show_map,
     stepped,
@@ -60,16 +58,7 @@ from napari_factortopy.scene.map_panel import (
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["BrainWidget", "ModelChoice", "apply_scene", "factortopy_layers"]
-
-#: Keyboard shortcuts bound on the viewer while the panel is open (docs/NAPARI.md).
-KEYS = {
-    "next map": "Alt-N",
-    "previous map": "Alt-P",
-    **{f"view {v}": f"Alt-{i}" for i, v in enumerate(VIEWS, start=1)},
-}
-_FLAT_TIP = "the flat patch of both hemispheres (FreeSurfer ?h.*.patch.flat)"
-_NO_FLAT_TIP = "no flat patch of this mesh on this machine: the flat view is off"
+__all__ = ["KEYS", "BrainWidget", "ModelChoice", "apply_scene", "factortopy_layers"]
 
 
 class BrainWidget(widgets.Container):
@@ -178,19 +167,8 @@ class BrainWidget(widgets.Container):
         self.native.destroyed.connect(lambda *_: self._unhook(viewer))
         self._hooked: set[int] = set()
         self._legends = LegendCache()
-        self._bind_keys(viewer)
+        self.key_actions = bind_keys(viewer, self._step_map, self._on_view)  # see KEYS
         self._on_layers_changed()
-
-    def _bind_keys(self, viewer) -> None:
-        """Next / previous map and the view presets on the keyboard (see :data:`KEYS`)."""
-        actions = {
-            "next map": lambda v=None: self._step_map(+1),
-            "previous map": lambda v=None: self._step_map(-1),
-            **{f"view {w}": (lambda v=None, w=w: self._on_view(w)) for w in VIEWS},
-        }
-        self.key_actions = actions
-        for name, key in KEYS.items():
-            viewer.bind_key(key, actions[name], overwrite=True)
 
     def _step_map(self, step: int) -> str | None:
         """Show the next (``+1``) or previous (``-1``) map of the drop-down, cyclically."""
@@ -202,25 +180,15 @@ class BrainWidget(widgets.Container):
 
     def _on_save_session(self, path=None):
         """Write the current picture to the session file; returns the Session."""
-        from napari_factortopy._napari._session import from_viewer
-
-        session = from_viewer(self.viewer, active=self.model_choice.value)
-        session.save(path or str(self.session_file.value))
-        return session
+        path = path or str(self.session_file.value)
+        return save_session(self.viewer, path, active=self.model_choice.value)
 
     def _on_restore_session(self, path=None):
         """Reopen the session file's models and picture; returns the new layers."""
-        from napari.utils.notifications import show_warning
-
-        from napari_factortopy._napari._session import apply
-        from napari_factortopy.scene.session import Session
-
-        try:
-            session = Session.load(path or str(self.session_file.value))
-        except (OSError, ValueError, TypeError) as exc:
-            show_warning(f"cannot restore the session: {exc}")
+        restored = restore_session(self.viewer, path or str(self.session_file.value))
+        if restored is None:  # unreadable: a warning said why
             return None
-        layers = apply(session, self.viewer)
+        session, layers = restored
         if session.active in self.viewer.layers:
             self.model_choice.value = session.active
         self._sync()
@@ -238,11 +206,7 @@ class BrainWidget(widgets.Container):
                 viewer.mouse_drag_callbacks.remove(self._on_mouse)
         except (AttributeError, RuntimeError):  # the viewer went first
             return
-        for key in KEYS.values():
-            try:
-                viewer.bind_key(key, None)  # unbinds
-            except (KeyError, ValueError, TypeError):
-                pass
+        unbind_keys(viewer)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -277,15 +241,7 @@ class BrainWidget(widgets.Container):
         if geometry or event == "outlines":
             self._show_roi_names(layer, scene)
         if geometry:  # layers shown together (a comparison) take the same mesh and view
-            linked = linked_layers(self.viewer, layer)
-            for other in linked:
-                other_scene = scene_for_layer(other)
-                if same_layer(other, layer) or other_scene is None:
-                    continue
-                other_scene.kind, other_scene.view = scene.kind, scene.view
-                apply_scene(other, other_scene, geometry=True)
-            if len(linked) > 1:
-                place_side_by_side(linked)
+            share_geometry(self.viewer, layer, scene)
         self.timings[event] = time.perf_counter() - t0
 
     def _show_roi_names(self, layer, scene: BrainScene) -> None:
@@ -297,47 +253,40 @@ class BrainWidget(widgets.Container):
         self.legend.tooltip = legend_tooltip(scene)
 
     def _sync(self) -> None:
-        """Set every control from the current layer's scene (without side effects)."""
+        """Set every control from the current layer's scene (without side effects):
+        what each shows is :func:`~napari_factortopy.scene.map_panel.panel_state`."""
         scene = self.scene
         if scene is None:
             self._show_banner(None)
             return
-        m = scene.model
-        self.layer_slider.max = m.n_layers
-        for choice, names in ((self.map_choice, self._map_names),
-                              (self.score_choice, self._score_keys)):  # fmt: skip
+        state = panel_state(scene)
+        self.layer_slider.max = state.n_layers
+        for choice, names in ((self.map_choice, state.maps), (self.score_choice, state.scores)):
             with choice.changed.blocked():  # a vanished entry must not repaint the new model
-                if tuple(choice.choices) != tuple(names()):
+                if tuple(choice.choices) != names:
                     choice.native.clear()  # magicgui keeps old entries' order: refill in order
                 choice.reset_choices()
-        self.hemispheres.value = hemisphere_caption(scene.view, scene.kind)
-        flat = scene.has_mesh("flat")
-        self.view_buttons[VIEWS.index("flat")].enabled = flat
-        self.view_buttons[VIEWS.index("flat")].tooltip = _FLAT_TIP if flat else _NO_FLAT_TIP
-        values = [
-            (self.map_choice, scene.map_name),
-            (self.mesh_choice, scene.kind),
-            (self.outlines, scene.outlines),
-            (self.layer_slider, scene.layer_index + 1),
-        ]
-        if scene.score_key in m.scores:
-            values.append((self.score_choice, scene.score_key))
+        self.hemispheres.value = state.hemispheres
+        flat_button = self.view_buttons[VIEWS.index("flat")]
+        flat_button.enabled, flat_button.tooltip = state.flat, state.flat_tooltip
+        values = [(self.map_choice, state.map_name), (self.mesh_choice, state.kind),
+                  (self.outlines, state.outlines), (self.layer_slider, state.layer)]  # fmt: skip
+        if state.score_key is not None:
+            values.append((self.score_choice, state.score_key))
         for widget, value in values:
             with widget.changed.blocked():
                 widget.value = value
-        self.layer_slider.visible = scene.map_name == "layer weights"
-        self.score_choice.visible = scene.map_name == "score"
-        self._show_banner(m)
-        method = method_name(m)
-        self.method.value = method or ""
-        self.method.visible = bool(method)
+        self.layer_slider.visible = state.layer_visible
+        self.score_choice.visible = state.score_visible
+        self._show_banner(state)
+        self.method.value, self.method.visible = state.method or "", bool(state.method)
         self._show_legend(scene)
 
-    def _show_banner(self, model) -> None:
-        line = None if model is None else unfinished(model)
-        self.banner.value = f"⚠ unfinished model: {line}" if line else ""
-        self.banner.visible = bool(line)
-        show_unfinished(self.viewer, line)
+    def _show_banner(self, state: PanelState | None) -> None:
+        """The unfinished model's warning: in the panel and over the canvas."""
+        self.banner.value = "" if state is None else state.banner
+        self.banner.visible = bool(self.banner.value)
+        show_unfinished(self.viewer, None if state is None else state.unfinished)
 
     # -------------------------------------------------------------------- slots
     def _on_layers_changed(self, event=None) -> None:
@@ -426,7 +375,7 @@ class BrainWidget(widgets.Container):
         if view == "flat" and not scene.has_mesh("flat"):
             from napari.utils.notifications import show_warning
 
-            show_warning(_NO_FLAT_TIP)
+            show_warning(NO_FLAT_TIP)
             return
         scene.set_view(view)
         self._refresh(geometry=True, event="view")
@@ -437,11 +386,7 @@ class BrainWidget(widgets.Container):
         scene = self.scene
         if scene is not None:  # the first click after a view/mesh change is answered fast
             warm_in_background(scene.warm_picking)
-        self.viewer.dims.ndisplay = 3
-        cam = self.viewer.camera
-        cam.set_view_direction((-1.0, 0.0, 0.0), up_direction=(0.0, -1.0, 0.0))
-        self.viewer.reset_view()
-        cam.zoom *= 0.9  # a margin around the brain
+        frame_brain(self.viewer)
 
     def _on_outlines(self, value: bool | None = None) -> None:
         if self.scene is not None:

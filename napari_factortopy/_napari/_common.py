@@ -1,5 +1,6 @@
-"""Pieces every panel shares: the model drop-down, pushing a scene into its layer,
-showing a small image, and picking a vertex on whichever surface a click meets.
+"""Pieces every panel shares: the model drop-down, pushing a scene into its layer (and
+its mesh and view into the layers shown with it), framing the brain, showing a small
+image, and picking a vertex on whichever surface a click meets.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ __all__ = [
     "apply_scene",
     "factortopy_layers",
     "fit_window",
+    "frame_brain",
     "keep_selection",
     "linked_layers",
     "pick_surfaces",
     "place_side_by_side",
     "same_layer",
+    "share_geometry",
     "show_image",
 ]
 
@@ -404,6 +407,30 @@ def apply_scene(layer, scene: BrainScene, geometry: bool = False) -> None:
         **layer.metadata,
         META_KEY: {**layer.metadata[META_KEY], **scene_metadata(scene, path)},
     }
+
+
+def share_geometry(viewer, layer, scene: BrainScene) -> None:
+    """The layers shown together with ``layer`` (:func:`linked_layers`, a comparison)
+    take its scene's mesh and view, and are placed side by side again."""
+    linked = linked_layers(viewer, layer)
+    for other in linked:
+        other_scene = scene_for_layer(other)
+        if same_layer(other, layer) or other_scene is None:
+            continue
+        other_scene.kind, other_scene.view = scene.kind, scene.view
+        apply_scene(other, other_scene, geometry=True)
+    if len(linked) > 1:
+        place_side_by_side(linked)
+
+
+def frame_brain(viewer) -> None:
+    """3D, the camera on a view preset's axes (the preset turned the brain), the whole
+    scene framed with a margin."""
+    viewer.dims.ndisplay = 3
+    cam = viewer.camera
+    cam.set_view_direction((-1.0, 0.0, 0.0), up_direction=(0.0, -1.0, 0.0))
+    viewer.reset_view()
+    cam.zoom *= 0.9  # a margin around the brain
 
 
 def show_image(widget: widgets.Image, image, width: int | None = None) -> None:

@@ -2,7 +2,9 @@
 
 :func:`from_viewer` reads the models shown, their maps, mesh, view, layer slider and
 the camera off a viewer; :func:`apply` opens the same model files through the reader
-and sets everything back, so the canvas shows the same picture.
+and sets everything back, so the canvas shows the same picture. :func:`save_session`
+and :func:`restore_session` are the Brain maps panel's two buttons (a file in, a file
+out, a warning when a file cannot be read).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from napari_factortopy._napari._layers import META_KEY, scene_for_layer
 from napari_factortopy._napari._overlays import show_roi_names
 from napari_factortopy.scene.session import Camera, LayerState, Session
 
-__all__ = ["apply", "from_viewer"]
+__all__ = ["apply", "from_viewer", "restore_session", "save_session"]
 
 PLUGIN = "napari-factortopy"
 
@@ -64,10 +66,9 @@ def apply(session: Session, viewer) -> list:
         scene.map_name, scene.layer_index = state.map, state.layer_index
         scene.score_key, scene.outlines = state.score_key, state.outlines
         if state.map == "clusters" and scene.clusters is None:  # as Brain maps computes it
-            from napari_factortopy.core.analyses import channel_clusters
+            from napari_factortopy.scene.map_panel import cluster_labels
 
-            beta = scene.model.beta
-            scene.clusters = channel_clusters(beta, 20, n_kmeans=min(1000, len(beta))).labels
+            scene.clusters = cluster_labels(scene.model)
         layer.name = state.name
         layer.translate = state.translate
         layer.visible = state.visible
@@ -81,3 +82,23 @@ def apply(session: Session, viewer) -> list:
     viewer.camera.zoom = cam.zoom
     viewer.camera.perspective = cam.perspective
     return layers
+
+
+def save_session(viewer, path: str, active: str | None = None) -> Session:
+    """Write the viewer's picture (:func:`from_viewer`) to ``path``; returns the Session."""
+    session = from_viewer(viewer, active=active)
+    session.save(path)
+    return session
+
+
+def restore_session(viewer, path: str) -> tuple[Session, list] | None:
+    """Show the session saved at ``path`` in ``viewer`` (:func:`apply`); returns it with
+    the new layers, or None (after a warning) when the file cannot be read."""
+    from napari.utils.notifications import show_warning
+
+    try:
+        session = Session.load(path)
+    except (OSError, ValueError, TypeError) as exc:
+        show_warning(f"cannot restore the session: {exc}")
+        return None
+    return session, apply(session, viewer)

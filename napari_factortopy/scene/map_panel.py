@@ -1,6 +1,7 @@
 """What the Brain maps panel offers and draws for a scene, without Qt: the maps and
-scores to choose from, the next or previous map, a map's first showing (its score,
-its channel clusters), and the shown map's legend (cached) with its tooltip.
+scores to choose from, what every control shows (:func:`panel_state`), the next or
+previous map, a map's first showing (its score, its channel clusters), and the shown
+map's legend (cached) with its tooltip.
 
 The panel (:mod:`napari_factortopy._napari._brain_widget`) puts what these return into
 its controls.
@@ -9,22 +10,41 @@ its controls.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import plots as _plots
-from .brain import ENSEMBLE_MAPS, MAPS, BrainScene, available_maps, ensemble_map
+from .brain import (
+    ENSEMBLE_MAPS,
+    MAPS,
+    BrainScene,
+    available_maps,
+    convergence_line,
+    ensemble_map,
+    hemisphere_caption,
+    method_name,
+)
 
 __all__ = [
+    "FLAT_TIP",
+    "NO_FLAT_TIP",
     "LegendCache",
+    "PanelState",
     "cluster_labels",
     "legend_tooltip",
     "map_names",
     "needs_clusters",
+    "panel_state",
     "score_keys",
     "show_map",
     "stepped",
 ]
+
+#: The flat view button's tooltip when the mesh has a flat patch on this machine.
+FLAT_TIP = "the flat patch of both hemispheres (FreeSurfer ?h.*.patch.flat)"
+#: Its tooltip (and the warning of the flat view) when it has none.
+NO_FLAT_TIP = "no flat patch of this mesh on this machine: the flat view is off"
 
 
 def map_names(scene: BrainScene | None) -> list[str]:
@@ -38,6 +58,87 @@ def map_names(scene: BrainScene | None) -> list[str]:
 def score_keys(scene: BrainScene | None) -> list[str]:
     """The model's per-vertex scores (none without a scene)."""
     return [] if scene is None else list(scene.model.scores)
+
+
+@dataclass(frozen=True)
+class PanelState:
+    """What each control of the Brain maps panel shows for one scene.
+
+    Attributes
+    ----------
+    maps, scores : tuple of str
+        The map and score drop-downs' choices, in order (:func:`map_names`,
+        :func:`score_keys`).
+    map_name, kind : str
+        The chosen map and mesh kind.
+    layer : int
+        The layer slider's value, 1-based (the scene's ``layer_index + 1``), at most
+        ``n_layers``.
+    score_key : str or None
+        The score drop-down's value; None when the scene's score is not among the
+        model's scores (the drop-down keeps its value).
+    outlines : bool
+    hemispheres : str
+        "L | R" or "R | L": the hemispheres on the screen's left and right.
+    flat : bool
+        Whether the flat view can be shown (the mesh's flat patch is on this machine).
+    unfinished : str or None
+        Why the model is unfinished (its convergence line), None when it is not.
+    method : str or None
+        The comparison method or ablation behind the maps, None for FactorTopy.
+    """
+
+    maps: tuple[str, ...]
+    scores: tuple[str, ...]
+    n_layers: int
+    map_name: str
+    kind: str
+    layer: int
+    score_key: str | None
+    outlines: bool
+    hemispheres: str
+    flat: bool
+    unfinished: str | None
+    method: str | None
+
+    @property
+    def layer_visible(self) -> bool:
+        """The layer slider shows with the layer-weights map only."""
+        return self.map_name == "layer weights"
+
+    @property
+    def score_visible(self) -> bool:
+        """The score drop-down shows with the score map only."""
+        return self.map_name == "score"
+
+    @property
+    def flat_tooltip(self) -> str:
+        return FLAT_TIP if self.flat else NO_FLAT_TIP
+
+    @property
+    def banner(self) -> str:
+        """The panel's warning line ("" for a finished model)."""
+        return f"⚠ unfinished model: {self.unfinished}" if self.unfinished else ""
+
+
+def panel_state(scene: BrainScene) -> PanelState:
+    """What the panel's controls show for ``scene`` (asks once whether a flat patch is
+    on this machine: :meth:`BrainScene.has_mesh`)."""
+    m = scene.model
+    return PanelState(
+        maps=tuple(map_names(scene)),
+        scores=tuple(score_keys(scene)),
+        n_layers=int(m.n_layers),
+        map_name=scene.map_name,
+        kind=scene.kind,
+        layer=scene.layer_index + 1,
+        score_key=scene.score_key if scene.score_key in m.scores else None,
+        outlines=bool(scene.outlines),
+        hemispheres=hemisphere_caption(scene.view, scene.kind),
+        flat=scene.has_mesh("flat"),
+        unfinished=convergence_line(m),
+        method=method_name(m),
+    )
 
 
 def stepped(choices: Sequence[str], current: str | None, step: int) -> str:
