@@ -43,6 +43,7 @@ from napari_factortopy._napari._session import restore_session, save_session
 from napari_factortopy.scene.brain import MESH_KINDS, VIEWS, BrainScene, Pick, hemisphere_caption
 from napari_factortopy.scene.map_panel import (
     NO_FLAT_TIP,
+    TIPS,
     LegendCache,
     PanelState,
     cluster_labels,
@@ -78,33 +79,16 @@ class BrainWidget(widgets.Container):
         # a long convergence line wraps instead of widening the dock (and the canvas)
         self.banner.native.setWordWrap(True)
         self.method = widgets.Label(label="method", value="", visible=False)
-        self.method.tooltip = "the comparison method or FactorTopy ablation behind these maps"
-        self.map_choice = widgets.ComboBox(
-            label="map", choices=self._map_names, tooltip="what the surface shows"
-        )
+        self.map_choice = widgets.ComboBox(label="map", choices=self._map_names)
         self.busy = busy_label()  # "computing the channel clusters…"
         self.worker = None  # the background computation running, if any
-        self.layer_slider = widgets.Slider(
-            label="layer",
-            min=1,
-            max=1,
-            value=1,
-            visible=False,
-            tooltip="layer whose weight π is shown",
-        )
+        self.layer_slider = widgets.Slider(label="layer", min=1, max=1, value=1, visible=False)
         self.score_choice = widgets.ComboBox(
-            label="score",
-            choices=self._score_keys,
-            visible=False,
-            tooltip="which of the model's per-vertex scores is shown: R² and r (raw), and "
-            "with a noise ceiling nc_test (noise-normalised score %) and noise_ceiling (%)",
+            label="score", choices=self._score_keys, visible=False
         )
-        self.legend = widgets.Image(label="legend", tooltip="legend of the shown map")
+        self.legend = widgets.Image(label="legend")
         self.mesh_choice = widgets.ComboBox(
-            label="mesh",
-            choices=list(MESH_KINDS),
-            value="inflated",
-            tooltip="surface the map is drawn on (flat: the flat patch)",
+            label="mesh", choices=list(MESH_KINDS), value="inflated"
         )
         self.view_buttons = tuple(
             widgets.PushButton(text=view, tooltip=f"camera preset: {view}") for view in VIEWS
@@ -122,26 +106,14 @@ class BrainWidget(widgets.Container):
             row.margins = (0, 0, 0, 0)
         self.view_rows = widgets.Container(labels=False, label="view", widgets=rows)
         self.view_rows.margins = (0, 0, 0, 0)
-        self.hemispheres = widgets.Label(
-            label="on screen",
-            value="",
-            tooltip="which hemisphere the canvas shows on its left and on its right in "
-            "this view (from below or from the front the left hemisphere is on the right)",
-        )
-        self.outlines = widgets.CheckBox(
-            text="ROI outlines", value=False, tooltip="ROI borders in black, with ROI names"
-        )
+        self.hemispheres = widgets.Label(label="on screen", value="")
+        self.outlines = widgets.CheckBox(text="ROI outlines", value=False)
         self.inspector = Inspector()
-        self.session_file = widgets.FileEdit(
-            label="session", mode="w", filter="*.json",
-            tooltip="a session file: models, map, mesh, view, camera (JSON)",
-        )  # fmt: skip
-        self.save_session_button = widgets.PushButton(
-            text="Save session", tooltip="write the models, map, mesh, view and camera"
-        )
-        self.restore_session_button = widgets.PushButton(
-            text="Restore session", tooltip="reopen a saved session's models and picture"
-        )
+        self.session_file = widgets.FileEdit(label="session", mode="w", filter="*.json")
+        self.save_session_button = widgets.PushButton(text="Save session")
+        self.restore_session_button = widgets.PushButton(text="Restore session")
+        for name, tip in TIPS.items():
+            getattr(self, name).tooltip = tip
         session_buttons = widgets.Container(
             layout="horizontal", labels=False, label="",
             widgets=[self.save_session_button, self.restore_session_button],

@@ -29,6 +29,7 @@ from .brain import (
 __all__ = [
     "FLAT_TIP",
     "NO_FLAT_TIP",
+    "TIPS",
     "LegendCache",
     "PanelState",
     "cluster_labels",
@@ -41,6 +42,22 @@ __all__ = [
     "stepped",
 ]
 
+#: The panel's controls' tooltips, by the panel's attribute name.
+TIPS = {
+    "method": "the comparison method or FactorTopy ablation behind these maps",
+    "map_choice": "what the surface shows",
+    "layer_slider": "layer whose weight π is shown",
+    "score_choice": "which of the model's per-vertex scores is shown: R² and r (raw), and "
+    "with a noise ceiling nc_test (noise-normalised score %) and noise_ceiling (%)",
+    "legend": "legend of the shown map",
+    "mesh_choice": "surface the map is drawn on (flat: the flat patch)",
+    "hemispheres": "which hemisphere the canvas shows on its left and on its right in "
+    "this view (from below or from the front the left hemisphere is on the right)",
+    "outlines": "ROI borders in black, with ROI names",
+    "session_file": "a session file: models, map, mesh, view, camera (JSON)",
+    "save_session_button": "write the models, map, mesh, view and camera",
+    "restore_session_button": "reopen a saved session's models and picture",
+}
 #: The flat view button's tooltip when the mesh has a flat patch on this machine.
 FLAT_TIP = "the flat patch of both hemispheres (FreeSurfer ?h.*.patch.flat)"
 #: Its tooltip (and the warning of the flat view) when it has none.
