@@ -40,6 +40,7 @@ from napari_factortopy._napari._layers import (
     surface_kwargs,
     x_span,
 )
+from napari_factortopy._napari._names import label_models
 from napari_factortopy.core.compare import model_differences
 from napari_factortopy.scene.brain import CustomMap, method_name, real_maps, score_label
 from napari_factortopy.scene.map_panel import cluster_labels
@@ -149,6 +150,7 @@ class CompareWidget(widgets.Container):
              self.difference, self.status, self.scatter]
         )  # fmt: skip
         keep_models_apart(viewer)
+        label_models(viewer)  # a comparison's brains carry their names
         self.cluster_button.changed.connect(self._on_clusters)
         self.compare_button.changed.connect(self._on_compare)
         self.difference.changed.connect(self._on_difference)

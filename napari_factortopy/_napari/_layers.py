@@ -87,9 +87,7 @@ class _KeepApart:
 
 
 def keep_models_apart(viewer=None) -> None:
-    """Install :class:`_KeepApart` and the models' names
-    (:func:`~napari_factortopy._napari._names.label_models`) on ``viewer`` (default:
-    napari's current viewer) once."""
+    """Install :class:`_KeepApart` on ``viewer`` (default: napari's current viewer) once."""
     if viewer is None:
         try:
             from napari import current_viewer
@@ -102,9 +100,6 @@ def keep_models_apart(viewer=None) -> None:
     emitter = viewer.layers.events.inserted
     if not any(isinstance(cb, _KeepApart) for cb in emitter.callbacks):
         emitter.connect(_KeepApart(viewer))
-    from napari_factortopy._napari._names import label_models
-
-    label_models(viewer)  # and each one's name above it
 
 
 def _notify(message: str, level: str = "warning") -> None:

@@ -204,9 +204,13 @@ def read_ftopy(path: PathLike | Sequence[PathLike]) -> list[LayerDataTuple]:
 
 def _show_in_3d() -> None:
     """Brains are 3-D surfaces: switch the current viewer (if any) to 3-D display,
-    so a dropped model shows the cortex, not a 2-D slice through it."""
+    so a dropped model shows the cortex, not a 2-D slice through it; models shown
+    side by side get their names (:func:`~napari_factortopy._napari._names.label_models`)."""
     import napari
 
     viewer = napari.current_viewer()
     if viewer is not None:
         viewer.dims.ndisplay = 3
+        from napari_factortopy._napari._names import label_models
+
+        label_models(viewer)  # two models or more: each one's name above it

@@ -30,7 +30,9 @@ def toasts():
     t.close()
 
 
-def test_truth_offers_only_maps_it_has(make_napari_viewer, phantom_model_path, phantom_root):
+def test_truth_offers_only_maps_it_has(
+    make_napari_viewer, phantom_model_path, phantom_root, qtbot
+):
     """#22.1: the phantom's truth.ftopy (no scores) offers no `score` map; every map it
     offers colours the brain, and none warns (no "identical low and high xlims")."""
     viewer = make_napari_viewer(show=True)
@@ -45,6 +47,8 @@ def test_truth_offers_only_maps_it_has(make_napari_viewer, phantom_model_path, p
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             brain.map_choice.value = name
+            # the clusters are computed on a worker thread first
+            qtbot.waitUntil(lambda: brain.worker is None, timeout=60_000)
             settle()
         assert scene.map_name == name
         said = [str(w.message) for w in caught if not _deprecation(w.category)]
