@@ -12,7 +12,7 @@ from typing import Any
 
 from magicgui import widgets
 
-__all__ = ["busy_label", "run_in_background", "warm_in_background"]
+__all__ = ["busy_label", "clusters_in_background", "run_in_background", "warm_in_background"]
 
 
 def busy_label() -> widgets.Label:
@@ -78,3 +78,18 @@ def warm_in_background(warm: Callable[[], None]):
     worker = create_worker(warm, _start_thread=False)
     worker.start()
     return worker
+
+
+def clusters_in_background(scene, busy: widgets.Label, done, finished):
+    """The channel clusters of ``scene``'s model (20, as the paper) on a worker thread;
+    ``done(scene, labels)`` on the UI thread. Returns the worker."""
+    from napari_factortopy.scene.map_panel import cluster_labels
+
+    return run_in_background(
+        lambda m=scene.model: cluster_labels(m),
+        lambda labels: done(scene, labels),
+        busy,
+        f"computing the channel clusters of {scene.model.n_vertices:,} vertices "
+        "(the brain keeps its map until they are ready)",
+        finished=finished,
+    )

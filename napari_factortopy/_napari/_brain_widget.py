@@ -21,7 +21,7 @@ from magicgui import widgets
 
 from napari_factortopy._napari._background import (
     busy_label,
-    run_in_background,
+    clusters_in_background,
     warm_in_background,
 )
 from napari_factortopy._napari._common import (
@@ -39,14 +39,14 @@ from napari_factortopy._napari._inspector import Inspector
 from napari_factortopy._napari._keys import KEYS, bind_keys, unbind_keys
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy._napari._overlays import show_roi_names, show_unfinished
-from napari_factortopy._napari._session import restore_session, save_session
-from napari_factortopy.scene.brain import MESH_KINDS, VIEWS, BrainScene, Pick, hemisphere_caption
+from napari_factortopy._napari._session import SessionControls
+from napari_factortopy._napari._view_buttons import ViewButtons
+from napari_factortopy.scene.brain import MESH_KINDS, BrainScene, Pick, hemisphere_caption
 from napari_factortopy.scene.map_panel import (
     NO_FLAT_TIP,
     TIPS,
     LegendCache,
     PanelState,
-    cluster_labels,
     legend_tooltip,
     map_names,
     needs_clusters,
@@ -90,42 +90,23 @@ class BrainWidget(widgets.Container):
         self.mesh_choice = widgets.ComboBox(
             label="mesh", choices=list(MESH_KINDS), value="inflated"
         )
-        self.view_buttons = tuple(
-            widgets.PushButton(text=view, tooltip=f"camera preset: {view}") for view in VIEWS
-        )
-        for view, button in zip(VIEWS, self.view_buttons, strict=True):
-            button.changed.connect(lambda _=None, v=view: self._on_view(v))
-        # two rows of at most three: one row of five is wider than a 1440-px screen's dock
-        rows = [
-            widgets.Container(
-                layout="horizontal", labels=False, widgets=self.view_buttons[i : i + 3]
-            )
-            for i in range(0, len(VIEWS), 3)
-        ]
-        for row in rows:
-            row.margins = (0, 0, 0, 0)
-        self.view_rows = widgets.Container(labels=False, label="view", widgets=rows)
-        self.view_rows.margins = (0, 0, 0, 0)
+        self.views = ViewButtons(self._on_view)  # two rows: one is too wide for 1440 px
+        self.view_buttons, self.view_rows = self.views.buttons, self.views.rows
         self.hemispheres = widgets.Label(label="on screen", value="")
         self.outlines = widgets.CheckBox(text="ROI outlines", value=False)
         self.inspector = Inspector()
-        self.session_file = widgets.FileEdit(label="session", mode="w", filter="*.json")
-        self.save_session_button = widgets.PushButton(text="Save session")
-        self.restore_session_button = widgets.PushButton(text="Restore session")
+        self.sessions = SessionControls(viewer, lambda: self.model_choice.value, self._restored)
+        self.session_file = self.sessions.file
+        self.save_session_button = self.sessions.save_button
+        self.restore_session_button = self.sessions.restore_button
         for name, tip in TIPS.items():
             getattr(self, name).tooltip = tip
-        session_buttons = widgets.Container(
-            layout="horizontal", labels=False, label="",
-            widgets=[self.save_session_button, self.restore_session_button],
-        )  # fmt: skip
         self.extend(
             [self.model_choice, self.banner, self.method, self.map_choice, self.busy,
              self.layer_slider, self.score_choice, self.legend, self.mesh_choice, self.view_rows,
              self.hemispheres, self.outlines, *self.inspector.widgets, self.session_file,
-             session_buttons]
+             self.sessions.buttons]
         )  # fmt: skip
-        self.save_session_button.changed.connect(lambda _=None: self._on_save_session())
-        self.restore_session_button.changed.connect(lambda _=None: self._on_restore_session())
         self.model_choice.changed.connect(self._on_model)
         self.map_choice.changed.connect(self._on_map)
         self.layer_slider.changed.connect(self._on_layer_index)
@@ -152,19 +133,16 @@ class BrainWidget(widgets.Container):
 
     def _on_save_session(self, path=None):
         """Write the current picture to the session file; returns the Session."""
-        path = path or str(self.session_file.value)
-        return save_session(self.viewer, path, active=self.model_choice.value)
+        return self.sessions.save(path)
 
     def _on_restore_session(self, path=None):
         """Reopen the session file's models and picture; returns the new layers."""
-        restored = restore_session(self.viewer, path or str(self.session_file.value))
-        if restored is None:  # unreadable: a warning said why
-            return None
-        session, layers = restored
+        return self.sessions.restore(path)
+
+    def _restored(self, session) -> None:
         if session.active in self.viewer.layers:
             self.model_choice.value = session.active
         self._sync()
-        return layers
 
     def _unhook(self, viewer) -> None:
         """The panel is gone: its viewer-level click callback goes too.
@@ -239,8 +217,7 @@ class BrainWidget(widgets.Container):
                     choice.native.clear()  # magicgui keeps old entries' order: refill in order
                 choice.reset_choices()
         self.hemispheres.value = state.hemispheres
-        flat_button = self.view_buttons[VIEWS.index("flat")]
-        flat_button.enabled, flat_button.tooltip = state.flat, state.flat_tooltip
+        self.views.set_flat(state.flat, state.flat_tooltip)
         values = [(self.map_choice, state.map_name), (self.mesh_choice, state.kind),
                   (self.outlines, state.outlines), (self.layer_slider, state.layer)]  # fmt: skip
         if state.score_key is not None:
@@ -290,13 +267,8 @@ class BrainWidget(widgets.Container):
         name = name or self.map_choice.value
         if needs_clusters(scene, name):  # seconds at 40,000 vertices: off the UI thread
             if self.worker is None:
-                self.worker = run_in_background(
-                    lambda m=scene.model: cluster_labels(m),
-                    lambda labels, s=scene: self._clusters_ready(s, labels),
-                    self.busy,
-                    f"computing the channel clusters of {scene.model.n_vertices:,} vertices "
-                    "(the brain keeps its map until they are ready)",
-                    finished=lambda: setattr(self, "worker", None),
+                self.worker = clusters_in_background(
+                    scene, self.busy, self._clusters_ready, lambda: setattr(self, "worker", None)
                 )
             return
         show_map(scene, name, self.score_choice.value)

@@ -4,7 +4,8 @@
 the camera off a viewer; :func:`apply` opens the same model files through the reader
 and sets everything back, so the canvas shows the same picture. :func:`save_session`
 and :func:`restore_session` are the Brain maps panel's two buttons (a file in, a file
-out, a warning when a file cannot be read).
+out, a warning when a file cannot be read); :class:`SessionControls` are those buttons
+with their file field.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from napari_factortopy._napari._layers import META_KEY, scene_for_layer
 from napari_factortopy._napari._overlays import show_roi_names
 from napari_factortopy.scene.session import Camera, LayerState, Session
 
-__all__ = ["apply", "from_viewer", "restore_session", "save_session"]
+__all__ = ["SessionControls", "apply", "from_viewer", "restore_session", "save_session"]
 
 PLUGIN = "napari-factortopy"
 
@@ -102,3 +103,43 @@ def restore_session(viewer, path: str) -> tuple[Session, list] | None:
         show_warning(f"cannot restore the session: {exc}")
         return None
     return session, apply(session, viewer)
+
+
+class SessionControls:
+    """The session file field and its Save / Restore buttons (the Brain maps panel's).
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    active : callable
+        Returns the name of the model the panel shows (saved as the active one).
+    restored : callable
+        Called with the restored Session after a restore (the panel re-syncs).
+    """
+
+    def __init__(self, viewer, active, restored) -> None:
+        from magicgui import widgets
+
+        self.viewer, self._active, self._restored = viewer, active, restored
+        self.file = widgets.FileEdit(label="session", mode="w", filter="*.json")
+        self.save_button = widgets.PushButton(text="Save session")
+        self.restore_button = widgets.PushButton(text="Restore session")
+        self.buttons = widgets.Container(
+            layout="horizontal", labels=False, label="",
+            widgets=[self.save_button, self.restore_button],
+        )  # fmt: skip
+        self.save_button.changed.connect(lambda _=None: self.save())
+        self.restore_button.changed.connect(lambda _=None: self.restore())
+
+    def save(self, path=None) -> Session:
+        """Write the current picture to the session file; returns the Session."""
+        return save_session(self.viewer, path or str(self.file.value), active=self._active())
+
+    def restore(self, path=None) -> list | None:
+        """Reopen the session file's models and picture; returns the new layers."""
+        restored = restore_session(self.viewer, path or str(self.file.value))
+        if restored is None:  # unreadable: a warning said why
+            return None
+        session, layers = restored
+        self._restored(session)
+        return layers
