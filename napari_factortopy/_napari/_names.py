@@ -39,6 +39,14 @@ def name_position(vertices: np.ndarray) -> np.ndarray:
     return np.array([(lo[0] + hi[0]) / 2, lo[1] - 0.1 * (hi[1] - lo[1]), (lo[2] + hi[2]) / 2])
 
 
+def _place(points, layer) -> None:
+    """Put a name layer's point above its model layer's current vertices."""
+    pos = name_position(layer.data[0])[None]
+    if not np.allclose(points.data, pos):
+        points.data = pos
+    points.scale, points.translate = layer.scale, layer.translate
+
+
 def _models(viewer) -> list:
     return [ly for ly in factortopy_layers(viewer) if ly.visible]
 
@@ -60,20 +68,17 @@ def update_names(viewer) -> None:
         if model_name not in shown:
             viewer.layers.remove(points)
     for model_name, layer in shown.items():
-        pos = name_position(layer.data[0])[None]
         points = names.get(model_name)
         if points is None:
             with keep_selection(viewer):
                 points = viewer.add_points(
-                    pos, name=f"{model_name} · name", metadata={NAME_KEY: model_name},
-                    features={"name": [model_name]},
+                    name_position(layer.data[0])[None], name=f"{model_name} · name",
+                    metadata={NAME_KEY: model_name}, features={"name": [model_name]},
                     text={"string": "{name}", "color": "white", "size": 14,
                           "anchor": "center"},
                     size=0, opacity=1.0, face_color="transparent", border_width=0,
                 )  # fmt: skip
-        elif not np.allclose(points.data, pos):
-            points.data = pos
-        points.scale, points.translate = layer.scale, layer.translate
+        _place(points, layer)
 
 
 class _Names:
@@ -122,10 +127,7 @@ class _Names:
             layer = getattr(event, "source", None)
             points = names.get(getattr(layer, "name", None))
             if points is not None:
-                pos = name_position(layer.data[0])[None]
-                if not np.allclose(points.data, pos):
-                    points.data = pos
-                points.scale, points.translate = layer.scale, layer.translate
+                _place(points, layer)
         except (RuntimeError, AttributeError, KeyError, ValueError):
             return
 
