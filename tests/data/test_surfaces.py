@@ -99,6 +99,21 @@ def test_load_mesh_from_subjects_dir(tmp_path, monkeypatch):
         load_mesh("fsaverage6", "pial", "rh")
 
 
+def test_fsaverage7_morph_from_freesurfer_fsaverage_folder(tmp_path):
+    """FreeSurfer ships fsaverage7 as ``subjects/fsaverage``: its curvature is found
+    there as its meshes are (it was not: fsaverage7 models showed no sulci)."""
+    from napari_factortopy.data.surfaces.meshes import load_morph
+
+    surf = tmp_path / "fsaverage" / "surf"
+    surf.mkdir(parents=True)
+    curv = np.linspace(-1, 1, 163842).astype(np.float32)
+    nib.freesurfer.write_morph_data(str(surf / "rh.curv"), curv)
+    got = load_morph("fsaverage7", "curv", "rh", subjects_dir=tmp_path)
+    np.testing.assert_array_equal(got, curv)
+    with pytest.raises(SurfaceError, match=r"fsaverage/surf/rh\.sulc"):
+        load_morph("fsaverage7", "sulc", "rh", subjects_dir=tmp_path)
+
+
 def _write_patch(path, records):
     buf = np.array([-1, len(records)], ">i4").tobytes()
     rec = np.dtype([("index", ">i4"), ("x", ">f4"), ("y", ">f4"), ("z", ">f4")])

@@ -319,6 +319,8 @@ def load_morph(
     if name == "fsaverage5":
         return fsaverage5_morph(kind, hemi)
     dirs = [Path(name)] if name not in MESH_SIZES else _search_dirs(name, subjects_dir)
+    if name == "fsaverage7":  # FreeSurfer names fsaverage7's folder plain "fsaverage"
+        dirs += _search_dirs("fsaverage", subjects_dir)
     looked = []
     for d in dirs:
         for sub in ("surf", "."):
