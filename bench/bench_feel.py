@@ -119,6 +119,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--screen", default="1920x1200")
     parser.add_argument(
+        "--model",
+        help="a trained model file to open instead of the synthetic one; its meshes come "
+        "from $SUBJECTS_DIR (the full-size rehearsal's subject folder)",
+    )
+    parser.add_argument("--screenshot", help="PNG of the window after opening")
+    parser.add_argument(
         "--pause", type=float, default=1.0, help="seconds between the view change and a click"
     )
     args = parser.parse_args()
@@ -137,13 +143,17 @@ def main() -> None:
 
     root = Path(napari_factortopy.__file__).resolve().parents[1]
     print(f"package: {root}", file=sys.stderr)
-    meshes = {
-        k: bn.synthetic_meshset(args.mesh_vertices, "fsaverage", k) for k in ("inflated", "sphere")
-    }
-    _layers.load_meshset = lambda name, kind: meshes[kind]  # this machine's "fsaverage7"
-    path = bn.bench_model(args.mesh_vertices, args.vertices).save(
-        Path(tempfile.mkdtemp()) / "bench.ftopy"
-    )
+    if args.model:
+        path = Path(args.model)
+    else:
+        meshes = {
+            k: bn.synthetic_meshset(args.mesh_vertices, "fsaverage", k)
+            for k in ("inflated", "sphere")
+        }
+        _layers.load_meshset = lambda name, kind: meshes[kind]  # this machine's "fsaverage7"
+        path = bn.bench_model(args.mesh_vertices, args.vertices).save(
+            Path(tempfile.mkdtemp()) / "bench.ftopy"
+        )
 
     viewer = napari.Viewer(ndisplay=3, show=True)
     viewer.window.resize(width, height)
@@ -158,8 +168,8 @@ def main() -> None:
         loop.until(lambda: True)
     brain = panels["Brain maps"]
     print(
-        f"{args.vertices:,} modelled vertices on 2 × {args.mesh_vertices:,}; window "
-        f"{width}x{height}, {len(panels)} panels docked"
+        f"{'the model file' if args.model else f'{args.vertices:,} modelled vertices'} on "
+        f"2 × {args.mesh_vertices:,}; window {width}x{height}, {len(panels)} panels docked"
     )
 
     layers = []
@@ -169,6 +179,12 @@ def main() -> None:
     )
     (layer,) = layers
     print(_row("open → map shown", [opened], 2000))
+    if args.model:
+        n = layer.metadata[META_KEY]["scene"].model.n_vertices
+        mesh = len(layer.data[0])
+        print(f"    {path.name}: {n:,} modelled vertices on a mesh of {mesh:,} vertices")
+    if args.screenshot:
+        viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
 
     # the user selects another layer; clicks still reach the brain
     other = viewer.add_points(np.zeros((1, 3)), name="a selected points layer", size=1)

@@ -11,7 +11,7 @@ folder whose ``fsaverage/surf/?h.sphere`` have fsaverage7's vertex count. Writte
     OUT/subj01/training_split/training_fmri/{lh,rh}_training_fmri.npy   (float32)
     OUT/subj01/roi_masks/{lh,rh}.all-vertices_fsaverage_space.npy
     OUT/subj01/roi_masks/{lh,rh}.<family>_challenge_space.npy, mapping_<family>.npy
-    OUT/subjects/fsaverage/surf/{lh,rh}.sphere
+    OUT/subjects/fsaverage/surf/{lh,rh}.{sphere,inflated,pial,white}, {lh,rh}.{curv,sulc}
     OUT/noise_ceiling.npy       NC in percent, (2, 163842), NaN off the columns
     OUT/build.json              sizes, seconds, peak RSS
 
@@ -78,6 +78,32 @@ def sphere(rng: np.random.Generator) -> np.ndarray:
     return 100 * p / np.linalg.norm(p, axis=1, keepdims=True)
 
 
+def write_meshes(surf: Path, hemi: str, pts: np.ndarray) -> None:
+    """A hemisphere's FreeSurfer surfaces on the sphere's points, triangulated by their
+    convex hull (faces wound outwards): ``sphere`` (radius 100), ``inflated``, ``pial`` and
+    ``white`` (an ellipsoid of 35 × 100 × 70 mm, shifted to its side of the midline), and
+    a smooth ``curv``/``sulc`` pattern, so that napari and figures draw a closed surface of
+    fsaverage7's size."""
+    import nibabel as nib
+    from scipy.spatial import ConvexHull
+
+    unit = pts / np.linalg.norm(pts, axis=1, keepdims=True)
+    faces = ConvexHull(unit).simplices.astype(np.int32)
+    normal = np.cross(unit[faces[:, 1]] - unit[faces[:, 0]], unit[faces[:, 2]] - unit[faces[:, 0]])
+    flip = (normal * unit[faces].mean(1)).sum(1) < 0
+    faces[flip] = faces[flip][:, ::-1]
+    side = -40.0 if hemi == "lh" else 40.0
+    brain = (unit * [35.0, 100.0, 70.0] + [side, 0.0, 0.0]).astype(np.float32)
+    for kind, verts in (("sphere", pts), ("inflated", brain), ("pial", brain), ("white", brain)):
+        nib.freesurfer.write_geometry(
+            str(surf / f"{hemi}.{kind}"), verts.astype(np.float32), faces
+        )
+    theta, phi = np.arctan2(unit[:, 1], unit[:, 0]), np.arccos(unit[:, 2].clip(-1, 1))
+    curv = (np.sin(5 * theta) * np.sin(4 * phi)).astype(np.float32)
+    for kind in ("curv", "sulc"):
+        nib.freesurfer.write_morph_data(str(surf / f"{hemi}.{kind}"), curv)
+
+
 def columns(pts: np.ndarray, n: int) -> np.ndarray:
     """The ``n`` vertices nearest the occipital pole (−y), in mesh order: a cap."""
     d = np.linalg.norm(pts - np.array([0.0, -100.0, 0.0]), axis=1)
@@ -120,6 +146,9 @@ def main() -> None:
     p.add_argument("--nsdgeneral", type=int, default=37984, help="columns that are not RSC")
     p.add_argument("--ceiling", type=float, nargs=2, default=(10.0, 60.0), help="NC range, %%")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--meshes-only", action="store_true", help="(re)write only the subjects folder's meshes"
+    )
     args = p.parse_args()
     t0 = time.perf_counter()
     from PIL import Image
@@ -134,6 +163,10 @@ def main() -> None:
     surf = out / "subjects" / "fsaverage" / "surf"
     for d in (imgs_dir, fmri_dir, masks, surf, root / "test_split" / "test_images"):
         d.mkdir(parents=True, exist_ok=True)
+    if args.meshes_only:
+        for h, hemi in enumerate(("lh", "rh")):
+            write_meshes(surf, hemi, sphere(np.random.default_rng([args.seed, h])))
+        return
     rng = np.random.default_rng(args.seed)
     rsc = args.lh + args.rh - args.nsdgeneral
     if not 0 <= rsc <= min(args.lh, args.rh):
@@ -145,13 +178,9 @@ def main() -> None:
     # meshes, columns, labels
     nc_full = np.full((2, N_FS), np.nan, np.float32)
     geo = {}
-    import nibabel as nib
-
     for h, (hemi, (n_cols, n_general)) in enumerate(hemis.items()):
         pts = sphere(np.random.default_rng([args.seed, h]))
-        nib.freesurfer.write_geometry(
-            str(surf / f"{hemi}.sphere"), pts.astype(np.float32), np.array([[0, 1, 2]], np.int32)
-        )
+        write_meshes(surf, hemi, pts)
         cols = columns(pts, n_cols)
         # nsdgeneral: the columns nearest the pole; RSC: the outer rim
         near = np.argsort(np.linalg.norm(pts[cols] - [0, -100, 0], axis=1), kind="stable")
