@@ -16,28 +16,23 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
 from magicgui import widgets
 
-from napari_factortopy._napari._background import (
-    busy_label,
-    clusters_in_background,
-    warm_in_background,
-)
+from napari_factortopy._napari._background import warm_in_background
+from napari_factortopy._napari._clicks import Clicks
 from napari_factortopy._napari._common import (
     ModelChoice,
     apply_scene,
     factortopy_layers,
     frame_brain,
     keep_framing,
-    pick_surfaces,
     same_layer,
     share_geometry,
-    show_image,
 )
 from napari_factortopy._napari._inspector import Inspector
 from napari_factortopy._napari._keys import KEYS, bind_keys, unbind_keys
 from napari_factortopy._napari._layers import scene_for_layer
+from napari_factortopy._napari._map_controls import MapControls
 from napari_factortopy._napari._overlays import show_roi_names, show_unfinished
 from napari_factortopy._napari._session import SessionControls
 from napari_factortopy._napari._view_buttons import ViewButtons
@@ -45,15 +40,10 @@ from napari_factortopy.scene.brain import MESH_KINDS, BrainScene, Pick, hemisphe
 from napari_factortopy.scene.map_panel import (
     NO_FLAT_TIP,
     TIPS,
-    LegendCache,
     PanelState,
-    legend_tooltip,
-    map_names,
     needs_clusters,
     panel_state,
-    score_keys,
     show_map,
-    stepped,
 )
 
 if TYPE_CHECKING:
@@ -73,20 +63,16 @@ class BrainWidget(widgets.Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # "click", and each repaint's event
         self.model_choice = ModelChoice(viewer)
         self.banner = widgets.Label(label="", value="", visible=False)
         # a long convergence line wraps instead of widening the dock (and the canvas)
         self.banner.native.setWordWrap(True)
         self.method = widgets.Label(label="method", value="", visible=False)
-        self.map_choice = widgets.ComboBox(label="map", choices=self._map_names)
-        self.busy = busy_label()  # "computing the channel clusters…"
-        self.worker = None  # the background computation running, if any
-        self.layer_slider = widgets.Slider(label="layer", min=1, max=1, value=1, visible=False)
-        self.score_choice = widgets.ComboBox(
-            label="score", choices=self._score_keys, visible=False
+        self.maps = MapControls(lambda: self.scene)  # map, busy line, layer, score, legend
+        self.map_choice, self.busy, self.layer_slider, self.score_choice, self.legend = (
+            self.maps.widgets
         )
-        self.legend = widgets.Image(label="legend")
         self.mesh_choice = widgets.ComboBox(
             label="mesh", choices=list(MESH_KINDS), value="inflated"
         )
@@ -95,6 +81,11 @@ class BrainWidget(widgets.Container):
         self.hemispheres = widgets.Label(label="on screen", value="")
         self.outlines = widgets.CheckBox(text="ROI outlines", value=False)
         self.inspector = Inspector()
+        self.clicks = Clicks(
+            viewer, self.model_choice, lambda: self.scene, self.inspector, self.timings
+        )
+        self._on_mouse, self._on_click_world = self.clicks.on_mouse, self.clicks.on_click_world
+        self._on_click = self.clicks.on_click
         self.sessions = SessionControls(viewer, lambda: self.model_choice.value, self._restored)
         self.session_file = self.sessions.file
         self.save_session_button = self.sessions.save_button
@@ -102,10 +93,9 @@ class BrainWidget(widgets.Container):
         for name, tip in TIPS.items():
             getattr(self, name).tooltip = tip
         self.extend(
-            [self.model_choice, self.banner, self.method, self.map_choice, self.busy,
-             self.layer_slider, self.score_choice, self.legend, self.mesh_choice, self.view_rows,
-             self.hemispheres, self.outlines, *self.inspector.widgets, self.session_file,
-             self.sessions.buttons]
+            [self.model_choice, self.banner, self.method, *self.maps.widgets, self.mesh_choice,
+             self.view_rows, self.hemispheres, self.outlines, *self.inspector.widgets,
+             self.session_file, self.sessions.buttons]
         )  # fmt: skip
         self.model_choice.changed.connect(self._on_model)
         self.map_choice.changed.connect(self._on_map)
@@ -119,17 +109,8 @@ class BrainWidget(widgets.Container):
         keep_framing(viewer)  # a docked panel must not cut the brain off
         self.native.destroyed.connect(lambda *_: self._unhook(viewer))
         self._hooked: set[int] = set()
-        self._legends = LegendCache()
-        self.key_actions = bind_keys(viewer, self._step_map, self._on_view)  # see KEYS
+        self.key_actions = bind_keys(viewer, self.maps.step, self._on_view)  # see KEYS
         self._on_layers_changed()
-
-    def _step_map(self, step: int) -> str | None:
-        """Show the next (``+1``) or previous (``-1``) map of the drop-down, cyclically."""
-        choices = list(self.map_choice.choices)
-        if self.scene is None or not choices:
-            return None
-        self.map_choice.value = stepped(choices, self.map_choice.value, step)
-        return self.map_choice.value
 
     def _on_save_session(self, path=None):
         """Write the current picture to the session file; returns the Session."""
@@ -176,11 +157,10 @@ class BrainWidget(widgets.Container):
         """The clicked vertex's description (the inspector's text)."""
         return self.inspector.info
 
-    def _map_names(self, _widget=None) -> list[str]:
-        return map_names(self.scene)
-
-    def _score_keys(self, _widget=None) -> list[str]:
-        return score_keys(self.scene)
+    @property
+    def worker(self):
+        """The background computation running (the channel clusters), if any."""
+        return self.maps.worker
 
     def _refresh(self, geometry: bool = False, event: str = "map") -> None:
         layer, scene = self.layer, self.scene
@@ -197,11 +177,6 @@ class BrainWidget(widgets.Container):
     def _show_roi_names(self, layer, scene: BrainScene) -> None:
         show_roi_names(self.viewer, layer, scene)
 
-    def _show_legend(self, scene: BrainScene) -> None:
-        """Legend of the scene's map (cached: matplotlib takes ~50 ms per image)."""
-        show_image(self.legend, self._legends.image(scene))
-        self.legend.tooltip = legend_tooltip(scene)
-
     def _sync(self) -> None:
         """Set every control from the current layer's scene (without side effects):
         what each shows is :func:`~napari_factortopy.scene.map_panel.panel_state`."""
@@ -210,26 +185,14 @@ class BrainWidget(widgets.Container):
             self._show_banner(None)
             return
         state = panel_state(scene)
-        self.layer_slider.max = state.n_layers
-        for choice, names in ((self.map_choice, state.maps), (self.score_choice, state.scores)):
-            with choice.changed.blocked():  # a vanished entry must not repaint the new model
-                if tuple(choice.choices) != names:
-                    choice.native.clear()  # magicgui keeps old entries' order: refill in order
-                choice.reset_choices()
+        self.maps.fill(state, scene)
         self.hemispheres.value = state.hemispheres
         self.views.set_flat(state.flat, state.flat_tooltip)
-        values = [(self.map_choice, state.map_name), (self.mesh_choice, state.kind),
-                  (self.outlines, state.outlines), (self.layer_slider, state.layer)]  # fmt: skip
-        if state.score_key is not None:
-            values.append((self.score_choice, state.score_key))
-        for widget, value in values:
+        for widget, value in ((self.mesh_choice, state.kind), (self.outlines, state.outlines)):
             with widget.changed.blocked():
                 widget.value = value
-        self.layer_slider.visible = state.layer_visible
-        self.score_choice.visible = state.score_visible
         self._show_banner(state)
         self.method.value, self.method.visible = state.method or "", bool(state.method)
-        self._show_legend(scene)
 
     def _show_banner(self, state: PanelState | None) -> None:
         """The unfinished model's warning: in the panel and over the canvas."""
@@ -266,10 +229,7 @@ class BrainWidget(widgets.Container):
             return
         name = name or self.map_choice.value
         if needs_clusters(scene, name):  # seconds at 40,000 vertices: off the UI thread
-            if self.worker is None:
-                self.worker = clusters_in_background(
-                    scene, self.busy, self._clusters_ready, lambda: setattr(self, "worker", None)
-                )
+            self.maps.compute_clusters(scene, self._clusters_ready)
             return
         show_map(scene, name, self.score_choice.value)
         self._refresh(event="map")
@@ -336,33 +296,3 @@ class BrainWidget(widgets.Container):
         if self.scene is not None:
             self.scene.outlines = bool(self.outlines.value if value is None else value)
             self._refresh(event="outlines")
-
-    def _on_mouse(self, viewer, event) -> None:
-        """Viewer-level click: inspect the surface under the cursor (any layer selected)."""
-        if event.type != "mouse_press" or event.position is None:
-            return
-        direction = getattr(event, "view_direction", None)
-        if direction is None or viewer.dims.ndisplay != 3:
-            return
-        self._on_click_world(np.asarray(event.position), np.asarray(direction))
-
-    def _on_click_world(self, position, direction) -> Pick | None:
-        """Inspect the vertex a world-coordinate ray meets first, on any model layer."""
-        t0 = time.perf_counter()
-        layer, pick = pick_surfaces(self.viewer, position, direction)
-        if layer is not None and layer.name != self.model_choice.value:
-            self.model_choice.value = layer.name
-        self.timings["click"] = time.perf_counter() - t0
-        self.inspector.show(self.scene if layer is not None else None, pick)
-        return pick
-
-    def _on_click(self, position, direction) -> Pick | None:
-        """Inspect the vertex under a click ray (data coordinates of the chosen layer)."""
-        scene = self.scene
-        if scene is None:
-            return None
-        t0 = time.perf_counter()
-        pick = scene.pick(position, direction)
-        self.timings["click"] = time.perf_counter() - t0
-        self.inspector.show(scene, pick)
-        return pick
