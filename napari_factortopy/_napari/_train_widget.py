@@ -11,7 +11,8 @@ run unsaved. Pause and Stop act at the next "step" record: one per step on the C
 The form's logic (tooltips, the controls' values → TrainConfig and TrainJob, the auto
 recipe's memory) is in :mod:`napari_factortopy.app.train_form`, a run's state and the
 records' reading (status lines, progress) in :mod:`napari_factortopy.app.train_progress`;
-this module lays out and wires.
+the run's buttons and lines are a :class:`~._run_controls.RunControls`, the live map a
+:class:`~._live_preview.LivePreview`; this module lays out and wires.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import TYPE_CHECKING
 
 from magicgui import widgets
 
-from napari_factortopy._napari._common import StatusText, fit_window
+from napari_factortopy._napari._common import fit_window
+from napari_factortopy._napari._live_preview import LivePreview
+from napari_factortopy._napari._run_controls import RunControls
 from napari_factortopy.app.jobs import TrainJob, live_training_job
 from napari_factortopy.app.train_form import (
     AUTO_CONTROLS,
@@ -36,12 +39,7 @@ from napari_factortopy.app.train_form import (
     train_config,
     train_job,
 )
-from napari_factortopy.app.train_progress import (
-    STOPPING,
-    TrainRun,
-    diverged_warning,
-    result_line,
-)
+from napari_factortopy.app.train_progress import TrainRun, diverged_warning, result_line
 from napari_factortopy.core.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -77,12 +75,15 @@ class TrainWidget(widgets.Container):
         self.worker = None
         self._run: TrainRun | None = None  # the running job's stop, clock and progress
         self._memory = AutoRecipeMemory()  # settings given, values the auto run wrote over
-        self.preview_layer = None
+        self.preview = LivePreview(viewer)  # the live map on the cortex
         self.saved_path: str | None = None
         self.resolved: TrainConfig | None = None
         for name, (kind, kwargs) in control_specs().items():
             setattr(self, name, _KINDS[kind](**kwargs))
-        self._buttons = self._run_controls()
+        self.controls = RunControls()  # Train, Pause, Stop; progress and status lines
+        for name in RunControls.NAMES:  # the panel's attributes, as TIPS and LAYOUT name them
+            setattr(self, name, getattr(self.controls, name))
+        self._buttons = self.controls.buttons
         self.extend([getattr(self, name) for name in LAYOUT])
         self._connect()
         fit_window(viewer)  # docked: scrolls, tabbed with the other panels
@@ -92,23 +93,17 @@ class TrainWidget(widgets.Container):
         """Settings of AUTO_CONTROLS the user set (kept by the auto recipe)."""
         return self._memory.given
 
-    # ---------------------------------------------------------------- controls
-    def _run_controls(self) -> widgets.Container:
-        """Train / Pause / Stop (returned in one row), the progress bar and the status
-        lines."""
-        self.start_button = widgets.PushButton(text="Train")
-        self.pause_button = widgets.PushButton(text="Pause", enabled=False)
-        self.stop_button = widgets.PushButton(text="Stop", enabled=False)
-        self.progress = widgets.ProgressBar(label="progress", min=0, max=1, value=0)
-        self.status = StatusText(label="status", value="idle")
-        self.recipe_info = StatusText(label="auto recipe", value="", visible=False)
-        self.result = StatusText(label="result", value="", visible=False)
-        return widgets.Container(
-            layout="horizontal",
-            labels=False,
-            widgets=[self.start_button, self.pause_button, self.stop_button],
-        )
+    @property
+    def preview_layer(self):
+        """The live map's layer while a run trains (None otherwise)."""
+        return self.preview.layer
 
+    @property
+    def _scene(self):
+        """The live map's scene (the last run's)."""
+        return self.preview.scene
+
+    # ---------------------------------------------------------------- controls
     def _connect(self) -> None:
         """Tooltips, and each control's signal to its slot."""
         for name, tip in TIPS.items():
@@ -188,10 +183,7 @@ class TrainWidget(widgets.Container):
         worker.paused.connect(self._on_paused)
         worker.resumed.connect(self._on_resumed)
         self.worker = worker
-        self._busy(True)
-        self.status.value = "starting…"
-        self.result.value, self.result.visible = "", False
-        self.recipe_info.value, self.recipe_info.visible = "", False
+        self.controls.started()
         if start:
             worker.start()
         return worker
@@ -204,8 +196,7 @@ class TrainWidget(widgets.Container):
         if not pausing and self._run is not None:
             self._run.clock.resume()
         self.worker.toggle_pause()
-        self.pause_button.text = "Resume" if pausing else "Pause"
-        self.status.value = "pausing…" if pausing else "training"
+        self.controls.paused(pausing)
 
     def _on_paused(self) -> None:
         if self._run is not None and self.worker is not None and self.worker.is_paused:
@@ -228,10 +219,7 @@ class TrainWidget(widgets.Container):
                 self._run.clock.resume()
                 self.worker.resume()
                 self.pause_button.text = "Pause"
-            self.pause_button.enabled = False
-            self.status.value = STOPPING
-            self.stop_button.text = "Discard"
-            self.stop_button.tooltip = "abandon the run now; nothing is saved"
+            self.controls.stopping()
             return
         self.status.value = "discarding…"
         self.worker.quit()
@@ -241,13 +229,14 @@ class TrainWidget(widgets.Container):
         if kind in ("step", "validation"):
             self.progress.value = run.ticks(self.progress.value, self.progress.max, rec)
         if kind == "start":
-            self._show_preview(rec["preview"])
+            self.saved_path = None
+            self.preview.show(rec["preview"])
             self.progress.value, self.progress.max = 0, run.bar_max
         paused = self.worker is not None and self.worker.is_paused
         if (line := run.status(rec, paused)) is not None:
             self.status.value = line
         if kind == "validation" and "selectors" in rec:
-            self._update_preview(rec["selectors"])
+            self.preview.update(rec["selectors"])
         elif kind == "diverged":
             from napari.utils.notifications import show_warning
 
@@ -289,40 +278,10 @@ class TrainWidget(widgets.Container):
     def _on_finished(self) -> None:
         self.worker = None
         self._run = None
-        self._busy(False)
-        self.pause_button.text = "Pause"
-        self.stop_button.text = "Stop"
-        self.stop_button.tooltip = TIPS["stop_button"]
-        if self.preview_layer is not None and self.preview_layer in self.viewer.layers:
-            self.viewer.layers.remove(self.preview_layer)
-        self.preview_layer = None
+        self.controls.finished()
+        self.preview.remove()
         if self.saved_path:
             self.progress.value = self.progress.max  # a budget may end it before the plan
             self.viewer.open(self.saved_path, plugin="napari-factortopy")
         elif not self.status.value.startswith("failed"):
             self.status.value = "discarded: nothing saved"
-
-    # ---------------------------------------------------------------- helpers
-    def _busy(self, busy: bool) -> None:
-        self.start_button.enabled = not busy
-        self.pause_button.enabled = busy
-        self.stop_button.enabled = busy
-
-    def _show_preview(self, model) -> None:
-        from napari_factortopy._napari._layers import load_scene, surface_kwargs
-
-        self.saved_path = None
-        self._scene = load_scene(model)
-        verts, faces = self._scene.layer_data()
-        kwargs = surface_kwargs(self._scene, "training (live)")
-        self.preview_layer = self.viewer.add_surface((verts, faces), **kwargs)
-        self.viewer.dims.ndisplay = 3
-
-    def _update_preview(self, selectors: dict) -> None:
-        from napari_factortopy._napari._brain_widget import apply_scene
-
-        if self.preview_layer is None:
-            return
-        m = self._scene.model
-        m.space, m.layer, m.scale = selectors["space"], selectors["layer"], selectors["scale"]
-        apply_scene(self.preview_layer, self._scene)
