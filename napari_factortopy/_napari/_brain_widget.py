@@ -70,9 +70,8 @@ class BrainWidget(widgets.Container):
         self.banner.native.setWordWrap(True)
         self.method = widgets.Label(label="method", value="", visible=False)
         self.maps = MapControls(lambda: self.scene)  # map, busy line, layer, score, legend
-        self.map_choice, self.busy, self.layer_slider, self.score_choice, self.legend = (
-            self.maps.widgets
-        )
+        for name in MapControls.NAMES:  # the panel's attributes, as TIPS and the tests name them
+            setattr(self, name, getattr(self.maps, name))
         self.mesh_choice = widgets.ComboBox(
             label="mesh", choices=list(MESH_KINDS), value="inflated"
         )
@@ -84,8 +83,7 @@ class BrainWidget(widgets.Container):
         self.clicks = Clicks(
             viewer, self.model_choice, lambda: self.scene, self.inspector, self.timings
         )
-        self._on_mouse, self._on_click_world = self.clicks.on_mouse, self.clicks.on_click_world
-        self._on_click = self.clicks.on_click
+        self._on_click_world, self._on_click = self.clicks.on_click_world, self.clicks.on_click
         self.sessions = SessionControls(viewer, lambda: self.model_choice.value, self._restored)
         self.session_file = self.sessions.file
         self.save_session_button = self.sessions.save_button
@@ -111,6 +109,10 @@ class BrainWidget(widgets.Container):
         self._hooked: set[int] = set()
         self.key_actions = bind_keys(viewer, self.maps.step, self._on_view)  # see KEYS
         self._on_layers_changed()
+
+    def _on_mouse(self, viewer, event) -> None:
+        """Viewer-level click: the inspector answers (:meth:`Clicks.on_mouse`)."""
+        self.clicks.on_mouse(viewer, event)
 
     def _on_save_session(self, path=None):
         """Write the current picture to the session file; returns the Session."""

@@ -37,6 +37,9 @@ class MapControls:
         their choices from it, so napari's ``reset_choices()`` refreshes them.
     """
 
+    #: The attributes holding one row each, top to bottom (the panel keeps these names).
+    NAMES = ("map_choice", "busy", "layer_slider", "score_choice", "legend")
+
     def __init__(self, scene: Callable[[], BrainScene | None]) -> None:
         self._scene = scene
         self.map_choice = widgets.ComboBox(label="map", choices=self._map_names)
@@ -47,13 +50,7 @@ class MapControls:
             label="score", choices=self._score_keys, visible=False
         )
         self.legend = widgets.Image(label="legend")
-        self.widgets = [
-            self.map_choice,
-            self.busy,
-            self.layer_slider,
-            self.score_choice,
-            self.legend,
-        ]
+        self.widgets = [getattr(self, name) for name in self.NAMES]
         self._legends = LegendCache()
 
     def _map_names(self, _widget=None) -> list[str]:
