@@ -64,6 +64,14 @@ CALIBRATION_PASSES = 7
 #: Most of a budget reserved for the calibration: with a small budget training comes
 #: first, and the calibration runs only if it fits in what is left.
 CALIBRATION_MAX_SHARE = 0.2
+#: The ``auto`` recipe re-plans its validation interval between validations when the
+#: running step time has drifted by more than this factor from the one the interval was
+#: planned with (e.g. the probe's first steps read few token rows, which stay in cache;
+#: trained selectors spread over the grid and steps became 3–4× slower at Algonauts'
+#: size, so a plan of 20 validations gave 2).
+AUTO_REPLAN_DRIFT = 1.5
+#: Steps timed after a plan before its drift is judged.
+AUTO_REPLAN_STEPS = 10
 #: Batch sizes the ``auto`` recipe compares (images per second), and the paper's pair.
 AUTO_BATCHES = (8, 16, 32)
 PAPER_BATCH, PAPER_LR = 8, 1e-3
@@ -226,6 +234,21 @@ def replan_interval(
         return cfg
     planned, _ = resolve_auto_recipe(cfg, usable, timing.step, val, cfg.batch_size)
     return replace(cfg, steps_per_epoch=planned.steps_per_epoch)
+
+
+def drifted(planned_step: float, recent: list[float]) -> float | None:
+    """The current step time when it has left the one a plan was made with
+    (``planned_step``) by more than :data:`AUTO_REPLAN_DRIFT`, else None.
+
+    ``recent`` holds the durations (s) of the steps since the plan; the current step
+    time is their median, judged once :data:`AUTO_REPLAN_STEPS` have been timed (a
+    running average would lag: after 10 steps 4× slower it reads 2.2×).
+    """
+    if len(recent) < AUTO_REPLAN_STEPS or planned_step <= 0:
+        return None
+    now = float(np.median(recent))
+    ratio = now / planned_step
+    return now if ratio > AUTO_REPLAN_DRIFT or ratio < 1 / AUTO_REPLAN_DRIFT else None
 
 
 def check_budget(budget: float, timing: Timing, split: Split, cfg: TrainConfig) -> None:

@@ -40,6 +40,7 @@ from .budget import (
     PAPER_LR,  # noqa: F401
     Timing,
     check_budget,
+    drifted,
     eta,
     finish_seconds,
     probe_batch,
@@ -264,6 +265,10 @@ class _Run:
         # a given batch size is kept: only its speed is measured
         self.probe_batches = AUTO_BATCHES if "batch_size" in cfg.chosen else (cfg.batch_size,)
         self.probe: dict[int, list[float]] = {}
+        # the step time the validation interval was planned with (0: none yet), and
+        # the durations of the steps since (the auto recipe re-plans when they drift)
+        self.plan_step: float = 0.0
+        self.recent: list[float] = []
         self.stop_reason = "max_epochs"
         self.diverged = False
         model.train()
@@ -433,18 +438,31 @@ class _Run:
                 "elapsed": elapsed,
                 "eta": eta(elapsed, state["step"], self.cfg, self.budget),
             }
+        auto = self.cfg.recipe == "auto" and not self.auto_pending
+        if auto:
+            self.recent.append(clock() - t_step)
+            if (now := drifted(self.plan_step, self.recent)) is not None:
+                self.timing.reset_steps(now)  # the speed changed since the plan:
+                self.replan()  # re-cut the interval before the next validation is due
         out_of_time = self.out_of_time()
         if out_of_time or self.since_validation() >= self.cfg.steps_per_epoch:
             yield (yield from self.validate())
             if out_of_time:
                 self.stop_reason = "budget"
                 return True
-            if self.cfg.recipe == "auto" and not self.auto_pending:
-                self.cfg = replan_interval(
-                    self.cfg, clock() - self.t_start, self.budget, self.timing, self.split
-                )
-                state["config"] = self.cfg.to_dict()
+            if auto:
+                self.replan()
         return False
+
+    def replan(self) -> None:
+        """The ``auto`` recipe's validation interval re-planned from the current speed
+        (:func:`~.budget.replan_interval`); remembers the speed and step it used."""
+        clock, state = self.clock, self.state
+        self.cfg = replan_interval(
+            self.cfg, clock() - self.t_start, self.budget, self.timing, self.split
+        )
+        self.plan_step, self.recent = self.timing.step, []
+        state["config"] = self.cfg.to_dict()
 
     def resolve_recipe(self) -> Iterator[dict]:
         """The ``auto`` recipe from the probe's timings: the config, the timing, the
@@ -457,6 +475,7 @@ class _Run:
         self.cfg = cfg
         timing.val = info["validation_seconds"]
         timing.reset_steps(info["step_seconds"])
+        self.plan_step, self.recent = info["step_seconds"], []
         check_budget(self.budget, timing, self.split, cfg)
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr

@@ -493,6 +493,35 @@ def test_auto_recipe_run_finishes_the_regulariser_inside_the_budget():
     assert len(gaps) >= 5 and gaps.max() <= 1.5 * gaps.min(), steps
 
 
+def test_auto_recipe_replans_when_steps_slow_down_after_the_probe():
+    """The plan promises about AUTO_VALIDATIONS validations in the budget, one every
+    budget / AUTO_VALIDATIONS seconds. Steps 4× slower than the probe's right after it:
+    the interval is re-cut within AUTO_REPLAN_STEPS steps, so no gap between validations
+    is much longer than promised (without the re-plan the first came after 106 s of a
+    600-s budget, promised 30)."""
+    from napari_factortopy.core.budget import AUTO_REPLAN_STEPS, AUTO_VALIDATIONS
+
+    coords, feats, y = _problem()
+    clock = _SimClock()
+    # steps 4x slower right after the probe (it read few token rows, which stay in cache:
+    # at Algonauts' size 0.78 s planned, 3.4 s real)
+    slow = _SlowingFeatures(feats, clock, after=26, per_image=0.004, per_call=0.05)
+    split = make_split(len(y), seed=0)
+    budget = 600.0
+    cfg = TrainConfig(max_seconds=budget, recipe="auto", log_every=1)
+    recs, res = _run(train(_fresh(coords), slow, y, split, cfg, clock=clock))
+    real_step = 4.0 * (0.05 + 0.004 * 32)  # batch 32 is the probe's choice
+    assert res.recipe["step_seconds"] == pytest.approx(0.05 + 0.004 * 32)
+    times = [r["elapsed"] for r in recs if r["kind"] == "validation"]
+    promised = budget / AUTO_VALIDATIONS
+    gaps = np.diff([0.0, *times])[:-1]  # the last one may come early, for the budget
+    assert len(times) >= 0.75 * AUTO_VALIDATIONS, times
+    assert gaps.max() <= 1.5 * promised, times
+    # the first re-plan came AUTO_REPLAN_STEPS steps after the probe, from their median
+    assert times[0] <= 30 * 0.2 + (AUTO_REPLAN_STEPS + promised / real_step) * real_step
+    assert clock.now <= 1.05 * budget + _validation_seconds(slow, split)
+
+
 def test_auto_recipe_needs_a_budget_and_configs_are_checked():
     with pytest.raises(ValueError, match="give max_seconds"):
         TrainConfig(recipe="auto")
