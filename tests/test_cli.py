@@ -95,6 +95,17 @@ def test_info_summarises(demo_dir, capsys):
 
     assert f"              {slope_line(m)}\n" in out
     assert f"; truth {rec['hierarchy_slope_truth']:.3f}" in slope_line(m)
+    # each ROI row's argmax layer is the most voted layer, counted 1-based (the slider's
+    # and the legends' numbering; it printed the 0-based index), by a plain loop
+    for k, name in enumerate(m.roi_names, start=1):
+        votes = {}
+        for v in range(m.n_vertices):
+            if m.roi[v] == k and np.isfinite(m.layer[v]).all():
+                a = int(np.argmax(m.layer[v])) + 1
+                votes[a] = votes.get(a, 0) + 1
+        if votes:
+            row = next(line for line in out.splitlines() if line.startswith(f"  {name} "))
+            assert int(row.split()[-2]) == max(sorted(votes), key=votes.get), row
 
 
 def test_train_from_phantom_folder(demo_dir, tmp_path):

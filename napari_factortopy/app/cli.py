@@ -261,7 +261,7 @@ def _map_lines(m) -> list[str]:
 
 def _roi_lines(m, finite: np.ndarray, am: np.ndarray, real: set | None) -> list[str]:
     """The per-ROI rows of ``info``: vertices, mean test R² (and noise-normalised score
-    when the model has a ceiling), modal argmax layer, mean scale; one pass over V."""
+    when the model has a ceiling), modal argmax layer (1-based), mean scale; one pass over V."""
     r2 = m.scores.get("r2_test")
     nc = m.scores.get("nc_test") if m.summary.get("noise_ceiling") else None
     n_roi = len(m.roi_names) + 1
@@ -289,7 +289,8 @@ def _roi_lines(m, finite: np.ndarray, am: np.ndarray, real: set | None) -> list[
             continue
         r2s = _num(r2_mean[k]) if r2_mean is not None else "-"
         ncs = f"  {_num(nc_mean[k], '.1f'):>10}" if nc_mean is not None else ""
-        mode = int(layer_votes[k].argmax()) if real is None or "layer" in real else "-"
+        # 1-based, as the layer slider, the figures' legends and --layer count layers
+        mode = int(layer_votes[k].argmax()) + 1 if real is None or "layer" in real else "-"
         scale = _num(scale_mean[k], ".2f") if real is None or "scale" in real else "-"
         lines.append(f"  {name:<10} {int(counts[k]):>6}  {r2s:>6}{ncs}  {mode:>12}  {scale}")
     return lines
