@@ -12,6 +12,7 @@ that reads well) and ``plan(indices)`` (the order training will follow);
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -121,7 +122,8 @@ class StreamedFeatures:
       (the first window of an epoch, whose order is drawn when the epoch starts, is read
       when asked for);
     - ``resident`` images (the validation split, asked for at every validation) are held
-      in memory when they take at most a third of the limit;
+      in memory when they take at most a third of the limit or leave room for windows
+      of two chunks (else a warning: each validation then reads their chunks again);
     - other requests (evaluation, calibration, test; training resumed from an order this
       source did not plan) read the chunks they touch, whole, into a small
       least-recently-used store, so a pass in sorted order reads each chunk once.
@@ -172,10 +174,23 @@ class StreamedFeatures:
         held = 0
         if resident is not None:
             keep = np.intersect1d(np.asarray(resident, np.int64), eligible)
-            if keep.size and keep.size * self.image_bytes <= limit // 3:
+            need = keep.size * self.image_bytes
+            # held when they take at most a third of the limit, or leave windows of two
+            # chunks: validation images are spread over every chunk, so a validation
+            # streamed instead reads the whole cache (11 GiB at Algonauts' size)
+            if keep.size and (need <= limit // 3 or need + 8 * chunk_bytes <= limit):
                 local, global_ = self._read(keep)
                 self.resident = InMemoryFeatures(local, global_, keep, self.device)
-                held = keep.size * self.image_bytes
+                held = need
+            elif keep.size:
+                warnings.warn(
+                    f"the {keep.size} validation images' features ({need / 2**30:.2f} GiB) "
+                    f"do not fit in the memory limit ({limit / 2**30:.2f} GiB) beside the "
+                    "training windows: every validation reads the cache's chunks again; a "
+                    f"limit of {(need + 8 * chunk_bytes) / 2**30:.1f} GiB keeps them in "
+                    "memory",
+                    stacklevel=2,
+                )
         # up to three windows (the one in use, the one before it while a batch straddles
         # both, the one read ahead) and the store of loose chunks
         self.window_chunks = max(1, (limit - held) // 4 // max(chunk_bytes, 1))
@@ -380,7 +395,7 @@ def feature_source(
         Bytes the features may occupy on the device (float16). Default: 40 % of the
         free CUDA memory on CUDA, 25 % of the machine's RAM otherwise.
     resident : array, optional
-        When streaming: images to hold in memory if they fit in a third of the limit
+        When streaming: images to hold in memory if they fit (see StreamedFeatures)
         (the validation split's); see :class:`StreamedFeatures`.
     """
     dev = torch.device(device)

@@ -76,6 +76,29 @@ def test_an_epoch_reads_each_window_once_whole_and_ahead(cache):
     src.close()
 
 
+def test_validation_images_stay_in_memory_when_windows_of_two_chunks_still_fit(cache):
+    """100 of 200 images to hold, a limit of 100 images + 8 chunks: more than a third of
+    the limit (once refused: at Algonauts' size every validation then read all 11 GiB of
+    the cache), but windows of two chunks remain. Too small a limit says so."""
+    c, local, glob = cache
+    val = np.arange(0, N, 2)  # spread over every chunk, as a random split is
+    src = StreamedFeatures(
+        c, "cpu", indices=np.arange(N), memory_limit=_limit(2, len(val)), resident=val
+    )
+    assert 3 * len(val) > 4 * 2 * CHUNK + len(val)  # beyond the third of the limit
+    assert src.resident is not None and src.window_chunks == 2 and src.reads == 1
+    for lo in range(0, len(val), 32):  # a validation pass: no read at all
+        _same(src.get(val[lo : lo + 32]), local, glob, val[lo : lo + 32])
+    assert src.reads == 1 and src.images_read == len(val)
+    src.close()
+    with pytest.warns(UserWarning, match=r"100 validation images.*every validation reads"):
+        small = StreamedFeatures(
+            c, "cpu", indices=np.arange(N), memory_limit=_limit(1, len(val)), resident=val
+        )
+    assert small.resident is None and small.reads == 0
+    small.close()
+
+
 def test_other_requests_read_whole_chunks_once_per_sorted_pass(cache):
     c, local, glob = cache
     src = StreamedFeatures(c, "cpu", indices=np.arange(N), memory_limit=_limit(1))
