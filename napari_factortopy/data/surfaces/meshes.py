@@ -182,6 +182,18 @@ def _search_dirs(name: str, subjects_dir: str | os.PathLike | None) -> list[Path
     return dirs
 
 
+def _mesh_dirs(name: str, subjects_dir: str | os.PathLike | None) -> list[Path]:
+    """Folders that may hold mesh ``name``'s files: the folder itself for a user's path;
+    for a standard mesh the subjects folders, and for fsaverage7 also their plain
+    ``fsaverage`` (FreeSurfer's name for it)."""
+    if name not in MESH_SIZES:
+        return [Path(name)]
+    dirs = _search_dirs(name, subjects_dir)
+    if name == "fsaverage7":
+        dirs += _search_dirs("fsaverage", subjects_dir)
+    return dirs
+
+
 def _nilearn_cached(name: str, key: str) -> Path | None:
     try:
         from nilearn.datasets.utils import get_data_dirs
@@ -241,11 +253,7 @@ def load_mesh(
         return fsaverage5_mesh(kind, hemi)
     fs_name = {"inflated": "inflated", "flat": "flat"}.get(kind, kind)
     looked: list[str] = []
-    folder = Path(name)
-    candidates_dirs = [folder] if name not in MESH_SIZES else _search_dirs(name, subjects_dir)
-    if name == "fsaverage7":
-        candidates_dirs += _search_dirs("fsaverage", subjects_dir)
-    for d in candidates_dirs:
+    for d in _mesh_dirs(name, subjects_dir):
         for sub in ("surf", "."):
             base = d / sub
             if kind == "flat":
@@ -318,11 +326,8 @@ def load_morph(
     _check_hemi(hemi)
     if name == "fsaverage5":
         return fsaverage5_morph(kind, hemi)
-    dirs = [Path(name)] if name not in MESH_SIZES else _search_dirs(name, subjects_dir)
-    if name == "fsaverage7":  # FreeSurfer names fsaverage7's folder plain "fsaverage"
-        dirs += _search_dirs("fsaverage", subjects_dir)
     looked = []
-    for d in dirs:
+    for d in _mesh_dirs(name, subjects_dir):
         for sub in ("surf", "."):
             cand = d / sub / f"{hemi}.{kind}"
             looked.append(str(cand))
