@@ -395,8 +395,8 @@ def feature_source(
         Bytes the features may occupy on the device (float16). Default: 40 % of the
         free CUDA memory on CUDA, 25 % of the machine's RAM otherwise.
     resident : array, optional
-        When streaming: images to hold in memory if they fit (see StreamedFeatures)
-        (the validation split's); see :class:`StreamedFeatures`.
+        When streaming: images to hold in memory if they fit (the validation split's);
+        see :class:`StreamedFeatures`.
     """
     dev = torch.device(device)
     need = cache.nbytes(indices) // 2  # stored as float16 on the device

@@ -380,7 +380,7 @@ class _Run:
     def step(self, batch_size: int) -> Iterator[dict]:
         """One optimisation step on the next batch of the epoch's order.
 
-        Returns ``(loss, fit, reg, t_step)`` (tensors and the step's start on the
+        Returns ``(loss, fit, reg, seconds)`` (tensors and the step's duration on the
         clock), or None after yielding a "diverged" record.
         """
         model, features, cfg, state = self.model, self.features, self.cfg, self.state
@@ -414,15 +414,16 @@ class _Run:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
         self.opt.step()
         state["step"] += 1
-        self.timing.add_step(clock() - t_step, state["step"])
-        return loss, fit, reg, t_step
+        seconds = clock() - t_step
+        self.timing.add_step(seconds, state["step"])
+        return loss, fit, reg, seconds
 
-    def after_step(self, batch_size: int, loss, fit, reg, t_step: float) -> Iterator[dict]:
+    def after_step(self, batch_size: int, loss, fit, reg, seconds: float) -> Iterator[dict]:
         """The ``auto`` recipe's probe, the step record, and a validation when it is due
         or the budget runs out. Returns True when the budget has run out."""
         state, clock = self.state, self.clock
         if self.auto_pending:
-            self.probe.setdefault(batch_size, []).append(clock() - t_step)
+            self.probe.setdefault(batch_size, []).append(seconds)
             if probe_done(self.probe, self.probe_batches):
                 yield from self.resolve_recipe()
         if state["step"] % self.cfg.log_every == 0:
@@ -440,7 +441,7 @@ class _Run:
             }
         auto = self.cfg.recipe == "auto" and not self.auto_pending
         if auto:
-            self.recent.append(clock() - t_step)
+            self.recent.append(seconds)
             if (now := drifted(self.plan_step, self.recent)) is not None:
                 self.timing.reset_steps(now)  # the speed changed since the plan:
                 self.replan()  # re-cut the interval before the next validation is due
