@@ -31,8 +31,14 @@ __all__ = [
 
 #: Size of the sample phantom.
 SAMPLE_PHANTOM = PhantomConfig(n_vertices=1000, n_images=256, image_size=96)
-#: Training recipe of the sample model (short on purpose).
-SAMPLE_TRAIN = TrainConfig(steps_per_epoch=50, max_epochs=4, batch_size=16, log_every=5)
+#: Training recipe of the sample model: short, but long enough for its selectors to
+#: choose (the demo's learning rate, the regulariser done by step 400 of 600). 200 steps
+#: under the paper's 6000-step regulariser left every layer weight near uniform and a
+#: test R² below 0; this one recovers the phantom's argmax layer on 38 % of vertices
+#: (59 % within one layer), test R² 0.11, in about a minute on 2 cores.
+SAMPLE_TRAIN = TrainConfig(
+    steps_per_epoch=50, max_epochs=12, batch_size=16, lr=2e-3, reg_decay_steps=400, log_every=5
+)
 #: Name of the layer shown while the sample is built.
 PLACEHOLDER = "phantom sample (building…)"
 
