@@ -22,6 +22,7 @@ from napari_factortopy._napari._background import warm_in_background
 from napari_factortopy._napari._clicks import Clicks
 from napari_factortopy._napari._common import (
     ModelChoice,
+    StatusText,
     apply_scene,
     factortopy_layers,
     frame_brain,
@@ -65,9 +66,8 @@ class BrainWidget(widgets.Container):
         self.viewer = viewer
         self.timings: dict[str, float] = {}  # "click", and each repaint's event
         self.model_choice = ModelChoice(viewer)
-        self.banner = widgets.Label(label="", value="", visible=False)
-        # a long convergence line wraps instead of widening the dock (and the canvas)
-        self.banner.native.setWordWrap(True)
+        # the warnings wrap (and elide past 8 lines) instead of widening the dock
+        self.banner = StatusText(max_lines=8, label="", value="", visible=False)
         self.method = widgets.Label(label="method", value="", visible=False)
         self.maps = MapControls(lambda: self.scene)  # map, busy line, layer, score, legend
         for name in MapControls.NAMES:  # the panel's attributes, as TIPS and the tests name them
@@ -197,10 +197,11 @@ class BrainWidget(widgets.Container):
         self.method.value, self.method.visible = state.method or "", bool(state.method)
 
     def _show_banner(self, state: PanelState | None) -> None:
-        """The unfinished model's warning: in the panel and over the canvas."""
+        """The unfinished or degenerate model's warning: in the panel and over the canvas."""
         self.banner.value = "" if state is None else state.banner
         self.banner.visible = bool(self.banner.value)
-        show_unfinished(self.viewer, None if state is None else state.unfinished)
+        why = (None, None) if state is None else (state.unfinished, state.degenerate)
+        show_unfinished(self.viewer, *why)
 
     # -------------------------------------------------------------------- slots
     def _on_layers_changed(self, event=None) -> None:

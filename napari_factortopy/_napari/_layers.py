@@ -40,6 +40,8 @@ META_KEY = "factortopy"
 
 #: Marked on the name of a layer whose model did not converge.
 UNFINISHED = " [unfinished]"
+#: What a model layer's name ends with when its selectors are degenerate.
+DEGENERATE = " [degenerate]"
 
 #: Gap between models shown side by side (world units: mm of the mesh).
 GAP = 20.0
@@ -182,6 +184,7 @@ def model_layers(path: str | os.PathLike, loader=None) -> list[tuple]:
     method = method_name(model)
     name = Path(path).stem + (f" [{method}]" if method else "")
     name += UNFINISHED if unfinished(model) else ""
+    name += DEGENERATE if scene.degenerate() else ""
     verts, faces = scene.layer_data()
     return [((verts, faces), surface_kwargs(scene, name, path), "surface")]
 

@@ -1,5 +1,5 @@
 """What the Brain maps panel draws on the canvas besides the map: ROI names and the
-"unfinished model" overlay."""
+"unfinished model" and "degenerate selectors" overlay."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import weakref
 from napari_factortopy._napari._common import keep_selection
 from napari_factortopy.scene.brain import BrainScene
 
-__all__ = ["UNFINISHED_OVERLAY", "show_roi_names", "show_unfinished"]
+__all__ = ["DEGENERATE_OVERLAY", "UNFINISHED_OVERLAY", "show_roi_names", "show_unfinished"]
 
 #: Start of the canvas text overlay of an unfinished model.
 UNFINISHED_OVERLAY = "UNFINISHED MODEL"
+#: Start of the overlay (or of its second part) of a model with degenerate selectors.
+DEGENERATE_OVERLAY = "DEGENERATE SELECTORS"
+_OURS = (UNFINISHED_OVERLAY, DEGENERATE_OVERLAY)
 
 
 def show_roi_names(viewer, layer, scene: BrainScene) -> None:
@@ -42,34 +45,37 @@ def show_roi_names(viewer, layer, scene: BrainScene) -> None:
     points.scale, points.translate = layer.scale, layer.translate
 
 
-def show_unfinished(viewer, line: str | None) -> None:
-    """Show ``line`` (why the model is unfinished) as the canvas text overlay, or clear
-    an overlay of ours when ``line`` is None (another's overlay text is left alone).
+def show_unfinished(viewer, line: str | None, degenerate: str | None = None) -> None:
+    """Show ``line`` (why the model is unfinished) and ``degenerate`` (why its selectors
+    chose nothing) as the canvas text overlay, or clear an overlay of ours when both are
+    None (another's overlay text is left alone).
 
     napari draws the overlay on one line and cuts what the canvas cannot hold (a long
     reason lost its start); the text is wrapped at spaces to the canvas width, again
     whenever the canvas changes size (a panel docked).
     """
     overlay = viewer.text_overlay
-    if line:
-        overlay.text = f"{UNFINISHED_OVERLAY}: {line}"
+    parts = [f"{UNFINISHED_OVERLAY}: {line}"] if line else []
+    parts += [f"{DEGENERATE_OVERLAY}: {degenerate}"] if degenerate else []
+    if parts:
+        overlay.text = "; ".join(parts)
         overlay.color, overlay.visible = "orange", True
         overlay.position = "bottom_left"  # lines start at the canvas edge, not end there
         _wrap_to_canvas(viewer)
         emitter = viewer.canvas.events.size
         if not any(getattr(cb, "__name__", "") == _rewrap.__name__ for cb in emitter.callbacks):
             emitter.connect(_rewrap(viewer))
-    elif overlay.text.startswith(UNFINISHED_OVERLAY):
+    elif overlay.text.startswith(_OURS):
         overlay.text, overlay.visible = "", False
 
 
 def _wrap_to_canvas(viewer) -> None:
     """Re-wrap our overlay text to the canvas width (napari's font: up to 1 em a glyph)."""
     overlay = viewer.text_overlay
-    if not overlay.text.startswith(UNFINISHED_OVERLAY):
+    if not overlay.text.startswith(_OURS):
         return
     width = float(viewer.canvas.size[1])
-    per_line = max(20, int((width - 20) / (1.05 * float(overlay.font_size))))
+    per_line = max(8, int((width - 20) / (1.05 * float(overlay.font_size))))
     text = textwrap.fill(" ".join(overlay.text.split()), per_line, break_on_hyphens=False)
     if text != overlay.text:
         overlay.text = text

@@ -150,12 +150,35 @@ def _model_lines(m, path: str) -> list[str]:
         lines.append(f"  state       {conv['line']}")
     elif m.kind == "model" and "steps" in s:
         lines.append("  state       unknown (written by an older version: no convergence record)")
+    lines += _selector_lines(m)
     if m.split:
         lines.append(
             f"  split       seed {m.split.get('seed')}: "
             f"{len(m.split.get('train', []))}/{len(m.split.get('val', []))}/"
             f"{len(m.split.get('test', []))} train/val/test images"
         )
+    return lines
+
+
+def _selector_lines(m) -> list[str]:
+    """How decided the selectors are, and DEGENERATE with why when they chose nothing
+    (:func:`~napari_factortopy.core.selector_check.assess_selectors`)."""
+    from ..core.selector_check import model_selector_check
+
+    check = model_selector_check(m)
+    if check is None or check["vertices"] == 0:
+        return []
+    parts = []
+    if check["layer_confidence"] is not None:
+        parts.append(
+            f"mean layer confidence {check['layer_confidence']:.3f}; argmax layer "
+            f"{check['top_layer']} on {100 * check['top_layer_share']:.0f} % of vertices"
+        )
+    if check["space_spread"] is not None:
+        parts.append(f"space spread {check['space_spread']:.3f}")
+    lines = [f"  selectors   {'; '.join(parts)}"] if parts else []
+    if check["line"]:
+        lines.append(f"  selectors   DEGENERATE: {check['line']}")
     return lines
 
 

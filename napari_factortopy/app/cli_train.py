@@ -306,6 +306,7 @@ def run_train(args: argparse.Namespace) -> int:
     out = check_output_path(args.out)
     from ..core.estimator import fit
     from ..core.runtime import resolve_device
+    from ..core.selector_check import model_selector_check
     from .inputs import training_inputs
 
     dev = resolve_device(args.device)
@@ -370,6 +371,9 @@ def run_train(args: argparse.Namespace) -> int:
         f"vertices){nc}, {s['steps']} steps in {time.perf_counter() - started:.0f} s"
     )
     print(conv.get("line", ""), file=sys.stderr)
+    check = model_selector_check(fitted) or {}
+    if check.get("line"):
+        print(f"factortopy train: warning: degenerate selectors: {check['line']}", file=sys.stderr)
     if conv.get("state") == "failed":
         print(
             f"factortopy train: warning: {path} was written, but {conv['line']}", file=sys.stderr

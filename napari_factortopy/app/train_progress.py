@@ -106,9 +106,16 @@ def diverged_warning(rec: Mapping[str, Any]) -> str:
 
 
 def result_line(model: Any) -> str | None:
-    """The saved model's convergence line (None when its summary has none)."""
+    """The saved model's convergence line, and why its selectors are degenerate when
+    they are (None when its summary has no convergence line and its selectors are fine)."""
+    from napari_factortopy.core.selector_check import model_selector_check
+
     conv = (model.summary or {}).get("convergence") or {}
-    return str(conv["line"]) if conv.get("line") else None
+    parts = [str(conv["line"])] if conv.get("line") else []
+    check = model_selector_check(model)
+    if check and check["line"]:
+        parts.append(f"DEGENERATE SELECTORS: {check['line']}")
+    return "; ".join(parts) or None
 
 
 class TrainRun:

@@ -43,6 +43,7 @@ from napari_factortopy.scene.maps import (
     missing_rows,
     real_maps,
     score_label,
+    selector_line,
 )
 from napari_factortopy.scene.meshes import (
     HEMIS,
@@ -147,6 +148,13 @@ class BrainScene:
     # ---- mesh-dependent pieces
     def meshes(self, kind: str | None = None) -> MeshSet:
         return self.loader(self.mesh_name, kind or self.kind)
+
+    def degenerate(self) -> str | None:
+        """Why the model's selectors are degenerate (:func:`selector_line`), measured
+        once per scene; None when they chose something."""
+        if "degenerate" not in self._cache:
+            self._cache["degenerate"] = selector_line(self.model)
+        return self._cache["degenerate"]
 
     def has_mesh(self, kind: str) -> bool:
         """Whether the ``kind`` mesh (e.g. the flat patch) is on this machine (asked once)."""

@@ -22,11 +22,11 @@ from napari_factortopy.scene.brain import (
     BAR_MAPS,
     BrainScene,
     _default_score_key,
-    convergence_line,
     extra_map,
     hemisphere_caption,
     score_label,
 )
+from napari_factortopy.scene.maps import warning_parts
 
 __all__ = ["MAP_TITLES", "figure_image", "legend_for", "save_png"]
 
@@ -181,7 +181,9 @@ def figure_image(
         PNG to write (atomically).
     stamp : bool, default True
         Write "UNFINISHED MODEL: <reason>" across each row when the model file says
-        training did not converge (``summary["convergence"]``).
+        training did not converge (``summary["convergence"]``), and "DEGENERATE
+        SELECTORS: <reason>" when its selectors chose nothing
+        (:meth:`BrainScene.degenerate`).
     lighting : {"flat", "shaded"}, default "flat"
         "flat" keeps each map's colours exact in the pixels (quantitative maps);
         "shaded" adds a headlight that shows the folding.
@@ -211,7 +213,7 @@ def figure_image(
                 title = f"{MAP_TITLES.get(name, name)} · {view} ({sides})"
                 panels.append(_panel(scene, view, title))
                 scene.kind = kind
-            line = convergence_line(scene.model) if stamp else None
+            warned = warning_parts(scene.model, scene.degenerate()) if stamp else []
             grey = _significance_note(scene)
             if grey:
                 panels = [{**p, "title": f"{p['title']} · {grey}"} for p in panels]
@@ -220,7 +222,7 @@ def figure_image(
                     [panels],
                     width_px=width_px,
                     legend_title=MAP_TITLES.get(name, name) + _slope_note(scene, name),
-                    stamp=f"UNFINISHED MODEL: {line}" if line else "",
+                    stamp=" · ".join(warned),
                     lighting=lighting,
                     **legend_for(scene),
                 )

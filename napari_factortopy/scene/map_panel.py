@@ -101,6 +101,9 @@ class PanelState:
         Whether the flat view can be shown (the mesh's flat patch is on this machine).
     unfinished : str or None
         Why the model is unfinished (its convergence line), None when it is not.
+    degenerate : str or None
+        Why its selectors are degenerate (:meth:`BrainScene.degenerate`), None when
+        they chose something.
     method : str or None
         The comparison method or ablation behind the maps, None for FactorTopy.
     """
@@ -117,6 +120,7 @@ class PanelState:
     flat: bool
     unfinished: str | None
     method: str | None
+    degenerate: str | None = None
 
     @property
     def layer_visible(self) -> bool:
@@ -134,8 +138,11 @@ class PanelState:
 
     @property
     def banner(self) -> str:
-        """The panel's warning line ("" for a finished model)."""
-        return f"⚠ unfinished model: {self.unfinished}" if self.unfinished else ""
+        """The panel's warning lines ("" for a finished model with working selectors)."""
+        lines = [f"⚠ unfinished model: {self.unfinished}"] if self.unfinished else []
+        if self.degenerate:
+            lines.append(f"⚠ degenerate selectors: {self.degenerate}")
+        return "\n".join(lines)
 
 
 def panel_state(scene: BrainScene) -> PanelState:
@@ -155,6 +162,7 @@ def panel_state(scene: BrainScene) -> PanelState:
         flat=scene.has_mesh("flat"),
         unfinished=convergence_line(m),
         method=method_name(m),
+        degenerate=scene.degenerate(),
     )
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "missing_rows",
     "real_maps",
     "score_label",
+    "selector_line",
+    "warning_parts",
 ]
 
 #: Maps a model can be shown as (METHOD.md §4).
@@ -81,6 +83,36 @@ def convergence_line(model) -> str | None:
     if conv.get("state") != "not_converged":
         return None
     return str(conv.get("line") or conv.get("reason") or "training did not converge")
+
+
+def selector_line(model) -> str | None:
+    """Why a model's selectors are degenerate (collapsed space, undecided or single
+    layer: :func:`~napari_factortopy.core.selector_check.assess_selectors`), else None.
+
+    Measured from the stored selector outputs, so any trained or group file is checked
+    when it is shown; a phantom's truth and a baseline are not checked.
+    """
+    from napari_factortopy.core.selector_check import model_selector_check
+
+    check = model_selector_check(model)
+    return None if check is None else check["line"]
+
+
+def warning_parts(model, degenerate: str | None = None) -> list[str]:
+    """What a map of ``model`` must carry in capitals (figure stamps, the ROI table):
+    ``"UNFINISHED MODEL: <why>"`` and ``"DEGENERATE SELECTORS: <why>"``, as apply.
+
+    ``degenerate`` is the :func:`selector_line` already computed (a scene caches it);
+    by default it is computed here.
+    """
+    parts = []
+    line = convergence_line(model)
+    if line:
+        parts.append(f"UNFINISHED MODEL: {line}")
+    bad = selector_line(model) if degenerate is None else degenerate
+    if bad:
+        parts.append(f"DEGENERATE SELECTORS: {bad}")
+    return parts
 
 
 def score_label(key: str | None) -> str:

@@ -199,7 +199,10 @@ def compose_figure(
     legend_h = 0.0
     if legend is not None:
         legend_h = max(0.6 * legend_w, box_h) + 2 * title_h + 3 * fontsize * pt
-    height_px = int(np.ceil(max(sum(heights), legend_h) + 2 * margin))
+    # the stamp (a warning) gets a band of its own above the panels, wrapped to the width
+    stamp_lines = _wrap_stamp(stamp, width_px - 2 * margin, fontsize * pt)
+    stamp_h = 1.35 * fontsize * pt * len(stamp_lines)
+    height_px = int(np.ceil(max(sum(heights), legend_h) + 2 * margin + stamp_h))
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -212,7 +215,7 @@ def compose_figure(
         """Pixel box (left, top-down y of the top edge, width, height) → figure fraction."""
         return [x0 / width_px, 1.0 - (y_top + h) / height_px, w / width_px, h / height_px]
 
-    y = margin
+    y = margin + stamp_h
     for r, row_h in zip(rows, heights, strict=True):
         has_title = any(p is not None and p.get("title") for p in r)
         top_pad = title_h if has_title else 0.0
@@ -238,20 +241,31 @@ def compose_figure(
 
     if legend is not None:
         x0 = width_px - 0.15 * legend_w - box_w
-        lax = fig.add_axes(frac(x0, (height_px - box_h) / 2.0, box_w, box_h))
+        lax = fig.add_axes(frac(x0, (height_px + stamp_h - box_h) / 2.0, box_w, box_h))
         _draw_legend(
             lax, legend, legend_title, legend_xlabel, legend_ylabel, legend_extent,
             legend_yticklabels, legend_xticks, fontsize,
         )  # fmt: skip
 
-    if stamp:
+    if stamp_lines:
         fig.text(
-            0.5, 1.0 - 0.5 * margin / height_px, stamp, ha="center", va="top",
-            color="#c00000", fontsize=fontsize, fontweight="bold",
+            0.5, 1.0 - 0.5 * margin / height_px, "\n".join(stamp_lines), ha="center",
+            va="top", color="#c00000", fontsize=fontsize, fontweight="bold",
         )  # fmt: skip
 
     FigureCanvasAgg(fig)
     return fig
+
+
+def _wrap_stamp(stamp: str, width_px: float, font_px: float) -> list[str]:
+    """``stamp`` cut at spaces into lines that fit ``width_px`` (bold glyphs of about
+    0.62 em); [] for no stamp."""
+    if not stamp:
+        return []
+    import textwrap
+
+    per_line = max(20, int(width_px / (0.62 * font_px)))
+    return textwrap.wrap(" ".join(stamp.split()), per_line, break_on_hyphens=False)
 
 
 def surface_figure(

@@ -64,7 +64,7 @@ def slope_parts(model, digits: int = 3, *, unfinished: bool = True, found=None) 
         the unfinished note. Without a slope: one part ``"no hierarchy slope: <why>"``.
     """
     from napari_factortopy.core.slope_range import model_slope_or_reason
-    from napari_factortopy.scene.maps import convergence_line
+    from napari_factortopy.scene.maps import warning_parts
 
     sr = model_slope_or_reason(model) if found is None else found
     if isinstance(sr, str):
@@ -91,10 +91,7 @@ def slope_parts(model, digits: int = 3, *, unfinished: bool = True, found=None) 
         parts.append(f"truth {num(truth)}")
     if getattr(model, "kind", None) == "phantom-truth":
         parts.append("this file is a phantom's truth")
-    line = convergence_line(model) if unfinished else None
-    if line:
-        parts.append(f"UNFINISHED MODEL: {line}")
-    return parts
+    return parts + (warning_parts(model) if unfinished else [])
 
 
 def slope_line(model, digits: int = 3, *, found=None) -> str:

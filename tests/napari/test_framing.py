@@ -10,8 +10,11 @@ from ._drive import canvas_shot, dock
 
 
 def _brain_columns(shot: np.ndarray) -> tuple[int, int, int]:
-    """First and last canvas columns with brain pixels, and the canvas width."""
-    filled = (shot[..., :3].astype(int).sum(-1) > 30).any(0)
+    """First and last canvas columns with brain pixels, and the canvas width (the
+    model's orange warning text, drawn over the canvas, is not brain)."""
+    rgb = shot[..., :3].astype(int)
+    orange = (rgb[..., 0] > 150) & (rgb[..., 1] > 60) & (rgb[..., 1] < 200) & (rgb[..., 2] < 80)
+    filled = ((rgb.sum(-1) > 30) & ~orange).any(0)
     cols = np.flatnonzero(filled)
     assert len(cols), "no brain on the canvas"
     return int(cols[0]), int(cols[-1]), shot.shape[1]

@@ -126,7 +126,8 @@ def test_stop_message_stays_until_the_model_opens(
     assert "validation" in {r["kind"] for r in after}, after
     assert all(r["status"].startswith("stopping") for r in after), [r["status"] for r in after]
     assert train.status.value.startswith("saved")
-    assert [ly.name for ly in viewer.layers] == ["stopped"]
+    # a few steps choose nothing: its name says so ("stopped [degenerate]")
+    assert [ly.name.split(" [")[0] for ly in viewer.layers] == ["stopped"]
 
 
 def test_pause_does_not_use_up_the_budget(make_napari_viewer, qtbot, tmp_path, built_phantom):

@@ -299,8 +299,8 @@ def test_moved_model_finds_its_data(
     alone = tmp_path / "alone"
     alone.mkdir()
     lone = _moved(phantom_model_path, phantom_root.parent, gone, alone / "lone.ftopy")
-    open_model(viewer, lone)
-    stim.model_choice.value = "lone"
+    lone_layer = open_model(viewer, lone)  # "lone [degenerate]": 3 steps chose nothing
+    stim.model_choice.value = lone_layer.name
     stim._on_predict(block=True)
     stim._on_model()
     recorded = f"{gone}/{phantom_root.name}"
