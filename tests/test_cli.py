@@ -737,3 +737,25 @@ def test_train_streams_a_cache_larger_than_the_memory_limit(demo_dir, tmp_path):
     assert main(_train_args(demo_dir, out, *short, "--memory-limit", "0.0005")) == 0
     m = FittedModel.load(out)
     assert m.summary["steps"] == 12 and np.isfinite(m.summary["r2_test_mean"])
+
+
+def test_info_lists_the_auto_recipes_replans():
+    """The recipe record's re-plans (each change of the validation interval) in `info`."""
+    from dataclasses import replace
+
+    from napari_factortopy.app.cli import info_lines
+    from tests.napari.conftest import make_model
+
+    replans = [
+        {"step": 40, "elapsed": 31.0, "why": "drift", "step_seconds": 3.3,
+         "validation_seconds": 7.0, "steps_per_epoch": 64},
+        {"step": 104, "elapsed": 240.0, "why": "validation", "step_seconds": 3.1,
+         "validation_seconds": 6.7, "steps_per_epoch": 72},
+    ]  # fmt: skip
+    recipe = {"name": "auto", "steps_per_epoch": 250, "replans": replans}
+    m = make_model(seed=2)
+    m = replace(m, summary={"steps": 300, "epochs": 5}, extra={"recipe": recipe})
+    lines = info_lines(m, "m.ftopy")
+    want = "  re-planned  2 times (1 on a step-time drift): validation every 250 → 64 → 72 steps"
+    assert want in lines, lines
+    assert not any("re-planned" in s for s in info_lines(make_model(seed=2), "m.ftopy"))

@@ -222,6 +222,15 @@ def _training_lines(m) -> list[str]:
             f"{len(s.get('soup_members', []))}{'; DIVERGED' if s.get('diverged') else ''}"
         )
         lines.append(f"  recipe      {recipe}: {recipe_settings(tc)}")
+        replans = (m.extra.get("recipe") or {}).get("replans") or []
+        if replans:
+            first = (m.extra.get("recipe") or {}).get("steps_per_epoch")
+            path = " → ".join(str(r["steps_per_epoch"]) for r in replans)
+            drift = sum(r.get("why") == "drift" for r in replans)
+            lines.append(
+                f"  re-planned  {len(replans)} times ({drift} on a step-time drift): "
+                f"validation every {first if first is not None else '?'} → {path} steps"
+            )
     cal = s.get("calibration")
     if isinstance(cal, dict):
         from ..core.convergence import calibration_line

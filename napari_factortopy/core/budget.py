@@ -32,6 +32,7 @@ __all__ = [
     "CALIBRATION_PASSES",
     "PAPER_BATCH",
     "PAPER_LR",
+    "VALIDATIONS_KEPT",
     "Timing",
     "calibration_seconds",
     "check_budget",
@@ -72,6 +73,8 @@ CALIBRATION_MAX_SHARE = 0.2
 AUTO_REPLAN_DRIFT = 1.5
 #: Steps timed after a plan before its drift is judged.
 AUTO_REPLAN_STEPS = 10
+#: Validations whose median is the validation time the budget plans with.
+VALIDATIONS_KEPT = 3
 #: Batch sizes the ``auto`` recipe compares (images per second), and the paper's pair.
 AUTO_BATCHES = (8, 16, 32)
 PAPER_BATCH, PAPER_LR = 8, 1e-3
@@ -153,6 +156,7 @@ def resolve_auto_recipe(
         "step_seconds": step_seconds,
         "validation_seconds": val_seconds,
         "planned_steps": planned,
+        "steps_per_epoch": spe,
         "given": {k: getattr(resolved, k) for k in resolved.given},
         "chosen": list(resolved.chosen),
         "rule": (
@@ -168,12 +172,24 @@ def resolve_auto_recipe(
 
 
 class Timing:
-    """Running estimates of a step's and a validation's wall time (seconds)."""
+    """Running estimates of a step's and a validation's wall time (seconds).
+
+    ``val`` is the median of the last :data:`VALIDATIONS_KEPT` validations timed
+    (:meth:`add_validation`): one validation slowed by another program on a shared
+    machine (280 s among passes of 7 s in the full-size rehearsal) no longer ends the
+    run early nor stretches the interval, while two slow ones in a row move it.
+    """
 
     def __init__(self) -> None:
         self.step = 0.0
         self.val: float | None = None
         self._n = 0
+        self._vals: list[float] = []
+
+    def add_validation(self, seconds: float) -> None:
+        """Record one validation pass's wall time and update :attr:`val`."""
+        self._vals = [*self._vals, float(seconds)][-VALIDATIONS_KEPT:]
+        self.val = float(np.median(self._vals))
 
     def add_step(self, seconds: float, step: int) -> None:
         if step <= 2:  # the first steps pay one-off costs (allocation, kernels)

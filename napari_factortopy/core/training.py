@@ -320,7 +320,7 @@ class _Run:
         score = self.score_val(pred)
         state["epoch"] += 1
         state["last_val"] = state["step"]
-        timing.val = clock() - t0
+        timing.add_validation(clock() - t0)
         improved = score > state["best"]
         if improved:
             state["best"], state["bad_epochs"] = score, 0
@@ -444,7 +444,7 @@ class _Run:
             self.recent.append(seconds)
             if (now := drifted(self.plan_step, self.recent)) is not None:
                 self.timing.reset_steps(now)  # the speed changed since the plan:
-                self.replan()  # re-cut the interval before the next validation is due
+                self.replan("drift")  # re-cut the interval before the next validation is due
         out_of_time = self.out_of_time()
         if out_of_time or self.since_validation() >= self.cfg.steps_per_epoch:
             yield (yield from self.validate())
@@ -455,15 +455,28 @@ class _Run:
                 self.replan()
         return False
 
-    def replan(self) -> None:
+    def replan(self, why: str = "validation") -> None:
         """The ``auto`` recipe's validation interval re-planned from the current speed
-        (:func:`~.budget.replan_interval`); remembers the speed and step it used."""
+        (:func:`~.budget.replan_interval`); remembers the speed and step it used, and
+        each change of the interval in the recipe record (``recipe["replans"]``: step,
+        elapsed, why, step and validation seconds, the new interval)."""
         clock, state = self.clock, self.state
-        self.cfg = replan_interval(
-            self.cfg, clock() - self.t_start, self.budget, self.timing, self.split
-        )
+        before = self.cfg.steps_per_epoch
+        elapsed = clock() - self.t_start
+        self.cfg = replan_interval(self.cfg, elapsed, self.budget, self.timing, self.split)
         self.plan_step, self.recent = self.timing.step, []
         state["config"] = self.cfg.to_dict()
+        if self.cfg.steps_per_epoch != before and isinstance(state.get("recipe"), dict):
+            state["recipe"].setdefault("replans", []).append(
+                {
+                    "step": int(state["step"]),
+                    "elapsed": round(float(elapsed), 3),
+                    "why": why,
+                    "step_seconds": round(float(self.timing.step), 4),
+                    "validation_seconds": round(float(self.timing.val or 0.0), 3),
+                    "steps_per_epoch": int(self.cfg.steps_per_epoch),
+                }
+            )
 
     def resolve_recipe(self) -> Iterator[dict]:
         """The ``auto`` recipe from the probe's timings: the config, the timing, the
@@ -474,7 +487,7 @@ class _Run:
             clock() - self.t_start, clock,
         )  # fmt: skip
         self.cfg = cfg
-        timing.val = info["validation_seconds"]
+        timing.add_validation(info["validation_seconds"])
         timing.reset_steps(info["step_seconds"])
         self.plan_step, self.recent = info["step_seconds"], []
         check_budget(self.budget, timing, self.split, cfg)
@@ -491,7 +504,9 @@ class _Run:
         out_of_time = False
         if budget is not None:
             if timing.val is None and self.state["step"] >= AUTO_WARMUP_STEPS:
-                timing.val = time_validation(self.model, self.features, split, cfg, self.clock)
+                timing.add_validation(
+                    time_validation(self.model, self.features, split, cfg, self.clock)
+                )
                 check_budget(budget, timing, split, cfg)
             if timing.val is not None:
                 elapsed = self.clock() - self.t_start
