@@ -339,7 +339,8 @@ def test_local_sweep_killed_midway_resumes_only_missing_jobs(tmp_path):
     assert set(index["backbone"]) == {"effnet-early", "effnet-late"}
     assert sorted(index["seed"]) == [0, 0, 1, 1]
     for col in ("r2_test_mean", "r2_V1", "r2_EBA", "hierarchy_slope", "convergence_state",
-                "convergence_line", "train_seconds", "peak_rss_mb", "recipe"):  # fmt: skip
+                "convergence_line", "selectors", "train_seconds", "peak_rss_mb",
+                "recipe"):  # fmt: skip
         assert col in index.columns
     # measured in every job of the rerun, which ran to its end (a job killed right
     # after writing its model keeps whatever it had sampled: maybe only its start)
@@ -354,3 +355,23 @@ def test_local_sweep_killed_midway_resumes_only_missing_jobs(tmp_path):
     )
     assert final.returncode == 0 and "failed" not in final.stdout, final.stdout
     print(f"killed after {killed_at:.0f} s with {len(done)} models; rerun {submitted}")
+
+
+def test_index_row_names_degenerate_selectors(tmp_path):
+    """A sweep's index says which models' selectors chose nothing (their slopes are not
+    findings), and is empty for the others."""
+    from dataclasses import replace
+
+    from napari_factortopy.app.sweep.index import index_row
+    from tests.napari.conftest import make_model
+
+    good = make_model(seed=4)
+    bad = replace(good, space=np.tile([1.0, -1.0], (good.n_vertices, 1)))
+    rows = {}
+    for name, m in (("good", good), ("bad", bad)):
+        path = m.save(tmp_path / f"{name}.ftopy")
+        rows[name] = index_row(path, {}, None, tmp_path)
+    assert rows["good"]["selectors"] == ""
+    assert rows["bad"]["selectors"].startswith(
+        "every vertex looks at one image point (1.00, -1.00) (the image's corner)"
+    )

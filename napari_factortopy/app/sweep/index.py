@@ -37,6 +37,7 @@ INDEX_TAIL = (
     "hierarchy_intercept",
     "convergence_state",
     "convergence_line",
+    "selectors",
     "steps",
     "epochs",
     "train_seconds",
@@ -56,6 +57,7 @@ TEXT_COLUMNS = (
     "path",
     "convergence_state",
     "convergence_line",
+    "selectors",
     "device",
 )
 
@@ -66,6 +68,7 @@ def index_row(model_path: Path, meta: Mapping[str, Any], run: Mapping | None, ro
 
     from ...core.analyses import hierarchy_levels, hierarchy_slope
     from ...core.fitted_model import FittedModel
+    from ...core.selector_check import model_selector_check
 
     m = FittedModel.load(model_path)
     s = m.summary
@@ -91,6 +94,7 @@ def index_row(model_path: Path, meta: Mapping[str, Any], run: Mapping | None, ro
         hierarchy_intercept=intercept,
         convergence_state=conv.get("state", ""),
         convergence_line=conv.get("line", ""),
+        selectors=(model_selector_check(m) or {}).get("line") or "",
         steps=s.get("steps"),
         epochs=s.get("epochs"),
         train_seconds=s.get("train_seconds"),
