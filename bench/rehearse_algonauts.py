@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -99,6 +100,16 @@ def main() -> None:
     p.add_argument("--stream-limit", type=float, default=3.0, help="GiB, streamed runs")
     p.add_argument("--memory-limit", type=float, default=14.0, help="GiB, in-memory run")
     p.add_argument("--batch-size", type=int, default=32, help="extraction batch")
+    p.add_argument(
+        "--compare-recipe",
+        default="",
+        help="training settings for the memory and stream runs, e.g. '--recipe paper "
+        "--batch-size 32 --lr 0.002 --steps-per-epoch 50' (default: the auto recipe). A "
+        "fixed recipe puts both runs on the same trajectory (same seed, same batches), so "
+        "their step counts compare the feature reads alone; the auto recipe's probe and "
+        "re-plans differ between runs",
+    )
+    p.add_argument("--tag", default="", help="suffix of the memory/stream results and files")
     args = p.parse_args()
     work = args.work.resolve()
     subject = work / "subject"
@@ -129,7 +140,7 @@ def main() -> None:
     for stage in args.stages.split(","):
         if stage not in STAGES:
             raise SystemExit(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-        log = logs / f"{stage}.log"
+        log = logs / f"{stage}{args.tag if stage in ('memory', 'stream') else ''}.log"
         env = None
         if stage == "extract":
             cmd = [
@@ -156,8 +167,9 @@ def main() -> None:
             cmd += ["--memory-limit", str(args.stream_limit)]
         elif stage in ("memory", "stream"):
             limit = args.memory_limit if stage == "memory" else args.stream_limit
-            cmd = [*train, "--out", str(work / f"{stage}.ftopy"), "--max-seconds"]
+            cmd = [*train, "--out", str(work / f"{stage}{args.tag}.ftopy"), "--max-seconds"]
             cmd += [str(args.compare), "--memory-limit", str(limit), "--no-calibrate"]
+            cmd += shlex.split(args.compare_recipe)
         elif stage == "info":
             cmd = [*ft, "info", str(converged)]
         elif stage == "figure":
@@ -175,16 +187,17 @@ def main() -> None:
                 sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**30, 2
             )
         if stage in ("converge", "memory", "stream") and row["rc"] == 0:
-            out = converged if stage == "converge" else work / f"{stage}.ftopy"
+            out = converged if stage == "converge" else work / f"{stage}{args.tag}.ftopy"
             row.update(model_numbers(out))
         row["tail"] = log.read_text().splitlines()[-12:]
-        results[stage] = row
+        row["command"] = " ".join(cmd)
+        results[stage + (args.tag if stage in ("memory", "stream") else "")] = row
         results_path.write_text(json.dumps(results, indent=1))
         print(json.dumps({k: v for k, v in row.items() if k not in ("curve", "tail")}))
         print("\n".join(row["tail"]), flush=True)
 
     print("\n| stage | wall | peak RSS | notes |\n|---|---|---|---|")
-    for stage in STAGES:
+    for stage in [k for k in results if k.split("-")[0] in STAGES]:
         if stage in results:
             r = results[stage]
             notes = []
