@@ -109,7 +109,12 @@ def main() -> None:
         "their step counts compare the feature reads alone; the auto recipe's probe and "
         "re-plans differ between runs",
     )
-    p.add_argument("--tag", default="", help="suffix of the memory/stream results and files")
+    p.add_argument(
+        "--tag",
+        default="",
+        help="suffix of the converge/memory/stream results and files (info, figure and "
+        "napari then read the tagged converged model)",
+    )
     args = p.parse_args()
     work = args.work.resolve()
     subject = work / "subject"
@@ -136,11 +141,12 @@ def main() -> None:
         "--device",
         "cpu",
     ]
-    converged = work / "converged.ftopy"
+    converged = work / f"converged{args.tag}.ftopy"
     for stage in args.stages.split(","):
         if stage not in STAGES:
             raise SystemExit(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-        log = logs / f"{stage}{args.tag if stage in ('memory', 'stream') else ''}.log"
+        tagged = stage in ("converge", "memory", "stream")
+        log = logs / f"{stage}{args.tag if tagged else ''}.log"
         env = None
         if stage == "extract":
             cmd = [
@@ -191,7 +197,7 @@ def main() -> None:
             row.update(model_numbers(out))
         row["tail"] = log.read_text().splitlines()[-12:]
         row["command"] = " ".join(cmd)
-        results[stage + (args.tag if stage in ("memory", "stream") else "")] = row
+        results[stage + (args.tag if tagged else "")] = row
         results_path.write_text(json.dumps(results, indent=1))
         print(json.dumps({k: v for k, v in row.items() if k not in ("curve", "tail")}))
         print("\n".join(row["tail"]), flush=True)
