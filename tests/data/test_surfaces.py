@@ -198,3 +198,50 @@ def test_sphere_coordinates_of_modelled_vertices():
     np.testing.assert_array_equal(out[3:], fsaverage5_mesh("sphere", "rh").vertices[[3, 5]])
     with pytest.raises(SurfaceError, match=r"my.npz: rh vertex ids span \[3, 10242\]"):
         sphere_coordinates("fsaverage5", np.array([0, 3, 10242]), 1, source="my.npz")
+
+
+def test_nilearn_data_folders_are_read_without_importing_nilearn_datasets(tmp_path):
+    """A mesh in nilearn's data folders ($NILEARN_SHARED_DATA, $NILEARN_DATA, in that
+    order, as nilearn.datasets.utils.get_data_dirs lists them) is found, and looking
+    there (napari asks for a flat patch whenever a model opens) does not import
+    nilearn.datasets (2 s)."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    coords = rng.normal(size=(642, 3)).astype(np.float32)  # fsaverage3's size
+    faces = rng.integers(0, 642, size=(1280, 3)).astype(np.int32)
+    first, second = tmp_path / "shared", tmp_path / "mine"
+    for root, shift in ((first, 0.0), (second, 5.0)):
+        folder = root / "fsaverage3"
+        folder.mkdir(parents=True)
+        arrays = [
+            nib.gifti.GiftiDataArray(coords + shift, intent="NIFTI_INTENT_POINTSET"),
+            nib.gifti.GiftiDataArray(faces, intent="NIFTI_INTENT_TRIANGLE"),
+        ]
+        nib.save(nib.gifti.GiftiImage(darrays=arrays), folder / "pial_left.gii")
+    code = (
+        "import sys, numpy as np\n"
+        "from napari_factortopy.data.surfaces import load_mesh\n"
+        "m = load_mesh('fsaverage3', 'pial', 'lh')\n"
+        "print(float(np.asarray(m.vertices)[0, 0]))\n"
+        "print('nilearn.datasets' in sys.modules)\n"
+    )
+    env = {
+        **os.environ,
+        "NILEARN_SHARED_DATA": str(first),
+        "NILEARN_DATA": str(second),
+        "SUBJECTS_DIR": str(tmp_path / "none"),
+        "HOME": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert float(out[0]) == pytest.approx(float(coords[0, 0]), abs=1e-5)  # the shared one
+    assert out[1] == "False"
+    env.pop("NILEARN_SHARED_DATA")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert float(out[0]) == pytest.approx(float(coords[0, 0]) + 5.0, abs=1e-5)

@@ -194,13 +194,21 @@ def _mesh_dirs(name: str, subjects_dir: str | os.PathLike | None) -> list[Path]:
     return dirs
 
 
+def _nilearn_data_dirs() -> list[Path]:
+    """Where nilearn keeps downloaded data, in its order (``NILEARN_SHARED_DATA``,
+    ``NILEARN_DATA``, ``~/nilearn_data``: ``nilearn.datasets.utils.get_data_dirs``
+    without importing ``nilearn.datasets``, which takes 2 s and was paid by every model
+    opened in napari just to learn that no flat patch is there)."""
+    dirs: list[str] = []
+    for var in ("NILEARN_SHARED_DATA", "NILEARN_DATA"):
+        if os.getenv(var) is not None:
+            dirs += os.environ[var].split(os.pathsep)
+    return [Path(d) for d in dirs] + [Path("~/nilearn_data").expanduser()]
+
+
 def _nilearn_cached(name: str, key: str) -> Path | None:
-    try:
-        from nilearn.datasets.utils import get_data_dirs
-    except ImportError:  # pragma: no cover
-        return None
     aliases = {name, "fsaverage" if name == "fsaverage7" else name}
-    for d in get_data_dirs():
+    for d in _nilearn_data_dirs():
         for alias in aliases:
             root = Path(d) / alias
             if root.is_dir():
