@@ -73,6 +73,9 @@ def run_group(args: argparse.Namespace) -> int:
         f"hierarchy slope {_num(h['slope'], '.3f')} "
         f"[{_num(h['slope_lo'], '.3f')}, {_num(h['slope_hi'], '.3f')}]"
     )
+    for member in g.get("members") or []:
+        if member["state"] in ("not_converged", "failed") or member["degenerate"]:
+            print(f"factortopy group: warning: {_member_flags(member)}", file=sys.stderr)
     if g["n_all"] < g["n_union"]:
         print(
             f"note: {g['n_union'] - g['n_all']} vertices are fitted by only some of the "
@@ -80,6 +83,16 @@ def run_group(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _member_flags(member: dict) -> str:
+    """One member's name with what is wrong with it, e.g. ``"b.ftopy: NOT converged;
+    DEGENERATE SELECTORS: …"``, or the name alone."""
+    flags = {"not_converged": "NOT converged", "failed": "FAILED"}
+    parts = [flags[member["state"]]] if member["state"] in flags else []
+    if member.get("degenerate"):
+        parts.append(f"DEGENERATE SELECTORS: {member['degenerate']}")
+    return f"{member['name']}: {'; '.join(parts)}" if parts else str(member["name"])
 
 
 def _unique_names(paths) -> bool:
@@ -104,6 +117,9 @@ def group_lines(m) -> list[str]:
         f"across {h.get('n_models')} models; SD {_num(h.get('slope_sd'), '.3f')}), "
         f"b={_num(h.get('intercept'), '.3f')}",
     ]
+    for member in g.get("members") or []:
+        if member["state"] in ("not_converged", "failed") or member["degenerate"]:
+            lines.append(f"  member      {_member_flags(member)}")
     rows = g.get("roi") or []
     if rows:
         key = g.get("score_key", "score")

@@ -242,6 +242,26 @@ def bootstrap_mean_interval(
     return float(lo), float(hi)
 
 
+def _members(models: Sequence[Any], names: Sequence[str]) -> list[dict]:
+    """Each model's name, how its training ended (``summary["convergence"]["state"]``,
+    "unknown" without a record) and why its selectors are degenerate (None when they
+    are not; :func:`~.selector_check.model_selector_check`)."""
+    from .selector_check import model_selector_check
+
+    out = []
+    for model, name in zip(models, names, strict=True):
+        conv = (model.summary or {}).get("convergence") or {}
+        check = model_selector_check(model) or {}
+        out.append(
+            {
+                "name": str(name),
+                "state": str(conv.get("state") or "unknown"),
+                "degenerate": check.get("line"),
+            }
+        )
+    return out
+
+
 def _sd(x: Sequence[float]) -> float | None:
     a = np.asarray([v for v in x if v is not None], np.float64)
     a = a[np.isfinite(a)]
@@ -465,9 +485,11 @@ def combine_models(
     roi_rows = _roi_rows(models, roi, roi_names, maps, score_key)
     slope = _group_slope(models, n_boot, level, seed)
     n = maps["n"]
+    members = _members(models, names)
     summary = {
         "group": {
             "models": [str(x) for x in names],
+            "members": members,
             "n_models": int(k),
             "n_union": int(v),
             "n_all": int((n == k).sum()),
@@ -484,6 +506,14 @@ def combine_models(
     for key in ("r2_test", "r_test"):
         if key in scores and np.isfinite(scores[key]).any():
             summary[f"{key}_mean"] = float(np.nanmean(scores[key]))
+    unfinished = [m["name"] for m in members if m["state"] in ("not_converged", "failed")]
+    if unfinished:  # the group's maps average unfinished maps: they say so too
+        summary["convergence"] = {
+            "state": "not_converged",
+            "stop_reason": "members",
+            "line": f"{len(unfinished)} of {k} models in the group are unfinished "
+            f"({', '.join(unfinished)})",
+        }
     ensemble = {
         "layer": layers.astype(np.float32),
         "space": spaces.astype(np.float32),

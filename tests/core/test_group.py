@@ -221,3 +221,33 @@ def test_mismatched_models_are_refused_naming_the_file(change, message):
     assert "c.ftopy" in str(err.value)
     with pytest.raises(ValueError, match="at least 2"):
         check_compatible(models[:1], ["a"])
+
+
+def test_unfinished_and_degenerate_members_are_named_and_mark_the_group(tmp_path):
+    """A group averaging an unfinished model is unfinished itself (its maps say so); a
+    member whose selectors collapsed is named in the file, in `info` and by the command."""
+    from dataclasses import replace
+
+    from napari_factortopy.app.cli_group import group_lines
+    from napari_factortopy.scene.maps import convergence_line
+
+    models = _known_group()[0][:3]
+    conv = {"state": "not_converged", "line": "NOT converged: stopped by the time budget"}
+    models[1] = replace(models[1], summary={"convergence": conv})
+    models[2] = replace(models[2], space=np.tile([1.0, -1.0], (models[2].n_vertices, 1)))
+    models[0] = replace(models[0], summary={"convergence": {"state": "converged", "line": "ok"}})
+    g = combine_models(models, ["a", "b", "c"])
+    g = FittedModel.load(g.save(tmp_path / "group.ftopy"))  # kept by the file
+    members = g.summary["group"]["members"]
+    assert [m["state"] for m in members] == ["converged", "not_converged", "unknown"]
+    assert members[0]["degenerate"] is None and members[1]["degenerate"] is None
+    assert members[2]["degenerate"].startswith("every vertex looks at one image point (1.00,")
+    assert convergence_line(g) == "1 of 3 models in the group are unfinished (b)"
+    lines = group_lines(g)
+    assert "  member      b: NOT converged" in lines
+    assert any(s.startswith("  member      c: DEGENERATE SELECTORS: every vertex") for s in lines)
+    assert not any(s.startswith("  member      a") for s in lines)
+    # all finished: no convergence record, no member line
+    fine = combine_models([models[0], models[0]], ["a", "a2"])
+    assert convergence_line(fine) is None and "convergence" not in fine.summary
+    assert not any(s.startswith("  member") for s in group_lines(fine))
