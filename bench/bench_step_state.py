@@ -5,29 +5,22 @@ puts every vertex on one grid point (its bag sums read a few token-table rows, w
 stay in cache), a trained one spreads them over the grid. Same process, same random
 tokens, the shapes of the given model file::
 
-    python bench/bench_step_state.py MODEL.ftopy [--batch 32] [--steps 5] [--rounds 2] \
-        [--chunk-bytes 1000000000000,1048576]
+    python bench/bench_step_state.py MODEL.ftopy [--batch 32] [--steps 5] [--rounds 2]
 
 Prints, per round, the median seconds per AdamW step (forward, backward, update; the
 first step of each is left out) of a fresh model of the file's configuration and of the
-file's trained one, with the spread (s.d.) of their spatial selectors' outputs; with
-``--chunk-bytes`` once per size of the fused readout's image chunks
-(:data:`~napari_factortopy.core.gather.TABLE_CHUNK_BYTES`; a huge value: one chunk, the
-whole table), interleaved, so that their ratio is measured under the same load.
+file's trained one, with the spread (s.d.) of their spatial selectors' outputs.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-import napari_factortopy.core.model as model_module
-from napari_factortopy.core import gather
 from napari_factortopy.core.config import FactorTopyConfig
 from napari_factortopy.core.fitted_model import FittedModel
 from napari_factortopy.core.model import FactorTopy
@@ -39,9 +32,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--chunk-bytes", default=str(gather.TABLE_CHUNK_BYTES))
     args = p.parse_args()
-    sizes = [int(x) for x in args.chunk_bytes.split(",")]
     fm = FittedModel.load(args.model)
     trained = fm.to_module()
     fresh = FactorTopy(fm.state["coords"], FactorTopyConfig.from_dict(fm.config))
@@ -51,8 +42,7 @@ def main() -> None:
     local = [torch.randn(args.batch, c, h, w, generator=g) for c in widths]
     global_ = [torch.randn(args.batch, c, generator=g) for c in widths]
     y = torch.randn(args.batch, fm.n_vertices, generator=g)
-    for _, size in ((r, c) for r in range(args.rounds) for c in sizes):
-        model_module.gather_readout = functools.partial(gather.gather_readout, chunk_bytes=size)
+    for _ in range(args.rounds):
         for name, m in (("fresh", fresh), ("trained", trained)):
             opt = torch.optim.AdamW(m.parameters(), lr=1e-9)
             times = []
@@ -66,8 +56,7 @@ def main() -> None:
                 times.append(time.perf_counter() - t)
             spread = sel.space.detach().std(0).numpy().round(3)
             print(
-                f"{name:8s} batch {args.batch}, chunks of {size} B: median "
-                f"{np.median(times[1:]):.2f} s/step "
+                f"{name:8s} batch {args.batch}: median {np.median(times[1:]):.2f} s/step "
                 f"(space s.d. {spread})",
                 flush=True,
             )
