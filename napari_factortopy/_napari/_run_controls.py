@@ -14,7 +14,7 @@ from napari_factortopy._napari._common import StatusText
 from napari_factortopy.app.train_form import TIPS
 from napari_factortopy.app.train_progress import STOPPING
 
-__all__ = ["RunControls"]
+__all__ = ["RunControls", "orphan_run"]
 
 
 class RunControls:
@@ -77,3 +77,42 @@ class RunControls:
         self.pause_button.text = "Pause"
         self.stop_button.text = "Stop"
         self.stop_button.tooltip = TIPS["stop_button"]
+
+
+def orphan_run(worker, run, viewer, preview, slots, *_) -> None:
+    """The Train panel was closed while its run went on (Qt's ``destroyed``): nothing may
+    touch the panel's widgets any more. The run finishes as Stop would (validated,
+    scored, saved), the live map goes, the saved model opens and a notification says so.
+
+    Parameters
+    ----------
+    worker : napari's thread worker of the run
+    run : TrainRun
+    viewer : napari.viewer.Viewer
+    preview : the panel's LivePreview (a layer of the viewer's, no widget)
+    slots : list of (signal, slot)
+        The panel's connections to the worker, cut here.
+    """
+    from napari.utils.notifications import show_info
+
+    for signal, slot in slots:
+        try:
+            signal.disconnect(slot)
+        except (TypeError, RuntimeError):  # already gone
+            pass
+    saved: list[str] = []
+    worker.yielded.connect(
+        lambda rec: saved.append(rec["path"]) if rec["kind"] == "saved" else None
+    )
+
+    def finished() -> None:
+        preview.remove()
+        if saved:
+            viewer.open(saved[-1], plugin="napari-factortopy")
+            show_info(f"training stopped when its panel was closed; saved {saved[-1]}")
+
+    worker.finished.connect(finished)
+    run.stop()
+    if worker.is_paused:  # a paused run cannot reach its next check
+        run.clock.resume()
+        worker.resume()

@@ -17,13 +17,14 @@ the run's buttons and lines are a :class:`~._run_controls.RunControls`, the live
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from magicgui import widgets
 
 from napari_factortopy._napari._common import fit_window
 from napari_factortopy._napari._live_preview import LivePreview
-from napari_factortopy._napari._run_controls import RunControls
+from napari_factortopy._napari._run_controls import RunControls, orphan_run
 from napari_factortopy.app.jobs import TrainJob, live_training_job
 from napari_factortopy.app.train_form import (
     AUTO_CONTROLS,
@@ -73,6 +74,7 @@ class TrainWidget(widgets.Container):
         super().__init__(labels=True)
         self.viewer = viewer
         self.worker = None
+        self._orphan = None  # what a close of the panel mid-run calls (orphan_run)
         self._run: TrainRun | None = None  # the running job's stop, clock and progress
         self._memory = AutoRecipeMemory()  # settings given, values the auto run wrote over
         self.preview = LivePreview(viewer)  # the live map on the cortex
@@ -177,11 +179,18 @@ class TrainWidget(widgets.Container):
         worker = thread_worker(live_training_job, start_thread=False, ignore_errors=True)(
             job, run.stop_event.is_set, run.clock
         )
-        worker.yielded.connect(self._on_record)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        worker.paused.connect(self._on_paused)
-        worker.resumed.connect(self._on_resumed)
+        slots = [
+            (worker.yielded, self._on_record),
+            (worker.errored, self._on_error),
+            (worker.finished, self._on_finished),
+            (worker.paused, self._on_paused),
+            (worker.resumed, self._on_resumed),
+        ]
+        for signal, slot in slots:
+            signal.connect(slot)
+        # closing the panel mid-run stops the run cleanly and opens what it saved
+        self._orphan = partial(orphan_run, worker, run, self.viewer, self.preview, slots)
+        self.native.destroyed.connect(self._orphan)
         self.worker = worker
         self.controls.started()
         if start:
@@ -278,6 +287,8 @@ class TrainWidget(widgets.Container):
     def _on_finished(self) -> None:
         self.worker = None
         self._run = None
+        self.native.destroyed.disconnect(self._orphan)
+        self._orphan = None
         self.controls.finished()
         self.preview.remove()
         if self.saved_path:

@@ -361,7 +361,9 @@ class _Run:
                     break
                 if self.should_stop is not None and self.should_stop():
                     self.stop_reason = "user_stop"
-                    if self.since_validation():
+                    if self.since_validation() or not state["kept"]:
+                        # (a stop before the first step validates the initial weights:
+                        # the run ends with a model, not a "diverged" error)
                         yield (yield from self.validate())
                     break
                 batch_size = self.cfg.batch_size

@@ -663,3 +663,21 @@ def test_one_slow_validation_does_not_end_the_run_early(nth):
     for seconds, want in ((2.0, 2.0), (60.0, 31.0), (3.0, 3.0), (2.5, 3.0), (50.0, 3.0)):
         timing.add_validation(seconds)
         assert timing.val == pytest.approx(want)
+
+
+def test_a_stop_before_the_first_step_keeps_the_initial_model():
+    """Stop pressed before training took a step (the panel closed at once, or Stop while
+    the mesh loaded): the run validates the initial weights and ends with them, stopped
+    by the user (it raised "training diverged at step 0" and the panel's worker hung)."""
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    model = _fresh(coords)
+    cfg = TrainConfig(steps_per_epoch=10, max_epochs=3, lr=5e-3)
+    recs, res = _run(train(model, feats, y, split, cfg, should_stop=lambda: True))
+    assert [r["kind"] for r in recs if r["kind"] in ("step", "validation")] == ["validation"]
+    assert res.stop_reason == "user_stop" and res.steps == 0
+    # its test R² is the initial weights' (a plain computation from the model)
+    pred = predict(model, feats, split.test)
+    yt = y[split.test]
+    want = 1 - ((pred - yt) ** 2).sum(0) / ((yt - yt.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(res.test_r2, want, rtol=1e-4, atol=1e-5)
