@@ -24,6 +24,7 @@ from .splits import Split
 
 __all__ = [
     "AUTO_BATCHES",
+    "AUTO_MAX_GAP",
     "AUTO_REG_SHARE",
     "AUTO_VALIDATIONS",
     "AUTO_VALIDATION_SHARE",
@@ -75,6 +76,9 @@ AUTO_REPLAN_DRIFT = 1.5
 AUTO_REPLAN_STEPS = 10
 #: Validations whose median is the validation time the budget plans with.
 VALIDATIONS_KEPT = 3
+#: Longest stretch between two validations the ``auto`` recipe plans, as a share of the
+#: time left for training (the validation-share rule gives way to it).
+AUTO_MAX_GAP = 0.15
 #: Batch sizes the ``auto`` recipe compares (images per second), and the paper's pair.
 AUTO_BATCHES = (8, 16, 32)
 PAPER_BATCH, PAPER_LR = 8, 1e-3
@@ -99,7 +103,8 @@ def resolve_auto_recipe(
       1e-3 at batch 8 (``lr = 1e-3 · batch / 8``, with the given batch size if any);
     - validation interval: about :data:`AUTO_VALIDATIONS` validations in the budget,
       but never more than :data:`AUTO_VALIDATION_SHARE` of the time spent validating
-      (and at most the paper's 1000 steps);
+      unless that would leave more than :data:`AUTO_MAX_GAP` of the time between two
+      validations (and at most the paper's 1000 steps);
     - regulariser decay: over the first half of the training time (the budget less
       the time kept for the calibration and the test scores), so the sharpened
       selectors get at least the other half. :func:`train` applies it by the clock
@@ -141,6 +146,10 @@ def resolve_auto_recipe(
         spe = cfg.steps_per_epoch
     else:
         min_spe = math.ceil(val_seconds / (AUTO_VALIDATION_SHARE * step_seconds))
+        # ... but a slow validation (measured while other work took the cores) may not
+        # push the next one further than AUTO_MAX_GAP of the time away: it would then be
+        # re-measured only at the end (the 4,500-s rehearsal: 530 steps, 1,300 s)
+        min_spe = min(min_spe, math.ceil(AUTO_MAX_GAP * remaining / step_seconds))
         steps_guess = max(1, int(remaining / step_seconds))
         spe = min(1000, max(10, min_spe, math.ceil(steps_guess / AUTO_VALIDATIONS)))
     planned = max(1, int(remaining / (step_seconds + val_seconds / spe)))

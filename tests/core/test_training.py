@@ -384,6 +384,13 @@ def test_auto_recipe_closed_form():
     # never more than the paper's T, never more than 1000 steps between validations
     res2, _ = resolve_auto_recipe(cfg, 1e6, 0.01, 0.01, 8)
     assert res2.reg_decay_steps == 6000 and res2.steps_per_epoch == 1000
+    # a slow validation (120 s, measured under load) at 2.27 s/step with 4,000 s left:
+    # the 10 % rule asks for ceil(120 / 0.227) = 529 steps, but no stretch between
+    # validations may pass 15 % of the time: ceil(0.15 * 4000 / 2.27) = 265 steps
+    # (the 4,500-s rehearsal re-planned to 530 and validated once in its last 1,300 s)
+    res3, _ = resolve_auto_recipe(TrainConfig(max_seconds=4500, recipe="auto"), 4000.0, 2.27,
+                                  120.0, 32)  # fmt: skip
+    assert res3.steps_per_epoch == 265
 
 
 def test_auto_recipe_keeps_what_was_given():
