@@ -74,8 +74,8 @@ def run_group(args: argparse.Namespace) -> int:
         f"[{_num(h['slope_lo'], '.3f')}, {_num(h['slope_hi'], '.3f')}]"
     )
     for member in g.get("members") or []:
-        if member["state"] in ("not_converged", "failed") or member["degenerate"]:
-            print(f"factortopy group: warning: {_member_flags(member)}", file=sys.stderr)
+        if flagged := _member_flags(member):
+            print(f"factortopy group: warning: {flagged}", file=sys.stderr)
     if g["n_all"] < g["n_union"]:
         print(
             f"note: {g['n_union'] - g['n_all']} vertices are fitted by only some of the "
@@ -85,14 +85,14 @@ def run_group(args: argparse.Namespace) -> int:
     return 0
 
 
-def _member_flags(member: dict) -> str:
+def _member_flags(member: dict) -> str | None:
     """One member's name with what is wrong with it, e.g. ``"b.ftopy: NOT converged;
-    DEGENERATE SELECTORS: …"``, or the name alone."""
+    DEGENERATE SELECTORS: …"``; None when nothing is."""
     flags = {"not_converged": "NOT converged", "failed": "FAILED"}
     parts = [flags[member["state"]]] if member["state"] in flags else []
     if member.get("degenerate"):
         parts.append(f"DEGENERATE SELECTORS: {member['degenerate']}")
-    return f"{member['name']}: {'; '.join(parts)}" if parts else str(member["name"])
+    return f"{member['name']}: {'; '.join(parts)}" if parts else None
 
 
 def _unique_names(paths) -> bool:
@@ -118,8 +118,8 @@ def group_lines(m) -> list[str]:
         f"b={_num(h.get('intercept'), '.3f')}",
     ]
     for member in g.get("members") or []:
-        if member["state"] in ("not_converged", "failed") or member["degenerate"]:
-            lines.append(f"  member      {_member_flags(member)}")
+        if flagged := _member_flags(member):
+            lines.append(f"  member      {flagged}")
     rows = g.get("roi") or []
     if rows:
         key = g.get("score_key", "score")

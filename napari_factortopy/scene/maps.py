@@ -8,6 +8,7 @@ paints them on a mesh; the figure writer, the ROI tables and the plugin read the
 
 from __future__ import annotations
 
+from types import EllipsisType
 from typing import NamedTuple
 
 import numpy as np
@@ -98,18 +99,18 @@ def selector_line(model) -> str | None:
     return None if check is None else check["line"]
 
 
-def warning_parts(model, degenerate: str | None = None) -> list[str]:
+def warning_parts(model, degenerate: str | EllipsisType | None = ...) -> list[str]:
     """What a map of ``model`` must carry in capitals (figure stamps, the ROI table):
     ``"UNFINISHED MODEL: <why>"`` and ``"DEGENERATE SELECTORS: <why>"``, as apply.
 
-    ``degenerate`` is the :func:`selector_line` already computed (a scene caches it);
-    by default it is computed here.
+    ``degenerate`` is the :func:`selector_line` already computed (a scene caches it;
+    None: the selectors are fine); by default (``...``) it is computed here.
     """
     parts = []
     line = convergence_line(model)
     if line:
         parts.append(f"UNFINISHED MODEL: {line}")
-    bad = selector_line(model) if degenerate is None else degenerate
+    bad = selector_line(model) if degenerate is ... else degenerate
     if bad:
         parts.append(f"DEGENERATE SELECTORS: {bad}")
     return parts
