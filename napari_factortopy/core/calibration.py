@@ -44,6 +44,9 @@ class OutOfTime(Exception):
 TEMPERATURES = (0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 #: Ridge penalties tried, relative to the mean diagonal of each vertex's Gram matrix.
 RIDGES = (1e-3, 1e-2, 1e-1, 1.0)
+#: Vertices per product and per solve: their float32 products and the solves' copies of
+#: (rows, D, D) stay near 1/16 of a Gram chunk's memory at the default budget.
+SOLVE_ROWS = 512
 
 
 def _layer_logits(model: FactorTopy) -> torch.Tensor:
@@ -154,30 +157,43 @@ def ridge_readout(
         if not shift:
             shift = [f.mean(1, keepdim=True) for f in fs]
         for i in range(n_sel):
-            f = fs[i] - shift[i]
-            gram[i] += torch.bmm(f.transpose(1, 2), f).double()
-            cross[i] += torch.bmm(f.transpose(1, 2), y[:, :, None])[..., 0].double()
-            sum_f[i] += f.sum(1).double()
-        sum_y += y.sum(1).double()
+            f = fs[i].sub_(shift[i])  # (V', B, D), ours to change
+            for lo, hi in _slices(vp, SOLVE_ROWS):  # float32 products of bounded size
+                ft = f[lo:hi].transpose(1, 2)
+                gram[i][lo:hi] += torch.bmm(ft, f[lo:hi])
+                cross[i][lo:hi] += torch.bmm(ft, y[lo:hi, :, None])[..., 0]
+            sum_f[i] += f.sum(1)
+        sum_y += y.sum(1)
         n += b
         if out_of_time is not None and out_of_time():
             raise OutOfTime(f"after {n} of {len(train_idx)} training images")
     mu_y = sum_y / n
-    eye = torch.eye(d, dtype=torch.float64)
     out = []
     for i in range(n_sel):
         mu_f = sum_f[i] / n
-        g_c = gram[i] - n * mu_f[:, :, None] * mu_f[:, None, :]
+        g_c = gram[i].baddbmm_(mu_f[:, :, None], mu_f[:, None, :], alpha=-n)  # centred, in place
         c_c = cross[i] - n * mu_f * mu_y[:, None]
-        scale = g_c.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12)[:, None, None]
+        scale = g_c.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12)
         mean_f = mu_f + shift[i][:, 0].double()  # the features' mean, unshifted
         per = []
         for lam in ridges:
-            w = torch.linalg.solve(g_c + lam * scale * eye, c_c[:, :, None])[..., 0]
+            w = torch.empty(vp, d, dtype=torch.float64)
+            for lo, hi in _slices(vp, SOLVE_ROWS):  # the solve's copies stay small
+                a = g_c[lo:hi].clone()
+                a.diagonal(dim1=1, dim2=2).add_(lam * scale[lo:hi, None])
+                w[lo:hi] = torch.linalg.solve(a, c_c[lo:hi, :, None])[..., 0]
             bias = mu_y - (mean_f * w).sum(1)
             per.append(((w * d).numpy(), bias.numpy()))
         out.append(per)
+        del g_c
+        gram[i] = None  # type: ignore[call-overload]  # freed before the next selector's
     return out
+
+
+def _slices(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(lo, hi)`` bounds of consecutive slices of ``range(n)`` of at most ``size``."""
+    for lo in range(0, n, size):
+        yield lo, min(n, lo + size)
 
 
 def _val_r2(
@@ -234,7 +250,9 @@ def calibrate(
         Images per evaluation batch.
     max_gram_bytes : int
         Memory for the per-vertex Gram matrices (V·D²·8 bytes); the final refit runs
-        over the vertices in chunks that fit.
+        over the vertices in chunks that fit. The calibration's working memory is about
+        this plus one batch's selected features (chunk × batch × D × 4 bytes): products
+        and solves run :data:`SOLVE_ROWS` vertices at a time, in place where they can.
     seed : int
         Seed of the probe.
     time_left : callable, optional
