@@ -97,15 +97,22 @@ def test_info_summarises(demo_dir, capsys):
     assert f"; truth {rec['hierarchy_slope_truth']:.3f}" in slope_line(m)
     # each ROI row's argmax layer is the most voted layer, counted 1-based (the slider's
     # and the legends' numbering; it printed the 0-based index), by a plain loop
+    # and its confidence column the mean of 1 − H(π)/log L over the ROI's vertices
+    head = next(line for line in out.splitlines() if line.startswith("  ROI "))
+    col = 3 + ("NC score" in head)  # ROI, n, R², [NC], argmax layer, scale, confidence
     for k, name in enumerate(m.roi_names, start=1):
-        votes = {}
+        votes, conf = {}, []
         for v in range(m.n_vertices):
             if m.roi[v] == k and np.isfinite(m.layer[v]).all():
                 a = int(np.argmax(m.layer[v])) + 1
                 votes[a] = votes.get(a, 0) + 1
+                p = [float(x) for x in m.layer[v] if x > 0]
+                conf.append(1 + sum(x * np.log(x) for x in p) / np.log(m.n_layers))
         if votes:
             row = next(line for line in out.splitlines() if line.startswith(f"  {name} "))
-            assert int(row.split()[-2]) == max(sorted(votes), key=votes.get), row
+            cells = row.split()
+            assert int(cells[col]) == max(sorted(votes), key=votes.get), row
+            assert float(cells[col + 2]) == pytest.approx(np.mean(conf), abs=0.006), row
 
 
 def test_train_from_phantom_folder(demo_dir, tmp_path):

@@ -268,14 +268,23 @@ def _map_lines(m) -> list[str]:
         "  layers      argmax histogram: "
         + " ".join(str(int(c)) for c in np.bincount(am[finite], minlength=m.n_layers))
     )
-    lines.append(
-        f"  confidence  mean {_num(np.nanmean(conf[finite]) if finite.any() else None, '.3f')}"
-    )
+    line = f"  confidence  mean {_num(np.nanmean(conf[finite]) if finite.any() else None, '.3f')}"
+    from ..core.confidence_range import Z, model_confidence_ranges, range_text
+
+    ranges = model_confidence_ranges(m)
+    if ranges is not None:
+        r = ranges["all"]
+        line += (
+            f"; the validation data support {range_text(r)} (layer softmax "
+            f"×{r.ratio_lo:.2g}–×{r.ratio_hi:.2g} of the stored one scores within {Z:g} "
+            f"s.e. of it on {r.n_probe} probe vertices)"
+        )
+    lines.append(line)
     real = None  # which selector maps are real (a baseline's others are fillers)
     if m.kind == "baseline":
         real = set((m.extra.get("baseline") or {}).get("maps") or ())
     if m.roi_names:
-        lines += _roi_lines(m, finite, am, real)
+        lines += _roi_lines(m, finite, am, real, conf, ranges)
     from ..core.slope_range import model_slope_or_reason
     from ..scene.tables import slope_line
 
@@ -291,9 +300,14 @@ def _map_lines(m) -> list[str]:
     return lines
 
 
-def _roi_lines(m, finite: np.ndarray, am: np.ndarray, real: set | None) -> list[str]:
+def _roi_lines(
+    m, finite: np.ndarray, am: np.ndarray, real: set | None, conf: np.ndarray, ranges
+) -> list[str]:
     """The per-ROI rows of ``info``: vertices, mean test R² (and noise-normalised score
-    when the model has a ceiling), modal argmax layer (1-based), mean scale; one pass over V."""
+    when the model has a ceiling), modal argmax layer (1-based), mean scale, mean layer
+    confidence with the range the validation data support (when the file keeps the
+    calibration's profile; ``*``: the ROI had too few probe vertices, the whole probe's
+    range); one pass over V."""
     r2 = m.scores.get("r2_test")
     nc = m.scores.get("nc_test") if m.summary.get("noise_ceiling") else None
     n_roi = len(m.roi_names) + 1
@@ -315,16 +329,32 @@ def _roi_lines(m, finite: np.ndarray, am: np.ndarray, real: set | None) -> list[
     nc_mean = means(nc) if nc is not None else None
     scale_mean = means(m.scale)
     head = "  ROI           n      R²" + ("  NC score %" if nc is not None else "")
-    lines = [head + "  argmax layer  scale"]
+    from ..core.confidence_range import MIN_PROBE, range_text
+
+    conf_mean = means(conf)
+    has_layer = real is None or "layer" in real
+    pooled = False
+    lines = [head + "  argmax layer  scale  confidence" + ("  supported" if ranges else "")]
     for k, name in enumerate(m.roi_names, start=1):
         if not counts[k]:
             continue
         r2s = _num(r2_mean[k]) if r2_mean is not None else "-"
         ncs = f"  {_num(nc_mean[k], '.1f'):>10}" if nc_mean is not None else ""
         # 1-based, as the layer slider, the figures' legends and --layer count layers
-        mode = int(layer_votes[k].argmax()) + 1 if real is None or "layer" in real else "-"
+        mode = int(layer_votes[k].argmax()) + 1 if has_layer else "-"
         scale = _num(scale_mean[k], ".2f") if real is None or "scale" in real else "-"
-        lines.append(f"  {name:<10} {int(counts[k]):>6}  {r2s:>6}{ncs}  {mode:>12}  {scale}")
+        cs = _num(conf_mean[k], ".2f") if has_layer else "-"
+        row = f"  {name:<10} {int(counts[k]):>6}  {r2s:>6}{ncs}  {mode:>12}  {scale:>5}  {cs:>10}"
+        found = (ranges or {}).get("roi", {}).get(str(name))
+        if found is not None:
+            row += f"  {range_text(found)}{'*' if found.pooled else ''}"
+            pooled = pooled or found.pooled
+        lines.append(row)
+    if pooled:
+        lines.append(
+            f"  * fewer than {MIN_PROBE} probe vertices in the ROI: the whole probe's "
+            "supported temperatures"
+        )
     return lines
 
 
