@@ -268,23 +268,14 @@ def _map_lines(m) -> list[str]:
         "  layers      argmax histogram: "
         + " ".join(str(int(c)) for c in np.bincount(am[finite], minlength=m.n_layers))
     )
-    line = f"  confidence  mean {_num(np.nanmean(conf[finite]) if finite.any() else None, '.3f')}"
-    from ..core.confidence_range import Z, model_confidence_ranges, range_text
-
-    ranges = model_confidence_ranges(m)
-    if ranges is not None:
-        r = ranges["all"]
-        line += (
-            f"; the validation data support {range_text(r)} (layer softmax "
-            f"×{r.ratio_lo:.2g}–×{r.ratio_hi:.2g} of the stored one scores within {Z:g} "
-            f"s.e. of it on {r.n_probe} probe vertices)"
-        )
-    lines.append(line)
+    lines.append(
+        f"  confidence  mean {_num(np.nanmean(conf[finite]) if finite.any() else None, '.3f')}"
+    )
     real = None  # which selector maps are real (a baseline's others are fillers)
     if m.kind == "baseline":
         real = set((m.extra.get("baseline") or {}).get("maps") or ())
     if m.roi_names:
-        lines += _roi_lines(m, finite, am, real, conf, ranges)
+        lines += _roi_lines(m, finite, am, real, conf)
     from ..core.slope_range import model_slope_or_reason
     from ..scene.tables import slope_line
 
@@ -301,13 +292,11 @@ def _map_lines(m) -> list[str]:
 
 
 def _roi_lines(
-    m, finite: np.ndarray, am: np.ndarray, real: set | None, conf: np.ndarray, ranges
+    m, finite: np.ndarray, am: np.ndarray, real: set | None, conf: np.ndarray
 ) -> list[str]:
     """The per-ROI rows of ``info``: vertices, mean test R² (and noise-normalised score
     when the model has a ceiling), modal argmax layer (1-based), mean scale, mean layer
-    confidence with the range the validation data support (when the file keeps the
-    calibration's profile; ``*``: the ROI had too few probe vertices, the whole probe's
-    range); one pass over V."""
+    confidence (``conf``, shape (V,)); one pass over V."""
     r2 = m.scores.get("r2_test")
     nc = m.scores.get("nc_test") if m.summary.get("noise_ceiling") else None
     n_roi = len(m.roi_names) + 1
@@ -329,12 +318,9 @@ def _roi_lines(
     nc_mean = means(nc) if nc is not None else None
     scale_mean = means(m.scale)
     head = "  ROI           n      R²" + ("  NC score %" if nc is not None else "")
-    from ..core.confidence_range import MIN_PROBE, range_text
-
     conf_mean = means(conf)
     has_layer = real is None or "layer" in real
-    pooled = False
-    lines = [head + "  argmax layer  scale  confidence" + ("  supported" if ranges else "")]
+    lines = [head + "  argmax layer  scale  confidence"]
     for k, name in enumerate(m.roi_names, start=1):
         if not counts[k]:
             continue
@@ -344,16 +330,8 @@ def _roi_lines(
         mode = int(layer_votes[k].argmax()) + 1 if has_layer else "-"
         scale = _num(scale_mean[k], ".2f") if real is None or "scale" in real else "-"
         cs = _num(conf_mean[k], ".2f") if has_layer else "-"
-        row = f"  {name:<10} {int(counts[k]):>6}  {r2s:>6}{ncs}  {mode:>12}  {scale:>5}  {cs:>10}"
-        found = (ranges or {}).get("roi", {}).get(str(name))
-        if found is not None:
-            row += f"  {range_text(found)}{'*' if found.pooled else ''}"
-            pooled = pooled or found.pooled
-        lines.append(row)
-    if pooled:
         lines.append(
-            f"  * fewer than {MIN_PROBE} probe vertices in the ROI: the whole probe's "
-            "supported temperatures"
+            f"  {name:<10} {int(counts[k]):>6}  {r2s:>6}{ncs}  {mode:>12}  {scale:>5}  {cs:>10}"
         )
     return lines
 

@@ -198,9 +198,8 @@ def _slices(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 def _val_r2(
     model, features, responses, val_idx, sels, rows, readouts, batch_size
-) -> list[list[np.ndarray]]:
-    """Validation R² per vertex of ``rows``: ``out[i][k]`` (shape (V',), float64) for
-    selector i, readout k."""
+) -> list[list[float]]:
+    """Mean validation R² (over ``rows``): ``out[i][k]`` for selector i, readout k."""
     d = model.config.bottleneck
     preds = [[np.empty((len(val_idx), len(rows))) for _ in r] for r in readouts]
     ws = [[torch.from_numpy(beta / d) for beta, _ in r] for r in readouts]
@@ -214,11 +213,7 @@ def _val_r2(
                 preds[i][k][pos : pos + b] = pred + bias
         pos += b
     y = np.asarray(responses)[val_idx][:, rows].astype(np.float64)
-    return [[np.asarray(r2_score(y, p), np.float64) for p in per] for per in preds]
-
-
-def _mean(r2: np.ndarray) -> float:
-    return float(np.nanmean(r2))
+    return [[float(np.nanmean(r2_score(y, p))) for p in per] for per in preds]
 
 
 def calibrate(
@@ -277,11 +272,7 @@ def calibrate(
     dict
         ``applied`` (bool), ``tau``, ``ridge``, ``baseline_probe`` (the trained
         readout's validation R² on the probe), ``best_probe``, ``trials`` (list of
-        ``{"tau", "ridge", "val_score", "confidence"}``), ``n_probe``, ``seconds`` and,
-        once the probe was scored, ``profile``: the validation R² per probe vertex along
-        the temperatures (see :func:`_profile`), from which
-        :mod:`napari_factortopy.core.confidence_range` reads the layer confidence the
-        validation data support.
+        ``{"tau", "ridge", "val_score", "confidence"}``), ``n_probe``, ``seconds``.
     """
     t0 = clock()
     if not model.config.select_layer:
@@ -294,8 +285,9 @@ def calibrate(
         base = model.selectors()  # space and scale stay as trained
     train_idx = np.asarray(train_idx, np.int64)
     val_idx = np.asarray(val_idx, np.int64)
-    own = _own_readout_r2(model, features, responses, val_idx, base, logits, probe, batch_size)
-    baseline = _mean(own)
+    baseline = _own_readout_score(
+        model, features, responses, val_idx, base, logits, probe, batch_size
+    )
     yield {"kind": "calibrating", "stage": "trained readout", "val_score": baseline}
     sels = [_selectors(base, logits, tau, probe) for tau in temperatures]
     out_of_time = None if time_left is None else (lambda: time_left() <= 0)
@@ -315,8 +307,7 @@ def calibrate(
         }
     probe_seconds = clock() - t_probe
     yield {"kind": "calibrating", "stage": "ridge readouts", "val_score": baseline}
-    per_vertex = _val_r2(model, features, responses, val_idx, sels, probe, readouts, batch_size)
-    scores = [[_mean(r) for r in per] for per in per_vertex]
+    scores = _val_r2(model, features, responses, val_idx, sels, probe, readouts, batch_size)
     trials, best = _trials(temperatures, ridges, sels, scores, baseline)
     yield {"kind": "calibrating", "stage": "chosen", "val_score": best[0]}
     result, best = _choice(
@@ -330,37 +321,10 @@ def calibrate(
         except OutOfTime as exc:
             result["applied"] = False
             result["reason"] = f"out of time during the refit ({exc}); not applied"
-    result["profile"] = _profile(
-        temperatures, ridges, probe, scores, per_vertex, own, best, result
-    )
+            result["seconds"] = clock() - t0
+            return result
     result["seconds"] = clock() - t0
     return result
-
-
-def _profile(temperatures, ridges, probe, scores, per_vertex, own, best, result) -> dict:
-    """The validation R² per probe vertex along the temperatures (each at its best
-    ridge), and that of the readout the model keeps (``reference``): what
-    :mod:`napari_factortopy.core.confidence_range` reads the supported confidence from.
-    ``applied_tau`` is the temperature folded into the model (1 when none was)."""
-    applied = bool(result["applied"])
-    k_best = [int(np.argmax(per)) for per in scores]
-    curve = [per_vertex[i][k] for i, k in enumerate(k_best)]
-    if applied:
-        reference = per_vertex[list(temperatures).index(best[1])][list(ridges).index(best[2])]
-    else:
-        reference = own
-
-    def rounded(a: np.ndarray) -> list:
-        return [None if not np.isfinite(x) else round(float(x), 6) for x in a]
-
-    return {
-        "probe": [int(i) for i in probe],
-        "temperatures": [float(t) for t in temperatures],
-        "ridges": [float(ridges[k]) for k in k_best],
-        "r2": [rounded(c) for c in curve],
-        "reference": rounded(reference),
-        "applied_tau": float(best[1]) if applied else 1.0,
-    }
 
 
 def _choice(
@@ -399,7 +363,7 @@ def _choice(
     return result, best
 
 
-def _own_readout_r2(
+def _own_readout_score(
     model: FactorTopy,
     features: Any,
     responses: np.ndarray,
@@ -408,16 +372,18 @@ def _own_readout_r2(
     logits: torch.Tensor,
     probe: np.ndarray,
     batch_size: int,
-) -> np.ndarray:
-    """The trained model's own readout's validation R² per ``probe`` vertex, shape (P,)."""
+) -> float:
+    """The trained model's own readout's validation R² on the ``probe`` vertices."""
     # the trained model's own readout on the probe
     own_sel = _selectors(base, logits, 1.0, probe)
     own = (
         model.beta.detach().double().cpu().numpy()[probe],
         model.bias.detach().double().cpu().numpy()[probe],
     )
-    ((r2,),) = _val_r2(model, features, responses, val_idx, [own_sel], probe, [[own]], batch_size)
-    return r2
+    ((baseline,),) = _val_r2(
+        model, features, responses, val_idx, [own_sel], probe, [[own]], batch_size
+    )
+    return baseline
 
 
 def _trials(temperatures, ridges, sels: list[Selectors], scores, baseline: float):

@@ -139,8 +139,7 @@ def _calibrate(run: Any, final: dict, score: float) -> Iterator[dict]:
             score = run.val_score(model)  # every vertex, the calibrated model
             calibration["val_score"] = score
         calibration["reserved_seconds"] = calibration_seconds(timing.val or 0.0, split, cfg)
-        big = ("trials", "profile")  # kept in the file's summary, not sent with the record
-        yield {"kind": "calibrated", **{k: v for k, v in calibration.items() if k not in big}}
+        yield {"kind": "calibrated", **{k: v for k, v in calibration.items() if k != "trials"}}
     return final, score, calibration
 
 

@@ -23,8 +23,6 @@ COLUMNS = {
     "layer": "argmax layer",
     "layer_share": "share",
     "confidence": "mean confidence",
-    "confidence_lo": "supported confidence from",
-    "confidence_hi": "supported confidence to",
     "scale": "mean scale α",
     "score_sd": "score SD (models)",
     "significant": "significant share",
@@ -171,12 +169,9 @@ def roi_rows(model, score_key: str | None = None) -> list[dict]:
 
 def _evaluation_columns(model, rows: list[dict]) -> list[dict]:
     """Add ``score_sd`` (a group's SD across models of the ROI's mean score),
-    ``significant`` (share of the ROI's vertices with FDR q ≤ α), ``r2_layer`` (the
-    layer carrying most of the ROI's mean R², ``factortopy evaluate``) and
-    ``confidence_lo``/``confidence_hi`` (the mean confidence the validation data
-    support, :mod:`napari_factortopy.core.confidence_range`): NaN / "" when the model
-    has no such numbers."""
-    from napari_factortopy.core.confidence_range import model_confidence_ranges
+    ``significant`` (share of the ROI's vertices with FDR q ≤ α) and ``r2_layer`` (the
+    layer carrying most of the ROI's mean R², ``factortopy evaluate``): NaN / "" when
+    the model has no such numbers."""
     from napari_factortopy.core.variance_split import dominant_layer
 
     group = {r["roi"]: r for r in ((model.summary or {}).get("group") or {}).get("roi", [])}
@@ -186,11 +181,7 @@ def _evaluation_columns(model, rows: list[dict]) -> list[dict]:
     if len(names) != model.n_layers:
         names = [f"layer {i + 1}" for i in range(model.n_layers)]
     roi = np.asarray(model.roi)
-    ranges = (model_confidence_ranges(model) or {}).get("roi", {})
     for row in rows:
-        found = ranges.get(row["roi"])
-        row["confidence_lo"] = float("nan") if found is None else found.lo
-        row["confidence_hi"] = float("nan") if found is None else found.hi
         g = group.get(row["roi"], {})
         row["score_sd"] = float("nan") if g.get("score_sd") is None else float(g["score_sd"])
         row["significant"], row["r2_layer"] = float("nan"), ""
