@@ -153,6 +153,7 @@ def test_cli_compare_methods(phantom, tmp_path, capsys):
     assert "model       baseline ridge, display only (real maps: layer" in out_text
     ridge = out_text.split("baseline ridge", 1)[1]
     roi_rows = [ln for ln in ridge.splitlines() if ln.startswith("  V1 ")]
-    assert roi_rows and roi_rows[0].split()[-1] == "-"  # its scale is a filler
+    # its scale is a filler (columns: …, argmax layer, scale, confidence)
+    assert roi_rows and roi_rows[0].split()[-2] == "-", roi_rows
     assert main(["compare-methods", "--phantom", str(phantom), "--methods", "x",
                  "--out", str(out)]) != 0  # fmt: skip
