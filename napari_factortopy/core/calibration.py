@@ -431,8 +431,8 @@ def _refit(
     chunk = max(1, int(max_gram_bytes // (d * d * 8)))
     beta = np.empty((v, d), np.float64)
     bias = np.empty(v, np.float64)
-    for lo in range(0, v, chunk):
-        rows = np.arange(lo, min(v, lo + chunk))
+    for lo, hi in _slices(v, chunk):
+        rows = np.arange(lo, hi)
         sel = _selectors(base, logits, tau, rows)
         (((b_, c_),),) = ridge_readout(
             model,
