@@ -570,6 +570,8 @@ def _drain_training(gen, tcfg):
                     f"training diverged at step {rec['step']} (loss {rec['loss']}); "
                     "stopping; the best checkpoints kept so far (if any) make the model"
                 )
+            elif kind == "calibration_plan":
+                bar.write(rec["text"])
             elif kind == "calibrated":
                 from ..core.calibration import calibration_line
 

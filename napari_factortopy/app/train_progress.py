@@ -59,6 +59,8 @@ def status_line(rec: Mapping[str, Any]) -> str | None:
         from napari_factortopy.core.calibration import calibration_line
 
         return f"calibration: {calibration_line(rec)}"
+    if kind == "calibration_plan":
+        return rec["text"]
     if kind == "souping":
         return f"soup: checkpoint {rec['tried']} of {rec['total']} tried"
     if kind == "validation":

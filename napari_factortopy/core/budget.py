@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import refit_work
 from .config import TrainConfig
 from .model import FactorTopy
 from .prediction import predict
@@ -31,11 +32,15 @@ __all__ = [
     "AUTO_WARMUP_STEPS",
     "CALIBRATION_MAX_SHARE",
     "CALIBRATION_PASSES",
+    "CALIBRATION_REFIT_PASSES",
     "PAPER_BATCH",
     "PAPER_LR",
     "VALIDATIONS_KEPT",
     "Timing",
+    "calibration_fits",
+    "calibration_need",
     "calibration_seconds",
+    "calibration_skip_reason",
     "check_budget",
     "eta",
     "finish_seconds",
@@ -57,14 +62,20 @@ AUTO_VALIDATION_SHARE = 0.1
 #: Share of the budget over which the ``auto`` recipe decays the regulariser (the rest
 #: is left to the sharpened selectors).
 AUTO_REG_SHARE = 0.5
-#: Time reserved for the sharpness calibration, in passes over the training and
-#: validation images measured by the validation time (its six temperatures are scored
-#: on a probe of vertices in one pass, then every vertex's readout is refitted: about
-#: six such passes on the issue-8 phantoms on a quiet machine; the calibration stops
-#: itself at the deadline when a loaded machine makes it slower).
-CALIBRATION_PASSES = 7
-#: Most of a budget reserved for the calibration: with a small budget training comes
-#: first, and the calibration runs only if it fits in what is left.
+#: Time the sharpness calibration needs, in passes over the training and validation
+#: images measured by the validation time: this many for its probe (six temperatures
+#: scored on a probe of vertices), plus :data:`CALIBRATION_REFIT_PASSES` per unit of the
+#: refit's work (:func:`~.calibration.refit_work`: 0.67 at the demo's 2,000 vertices,
+#: 13.2 at Algonauts' 39,548). Measured: about 6–7 passes in all on the issue-8
+#: phantoms (2,000 vertices), and ≈ 200 s + a refit estimated at ≈ 1,228 s against a
+#: validation of 6.7 s over 10 % of the images (≈ 24 passes) at Algonauts' full size;
+#: the rule gives 7.0 and 25.8. The calibration stops itself at the deadline when a
+#: loaded machine makes it slower.
+CALIBRATION_PASSES = 6
+CALIBRATION_REFIT_PASSES = 1.5
+#: Most of a budget the calibration may take. When it needs more, nothing is reserved:
+#: the calibration is skipped and training keeps the whole budget (a smaller reserve
+#: would be spent on a probe whose refit then does not fit).
 CALIBRATION_MAX_SHARE = 0.2
 #: The ``auto`` recipe re-plans its validation interval between validations when the
 #: running step time has drifted by more than this factor from the one the interval was
@@ -223,20 +234,62 @@ def time_validation(
     return per_image * len(split.val)
 
 
-def calibration_seconds(val_seconds: float, split: Split, cfg: TrainConfig) -> float:
-    """Time to reserve for the calibration (0 when the run does not calibrate)."""
+def calibration_need(val_seconds: float, split: Split, cfg: TrainConfig, n_vertices: int) -> float:
+    """Seconds the calibration of a model of ``n_vertices`` needs, uncapped (0 when the
+    run does not calibrate).
+
+    In passes over the training and validation images, timed by the validation pass:
+    :data:`CALIBRATION_PASSES` for the probe (its readouts, their scores, the final
+    validation), and :data:`CALIBRATION_REFIT_PASSES` per unit of the refit's work
+    relative to the probe pass (:func:`~.calibration.refit_work`, which grows with the
+    vertices). The refit's extra reads of a streamed cache (one per chunk of vertices
+    whose Gram matrices fit its memory) are not counted: its Gram products dominate.
+    """
     if not cfg.calibrates:
         return 0.0
     share = (len(split.train) + len(split.val)) / max(len(split.val), 1)
-    seconds = CALIBRATION_PASSES * share * val_seconds
-    if cfg.max_seconds is not None:
-        seconds = min(seconds, CALIBRATION_MAX_SHARE * cfg.max_seconds)
-    return seconds
+    passes = CALIBRATION_PASSES + CALIBRATION_REFIT_PASSES * refit_work(n_vertices)
+    return passes * share * val_seconds
 
 
-def finish_seconds(val_seconds: float, split: Split, cfg: TrainConfig) -> float:
+def calibration_fits(val_seconds: float, split: Split, cfg: TrainConfig, n_vertices: int) -> bool:
+    """Whether the calibration's need fits :data:`CALIBRATION_MAX_SHARE` of the budget
+    (always, without a budget)."""
+    need = calibration_need(val_seconds, split, cfg, n_vertices)
+    return cfg.max_seconds is None or need <= CALIBRATION_MAX_SHARE * cfg.max_seconds
+
+
+def calibration_seconds(
+    val_seconds: float, split: Split, cfg: TrainConfig, n_vertices: int
+) -> float:
+    """Time to reserve for the calibration: its need when that fits
+    :data:`CALIBRATION_MAX_SHARE` of the budget, else 0 (the calibration is then
+    skipped and training keeps the whole budget: a reserve too small for the refit
+    would be spent for nothing)."""
+    if not calibration_fits(val_seconds, split, cfg, n_vertices):
+        return 0.0
+    return calibration_need(val_seconds, split, cfg, n_vertices)
+
+
+def calibration_skip_reason(
+    val_seconds: float, split: Split, cfg: TrainConfig, n_vertices: int
+) -> str | None:
+    """Why a budgeted run skips its calibration, for a person (None when it does not)."""
+    if not cfg.calibrates or calibration_fits(val_seconds, split, cfg, n_vertices):
+        return None
+    need = calibration_need(val_seconds, split, cfg, n_vertices)
+    return (
+        f"the calibration of {n_vertices:,} vertices needs ≈ {need:,.0f} s, more than "
+        f"{CALIBRATION_MAX_SHARE:.0%} of the {cfg.max_seconds:,g}-s budget: skipped, and "
+        f"training keeps the whole budget; a budget of ≥ "
+        f"{math.ceil(need / CALIBRATION_MAX_SHARE):,} s would hold it"
+    )
+
+
+def finish_seconds(val_seconds: float, split: Split, cfg: TrainConfig, n_vertices: int) -> float:
     """Time after the last validation: the calibration (if any) and the test scores."""
-    return calibration_seconds(val_seconds, split, cfg) + test_seconds(val_seconds, split)
+    calibration = calibration_seconds(val_seconds, split, cfg, n_vertices)
+    return calibration + test_seconds(val_seconds, split)
 
 
 def test_seconds(val_seconds: float, split: Split) -> float:
@@ -244,7 +297,12 @@ def test_seconds(val_seconds: float, split: Split) -> float:
 
 
 def replan_interval(
-    cfg: TrainConfig, elapsed: float, budget: float, timing: Timing, split: Split
+    cfg: TrainConfig,
+    elapsed: float,
+    budget: float,
+    timing: Timing,
+    split: Split,
+    n_vertices: int,
 ) -> TrainConfig:
     """The ``auto`` recipe's validation interval, re-planned from the current speed (a
     shared machine's speed changes), by the rule of :func:`resolve_auto_recipe` applied
@@ -254,7 +312,7 @@ def replan_interval(
     if "steps_per_epoch" not in cfg.chosen:
         return cfg
     val = timing.val or 0.0
-    usable = budget - val - finish_seconds(val, split, cfg)
+    usable = budget - val - finish_seconds(val, split, cfg, n_vertices)
     if usable <= 0 or timing.step <= 0 or elapsed >= budget:
         return cfg
     planned, _ = resolve_auto_recipe(cfg, usable, timing.step, val, cfg.batch_size)
@@ -276,11 +334,13 @@ def drifted(planned_step: float, recent: list[float]) -> float | None:
     return now if ratio > AUTO_REPLAN_DRIFT or ratio < 1 / AUTO_REPLAN_DRIFT else None
 
 
-def check_budget(budget: float, timing: Timing, split: Split, cfg: TrainConfig) -> None:
+def check_budget(
+    budget: float, timing: Timing, split: Split, cfg: TrainConfig, n_vertices: int
+) -> None:
     """Stop at once when the budget cannot hold warm-up, one validation, the calibration
     (when the run calibrates) and the test."""
     val = timing.val or 0.0
-    minimum = AUTO_WARMUP_STEPS * timing.step + val + finish_seconds(val, split, cfg)
+    minimum = AUTO_WARMUP_STEPS * timing.step + val + finish_seconds(val, split, cfg, n_vertices)
     if minimum > budget:
         raise ValueError(
             f"a budget of {budget:g} s is too small for one validation: this run needs "
@@ -313,7 +373,7 @@ def resolve_from_probe(cfg, probe, model, features, split, budget, elapsed, cloc
     t0 = clock()
     val_s = time_validation(model, features, split, cfg, clock)
     elapsed += clock() - t0
-    remaining = budget - elapsed - val_s - finish_seconds(val_s, split, cfg)
+    remaining = budget - elapsed - val_s - finish_seconds(val_s, split, cfg, model.n_vertices)
     resolved, info = resolve_auto_recipe(cfg, remaining, step_s[batch], val_s, batch)
     info["images_per_second"] = {str(b): b / s for b, s in step_s.items()}
     return resolved, info

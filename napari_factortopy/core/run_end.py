@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .budget import calibration_seconds, finish_seconds, test_seconds
+from .budget import (
+    calibration_need,
+    calibration_seconds,
+    calibration_skip_reason,
+    finish_seconds,
+    test_seconds,
+)
 from .calibration import calibrate
 from .checkpoint import state_copy
 from .config import TrainConfig
@@ -102,7 +108,8 @@ def _soup(run: Any) -> Iterator[dict]:
     if budget is not None:
         # the soup uses what is left of the budget but the calibration's and the test's
         # time; the 5 % slack is for writing the file
-        deadline = budget - finish_seconds(timing.val or 0.0, run.split, cfg)
+        val = run.finish_val if run.finish_val is not None else (timing.val or 0.0)
+        deadline = budget - finish_seconds(val, run.split, cfg, run.model.n_vertices)
 
         def has_time() -> bool:
             return clock() - run.t_start + (timing.val or 0.0) <= deadline
@@ -118,7 +125,20 @@ def _calibrate(run: Any, final: dict, score: float) -> Iterator[dict]:
         run.cfg, run.split, run.timing, run.budget, run.model
     )  # fmt: skip
     calibration = None
-    if cfg.calibrates:  # (turned off at the start for a model it cannot apply to)
+    # the validation time training's last budget check planned with (a validation
+    # after it moves the median: the end keeps that check's choice)
+    val = run.finish_val if run.finish_val is not None else (timing.val or 0.0)
+    skipped = calibration_skip_reason(val, split, cfg, model.n_vertices)
+    if skipped is not None:  # nothing was reserved for it: training kept the budget
+        calibration = {
+            "applied": False,
+            "reason": skipped,
+            "trials": [],
+            "needed_seconds": calibration_need(val, split, cfg, model.n_vertices),
+            "reserved_seconds": 0.0,
+        }
+        yield {"kind": "calibrated", **{k: v for k, v in calibration.items() if k != "trials"}}
+    elif cfg.calibrates:  # (turned off at the start for a model it cannot apply to)
         calibration = yield from calibrate(
             model,
             run.features,
@@ -138,7 +158,8 @@ def _calibrate(run: Any, final: dict, score: float) -> Iterator[dict]:
             final = state_copy(model)
             score = run.val_score(model)  # every vertex, the calibrated model
             calibration["val_score"] = score
-        calibration["reserved_seconds"] = calibration_seconds(timing.val or 0.0, split, cfg)
+        calibration["needed_seconds"] = calibration_need(val, split, cfg, model.n_vertices)
+        calibration["reserved_seconds"] = calibration_seconds(val, split, cfg, model.n_vertices)
         yield {"kind": "calibrated", **{k: v for k, v in calibration.items() if k != "trials"}}
     return final, score, calibration
 

@@ -39,6 +39,7 @@ from .budget import (
     PAPER_BATCH,  # noqa: F401
     PAPER_LR,  # noqa: F401
     Timing,
+    calibration_skip_reason,
     check_budget,
     drifted,
     eta,
@@ -271,6 +272,10 @@ class _Run:
         self.recent: list[float] = []
         self.stop_reason = "max_epochs"
         self.diverged = False
+        # the validation time of the last budget check (the run's end plans with it, as
+        # training's last check did) and whether that check left the calibration out
+        self.finish_val: float | None = None
+        self.calibration_skipped = False
         model.train()
 
     def save(self) -> None:
@@ -292,7 +297,9 @@ class _Run:
         cfg, state, budget = self.cfg, self.state, self.budget
         if "reg_decay_steps" in cfg.chosen:  # by time: over the first half of the training time
             # (the budget less what the calibration and the test scores will take)
-            training = budget - finish_seconds(self.timing.val or 0.0, self.split, cfg)
+            training = budget - finish_seconds(
+                self.timing.val or 0.0, self.split, cfg, self.model.n_vertices
+            )
             span = AUTO_REG_SHARE * max(training, 0.5 * budget)
             return max(0.0, 1.0 - (self.clock() - self.t_start) / span)
         return max(0.0, 1.0 - state["step"] / cfg.reg_decay_steps)
@@ -448,6 +455,7 @@ class _Run:
                 self.timing.reset_steps(now)  # the speed changed since the plan:
                 self.replan("drift")  # re-cut the interval before the next validation is due
         out_of_time = self.out_of_time()
+        yield from self.calibration_plan()
         if out_of_time or self.since_validation() >= self.cfg.steps_per_epoch:
             yield (yield from self.validate())
             if out_of_time:
@@ -465,7 +473,9 @@ class _Run:
         clock, state = self.clock, self.state
         before = self.cfg.steps_per_epoch
         elapsed = clock() - self.t_start
-        self.cfg = replan_interval(self.cfg, elapsed, self.budget, self.timing, self.split)
+        self.cfg = replan_interval(
+            self.cfg, elapsed, self.budget, self.timing, self.split, self.model.n_vertices
+        )
         self.plan_step, self.recent = self.timing.step, []
         state["config"] = self.cfg.to_dict()
         if self.cfg.steps_per_epoch != before and isinstance(state.get("recipe"), dict):
@@ -492,12 +502,27 @@ class _Run:
         timing.add_validation(info["validation_seconds"])
         timing.reset_steps(info["step_seconds"])
         self.plan_step, self.recent = info["step_seconds"], []
-        check_budget(self.budget, timing, self.split, cfg)
+        check_budget(self.budget, timing, self.split, cfg, self.model.n_vertices)
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr
         self.state["config"], self.state["recipe"] = cfg.to_dict(), info
         self.auto_pending = False
         yield {"kind": "recipe", "config": cfg, "info": info}
+
+    def calibration_plan(self) -> Iterator[dict]:
+        """A "calibration_plan" record when the last budget check changed whether the
+        calibration fits the budget (said up front: a calibration skipped for want of
+        time lets training keep the whole budget)."""
+        if self.finish_val is None:
+            return
+        skip = calibration_skip_reason(
+            self.finish_val, self.split, self.cfg, self.model.n_vertices
+        )
+        if (skip is not None) == self.calibration_skipped:
+            return
+        self.calibration_skipped = skip is not None
+        text = skip or "the calibration fits the budget again: its time is reserved"
+        yield {"kind": "calibration_plan", "skipped": skip is not None, "text": text}
 
     def out_of_time(self) -> bool:
         """Whether one more step, a validation and the run's end would overrun the budget
@@ -509,10 +534,11 @@ class _Run:
                 timing.add_validation(
                     time_validation(self.model, self.features, split, cfg, self.clock)
                 )
-                check_budget(budget, timing, split, cfg)
+                check_budget(budget, timing, split, cfg, self.model.n_vertices)
             if timing.val is not None:
+                self.finish_val = timing.val
                 elapsed = self.clock() - self.t_start
-                finish = timing.val + finish_seconds(timing.val, split, cfg)
+                finish = timing.val + finish_seconds(timing.val, split, cfg, self.model.n_vertices)
                 out_of_time = elapsed + timing.step + finish > budget
         return out_of_time
 

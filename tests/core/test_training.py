@@ -301,6 +301,74 @@ def test_budget_too_small_for_one_validation_names_the_minimum():
         list(train(_fresh(coords), slow, y, split, cfg, clock=clock))
 
 
+def test_calibration_need_counts_the_refit_of_every_vertex():
+    """The calibration's time, by hand: 6 passes for the probe plus 1.5 per unit of the
+    refit's work (V over the probe's 500 vertices × 6 temperatures), each pass the
+    validation time scaled to the training and validation images."""
+    from napari_factortopy.core.budget import (
+        calibration_need,
+        calibration_seconds,
+        calibration_skip_reason,
+        finish_seconds,
+    )
+
+    split = make_split(9841, seed=0)  # Algonauts' subject 1: 7,873 / 984 / 984
+    n_tv = len(split.train) + len(split.val)
+    cfg = TrainConfig(recipe="auto", max_seconds=5000)
+    need = calibration_need(6.7, split, cfg, 39548)
+    assert need == pytest.approx((6 + 1.5 * 39548 / 3000) * n_tv / len(split.val) * 6.7)
+    assert 1400 < need < 1600  # the 5,000-s run: ≈ 200 s + a refit estimated at 1,228 s
+    # ... more than 20 % of 5,000 s: nothing reserved, and the reason says what would hold it
+    assert calibration_seconds(6.7, split, cfg, 39548) == 0.0
+    assert finish_seconds(6.7, split, cfg, 39548) == pytest.approx(6.7)  # the test scores
+    why = calibration_skip_reason(6.7, split, cfg, 39548)
+    assert f"≈ {need:,.0f} s" in why and f"≥ {math.ceil(need / 0.2):,} s" in why
+    # a budget that holds it reserves all of it
+    big = TrainConfig(recipe="auto", max_seconds=8000)
+    assert calibration_seconds(6.7, split, big, 39548) == pytest.approx(need)
+    assert calibration_skip_reason(6.7, split, big, 39548) is None
+    # fewer vertices than the probe: the probe is every vertex, the refit 1/6 of it
+    assert calibration_need(1.0, split, cfg, 300) == pytest.approx(
+        (6 + 1.5 / 6) * n_tv / len(split.val)
+    )
+    # a run that does not calibrate needs nothing
+    assert calibration_need(6.7, split, TrainConfig(max_seconds=5000), 39548) == 0.0
+
+
+@pytest.mark.parametrize("budget", [10.0, 30.0])
+def test_a_calibration_the_budget_cannot_hold_is_skipped_up_front(budget):
+    """Need ≈ 3.8 s (simulated): a 10-s budget (20 % = 2 s) cannot hold it, so nothing
+    is reserved, training runs to the budget and the run says so before its first
+    validation; a 30-s budget reserves it and calibrates."""
+    coords, feats, y = _problem()
+    clock = _SimClock()
+    slow = _SlowFeatures(feats, clock)
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=1000, max_seconds=budget, lr=5e-3, calibrate=True)
+    recs, res = _run(train(_fresh(coords), slow, y, split, cfg, clock=clock))
+    one_val = _validation_seconds(slow, split)
+    n_tv = len(split.train) + len(split.val)
+    need = (6 + 1.5 * len(coords) / (len(coords) * 6)) * n_tv / len(split.val) * one_val
+    kinds = [r["kind"] for r in recs]
+    cal = res.calibration
+    assert cal["needed_seconds"] == pytest.approx(need)
+    last_val = [r for r in recs if r["kind"] == "validation"][-1]
+    if need > 0.2 * budget:
+        assert kinds.index("calibration_plan") < kinds.index("validation")
+        plan = recs[kinds.index("calibration_plan")]
+        assert plan["skipped"] and f"≈ {need:,.0f} s" in plan["text"]
+        assert not cal["applied"] and cal["reserved_seconds"] == 0.0
+        assert cal["reason"] == plan["text"]
+        assert "calibrating" not in kinds
+        # training kept the budget: its last validation ends near it, not 20 % before
+        assert last_val["elapsed"] >= budget - 3 * one_val
+    else:
+        assert "calibration_plan" not in kinds and "calibrating" in kinds
+        assert cal["reserved_seconds"] == pytest.approx(need)
+        assert last_val["elapsed"] <= budget - need
+    assert clock.now <= 1.05 * budget + one_val
+
+
 def test_user_stop_validates_and_keeps_the_best_so_far():
     coords, feats, y = _problem()
     split = make_split(len(y), seed=0)
