@@ -250,6 +250,10 @@ class TrainWidget(widgets.Container):
             from napari.utils.notifications import show_warning
 
             show_warning(diverged_warning(rec))
+        elif kind == "calibration_plan":  # the budget cannot hold it: said once, not only
+            from napari.utils.notifications import show_info  # in a passing status line
+
+            show_info(rec["text"])
         elif kind == "recipe":
             self._show_recipe(rec["config"], rec.get("info") or {})
         elif kind == "saved":

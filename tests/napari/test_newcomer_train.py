@@ -159,6 +159,31 @@ def test_pause_does_not_use_up_the_budget(make_napari_viewer, qtbot, tmp_path, b
     _discard(train, qtbot)
 
 
+def test_a_calibration_the_budget_cannot_hold_is_said_in_a_toast(
+    make_napari_viewer, qtbot, tmp_path, built_phantom, monkeypatch
+):
+    """A budget run whose calibration cannot fit (here: a cap of nothing) tells the user
+    in a notification, not only in a status line the next step overwrites."""
+    import napari_factortopy.core.budget as budget
+
+    from ._drive import Toasts
+
+    monkeypatch.setattr(budget, "CALIBRATION_MAX_SHARE", 1e-9)
+    viewer = make_napari_viewer()
+    toasts = Toasts()
+    try:
+        train = _train_panel(viewer, built_phantom, tmp_path / "c.ftopy", BUDGET_MIN)
+        train.start_button.native.click()
+        seen = _records(train)
+        qtbot.waitUntil(lambda: any(r["kind"] == "calibration_plan" for r in seen), timeout=60_000)
+        qtbot.waitUntil(lambda: any("skipped" in m for m in toasts.messages()), timeout=5_000)
+        said = next(m for m in toasts.messages() if "skipped" in m)
+        assert "needs ≈" in said and "a budget of ≥" in said, said
+        _discard(train, qtbot)
+    finally:
+        toasts.close()
+
+
 def test_pausable_clock_stands_still_while_paused():
     from napari_factortopy.app.jobs import PausableClock
 
