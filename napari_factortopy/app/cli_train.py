@@ -227,7 +227,11 @@ def _model_arguments(t: argparse.ArgumentParser) -> None:
         "--memory-limit",
         type=_positive_float,
         default=None,
-        help="GiB the features may take on the device (default: automatic)",
+        help=(
+            "GiB the features may take on the device (default: automatic); the process "
+            "also holds the responses (images x vertices x 4 bytes) and about 2 GiB more "
+            "(libraries, the training step, validation) at Algonauts' size"
+        ),
     )
     m.add_argument(
         "--noise-ceiling",
