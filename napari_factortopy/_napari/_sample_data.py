@@ -118,8 +118,9 @@ def _describe(rec: dict, total: int) -> str:
 def _build_in_viewer(viewer) -> list[tuple]:
     """Start the build in a worker; return the placeholder layer's data."""
     import numpy as np
-    from napari.qt.threading import thread_worker
     from napari.utils import progress as napari_progress
+
+    from ._workers import generator_worker
 
     history: list[dict] = []
     bar = napari_progress(total=1, desc="phantom sample")
@@ -150,7 +151,7 @@ def _build_in_viewer(viewer) -> list[tuple]:
 
         show_error(f"the phantom sample could not be built: {exc}")
 
-    worker = thread_worker(build_sample, start_thread=False)(SAMPLE_PHANTOM, SAMPLE_TRAIN)
+    worker = generator_worker(build_sample, SAMPLE_PHANTOM, SAMPLE_TRAIN)
     worker.yielded.connect(on_record)
     worker.errored.connect(on_error)
     worker.finished.connect(on_done)

@@ -170,14 +170,14 @@ class TrainWidget(widgets.Container):
         With ``start=False`` the worker is returned unstarted (connect, then call
         ``worker.start()``), as tests do to see every record.
         """
-        from napari.qt.threading import thread_worker
+        from ._workers import generator_worker
 
         if self.worker is not None:
             return self.worker
         job = job or self.job()
         run = self._run = TrainRun(job.train)
-        worker = thread_worker(live_training_job, start_thread=False, ignore_errors=True)(
-            job, run.stop_event.is_set, run.clock
+        worker = generator_worker(
+            live_training_job, job, run.stop_event.is_set, run.clock, ignore_errors=True
         )
         slots = [
             (worker.yielded, self._on_record),

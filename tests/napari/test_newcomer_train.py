@@ -184,6 +184,57 @@ def test_a_calibration_the_budget_cannot_hold_is_said_in_a_toast(
         toasts.close()
 
 
+def test_a_runtime_error_in_training_reaches_the_user_and_ends_the_run(
+    make_napari_viewer, qtbot, tmp_path, built_phantom, monkeypatch
+):
+    """torch's failures are RuntimeErrors (here as CUDA's out-of-memory reads), which
+    superqt's generator worker took for a deleted worker: no error, no "finished", and
+    the panel said "training…" for ever. Now the user sees the error and can start again."""
+    from napari_factortopy.core.model import FactorTopy
+
+    from ._drive import Toasts
+
+    def out_of_memory(self, *args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(FactorTopy, "forward", out_of_memory)
+    viewer = make_napari_viewer()
+    toasts = Toasts()
+    try:
+        train = _train_panel(viewer, built_phantom, tmp_path / "oom.ftopy")
+        train.start_button.native.click()
+        with qtbot.waitSignal(train.worker.finished, timeout=60_000):
+            pass
+        assert train.status.value.startswith("failed: CUDA out of memory"), train.status.value
+        assert any("out of memory" in m for m in toasts.messages()), toasts
+        assert train.start_button.enabled and train.worker is None
+        assert not (tmp_path / "oom.ftopy").exists()
+    finally:
+        toasts.close()
+
+
+def test_reporting_runtime_errors_passes_records_sends_and_returns():
+    from napari_factortopy._napari._workers import JobFailed, reporting_runtime_errors
+
+    def job(n):
+        got = []
+        for i in range(n):
+            got.append((yield i))
+        if n > 2:
+            raise RuntimeError("shape mismatch")
+        return got
+
+    gen = reporting_runtime_errors(job)(2)
+    assert next(gen) == 0 and gen.send("a") == 1
+    with pytest.raises(StopIteration) as stop:
+        gen.send("b")
+    assert stop.value.value == ["a", "b"]
+    gen = reporting_runtime_errors(job)(3)
+    with pytest.raises(JobFailed, match="shape mismatch") as failed:
+        list(gen)
+    assert isinstance(failed.value.__cause__, RuntimeError)
+
+
 def test_pausable_clock_stands_still_while_paused():
     from napari_factortopy.app.jobs import PausableClock
 
