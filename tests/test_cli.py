@@ -766,3 +766,33 @@ def test_info_lists_the_auto_recipes_replans():
     want = "  re-planned  2 times (1 on a step-time drift): validation every 250 → 64 → 72 steps"
     assert want in lines, lines
     assert not any("re-planned" in s for s in info_lines(make_model(seed=2), "m.ftopy"))
+
+
+def test_threads_option_sets_torch_threads_and_is_checked(demo_dir, capsys):
+    """`--threads N` (before or after the sub-command) caps torch's CPU threads; seed
+    workers get their share instead of the option the user gave."""
+    import torch
+
+    from napari_factortopy.app.cli_train import _worker_argv
+
+    model = str(demo_dir / "model.ftopy")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["info", model, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert main(["--threads", "1", "info", model]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["info", model, "--threads", "0"])
+    assert exc.value.code == 2 and "--threads takes a whole number" in capsys.readouterr().err
+    assert _worker_argv(["--cache", "c", "--threads", "3", "--lr", "1e-3"]) == [
+        "--cache",
+        "c",
+        "--lr",
+        "1e-3",
+    ]

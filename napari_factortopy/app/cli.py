@@ -347,6 +347,7 @@ def run_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="factortopy", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    p.add_argument("--threads", type=_threads, default=None, help=THREADS_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="phantom subject → features → training → maps, on CPU")
@@ -418,9 +419,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+THREADS_HELP = (
+    "CPU threads torch may use (default: all cores); on a shared workstation give fewer: "
+    "two jobs each using every core slow each other down 5-10x"
+)
+
+
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--threads takes a whole number >= 1; found {text!r}")
+    return n
+
+
+def apply_threads(threads: int | None) -> None:
+    """Let torch use ``threads`` CPU threads (None: leave its default, every core).
+    torch is imported only when a number is given (``info`` stays torch-free)."""
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(int(threads))
+
+
 def _debug_after_subcommands(parser: argparse.ArgumentParser) -> None:
-    """``--debug`` after the sub-command too (``factortopy train … --debug``), at every
-    level of sub-commands; not given there, it leaves the top-level value alone."""
+    """``--debug`` and ``--threads`` after the sub-command too (``factortopy train …
+    --debug``), at every level of sub-commands; not given there, they leave the
+    top-level values alone."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             seen: list = []
@@ -434,6 +462,10 @@ def _debug_after_subcommands(parser: argparse.ArgumentParser) -> None:
                         action="store_true",
                         default=argparse.SUPPRESS,
                         help="show the full traceback of an error",
+                    )
+                if "--threads" not in sp._option_string_actions:
+                    sp.add_argument(
+                        "--threads", type=_threads, default=argparse.SUPPRESS, help=THREADS_HELP
                     )
                 _debug_after_subcommands(sp)
 
@@ -454,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for worker processes
     try:
+        apply_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"factortopy {args.command}: interrupted", file=sys.stderr)

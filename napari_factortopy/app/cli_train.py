@@ -454,7 +454,7 @@ def _train_seeds(args, inputs, tcfg, fit_args, out: Path, started: float):
 
 #: Options of ``factortopy train`` that the seed worker processes get their own values of.
 _WORKER_OWN = {"--seeds": 1, "--jobs": 1, "--out": 1, "--seed": 1, "--max-seconds": 1,
-               "--checkpoints": 1}  # fmt: skip
+               "--checkpoints": 1, "--threads": 1}  # fmt: skip
 
 
 def _worker_argv(argv: list[str]) -> list[str]:
@@ -492,7 +492,8 @@ def _train_seeds_in_processes(args, seeds: list[int], out: Path, started: float)
     base = _worker_argv(argv)
     todo = [s for s in seeds if not _seed_part(out, s).exists()]
     jobs = min(args.jobs, len(todo)) or 1
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # the cores (or the --threads given) shared between the workers
+    threads = max(1, (getattr(args, "threads", None) or os.cpu_count() or 1) // jobs)
     n_gpu = torch.cuda.device_count() if args.device in ("auto", "cuda") else 0
     running: list[tuple[int, subprocess.Popen, Path]] = []
     failed: list[str] = []
@@ -500,7 +501,7 @@ def _train_seeds_in_processes(args, seeds: list[int], out: Path, started: float)
     def launch(seed: int, k: int) -> None:
         part = _seed_part(out, seed)
         cmd = [sys.executable, "-m", "napari_factortopy.app.cli", "train", *base,
-               "--seed", str(seed), "--out", str(part)]  # fmt: skip
+               "--seed", str(seed), "--out", str(part), "--threads", str(threads)]  # fmt: skip
         if args.max_seconds:
             left = args.max_seconds - (time.perf_counter() - started)
             rounds = math.ceil((len(todo) - k) / jobs)
