@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 THREADS_HELP = (
     "CPU threads torch may use (default: all cores); on a shared workstation give fewer: "
-    "two jobs each using every core slow each other down 5-10x"
+    "two jobs each using every core slow each other down 3-10x"
 )
 
 
