@@ -796,3 +796,28 @@ def test_threads_option_sets_torch_threads_and_is_checked(demo_dir, capsys):
         "--lr",
         "1e-3",
     ]
+
+
+def test_a_busy_machine_is_named_before_a_cpu_run(demo_dir, tmp_path, capsys, monkeypatch):
+    """Load 1.9 on 2 cores: a run at every core is warned and told which --threads uses
+    the free ones; a quiet machine, a run that fits the free cores, and a GPU run are not."""
+    import os
+
+    from napari_factortopy.core.runtime import busy_note, machine_busy
+
+    note = busy_note(1.9, 2, None)
+    assert "load average 1.9 over the last minute on 2 cores" in note and "2 threads" in note
+    assert "--threads 1 uses the free cores" in note  # at least one thread
+    note = busy_note(1.0, 4, None)
+    assert "uses 4 threads" in note and "--threads 3 uses the free cores" in note
+    assert busy_note(0.5, 2, None) is None  # quiet
+    assert busy_note(1.0, 2, 1) is None  # one core free, one thread wanted
+    assert busy_note(2.0, 16, 8) is None
+    assert machine_busy("cuda", None) is None
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    extra = ["--steps-per-epoch", "5", "--max-epochs", "1", "--bottleneck", "8"]
+    assert main(_train_args(demo_dir, tmp_path / "busy.ftopy", *extra)) == 0
+    err = capsys.readouterr().err
+    assert "factortopy train: note: the machine is busy: load average 3.0" in err, err
+    assert "--threads 1 uses the free cores" in err

@@ -309,11 +309,13 @@ def run_train(args: argparse.Namespace) -> int:
     tcfg = train_config_from_args(args)
     out = check_output_path(args.out)
     from ..core.estimator import fit
-    from ..core.runtime import resolve_device
+    from ..core.runtime import machine_busy, resolve_device
     from ..core.selector_check import model_selector_check
     from .inputs import training_inputs
 
     dev = resolve_device(args.device)
+    if note := machine_busy(dev, getattr(args, "threads", None)):
+        print(f"factortopy train: note: {note}", file=sys.stderr)
     if args.phantom:
         source = {"phantom": args.phantom}
     elif args.dataset:

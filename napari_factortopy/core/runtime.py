@@ -23,7 +23,14 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["TritonGuard", "available_devices", "install_triton_guard", "resolve_device"]
+__all__ = [
+    "TritonGuard",
+    "available_devices",
+    "busy_note",
+    "install_triton_guard",
+    "machine_busy",
+    "resolve_device",
+]
 
 
 class TritonGuard(importlib.abc.MetaPathFinder):
@@ -114,3 +121,42 @@ def resolve_device(device: str | None = "auto"):
             f"{torch.cuda.device_count()} CUDA device(s)"
         )
     return dev
+
+
+def busy_note(load: float, cores: int, threads: int | None) -> str | None:
+    """A warning for a CPU run started on a busy machine (None when it is not busy).
+
+    Parameters
+    ----------
+    load : float
+        The load average over the last minute (``os.getloadavg()[0]``): about the
+        number of cores other work keeps busy before this run starts.
+    cores : int
+        CPU cores of the machine.
+    threads : int or None
+        Threads this run will use (None: torch's default, every core).
+
+    Busy means at least 0.75 of a core taken and fewer cores free than the run's
+    threads: two runs that each take both cores of a 2-core machine were 3.5× slower
+    each, and with one thread each they finished together sooner than one after the
+    other (BENCHMARKS.md, "Two jobs on two cores").
+    """
+    want = threads or cores
+    free = cores - load
+    if load < 0.75 or free >= want - 0.25:
+        return None
+    suggest = max(1, int(free + 0.25))
+    return (
+        f"the machine is busy: load average {load:.1f} over the last minute on {cores} "
+        f"cores, and this run uses {want} thread{'s' if want != 1 else ''}; its steps "
+        f"can be several times slower while the other work runs"
+        + (f" (--threads {suggest} uses the free cores only)" if suggest < want else "")
+    )
+
+
+def machine_busy(device, threads: int | None) -> str | None:
+    """:func:`busy_note` for a run on ``device`` starting now (None on an accelerator,
+    or where the system has no load average)."""
+    if getattr(device, "type", str(device)) != "cpu" or not hasattr(os, "getloadavg"):
+        return None
+    return busy_note(os.getloadavg()[0], os.cpu_count() or 1, threads)
