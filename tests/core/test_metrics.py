@@ -75,6 +75,50 @@ def test_pearson_matches_loop_and_special_cases():
     assert got[3] == pytest.approx(np.corrcoef(yt[:, 3], yp[:, 3])[0, 1])
 
 
+def test_scores_in_column_blocks_match_the_loops(monkeypatch):
+    """Scores are computed a block of columns at a time (their float64 copies would
+    otherwise grow with V): blocks of 3 columns of 20 rows, special columns falling in
+    different blocks and the last block short, give the naive loops' numbers."""
+    import napari_factortopy.core.metrics as metrics
+
+    monkeypatch.setattr(metrics, "BLOCK_BYTES", 3 * 20 * 8)
+    rng = np.random.default_rng(5)
+    yt = rng.normal(size=(20, 11)).astype(np.float32)
+    yp = (0.6 * yt + rng.normal(size=yt.shape)).astype(np.float32)
+    yt[:, 4] = 2.0  # constant truth → nan, in the second block
+    yp[:, 9] = -1.0  # constant prediction → nan r, in the last, short block
+    yp[:, 7] = yt[:, 7]  # perfect
+    np.testing.assert_allclose(
+        r2_score(yt, yp), _r2_loop(yt, yp), rtol=1e-10, atol=1e-10, equal_nan=True
+    )
+    np.testing.assert_allclose(
+        pearson_r(yt, yp), _r_loop(yt, yp), rtol=1e-10, atol=1e-10, equal_nan=True
+    )
+    assert r2_score(yt, yp)[7] == 1.0 and np.isnan(r2_score(yt, yp)[4])
+    assert np.isnan(pearson_r(yt, yp)[9]) and not np.isnan(pearson_r(yt, yp)[8])
+
+
+def test_scores_of_many_vertices_take_memory_by_block_not_by_vertex(monkeypatch):
+    """The peak of the Python allocations while scoring (N, V) float32 arrays stays
+    near a few blocks, not the several float64 copies of (N, V) it took before."""
+    import tracemalloc
+
+    import napari_factortopy.core.metrics as metrics
+
+    BLOCK_BYTES = 2**20
+    monkeypatch.setattr(metrics, "BLOCK_BYTES", BLOCK_BYTES)
+    rng = np.random.default_rng(0)
+    yt = rng.normal(size=(200, 40_000)).astype(np.float32)  # 64 MB as float64
+    yp = yt + rng.normal(size=yt.shape).astype(np.float32)
+    for score in (r2_score, pearson_r):
+        tracemalloc.start()
+        score(yt, yp)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 6 * BLOCK_BYTES + 40_000 * 8 * 4, (score.__name__, peak / 2**20)
+        assert peak < yt.size * 8  # less than one float64 copy of the whole
+
+
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="shape"):
         r2_score(np.zeros((4, 3)), np.zeros((4, 2)))
