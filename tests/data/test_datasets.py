@@ -82,6 +82,25 @@ def test_algonauts_reads_exact_layout(tmp_path):
     np.testing.assert_array_equal(general.responses[:, 3:], data["rh"][:, :2])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("fortran", [False, True])
+def test_copy_rows_into_matches_the_array_in_chunks(tmp_path, dtype, fortran):
+    """A hemisphere's responses are copied into their columns of the whole array by
+    plain reads, a few rows at a time (chunks of 3 rows of 5 here, the last short);
+    the numbers are those numpy's own copy gives, for any dtype and memory order."""
+    from napari_factortopy.data.datasets._base import copy_rows_into, load_npy
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((11, 5)).astype(dtype)
+    np.save(tmp_path / "h.npy", np.asfortranarray(a) if fortran else a)
+    mapped = load_npy(tmp_path / "h.npy", "an array", "test", mmap=True)
+    out = np.full((11, 9), -7.0, np.float32)
+    copy_rows_into(out, slice(2, 7), mapped, chunk_bytes=3 * 5 * a.itemsize)
+    want = np.full((11, 9), -7.0, np.float32)
+    want[:, 2:7] = a
+    np.testing.assert_array_equal(out, want)
+
+
 def test_algonauts_bad_input(tmp_path):
     root = tmp_path / "subj01"
     _algonauts(root)

@@ -18,6 +18,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "ImageDecodeError",
+    "copy_rows_into",
     "file_image_loader",
     "load_npy",
     "paper_rois",
@@ -325,6 +326,41 @@ def load_npy(path: Path, what: str, where: str, *, mmap: bool = False) -> np.nda
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:  # pragma: no cover - caught above
         raise DatasetError(f"{where}: {path} cannot be read: {exc}") from None
+
+
+def copy_rows_into(
+    out: np.ndarray, columns: slice, mapped: np.ndarray, chunk_bytes: int = 32 * 2**20
+) -> None:
+    """Copy a memory-mapped (N, V_h) ``.npy`` array into ``out[:, columns]``, a chunk of
+    rows at a time, by plain file reads.
+
+    Reading through the mapping (``np.asarray``, then a concatenation) would hold the
+    file's pages, a float32 copy and the concatenated array at once: three times the
+    responses (4.4 GB at Algonauts' 9,841 × 39,548). This holds ``out`` and one chunk.
+
+    Parameters
+    ----------
+    out : array of shape (N, V)
+        Filled in place (cast to its dtype).
+    columns : slice
+        ``out``'s columns for this array (V_h of them).
+    mapped : numpy.memmap of shape (N, V_h)
+        As :func:`load_npy` returns it with ``mmap=True``.
+    chunk_bytes : int
+        Largest chunk read at once.
+    """
+    n, v = mapped.shape
+    if not (isinstance(mapped, np.memmap) and mapped.flags.c_contiguous and mapped.filename):
+        out[:, columns] = mapped  # not a plain C-order mapping: numpy copies it
+        return
+    row_bytes = max(1, v * mapped.dtype.itemsize)
+    rows = max(1, chunk_bytes // row_bytes)
+    with open(mapped.filename, "rb") as fh:
+        for lo in range(0, n, rows):
+            hi = min(n, lo + rows)
+            fh.seek(mapped.offset + lo * row_bytes)
+            chunk = np.fromfile(fh, dtype=mapped.dtype, count=(hi - lo) * v)
+            out[lo:hi, columns] = chunk.reshape(hi - lo, v)
 
 
 def require(path: Path, what: str, where: str) -> Path:

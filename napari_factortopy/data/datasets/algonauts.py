@@ -23,7 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from ..surfaces import MESH_SIZES, read_algonauts_mapping
-from ._base import Dataset, DatasetError, file_image_loader, load_npy, paper_rois, require
+from ._base import (
+    Dataset,
+    DatasetError,
+    copy_rows_into,
+    file_image_loader,
+    load_npy,
+    paper_rois,
+    require,
+)
 
 __all__ = ["ROI_FAMILIES", "is_algonauts", "load_algonauts"]
 
@@ -104,7 +112,7 @@ def load_algonauts(
         if hemi not in ("lh", "rh"):
             raise DatasetError(f"{where}: hemispheres must be 'lh' or 'rh'; found {hemi!r}")
         resp, hv = _hemisphere(root, roi_dir, hemi, n, img_dir, where)
-        blocks.append(np.asarray(resp, np.float32))
+        blocks.append(resp)  # memory-mapped: copied once, below
         vids.append(hv)
         if hemi == "lh":
             n_lh = len(hv)
@@ -118,7 +126,12 @@ def load_algonauts(
                 fam_tables[fam] = read_algonauts_mapping(table)
     if hemispheres and hemispheres[0] == "rh":
         n_lh = 0
-    responses = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+    responses = np.empty((n, sum(b.shape[1] for b in blocks)), np.float32)
+    lo = 0
+    for b in blocks:
+        copy_rows_into(responses, slice(lo, lo + b.shape[1]), b)
+        lo += b.shape[1]
+    del blocks
     vertex_ids = np.concatenate(vids)
     v = len(vertex_ids)
     fam_arrays = {
@@ -132,7 +145,7 @@ def load_algonauts(
         kind="algonauts",
         root=root,
         image_ids=np.asarray(ids),
-        responses=np.ascontiguousarray(responses, dtype=np.float32),
+        responses=responses,
         image_index=np.arange(n, dtype=np.int64),
         vertex_ids=vertex_ids,
         n_lh=n_lh,
