@@ -281,6 +281,11 @@ def _fake_fsaverage(subjects_dir):
 
 def test_algonauts_folder_to_model_file(tmp_path):
     """The README's two commands on an Algonauts-layout folder (on fsaverage)."""
+    _algonauts_folder_to_model_file(tmp_path)
+
+
+def _algonauts_folder_to_model_file(tmp_path):
+    """The checks of the test above; returns (folder, cache, model file, train argv)."""
     cols = _fake_algonauts(tmp_path / "subj01")
     spheres = _fake_fsaverage(tmp_path / "subjects")
     cache = tmp_path / "c.zarr"
@@ -306,34 +311,30 @@ def test_algonauts_folder_to_model_file(tmp_path):
     nc[0, cols["lh"]] = [10.0, 20.0, 30.0, 40.0, 50.0]
     nc[1, cols["rh"]] = [60.0, 0.0, 80.0, 90.0]
     np.save(tmp_path / "nc.npy", nc)
-    assert (
-        main(
-            [
-                "train",
-                "--noise-ceiling",
-                str(tmp_path / "nc.npy"),
-                "--dataset",
-                str(tmp_path / "subj01"),
-                "--cache",
-                str(cache),
-                "--out",
-                str(out),
-                "--subjects-dir",
-                str(tmp_path / "subjects"),
-                "--steps-per-epoch",
-                "4",
-                "--max-epochs",
-                "2",
-                "--bottleneck",
-                "8",
-                "--batch-size",
-                "4",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    train_args = [
+        "train",
+        "--noise-ceiling",
+        str(tmp_path / "nc.npy"),
+        "--dataset",
+        str(tmp_path / "subj01"),
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--subjects-dir",
+        str(tmp_path / "subjects"),
+        "--steps-per-epoch",
+        "4",
+        "--max-epochs",
+        "2",
+        "--bottleneck",
+        "8",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+    ]
+    assert main(train_args) == 0
     m = FittedModel.load(out)
     assert m.mesh == "fsaverage" and m.n_lh == 5 and m.n_vertices == 9
     np.testing.assert_array_equal(m.vertex_ids, cols["lh"] + cols["rh"])
@@ -351,6 +352,37 @@ def test_algonauts_folder_to_model_file(tmp_path):
     np.testing.assert_allclose(m.scores["nc_test"], want, rtol=1e-5, equal_nan=True)
     assert m.summary["nc_test_mean"] == pytest.approx(np.nanmean(want), rel=1e-5)
     assert "nc.npy" in m.summary["noise_ceiling"]["source"]
+    return tmp_path, cache, out, train_args
+
+
+def test_algonauts_under_a_memory_limit_reads_responses_by_rows(tmp_path, monkeypatch):
+    """With --memory-limit the Algonauts responses stay in their files, read a batch of
+    rows at a time (never all at once), and the model is the one the responses in
+    memory give: same weights, same test scores."""
+    from napari_factortopy.core.responses import ResponseRows
+
+    root, _, out, args = _algonauts_folder_to_model_file(tmp_path)
+    reads = []
+    take = ResponseRows.take
+
+    def counted(self, rows):
+        got = take(self, rows)
+        reads.append(len(got) if got.ndim == 2 else 1)
+        return got
+
+    def whole(*_):
+        raise AssertionError("the responses were read whole")
+
+    monkeypatch.setattr(ResponseRows, "take", counted)
+    monkeypatch.setattr(ResponseRows, "__array__", whole)
+    limited = root / "limited.ftopy"
+    given = [str(limited) if a == str(out) else a for a in args]
+    assert main([*given, "--memory-limit", "0.5"]) == 0
+    assert reads and max(reads) <= 20  # batches, validation and test rows; the checks
+    a, b = FittedModel.load(out), FittedModel.load(limited)
+    for k in a.state:
+        np.testing.assert_array_equal(np.asarray(a.state[k]), np.asarray(b.state[k]), err_msg=k)
+    np.testing.assert_array_equal(a.scores["r_test"], b.scores["r_test"])
 
 
 def test_divergence_is_a_message_not_a_traceback(demo_dir, tmp_path, monkeypatch, capsys):

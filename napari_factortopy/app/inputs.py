@@ -296,7 +296,9 @@ def _written_rows(fc: FeatureCache, y: np.ndarray, image_index: np.ndarray):
             f"{fc.path}: {int((~written).sum())} response rows have no features "
             "(images skipped or not extracted yet); training without them"
         )
-        y, image_index = y[written], image_index[written]
+        keep = np.flatnonzero(written)
+        y = y.subset_rows(keep) if hasattr(y, "subset_rows") else y[keep]
+        image_index = image_index[keep]
     return y, image_index, notes
 
 

@@ -169,7 +169,7 @@ def ridge_readout(
     cross = [torch.zeros(vp, d, dtype=torch.float64) for _ in sels]
     sum_f = [torch.zeros(vp, d, dtype=torch.float64) for _ in sels]
     sum_y = torch.zeros(vp, dtype=torch.float64)
-    y_all = np.asarray(responses)
+    y_all = responses if hasattr(responses, "subset_rows") else np.asarray(responses)
     shift: list[torch.Tensor] = []  # the first batch's mean: float32 products stay small
     n = 0
     for fs in _feature_batches(model, features, train_idx, sels, batch_size):
@@ -233,7 +233,7 @@ def _val_r2(
                 pred = torch.bmm(f, ws[i][k][:, :, None])[..., 0].T.numpy()
                 preds[i][k][pos : pos + b] = pred + bias
         pos += b
-    y = np.asarray(responses)[val_idx][:, rows].astype(np.float64)
+    y = responses[np.asarray(val_idx, np.int64)][:, rows].astype(np.float64)
     return [[float(np.nanmean(r2_score(y, p))) for p in per] for per in preds]
 
 

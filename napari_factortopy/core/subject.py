@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 __all__ = ["Subject", "check_responses"]
+
+#: Bytes of responses :func:`check_responses` looks at at once (a block of rows).
+CHECK_BLOCK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -53,12 +57,14 @@ class Subject:
         return joint_sphere_coordinates(self.sphere[: self.n_lh], self.sphere[self.n_lh :])
 
 
-def check_responses(responses: np.ndarray, n_images: int, n_vertices: int, source: str) -> None:
+def check_responses(responses: Any, n_images: int, n_vertices: int, source: str) -> None:
     """Stop on responses that cannot be trained on, naming ``source``.
 
-    Checks the shape (n_images, n_vertices), NaN/inf values and constant vertices.
+    Checks the shape (n_images, n_vertices), NaN/inf values and constant vertices,
+    a block of rows at a time (an array (N, V) or a
+    :class:`~napari_factortopy.core.responses.ResponseRows` read from its files).
     """
-    y = np.asarray(responses)
+    y = responses if hasattr(responses, "row_blocks") else np.asarray(responses)
     if y.ndim != 2:
         raise ValueError(
             f"{source}: responses must be a 2-D (images, vertices) array; found shape {y.shape}"
@@ -73,16 +79,39 @@ def check_responses(responses: np.ndarray, n_images: int, n_vertices: int, sourc
             f"{source}: expected {n_vertices} vertices (the subject's vertex "
             f"ids); found {y.shape[1]}"
         )
-    bad = ~np.isfinite(y)
-    if bad.any():
-        rows, cols = np.nonzero(bad)
+    n_bad, first, lo, hi = 0, None, None, None
+    for rows, block in _row_blocks(y, CHECK_BLOCK_BYTES):
+        bad = ~np.isfinite(block)
+        if bad.any():
+            n_bad += int(bad.sum())
+            if first is None:
+                r, c = np.nonzero(bad)
+                first = (rows.start + int(r[0]), int(c[0]))
+            continue
+        if n_bad:
+            continue
+        b_lo, b_hi = block.min(axis=0), block.max(axis=0)
+        lo = b_lo if lo is None else np.minimum(lo, b_lo)
+        hi = b_hi if hi is None else np.maximum(hi, b_hi)
+    if n_bad:
         raise ValueError(
-            f"{source}: {int(bad.sum())} NaN/inf responses (first at image "
-            f"{rows[0]}, vertex {cols[0]}); expected finite values"
+            f"{source}: {n_bad} NaN/inf responses (first at image "
+            f"{first[0]}, vertex {first[1]}); expected finite values"
         )
-    const = np.flatnonzero(np.ptp(y, axis=0) == 0)
+    const = np.flatnonzero(lo == hi) if lo is not None else np.arange(y.shape[1])
     if len(const):
         raise ValueError(
             f"{source}: {len(const)} vertices have constant responses (first: "
             f"vertex {const[0]}); expected varying responses — drop them"
         )
+
+
+def _row_blocks(y: Any, max_bytes: int):
+    """``(rows, values)`` of consecutive blocks of rows of ``y`` (N, V)."""
+    if hasattr(y, "row_blocks"):
+        yield from y.row_blocks(max_bytes)
+        return
+    step = max(1, max_bytes // max(1, y.shape[1] * y.dtype.itemsize))
+    for lo in range(0, y.shape[0], step):
+        sl = slice(lo, min(y.shape[0], lo + step))
+        yield sl, y[sl]

@@ -112,8 +112,10 @@ def train(
         On the training device already.
     features : FeatureSource
         Tokens of every image in ``split`` (same device as the model).
-    responses : array of shape (N, V)
-        Responses of all images (rows indexed like the splits).
+    responses : array of shape (N, V), or ResponseRows
+        Responses of all images (rows indexed like the splits). A
+        :class:`~napari_factortopy.core.responses.ResponseRows` is read a batch of rows
+        at a time (the validation and test rows when they are scored) and never held.
     split : Split
     config : TrainConfig
     checkpoint_dir : path, optional
@@ -221,16 +223,22 @@ class _Run:
         if cfg.calibrates and not _has_layer_softmax(model):  # e.g. a baseline: say so
             cfg = replace(cfg, calibrate=False)
         dev = next(model.parameters()).device
-        y_all = np.require(responses, np.float32, ["C", "W"])  # torch needs writable memory
+        if hasattr(responses, "subset_rows"):  # ResponseRows: rows read when needed
+            y_all, y_dev = responses, None
+        else:
+            y_all = np.require(responses, np.float32, ["C", "W"])  # torch: writable memory
         if y_all.ndim != 2 or y_all.shape[1] != model.n_vertices:
             raise ValueError(
                 f"responses must have shape (N, {model.n_vertices}); found {y_all.shape}"
             )
         if len(split.train) == 0 or len(split.val) == 0:
             raise ValueError("the split needs training and validation images")
-        y_dev = (
-            torch.as_tensor(y_all, device=dev) if dev.type != "cpu" else torch.from_numpy(y_all)
-        )
+        if not hasattr(responses, "subset_rows"):
+            y_dev = (
+                torch.as_tensor(y_all, device=dev)
+                if dev.type != "cpu"
+                else torch.from_numpy(y_all)
+            )
         # torch.optim's update without torch.optim, which imports torch._dynamo (~3 s)
         opt = AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         rng = np.random.default_rng(cfg.seed)
@@ -400,7 +408,10 @@ class _Run:
         state["pos"] += batch_size
         t_step = clock()
         loc, glo = features.get(batch)
-        target = y_dev[torch.as_tensor(batch, device=y_dev.device)].to(dev)
+        if y_dev is None:  # read from the files: this batch's rows only
+            target = torch.from_numpy(self.y_all[batch]).to(dev)
+        else:
+            target = y_dev[torch.as_tensor(batch, device=y_dev.device)].to(dev)
         with autocast(dev, cfg.amp):
             sel = model.selectors()
             if not bool(torch.isfinite(sel.space).all()):  # NaN weights: stop now

@@ -97,6 +97,37 @@ def test_check_responses_messages():
         check_responses(bad, 10, 4, "r.npy")
 
 
+def test_check_responses_in_row_blocks_and_from_files(tmp_path, monkeypatch):
+    """The checks run a block of rows at a time (blocks of 3 rows here) on an array and
+    on responses read from their file, with the messages of the whole-array check: the
+    first bad value in row order, every bad value counted, a column constant only when
+    it is constant in every block."""
+    import napari_factortopy.core.subject as subject_mod
+    from napari_factortopy.core.responses import ResponseRows
+
+    monkeypatch.setattr(subject_mod, "CHECK_BLOCK_BYTES", 3 * 4 * 4)  # 3 rows of float32
+    y = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    y[:3, 1] = 5.0  # constant in the first block only: not a constant vertex
+    bad = y.copy()
+    bad[7, 0], bad[4, 3], bad[9, 2] = np.inf, np.nan, np.nan
+    const = y.copy()
+    const[:, 2] = 7.0
+    for i, (arr, match) in enumerate(
+        [
+            (y, None),
+            (bad, r"3 NaN/inf responses \(first at image 4, vertex 3\)"),
+            (const, r"1 vertices have constant responses \(first: vertex 2"),
+        ]
+    ):
+        np.save(tmp_path / f"{i}.npy", arr)
+        for given in (arr, ResponseRows([np.load(tmp_path / f"{i}.npy", mmap_mode="r")])):
+            if match is None:
+                check_responses(given, 10, 4, "r.npy")
+            else:
+                with pytest.raises(ValueError, match=match):
+                    check_responses(given, 10, 4, "r.npy")
+
+
 def test_subject_checks_sphere_shape():
     with pytest.raises(ValueError, match=r"shape \(3, 3\)"):
         Subject(np.arange(3), 1, np.zeros((2, 3)))

@@ -756,3 +756,44 @@ def test_a_stop_before_the_first_step_keeps_the_initial_model():
     yt = y[split.test]
     want = 1 - ((pred - yt) ** 2).sum(0) / ((yt - yt.mean(0)) ** 2).sum(0)
     np.testing.assert_allclose(res.test_r2, want, rtol=1e-4, atol=1e-5)
+
+
+def test_responses_read_from_their_files_train_the_same_model(tmp_path, monkeypatch):
+    """Responses kept in their .npy files (two files side by side, the first with a
+    row that is not part of the data, the second in float64) and read a batch of rows
+    at a time train exactly the model the array in memory trains: same records, same
+    weights, same soup, calibration and test scores; the checkpoint identity agrees."""
+    from napari_factortopy.core.responses import ResponseRows
+
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    left = np.concatenate([np.full((1, 12), 9.0, np.float32), y[:, :12]])
+    right = np.concatenate([np.zeros((1, 18)), y[:, 12:]]).astype(np.float64)
+    np.save(tmp_path / "lh.npy", left)
+    np.save(tmp_path / "rh.npy", right)
+    parts = [np.load(tmp_path / f"{h}.npy", mmap_mode="r") for h in ("lh", "rh")]
+    from_files = ResponseRows(parts).subset_rows(np.arange(1, len(y) + 1))
+    np.testing.assert_array_equal(np.asarray(from_files), y)
+
+    def whole(*_):
+        raise AssertionError("training read every response row at once")
+
+    monkeypatch.setattr(ResponseRows, "__array__", whole)  # rows are read as needed only
+    cfg = TrainConfig(batch_size=8, steps_per_epoch=10, max_epochs=3, lr=5e-3, calibrate=True)
+    runs = []
+    for i, responses in enumerate((y, from_files)):
+        model = _fresh(coords)
+        gen = train(model, feats, responses, split, cfg, checkpoint_dir=tmp_path / str(i))
+        recs, res = _run(gen)
+        runs.append((recs, res, torch.load(tmp_path / str(i) / "checkpoint.pt")["identity"]))
+    (recs_a, a, id_a), (recs_b, b, id_b) = runs
+    assert [r["kind"] for r in recs_a] == [r["kind"] for r in recs_b]
+    assert [h["val_score"] for h in a.history] == [h["val_score"] for h in b.history]
+    for k in a.state:
+        assert torch.equal(torch.as_tensor(a.state[k]), torch.as_tensor(b.state[k])), k
+    np.testing.assert_array_equal(a.test_r2, b.test_r2)
+    def timeless(c):
+        return {k: v for k, v in c.items() if "seconds" not in k}
+
+    assert a.calibration["applied"] and timeless(a.calibration) == timeless(b.calibration)
+    assert id_a == id_b

@@ -71,8 +71,10 @@ class Dataset:
         Where it was read from.
     image_ids : array of shape (M,), str
         Unique image ids, one per cache row.
-    responses : array of shape (N, V), float32
-        One row per presentation (N = M when repeats are averaged).
+    responses : array of shape (N, V), float32, or ResponseRows
+        One row per presentation (N = M when repeats are averaged). A
+        :class:`~napari_factortopy.core.responses.ResponseRows` (same shape, rows read
+        from the files when indexed) when the loader was asked not to hold them.
     image_index : array of shape (N,), int64
         Row → image (index into ``image_ids``). Rows sharing an image are repeats and
         must stay in one split: use it as the split group.
@@ -190,7 +192,11 @@ class Dataset:
             kind=self.kind,
             root=self.root,
             image_ids=self.image_ids,
-            responses=np.ascontiguousarray(self.responses[:, keep]),
+            responses=(
+                self.responses.subset_columns(keep)  # read from its files: nothing read
+                if hasattr(self.responses, "subset_columns")
+                else np.ascontiguousarray(self.responses[:, keep])
+            ),
             image_index=self.image_index,
             vertex_ids=self.vertex_ids[keep],
             n_lh=int((keep < self.n_lh).sum()),

@@ -69,6 +69,7 @@ def load_algonauts(
     subject: int | None = None,
     nsdgeneral_only: bool = False,
     hemispheres: tuple[str, ...] = ("lh", "rh"),
+    in_memory: bool = True,
 ) -> Dataset:
     """Read an Algonauts 2023 subject folder.
 
@@ -83,6 +84,10 @@ def load_algonauts(
         floc-places), keeping only nsdgeneral as the paper did.
     hemispheres : tuple of {"lh", "rh"}
         Which hemispheres to read.
+    in_memory : bool
+        Read the responses into memory (default). ``False``: keep them in their files
+        as a :class:`~napari_factortopy.core.responses.ResponseRows`, read by rows when
+        asked for (a training run under a memory limit; 1.47 GiB for subject 1).
 
     Returns
     -------
@@ -126,11 +131,16 @@ def load_algonauts(
                 fam_tables[fam] = read_algonauts_mapping(table)
     if hemispheres and hemispheres[0] == "rh":
         n_lh = 0
-    responses = np.empty((n, sum(b.shape[1] for b in blocks)), np.float32)
-    lo = 0
-    for b in blocks:
-        copy_rows_into(responses, slice(lo, lo + b.shape[1]), b)
-        lo += b.shape[1]
+    if not in_memory and blocks and all(b.flags.c_contiguous for b in blocks):
+        from ...core.responses import ResponseRows
+
+        responses = ResponseRows(blocks)
+    else:
+        responses = np.empty((n, sum(b.shape[1] for b in blocks)), np.float32)
+        lo = 0
+        for b in blocks:
+            copy_rows_into(responses, slice(lo, lo + b.shape[1]), b)
+            lo += b.shape[1]
     del blocks
     vertex_ids = np.concatenate(vids)
     v = len(vertex_ids)
