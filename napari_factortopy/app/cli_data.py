@@ -107,9 +107,6 @@ def dataset_from_args(args: argparse.Namespace):
     opts: dict[str, Any] = {}
     if kind == "algonauts":
         opts = {"subject": args.subject, "nsdgeneral_only": args.nsdgeneral_only}
-        if getattr(args, "memory_limit", None) is not None:
-            # a run under a memory limit reads the responses by rows from their files
-            opts["in_memory"] = False
     elif kind == "nsd":
         opts = {
             "subject": args.subject or 1,
@@ -117,6 +114,9 @@ def dataset_from_args(args: argparse.Namespace):
             "average": not args.single_trials,
             "roi_mask": args.roi_mask,
         }
+    if kind in ("algonauts", "folder") and getattr(args, "memory_limit", None) is not None:
+        # a run under a memory limit reads the responses by rows from their files
+        opts["in_memory"] = False
     return load_dataset(args.dataset, kind, **opts)
 
 

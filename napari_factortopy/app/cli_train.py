@@ -228,9 +228,10 @@ def _model_arguments(t: argparse.ArgumentParser) -> None:
         type=_positive_float,
         default=None,
         help=(
-            "GiB the features may take on the device (default: automatic); the process "
-            "also holds the responses (images x vertices x 4 bytes) and about 2 GiB more "
-            "(libraries, the training step, validation) at Algonauts' size"
+            "GiB the features may take on the device (default: automatic). With it, an "
+            "Algonauts or folder dataset's responses stay in their .npy files, read by "
+            "rows; the process also holds about 2 GiB more (libraries, the training "
+            "step, validation) at Algonauts' size"
         ),
     )
     m.add_argument(

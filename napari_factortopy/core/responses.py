@@ -74,8 +74,10 @@ class ResponseRows:
         self._columns = [None if c is None else np.asarray(c, np.int64) for c in cols]
         self._n_file = n_file
         self._rows = None if rows is None else np.asarray(rows, np.int64)
-        if self._rows is not None and self._rows.size and (
-            self._rows.min() < 0 or self._rows.max() >= n_file
+        if (
+            self._rows is not None
+            and self._rows.size
+            and (self._rows.min() < 0 or self._rows.max() >= n_file)
         ):
             raise IndexError(f"rows outside the files' 0..{n_file - 1}")
 

@@ -80,6 +80,11 @@ def test_algonauts_reads_exact_layout(tmp_path):
     general = load_dataset(root, nsdgeneral_only=True)
     assert general.vertex_ids.tolist() == [0, 5, 9, 1, 2] and general.n_lh == 3
     np.testing.assert_array_equal(general.responses[:, 3:], data["rh"][:, :2])
+    # kept in the files (a run under a memory limit): the same numbers, read by rows
+    lazy = load_dataset(root, nsdgeneral_only=True, in_memory=False)
+    assert type(lazy.responses).__name__ == "ResponseRows" and lazy.responses.shape == (4, 5)
+    np.testing.assert_array_equal(np.asarray(lazy.responses), general.responses)
+    np.testing.assert_array_equal(lazy.responses[np.array([3, 1])], general.responses[[3, 1]])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
@@ -236,6 +241,13 @@ def test_folder_roundtrip_repeats_and_errors(tmp_path):
     assert ds.roi_names == ["V1", "FFA"] and ds.noise_ceiling.tolist() == [0.5] * 4
     assert ds.load_images([1])[0][0, 0, 0] == 2
     assert ds.hemispheres.tolist() == ["lh", "lh", "rh", "rh"]
+    # kept in its file (a run under a memory limit): the same rows, read when asked for
+    lazy = load_dataset(root, in_memory=False)
+    assert type(lazy.responses).__name__ == "ResponseRows"
+    np.testing.assert_array_equal(lazy.responses[np.array([2, 0])], resp[[2, 0]])
+    np.testing.assert_array_equal(
+        np.asarray(lazy.select_vertices([1, 3]).responses), resp[:, [1, 3]]
+    )
 
     np.save(root / "vertex_ids.npy", np.array([0, 642, 5, 6]))
     with pytest.raises(DatasetError, match="lh vertex ids outside the mesh fsaverage3"):

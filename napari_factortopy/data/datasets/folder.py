@@ -63,8 +63,26 @@ def _mesh_sizes(mesh: str, root: Path) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def load_folder(root: str | os.PathLike) -> Dataset:
+def _responses(mapped: np.ndarray, in_memory: bool):
+    """``responses.npy`` as float32 (mapped when it is float32 already), or kept in the
+    file and read by rows."""
+    if not in_memory and mapped.flags.c_contiguous:
+        from ...core.responses import ResponseRows
+
+        return ResponseRows([mapped])
+    return np.asarray(mapped, np.float32)
+
+
+def load_folder(root: str | os.PathLike, *, in_memory: bool = True) -> Dataset:
     """Read a dataset in the plain folder format (module docstring).
+
+    Parameters
+    ----------
+    root : path
+    in_memory : bool
+        Read the responses into memory (default). ``False``: keep them in
+        ``responses.npy`` as a :class:`~napari_factortopy.core.responses.ResponseRows`,
+        read by rows when asked for (a training run under a memory limit).
 
     Returns
     -------
@@ -123,7 +141,7 @@ def load_folder(root: str | os.PathLike) -> Dataset:
         kind="folder",
         root=root,
         image_ids=np.asarray(files),
-        responses=np.asarray(responses, np.float32),
+        responses=_responses(responses, in_memory),
         image_index=image_index,
         vertex_ids=vertex_ids,
         n_lh=int(n_lh),
