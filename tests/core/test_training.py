@@ -792,8 +792,40 @@ def test_responses_read_from_their_files_train_the_same_model(tmp_path, monkeypa
     for k in a.state:
         assert torch.equal(torch.as_tensor(a.state[k]), torch.as_tensor(b.state[k])), k
     np.testing.assert_array_equal(a.test_r2, b.test_r2)
+
     def timeless(c):
         return {k: v for k, v in c.items() if "seconds" not in k}
 
     assert a.calibration["applied"] and timeless(a.calibration) == timeless(b.calibration)
     assert id_a == id_b
+
+
+def test_kept_states_share_the_fixed_buffers_and_checkpoints_store_them_once(tmp_path):
+    """A kept state copies the parameters (training changes them afterwards) but shares
+    the vertex positions and their encoding, which never change: the kept states of a
+    run take one encoding in memory, and checkpoint.pt stores it once."""
+    from napari_factortopy.core.checkpoint import state_copy
+
+    coords, feats, y = _problem(v=400)
+    model = _fresh(coords)
+    kept = state_copy(model)
+    with torch.no_grad():
+        model.beta.add_(1.0)
+    assert not torch.equal(kept["beta"], model.beta)  # a copy
+    assert kept["encoding"].data_ptr() == model.encoding.data_ptr()  # shared
+    assert kept["coords"].data_ptr() == model.coords.data_ptr()
+
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=2, max_epochs=5, top_k=5, soup=False, lr=1e-3)
+    model = _fresh(coords)
+    _run(train(model, feats, y, split, cfg, checkpoint_dir=tmp_path))
+    ckpt = torch.load(tmp_path / "checkpoint.pt")
+    states = [s for _, s in ckpt["state"]["kept"]]
+    assert len(states) == 5
+    params = sum(p.numel() * 4 for p in model.parameters())
+    buffers = sum(b.numel() * 4 for b in model.buffers())
+    assert buffers > 0.5 * params  # at this size too, the buffers weigh
+    # the model, the optimiser's two moments and five kept parameter sets; buffers once
+    # or twice (the model's own and the kept states'), not six times
+    size = (tmp_path / "checkpoint.pt").stat().st_size
+    assert size < (1 + 2 + 5) * params + 2 * buffers + 200_000, size / 2**20
