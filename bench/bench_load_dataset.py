@@ -1,7 +1,8 @@
 """Time and peak memory of reading a dataset's responses (``load_dataset``).
 
-Runs ``load_dataset(ROOT)`` in its own process (its folder as the working directory is
-a temporary one, so ``PYTHONPATH`` picks the version to time) and prints the seconds,
+Runs ``load_dataset(ROOT)`` in its own process (``python -P``: the working directory
+is not put first on the path, so ``PYTHONPATH`` picks the version to time) and prints
+the seconds,
 the peak RSS above the RSS before the call (Linux's ``clear_refs`` resets the peak
 there), and the responses' own size::
 
@@ -15,7 +16,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 
 CHILD = """
 import json, sys, time
@@ -43,11 +43,10 @@ def main() -> None:
     ap.add_argument("root")
     args = ap.parse_args()
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, args.root],
+        [sys.executable, "-P", "-c", CHILD, args.root],
         capture_output=True,
         text=True,
         check=True,
-        cwd=tempfile.gettempdir(),
     )
     row = json.loads(out.stdout.strip().splitlines()[-1])
     print(

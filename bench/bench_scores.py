@@ -18,7 +18,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 
 CHILD = """
 import json, sys, time
@@ -53,11 +52,10 @@ def main() -> None:
     print(f"{'score':10s} {'seconds':>8s} {'working GiB':>12s} {'inputs GiB':>11s}")
     for name in ("r2_score", "pearson_r"):
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, str(args.rows), str(args.vertices), name],
+            [sys.executable, "-P", "-c", CHILD, str(args.rows), str(args.vertices), name],
             capture_output=True,
             text=True,
             check=True,
-            cwd=tempfile.gettempdir(),  # not this tree: PYTHONPATH picks the version
         )
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(
