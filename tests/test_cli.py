@@ -846,10 +846,21 @@ def test_a_busy_machine_is_named_before_a_cpu_run(demo_dir, tmp_path, capsys, mo
     assert busy_note(1.0, 2, 1) is None  # one core free, one thread wanted
     assert busy_note(2.0, 16, 8) is None
     assert machine_busy("cuda", None) is None
+    # the load average lags: a job that just ended is not other work any more
+    assert busy_note(1.9, 2, None, in_use=0.1) is None
+    note = busy_note(1.9, 2, None, in_use=1.2)
+    assert "load average 1.9 over the last minute (1.2 cores in use now)" in note
+    assert "--threads 1 uses" in note
+    from napari_factortopy.core import runtime
+
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     extra = ["--steps-per-epoch", "5", "--max-epochs", "1", "--bottleneck", "8"]
+    monkeypatch.setattr(runtime, "cores_in_use", lambda cores: 0.2)  # the load has gone
+    assert main(_train_args(demo_dir, tmp_path / "quiet.ftopy", *extra)) == 0
+    assert "the machine is busy" not in capsys.readouterr().err
+    monkeypatch.setattr(runtime, "cores_in_use", lambda cores: 3.0)
     assert main(_train_args(demo_dir, tmp_path / "busy.ftopy", *extra)) == 0
     err = capsys.readouterr().err
     assert "factortopy train: note: the machine is busy: load average 3.0" in err, err
-    assert "--threads 1 uses the free cores" in err
+    assert "(3.0 cores in use now)" in err and "--threads 1 uses the free cores" in err

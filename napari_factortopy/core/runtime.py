@@ -27,6 +27,7 @@ __all__ = [
     "TritonGuard",
     "available_devices",
     "busy_note",
+    "cores_in_use",
     "install_triton_guard",
     "machine_busy",
     "resolve_device",
@@ -123,7 +124,9 @@ def resolve_device(device: str | None = "auto"):
     return dev
 
 
-def busy_note(load: float, cores: int, threads: int | None) -> str | None:
+def busy_note(
+    load: float, cores: int, threads: int | None, in_use: float | None = None
+) -> str | None:
     """A warning for a CPU run started on a busy machine (None when it is not busy).
 
     Parameters
@@ -135,6 +138,11 @@ def busy_note(load: float, cores: int, threads: int | None) -> str | None:
         CPU cores of the machine.
     threads : int or None
         Threads this run will use (None: torch's default, every core).
+    in_use : float, optional
+        Cores busy right now (the CPU use of the last fraction of a second). The load
+        average lags: a job that ended a few seconds ago still counts in it for a
+        minute or two, so a run started right after it would be warned for nothing.
+        When given, the machine is as busy as the smaller of the two says.
 
     Busy means at least 0.75 of a core taken and fewer cores free than the run's
     threads: two runs that each take both cores of a 2-core machine were 3.5× slower
@@ -142,21 +150,37 @@ def busy_note(load: float, cores: int, threads: int | None) -> str | None:
     other (BENCHMARKS.md, "Two jobs on two cores").
     """
     want = threads or cores
-    free = cores - load
-    if load < 0.75 or free >= want - 0.25:
+    taken = load if in_use is None else min(load, in_use)
+    free = cores - taken
+    if taken < 0.75 or free >= want - 0.25:
         return None
     suggest = max(1, int(free + 0.25))
+    now = "" if in_use is None else f" ({in_use:.1f} cores in use now)"
     return (
-        f"the machine is busy: load average {load:.1f} over the last minute on {cores} "
-        f"cores, and this run uses {want} thread{'s' if want != 1 else ''}; its steps "
-        f"can be several times slower while the other work runs"
+        f"the machine is busy: load average {load:.1f} over the last minute{now} on "
+        f"{cores} cores, and this run uses {want} thread{'s' if want != 1 else ''}; its "
+        f"steps can be several times slower while the other work runs"
         + (f" (--threads {suggest} uses the free cores only)" if suggest < want else "")
     )
 
 
+def cores_in_use(cores: int, seconds: float = 0.25) -> float | None:
+    """Cores (of ``cores``) kept busy over the next ``seconds`` by all processes (this
+    one sleeps meanwhile), or None without psutil."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - napari brings psutil
+        return None
+    return psutil.cpu_percent(interval=seconds) / 100.0 * cores
+
+
 def machine_busy(device, threads: int | None) -> str | None:
     """:func:`busy_note` for a run on ``device`` starting now (None on an accelerator,
-    or where the system has no load average)."""
+    or where the system has no load average). The CPU use now is sampled (0.25 s) only
+    when the load average says busy."""
     if getattr(device, "type", str(device)) != "cpu" or not hasattr(os, "getloadavg"):
         return None
-    return busy_note(os.getloadavg()[0], os.cpu_count() or 1, threads)
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if busy_note(load, cores, threads) is None:
+        return None
+    return busy_note(load, cores, threads, cores_in_use(cores))
