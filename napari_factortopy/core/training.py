@@ -223,22 +223,21 @@ class _Run:
         if cfg.calibrates and not _has_layer_softmax(model):  # e.g. a baseline: say so
             cfg = replace(cfg, calibrate=False)
         dev = next(model.parameters()).device
-        if hasattr(responses, "subset_rows"):  # ResponseRows: rows read when needed
-            y_all, y_dev = responses, None
-        else:
-            y_all = np.require(responses, np.float32, ["C", "W"])  # torch: writable memory
+        by_rows = hasattr(responses, "subset_rows")  # ResponseRows: rows read when needed
+        # torch needs writable memory
+        y_all = responses if by_rows else np.require(responses, np.float32, ["C", "W"])
         if y_all.ndim != 2 or y_all.shape[1] != model.n_vertices:
             raise ValueError(
                 f"responses must have shape (N, {model.n_vertices}); found {y_all.shape}"
             )
         if len(split.train) == 0 or len(split.val) == 0:
             raise ValueError("the split needs training and validation images")
-        if not hasattr(responses, "subset_rows"):
-            y_dev = (
-                torch.as_tensor(y_all, device=dev)
-                if dev.type != "cpu"
-                else torch.from_numpy(y_all)
-            )
+        if by_rows:
+            y_dev = None
+        elif dev.type != "cpu":
+            y_dev = torch.as_tensor(y_all, device=dev)
+        else:
+            y_dev = torch.from_numpy(y_all)
         # torch.optim's update without torch.optim, which imports torch._dynamo (~3 s)
         opt = AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         rng = np.random.default_rng(cfg.seed)
