@@ -1,10 +1,10 @@
 """Time and memory of the per-vertex scores at the size of a real split.
 
-Each score runs in its own process on random float32 (N, V) responses and predictions
-(default: Algonauts subject 1's validation split, 984 × 37,984); the row gives the
-seconds and the process's peak RSS (reset just before the call, Linux's
-``clear_refs``) above its RSS then (the inputs already made): the score's own working
-memory.
+Each score runs in its own process (``bench/_child.py``: ``PYTHONPATH`` picks the
+version) on random float32 (N, V) responses and predictions (default: Algonauts
+subject 1's validation split, 984 × 37,984); the row gives the seconds and the
+process's peak RSS (reset just before the call, Linux's ``clear_refs``) above its RSS
+then (the inputs already made): the score's own working memory.
 
 ::
 
@@ -15,32 +15,19 @@ memory.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
+
+from _child import run_child
 
 CHILD = """
-import json, sys, time
 import numpy as np
 from napari_factortopy.core import metrics
 n, v, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 rng = np.random.default_rng(0)
 yt = rng.standard_normal((n, v), dtype=np.float32)
 yp = yt + rng.standard_normal((n, v), dtype=np.float32)
-def status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) starts again here
-    f.write("5")
-before = status("VmRSS:")
-t0 = time.perf_counter()
-out = getattr(metrics, name)(yt, yp)
-seconds = time.perf_counter() - t0
-peak = status("VmHWM:")
-print(json.dumps({"score": name, "seconds": seconds, "working_gib": (peak - before) / 2**30,
-                  "inputs_gib": (yt.nbytes + yp.nbytes) / 2**30, "mean": float(np.nanmean(out))}))
+out, row = measure(lambda: getattr(metrics, name)(yt, yp))
+row.update(inputs_gib=(yt.nbytes + yp.nbytes) / 2**30, mean=float(np.nanmean(out)))
+print(json.dumps(row))
 """
 
 
@@ -51,16 +38,9 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{'score':10s} {'seconds':>8s} {'working GiB':>12s} {'inputs GiB':>11s}")
     for name in ("r2_score", "pearson_r"):
-        out = subprocess.run(
-            [sys.executable, "-P", "-c", CHILD, str(args.rows), str(args.vertices), name],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row = run_child(CHILD, args.rows, args.vertices, name)
         print(
-            f"{name:10s} {row['seconds']:8.2f} {row['working_gib']:12.3f} "
-            f"{row['inputs_gib']:11.3f}"
+            f"{name:10s} {row['seconds']:8.2f} {row['peak_gib']:12.3f} {row['inputs_gib']:11.3f}"
         )
 
 
