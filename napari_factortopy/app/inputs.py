@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..core.config import FactorTopyConfig
+from ..core.responses import ResponseRows
 from ..core.splits import Split, make_split
 from ..core.subject import Subject, check_responses
 from ..data.cache import FeatureCache
@@ -297,7 +298,7 @@ def _written_rows(fc: FeatureCache, y: np.ndarray, image_index: np.ndarray):
             "(images skipped or not extracted yet); training without them"
         )
         keep = np.flatnonzero(written)
-        y = y.subset_rows(keep) if hasattr(y, "subset_rows") else y[keep]
+        y = y.subset_rows(keep) if isinstance(y, ResponseRows) else y[keep]
         image_index = image_index[keep]
     return y, image_index, notes
 

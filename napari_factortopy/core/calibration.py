@@ -32,6 +32,7 @@ import torch
 from .convergence import calibration_line
 from .metrics import r2_score
 from .model import FactorTopy, Selectors
+from .responses import ResponseRows
 
 __all__ = [
     "N_PROBE",
@@ -169,7 +170,7 @@ def ridge_readout(
     cross = [torch.zeros(vp, d, dtype=torch.float64) for _ in sels]
     sum_f = [torch.zeros(vp, d, dtype=torch.float64) for _ in sels]
     sum_y = torch.zeros(vp, dtype=torch.float64)
-    y_all = responses if hasattr(responses, "subset_rows") else np.asarray(responses)
+    y_all = responses if isinstance(responses, ResponseRows) else np.asarray(responses)
     shift: list[torch.Tensor] = []  # the first batch's mean: float32 products stay small
     n = 0
     for fs in _feature_batches(model, features, train_idx, sels, batch_size):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ResponseRows"]
+__all__ = ["ResponseRows", "row_blocks"]
 
 
 class ResponseRows:
@@ -41,8 +41,9 @@ class ResponseRows:
     -----
     Indexing with an integer array, a boolean mask, a slice or an int (optionally
     followed by a column index) reads those rows and returns a float32 ndarray;
-    ``np.asarray`` reads every row. :meth:`subset_rows` and :meth:`subset_columns`
-    return another :class:`ResponseRows` without reading anything.
+    ``np.asarray`` reads every row; :func:`row_blocks` reads a block of rows at a time.
+    :meth:`subset_rows` and :meth:`subset_columns` return another
+    :class:`ResponseRows` without reading anything.
     """
 
     ndim = 2
@@ -162,13 +163,26 @@ class ResponseRows:
         out = self.take(slice(None))
         return out if dtype is None else out.astype(dtype, copy=False)
 
-    def row_blocks(self, max_bytes: int = 64 * 2**20) -> Iterator[tuple[slice, np.ndarray]]:
-        """``(rows, values)`` for consecutive blocks of rows of at most ``max_bytes``."""
-        n, v = self.shape
-        step = max(1, max_bytes // max(1, 4 * v))
-        for lo in range(0, n, step):
-            sl = slice(lo, min(n, lo + step))
-            yield sl, self.take(sl)
+
+def row_blocks(y: Any, max_bytes: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """``(rows, values)`` for consecutive blocks of rows of ``y`` of at most
+    ``max_bytes`` each (at least one row).
+
+    Parameters
+    ----------
+    y : array of shape (N, V) or ResponseRows
+    max_bytes : int
+
+    Yields
+    ------
+    rows : slice
+    values : array of shape (rows, V), ``y``'s dtype (float32 for ResponseRows)
+    """
+    n, v = y.shape
+    step = max(1, max_bytes // max(1, v * y.dtype.itemsize))
+    for lo in range(0, n, step):
+        sl = slice(lo, min(n, lo + step))
+        yield sl, y[sl]
 
 
 def _row_indices(rows: Any, n: int) -> np.ndarray:
@@ -199,6 +213,7 @@ def _read_rows(
     """Read rows ``rows`` of one file into ``out`` (len(rows), n_cols): each run of
     consecutive rows by one read."""
     row_bytes = width * dtype.itemsize
+    per_read = max(1, (32 * 2**20) // row_bytes)  # rows of one read, at most 32 MiB
     if not len(rows):
         return
     fd = os.open(path, os.O_RDONLY)
@@ -209,8 +224,8 @@ def _read_rows(
         breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
         for run in np.split(np.arange(len(rows)), breaks):
             first, count = int(sorted_rows[run[0]]), len(run)
-            for lo in range(0, count, max(1, (32 * 2**20) // row_bytes)):
-                hi = min(count, lo + max(1, (32 * 2**20) // row_bytes))
+            for lo in range(0, count, per_read):
+                hi = min(count, lo + per_read)
                 want = (hi - lo) * row_bytes
                 buf = os.pread(fd, want, offset + (first + lo) * row_bytes)
                 if len(buf) != want:

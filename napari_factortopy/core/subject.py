@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .responses import ResponseRows, row_blocks
+
 __all__ = ["Subject", "check_responses"]
 
 #: Bytes of responses :func:`check_responses` looks at at once (a block of rows).
@@ -64,7 +66,7 @@ def check_responses(responses: Any, n_images: int, n_vertices: int, source: str)
     a block of rows at a time (an array (N, V) or a
     :class:`~napari_factortopy.core.responses.ResponseRows` read from its files).
     """
-    y = responses if hasattr(responses, "row_blocks") else np.asarray(responses)
+    y = responses if isinstance(responses, ResponseRows) else np.asarray(responses)
     if y.ndim != 2:
         raise ValueError(
             f"{source}: responses must be a 2-D (images, vertices) array; found shape {y.shape}"
@@ -80,7 +82,7 @@ def check_responses(responses: Any, n_images: int, n_vertices: int, source: str)
             f"ids); found {y.shape[1]}"
         )
     n_bad, first, lo, hi = 0, None, None, None
-    for rows, block in _row_blocks(y, CHECK_BLOCK_BYTES):
+    for rows, block in row_blocks(y, CHECK_BLOCK_BYTES):
         bad = ~np.isfinite(block)
         if bad.any():
             n_bad += int(bad.sum())
@@ -104,14 +106,3 @@ def check_responses(responses: Any, n_images: int, n_vertices: int, source: str)
             f"{source}: {len(const)} vertices have constant responses (first: "
             f"vertex {const[0]}); expected varying responses — drop them"
         )
-
-
-def _row_blocks(y: Any, max_bytes: int):
-    """``(rows, values)`` of consecutive blocks of rows of ``y`` (N, V)."""
-    if hasattr(y, "row_blocks"):
-        yield from y.row_blocks(max_bytes)
-        return
-    step = max(1, max_bytes // max(1, y.shape[1] * y.dtype.itemsize))
-    for lo in range(0, y.shape[0], step):
-        sl = slice(lo, min(y.shape[0], lo + step))
-        yield sl, y[sl]

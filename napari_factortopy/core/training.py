@@ -62,6 +62,7 @@ from .config import TrainConfig
 from .metrics import r2_score
 from .model import FactorTopy, Selectors
 from .prediction import autocast, predict, predict_batches
+from .responses import ResponseRows
 from .run_end import TrainingDiverged, TrainResult, finish
 from .soup import greedy_soup, soup_trials
 from .splits import Split
@@ -223,7 +224,7 @@ class _Run:
         if cfg.calibrates and not _has_layer_softmax(model):  # e.g. a baseline: say so
             cfg = replace(cfg, calibrate=False)
         dev = next(model.parameters()).device
-        by_rows = hasattr(responses, "subset_rows")  # ResponseRows: rows read when needed
+        by_rows = isinstance(responses, ResponseRows)  # rows read when needed
         # torch needs writable memory
         y_all = responses if by_rows else np.require(responses, np.float32, ["C", "W"])
         if y_all.ndim != 2 or y_all.shape[1] != model.n_vertices:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_factortopy.core.responses import ResponseRows
+from napari_factortopy.core.responses import ResponseRows, row_blocks
 
 
 def _parts(tmp_path, n=13, widths=(5, 7), dtypes=(np.float32, np.float64)):
@@ -50,7 +50,7 @@ def test_subsets_of_rows_and_columns_compose(tmp_path):
         np.testing.assert_array_equal(np.asarray(got), full[rows][:, cols])
     twice = a.subset_rows(np.array([True, False, True, True, False])).subset_columns([1, 4])
     np.testing.assert_array_equal(np.asarray(twice), full[rows[[0, 2, 3]]][:, cols[[1, 4]]])
-    blocks = list(a.row_blocks(max_bytes=2 * 6 * 4))
+    blocks = list(row_blocks(a, max_bytes=2 * 6 * 4))
     assert [sl.stop - sl.start for sl, _ in blocks] == [2, 2, 1]
     np.testing.assert_array_equal(np.concatenate([v for _, v in blocks]), np.asarray(a))
 

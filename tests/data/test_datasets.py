@@ -100,7 +100,7 @@ def test_copy_rows_into_matches_the_array_in_chunks(tmp_path, dtype, fortran):
     np.save(tmp_path / "h.npy", np.asfortranarray(a) if fortran else a)
     mapped = load_npy(tmp_path / "h.npy", "an array", "test", mmap=True)
     out = np.full((11, 9), -7.0, np.float32)
-    copy_rows_into(out, slice(2, 7), mapped, chunk_bytes=3 * 5 * a.itemsize)
+    copy_rows_into(out, slice(2, 7), mapped, chunk_bytes=3 * 5 * 4)  # as float32
     want = np.full((11, 9), -7.0, np.float32)
     want[:, 2:7] = a
     np.testing.assert_array_equal(out, want)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ...core.resources import paper_roi_groups
+from ...core.responses import ResponseRows, row_blocks
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -194,7 +195,7 @@ class Dataset:
             image_ids=self.image_ids,
             responses=(
                 self.responses.subset_columns(keep)  # read from its files: nothing read
-                if hasattr(self.responses, "subset_columns")
+                if isinstance(self.responses, ResponseRows)
                 else np.ascontiguousarray(self.responses[:, keep])
             ),
             image_index=self.image_index,
@@ -353,20 +354,13 @@ def copy_rows_into(
     mapped : numpy.memmap of shape (N, V_h)
         As :func:`load_npy` returns it with ``mmap=True``.
     chunk_bytes : int
-        Largest chunk read at once.
+        Largest chunk (as float32) read at once.
     """
-    n, v = mapped.shape
     if not (isinstance(mapped, np.memmap) and mapped.flags.c_contiguous and mapped.filename):
         out[:, columns] = mapped  # not a plain C-order mapping: numpy copies it
         return
-    row_bytes = max(1, v * mapped.dtype.itemsize)
-    rows = max(1, chunk_bytes // row_bytes)
-    with open(mapped.filename, "rb") as fh:
-        for lo in range(0, n, rows):
-            hi = min(n, lo + rows)
-            fh.seek(mapped.offset + lo * row_bytes)
-            chunk = np.fromfile(fh, dtype=mapped.dtype, count=(hi - lo) * v)
-            out[lo:hi, columns] = chunk.reshape(hi - lo, v)
+    for rows, block in row_blocks(ResponseRows([mapped]), chunk_bytes):
+        out[rows, columns] = block
 
 
 def require(path: Path, what: str, where: str) -> Path:
