@@ -1,6 +1,7 @@
 """The `factortopy` command end to end on a tiny phantom (outputs checked)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -357,8 +358,9 @@ def _algonauts_folder_to_model_file(tmp_path):
 
 def test_algonauts_under_a_memory_limit_reads_responses_by_rows(tmp_path, monkeypatch):
     """With --memory-limit the Algonauts responses stay in their files, read a batch of
-    rows at a time (never all at once), and the model is the one the responses in
-    memory give: same weights, same test scores."""
+    rows at a time (never all at once), the states kept for the soup wait in files
+    beside the model (removed at the end), and the model is the one the responses and
+    states in memory give: same weights, same test scores."""
     from napari_factortopy.core.responses import ResponseRows
 
     root, _, out, args = _algonauts_folder_to_model_file(tmp_path)
@@ -375,10 +377,24 @@ def test_algonauts_under_a_memory_limit_reads_responses_by_rows(tmp_path, monkey
 
     monkeypatch.setattr(ResponseRows, "take", counted)
     monkeypatch.setattr(ResponseRows, "__array__", whole)
+    # the states kept for the soup wait on disk, in a folder beside the model
+    from napari_factortopy.core import training
+
+    folders, keep = [], training.keep_state
+
+    def keep_on_disk(kept, *a, folder=None, **kw):
+        folders.append(folder)
+        dropped = keep(kept, *a, folder=folder, **kw)
+        assert all(isinstance(e, str) and Path(e).is_file() for _, e in kept)
+        return dropped
+
+    monkeypatch.setattr(training, "keep_state", keep_on_disk)
     limited = root / "limited.ftopy"
     given = [str(limited) if a == str(out) else a for a in args]
     assert main([*given, "--memory-limit", "0.5"]) == 0
     assert reads and max(reads) <= 20  # batches, validation and test rows; the checks
+    assert folders and all(f.parent == root and f.name.startswith(".limited") for f in folders)
+    assert not folders[0].exists()  # removed when the command ended
     a, b = FittedModel.load(out), FittedModel.load(limited)
     for k in a.state:
         np.testing.assert_array_equal(np.asarray(a.state[k]), np.asarray(b.state[k]), err_msg=k)
@@ -864,3 +880,20 @@ def test_a_busy_machine_is_named_before_a_cpu_run(demo_dir, tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "factortopy train: note: the machine is busy: load average 3.0" in err, err
     assert "(3.0 cores in use now)" in err and "--threads 1 uses the free cores" in err
+
+
+def test_seeds_under_a_memory_limit_keep_their_states_in_their_own_folders(demo_dir, tmp_path):
+    """--seeds 2 --memory-limit with --checkpoints: each seed's kept states are files in
+    its own checkpoint folder, named by its checkpoint; the ensemble is written."""
+    import torch
+
+    out, ckpt = tmp_path / "e.ftopy", tmp_path / "ckpt"
+    short = ["--steps-per-epoch", "3", "--max-epochs", "3", "--bottleneck", "8", "--top-k", "2"]
+    extra = ["--seeds", "2", "--memory-limit", "0.5", "--checkpoints", str(ckpt)]
+    assert main(_train_args(demo_dir, out, *short, *extra)) == 0
+    assert FittedModel.load(out).summary["ensemble"]["seeds"] == [0, 1]
+    for seed in (0, 1):
+        folder = ckpt / f"seed{seed}" / "kept"
+        named = torch.load(ckpt / f"seed{seed}" / "checkpoint.pt")["state"]["kept"]
+        assert sorted(e for _, e in named) == sorted(str(p) for p in folder.iterdir())
+        assert len(named) == 2

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["add_train_parser", "check_output_path", "run_train", "train_config_from_args"]
@@ -230,8 +233,10 @@ def _model_arguments(t: argparse.ArgumentParser) -> None:
         help=(
             "GiB the features may take on the device (default: automatic). With it, an "
             "Algonauts or folder dataset's responses stay in their .npy files, read by "
-            "rows; the process also holds about 2 GiB more (libraries, the training "
-            "step, validation) at Algonauts' size"
+            "rows, and the best states kept for the soup wait on disk (in "
+            "--checkpoints/kept, else a hidden folder beside --out removed at the end); "
+            "the process also holds about 1.5 GiB more (libraries, the training step, "
+            "validation) at Algonauts' size"
         ),
     )
     m.add_argument(
@@ -348,24 +353,26 @@ def run_train(args: argparse.Namespace) -> int:
         "noise_ceiling_source": inputs.noise_ceiling_source,
         "identity": inputs.identity,
     }
-    if args.seeds == 1:
-        gen = fit(
-            inputs.features,
-            inputs.responses,
-            inputs.subject,
-            inputs.split,
-            train_config=tcfg,
-            checkpoint_dir=args.checkpoints,
-            resume=args.resume,
-            seed=args.seed,
-            started_at=started,
-            **fit_args,
-        )
-        fitted = _drain_training(gen, tcfg)
-        path = fitted.save(out)
-    else:
-        fitted = _train_seeds(args, inputs, tcfg, fit_args, out, started)
-        path = out
+    with _kept_folder(args, out) as kept:
+        if args.seeds == 1:
+            gen = fit(
+                inputs.features,
+                inputs.responses,
+                inputs.subject,
+                inputs.split,
+                train_config=tcfg,
+                checkpoint_dir=args.checkpoints,
+                resume=args.resume,
+                seed=args.seed,
+                started_at=started,
+                kept_dir=kept,
+                **fit_args,
+            )
+            fitted = _drain_training(gen, tcfg)
+            path = fitted.save(out)
+        else:
+            fitted = _train_seeds(args, inputs, tcfg, {**fit_args, "kept_dir": kept}, out, started)
+            path = out
     s = fitted.summary
     conv = s.get("convergence", {})
     nc = (
@@ -388,6 +395,20 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _kept_folder(args: argparse.Namespace, out: Path) -> Iterator[Path | None]:
+    """Where a run under ``--memory-limit`` keeps its best states for the soup (None:
+    in memory): ``--checkpoints``/kept, which the checkpoints name (they stay with
+    them), else a hidden folder beside ``out``, removed when the command ends."""
+    if args.memory_limit is None:
+        yield None
+    elif args.checkpoints:
+        yield Path(args.checkpoints) / "kept"
+    else:
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.kept-", dir=out.parent) as tmp:
+            yield Path(tmp)
+
+
 def _seed_part(out: Path, seed: int) -> Path:
     """The model file of one seed of an ensemble (kept until the ensemble is written)."""
     return out.with_name(f"{out.stem}.seed{seed}{out.suffix}")
@@ -408,6 +429,7 @@ def _train_seeds(args, inputs, tcfg, fit_args, out: Path, started: float):
     from ..core.modelfile import ModelFileError
 
     seeds = [args.seed + k for k in range(args.seeds)]
+    kept = fit_args.get("kept_dir")
     if getattr(args, "jobs", 1) > 1:
         _train_seeds_in_processes(args, seeds, out, started)
     models = []
@@ -428,6 +450,8 @@ def _train_seeds(args, inputs, tcfg, fit_args, out: Path, started: float):
         if args.checkpoints:
             ckpt = Path(args.checkpoints) / f"seed{seed}"
             ckpt.mkdir(parents=True, exist_ok=True)
+        if kept is not None:  # the seed's own folder (its checkpoints name its files)
+            fit_args = {**fit_args, "kept_dir": ckpt / "kept" if ckpt else kept / f"seed{seed}"}
         print(f"seed {seed} ({i + 1} of {len(seeds)})", file=sys.stderr)
         gen = fit(
             inputs.features,

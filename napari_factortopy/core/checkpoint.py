@@ -201,13 +201,22 @@ def resume_checkpoint(
     ResumeMismatch
         Checkpoints made for other data (nothing is loaded).
     ValueError
-        A checkpoint of a model of another shape, or made with another recipe.
+        A checkpoint of a model of another shape, or made with another recipe, or one
+        whose kept states' files (:mod:`.kept`) are missing.
     """
     ckpt_path = path
     if ckpt_path is None or not ckpt_path.exists():
         raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt_path}")
     saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     check_identity(ckpt_path, saved, run_id, split)
+    missing = [e for _, e in saved["state"].get("kept", []) if isinstance(e, str)]
+    if missing := [e for e in missing if not Path(e).is_file()]:
+        raise ValueError(
+            f"{ckpt_path}: cannot resume: the checkpoint's kept states (the best "
+            f"validations, for the soup) were written to files under the run's memory "
+            f"limit, and {len(missing)} of them are missing: {', '.join(missing[:3])}"
+            + (" …" if len(missing) > 3 else "")
+        )
     try:
         model.load_state_dict(saved["model"])
     except RuntimeError as exc:

@@ -45,6 +45,7 @@ def fit(
     noise_ceiling: np.ndarray | None = None,
     noise_ceiling_source: str = "",
     identity: dict | None = None,
+    kept_dir: str | Path | None = None,
 ) -> Iterator[dict]:
     """Train a FactorTopy mapping and bundle it.
 
@@ -80,6 +81,9 @@ def fit(
     identity : dict, optional
         What the data are (dataset, cache), for the checkpoints: passed to
         :func:`.training.train`.
+    kept_dir : path, optional
+        Where the states kept for the soup wait on disk instead of in memory (a run
+        under a memory limit): passed to :func:`.training.train`.
 
     Yields
     ------
@@ -112,6 +116,7 @@ def fit(
         started_at=started_at,
         **({} if clock is None else {"clock": clock}),
         identity=identity,
+        kept_dir=kept_dir,
     ):
         if rec["kind"] == "done":
             result = rec["result"]

@@ -56,9 +56,9 @@ from .checkpoint import (
     resume_checkpoint,
     run_identity,
     save_checkpoint,
-    state_copy,
 )
 from .config import TrainConfig
+from .kept import keep_state
 from .metrics import r2_score
 from .model import FactorTopy, Selectors
 from .prediction import autocast, predict, predict_batches
@@ -104,6 +104,7 @@ def train(
     started_at: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
     identity: Mapping[str, Any] | None = None,
+    kept_dir: str | Path | None = None,
 ) -> Iterator[dict]:
     """Train ``model`` in place, yielding progress records.
 
@@ -147,6 +148,14 @@ def train(
         responses' and the split's own entries (:func:`run_identity`) it is written
         into every checkpoint; resuming with other data raises :class:`ResumeMismatch`
         before anything is loaded or written.
+    kept_dir : path, optional
+        Where the ``top_k`` states kept for the soup wait as files of their parameters
+        (:mod:`.kept`; 29 MiB each at 39,548 vertices) instead of in memory: for a run
+        under a memory limit. The checkpoints then name these files, so with
+        ``checkpoint_dir`` give a folder that lives as long as the checkpoints (the
+        command line uses ``checkpoint_dir/kept``). A file is removed when its state
+        drops out of the ``top_k``; the rest stay for the caller to remove. The model
+        is the same either way.
 
     Yields
     ------
@@ -192,6 +201,7 @@ def train(
         started_at=started_at,
         clock=clock,
         identity=identity,
+        kept_dir=kept_dir,
     )
     yield from run.loop()
     return (yield from finish(run))
@@ -217,9 +227,11 @@ class _Run:
         started_at: float | None,
         clock: Callable[[], float],
         identity: Mapping[str, Any] | None,
+        kept_dir: str | Path | None = None,
     ) -> None:
         self.model, self.features, self.split, self.clock = model, features, split, clock
         self.snapshots, self.should_stop = snapshots, should_stop
+        self.kept_dir = None if kept_dir is None else Path(kept_dir)
         cfg = config or TrainConfig()
         if cfg.calibrates and not _has_layer_softmax(model):  # e.g. a baseline: say so
             cfg = replace(cfg, calibrate=False)
@@ -341,9 +353,9 @@ class _Run:
             state["best"], state["bad_epochs"] = score, 0
         else:
             state["bad_epochs"] += 1
-        state["kept"].append((score, state_copy(model)))
-        state["kept"].sort(key=lambda t: -t[0])
-        del state["kept"][cfg.top_k :]
+        dropped = keep_state(
+            state["kept"], score, model, cfg.top_k, folder=self.kept_dir, step=state["step"]
+        )
         elapsed = clock() - self.t_start
         state["elapsed"] = elapsed
         rec = {
@@ -359,6 +371,8 @@ class _Run:
         }
         state["history"].append(dict(rec))
         self.save()
+        for path in dropped:  # named by no checkpoint any more
+            Path(path).unlink(missing_ok=True)
         if self.snapshots:
             with torch.no_grad():
                 rec["selectors"] = model.selectors().numpy()

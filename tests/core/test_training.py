@@ -2,6 +2,8 @@
 
 import itertools
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -829,3 +831,128 @@ def test_kept_states_share_the_fixed_buffers_and_checkpoints_store_them_once(tmp
     # or twice (the model's own and the kept states'), not six times
     size = (tmp_path / "checkpoint.pt").stat().st_size
     assert size < (1 + 2 + 5) * params + 2 * buffers + 200_000, size / 2**20
+
+
+def test_kept_states_on_disk_train_the_same_model(tmp_path, monkeypatch):
+    """A run under a memory limit keeps its best states as files of their parameters:
+    at most top_k files at any time (a dropped state's file goes once the checkpoint no
+    longer names it), no parameter set copied in memory, and exactly the model, soup
+    and test scores of the run that keeps them in memory."""
+    from napari_factortopy.core import kept as kept_module
+
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=5, max_epochs=7, lr=5e-3, top_k=3, patience=99)
+    _, mem = _run(train(_fresh(coords), feats, y, split, cfg, checkpoint_dir=tmp_path / "a"))
+
+    def no_copy(_model):
+        raise AssertionError("a kept state was copied in memory")
+
+    monkeypatch.setattr(kept_module, "state_copy", no_copy)
+    folder = tmp_path / "b" / "kept"
+    counts = []
+    gen = train(
+        _fresh(coords), feats, y, split, cfg, checkpoint_dir=tmp_path / "b", kept_dir=folder
+    )
+    for rec in gen:
+        if rec["kind"] == "validation":
+            counts.append(len(list(folder.iterdir())))
+    disk = rec["result"]
+    assert counts == [1, 2, 3, 3, 3, 3, 3]  # top_k files at most, from the third on
+    for k in mem.state:
+        assert torch.equal(torch.as_tensor(mem.state[k]), torch.as_tensor(disk.state[k])), k
+    np.testing.assert_array_equal(mem.test_r2, disk.test_r2)
+    assert [h["val_score"] for h in mem.history] == [h["val_score"] for h in disk.history]
+
+    # the checkpoint names the files that are there, best first, with their scores
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["state"]["kept"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state"]["kept"]
+    assert [s for s, _ in a] == [s for s, _ in b]
+    assert sorted(e for _, e in b) == sorted(str(p) for p in folder.iterdir())
+    model = _fresh(coords)
+    params = {n for n, _ in model.named_parameters()}
+    for (_, state), (_, path) in zip(a, b, strict=True):
+        on_disk = torch.load(path, weights_only=True)
+        assert set(on_disk) == params  # parameters only: the buffers never change
+        for k in params:
+            assert torch.equal(on_disk[k], state[k]), k
+
+
+def test_resume_with_kept_states_on_disk(tmp_path):
+    """A run stopped and resumed with its kept states on disk ends like the one that
+    was not stopped; a checkpoint whose kept files are gone is refused, naming one."""
+    coords, feats, y = _problem()
+    split = make_split(len(y), seed=0)
+    cfg = TrainConfig(steps_per_epoch=5, max_epochs=5, lr=5e-3, top_k=2, patience=99)
+    _, full = _run(train(_fresh(coords), feats, y, split, cfg))
+
+    ckpt, folder = tmp_path / "ckpt", tmp_path / "ckpt" / "kept"
+    gen = train(_fresh(coords), feats, y, split, cfg, checkpoint_dir=ckpt, kept_dir=folder)
+    for rec in gen:
+        if rec["kind"] == "step" and rec["step"] == 17:
+            gen.close()
+            break
+    files = sorted(folder.iterdir())
+    assert len(files) == 2
+    kw = {"checkpoint_dir": ckpt, "resume": True, "kept_dir": folder}
+    _, resumed = _run(train(_fresh(coords, seed=99), feats, y, split, cfg, **kw))
+    assert resumed.steps == full.steps == 25
+    for k in full.state:
+        np.testing.assert_allclose(resumed.state[k], full.state[k], rtol=1e-5, atol=1e-6)
+
+    named = [e for _, e in torch.load(ckpt / "checkpoint.pt")["state"]["kept"]]
+    Path(named[1]).unlink()
+    before = (ckpt / "checkpoint.pt").read_bytes()
+    with pytest.raises(ValueError, match="kept states.*missing: " + re.escape(named[1])):
+        list(train(_fresh(coords), feats, y, split, cfg, **kw))
+    assert (ckpt / "checkpoint.pt").read_bytes() == before
+
+
+def test_the_soup_of_kept_files_is_the_plain_average_of_its_members(tmp_path):
+    """The soup's running float64 sum, with some candidates read from files, gives the
+    members and weights of a plain greedy loop that averages the members afresh for
+    every trial (bit for bit)."""
+    from napari_factortopy.core.soup import greedy_soup
+
+    coords, _, _ = _problem()
+    model = _fresh(coords)
+    params = [n for n, _ in model.named_parameters()]
+    gen = torch.Generator().manual_seed(3)
+    target = {n: p.detach().clone() for n, p in model.named_parameters()}
+    states, cands = [], []
+    for i in range(6):
+        s = {k: v.clone() for k, v in model.state_dict().items()}
+        for n in params:
+            s[n] = target[n] + torch.randn(s[n].shape, generator=gen) * (0.1 + 0.3 * (i % 3))
+        states.append(s)
+        score = -float(sum((s[n] - target[n]).norm() ** 2 for n in params))
+        if i % 2:  # every other candidate waits in a file of its parameters
+            torch.save({n: s[n] for n in params}, tmp_path / f"{i}.pt")
+            cands.append((score, str(tmp_path / f"{i}.pt")))
+        else:
+            cands.append((score, s))
+
+    def score_fn(m):
+        return -float(sum((p.detach() - target[n]).norm() ** 2 for n, p in m.named_parameters()))
+
+    # the plain loop
+    order = sorted(range(6), key=lambda i: -cands[i][0])
+    members, best = [order[0]], cands[order[0]][0]
+    want = states[order[0]]
+    for i in order[1:]:
+        trial = {
+            k: sum(states[j][k].double() for j in [*members, i]).div(len(members) + 1).float()
+            for k in want
+        }
+        probe = _fresh(coords)
+        probe.load_state_dict(trial)
+        if score_fn(probe) >= best:
+            members.append(i)
+            best, want = score_fn(probe), trial
+
+    got, ranks, score = greedy_soup(model, cands, score_fn)
+    assert len(members) > 1 and len(members) < 6  # the test means something
+    assert ranks == [order.index(m) for m in members]
+    assert score == best
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
