@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "SplitScores",
     "challenge_scores",
     "difference_to_max",
     "format_number",
@@ -116,6 +117,99 @@ def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         ok = den > 0
         out[cols][ok] = np.clip(num[ok] / den[ok], -1.0, 1.0)
     return out
+
+
+class SplitScores:
+    """R² and Pearson r per vertex of predictions that come a block of rows at a time,
+    so that neither the predictions nor the responses of a split are held whole.
+
+    The responses' column means and total sums of squares are computed once (two
+    passes over the split's rows, a block at a time); each prediction pass then adds
+    its blocks' residual sums (:meth:`add`) and :meth:`r2` / :meth:`pearson` give what
+    :func:`r2_score` / :func:`pearson_r` give for the whole arrays (the same sums in
+    float64, in another order: equal to about 1e-12). At 984 × 37,984 (Algonauts'
+    validation and test splits) that spares 0.3 GB at every validation and at the end.
+
+    Parameters
+    ----------
+    responses : array of shape (N, V), or ResponseRows
+        Indexed by rows (``responses[rows]``); only the split's are read.
+    rows : int array of shape (n,)
+        The split's rows, in the order the predictions come.
+    max_bytes : int
+        Bytes of float64 one block of rows may take while the sums are computed.
+    """
+
+    def __init__(self, responses, rows, max_bytes: int = BLOCK_BYTES) -> None:
+        self.responses, self.rows = responses, np.asarray(rows)
+        n, v = len(self.rows), responses.shape[1]
+        if n == 0:
+            raise ValueError("SplitScores needs at least one row")
+        self.n_vertices = v
+        self._step = max(1, max_bytes // (8 * max(v, 1)))
+        total = np.zeros(v)
+        for t in self._blocks():
+            total += t.sum(axis=0)
+        self.mean = total / n
+        self.ss_tot = np.zeros(v)
+        for t in self._blocks():
+            self.ss_tot += ((t - self.mean) ** 2).sum(axis=0)
+        self.reset()
+
+    def _blocks(self):
+        for lo in range(0, len(self.rows), self._step):
+            yield np.asarray(self.responses[self.rows[lo : lo + self._step]], np.float64)
+
+    def reset(self) -> None:
+        """Start a new prediction pass."""
+        v = self.n_vertices
+        self.done = 0
+        self._ss_res, self._cross, self._sp, self._sp2 = (np.zeros(v) for _ in range(4))
+        self._shift: np.ndarray | None = None
+
+    def add(self, pred: np.ndarray) -> None:
+        """The predictions of the pass's next rows, array of shape (b, V)."""
+        if pred.ndim != 2 or pred.shape[1] != self.n_vertices:
+            raise ValueError(f"predictions must be (b, {self.n_vertices}); found {pred.shape}")
+        if self.done + len(pred) > len(self.rows):
+            raise ValueError(
+                f"{self.done + len(pred)} predicted rows for a split of {len(self.rows)}"
+            )
+        for lo in range(0, len(pred), self._step):  # float64 temporaries of ≤ max_bytes
+            p = pred[lo : lo + self._step].astype(np.float64)  # a copy: changed below
+            start = self.done
+            t = np.asarray(self.responses[self.rows[start : start + len(p)]], np.float64)
+            if self._shift is None:  # the first row: a constant column sums to exactly 0
+                self._shift = p[0].copy()
+            self._ss_res += ((t - p) ** 2).sum(axis=0)
+            p -= self._shift
+            self._cross += ((t - self.mean) * p).sum(axis=0)
+            self._sp += p.sum(axis=0)
+            self._sp2 += (p**2).sum(axis=0)
+            self.done = start + len(p)
+
+    def _check_done(self) -> None:
+        if self.done != len(self.rows):
+            raise ValueError(f"{self.done} of the split's {len(self.rows)} rows were predicted")
+
+    def r2(self) -> np.ndarray:
+        """:func:`r2_score` of the pass, shape (V,), float64 (NaN: constant responses)."""
+        self._check_done()
+        out = np.full(self.n_vertices, np.nan)
+        ok = self.ss_tot > 0
+        out[ok] = 1.0 - self._ss_res[ok] / self.ss_tot[ok]
+        return out
+
+    def pearson(self) -> np.ndarray:
+        """:func:`pearson_r` of the pass, shape (V,), float64 (NaN: a constant column)."""
+        self._check_done()
+        n = len(self.rows)
+        ss_p = np.maximum(self._sp2 - self._sp**2 / n, 0.0)
+        den = np.sqrt(self.ss_tot * ss_p)
+        out = np.full(self.n_vertices, np.nan)
+        ok = den > 0
+        out[ok] = np.clip(self._cross[ok] / den[ok], -1.0, 1.0)
+        return out
 
 
 def _roi_labels(roi: np.ndarray, n_vertices: int, roi_names: list[str]) -> np.ndarray:

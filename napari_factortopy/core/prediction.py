@@ -10,7 +10,7 @@ import torch
 
 from .model import FactorTopy, Selectors
 
-__all__ = ["autocast", "predict", "predict_batches"]
+__all__ = ["autocast", "predict", "predict_batches", "prediction_blocks"]
 
 
 def predict(
@@ -59,6 +59,24 @@ def predict_batches(
     after each batch. The model's train/eval mode is restored when the generator ends
     or is closed.
     """
+    lo = 0
+    for block in prediction_blocks(model, features, indices, batch_size, amp, selectors):
+        out[lo : lo + len(block)] = block
+        lo += len(block)
+        yield lo
+
+
+def prediction_blocks(
+    model: FactorTopy,
+    features: Any,
+    indices: np.ndarray,
+    batch_size: int = 64,
+    amp: bool = True,
+    selectors: Selectors | None = None,
+) -> Iterator[np.ndarray]:
+    """The predictions of ``indices``' images, one batch at a time: float32 arrays of
+    shape (≤ batch_size, V), in ``indices``' order (nothing of shape (n, V) is held).
+    The model's train/eval mode is restored when the generator ends or is closed."""
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -68,8 +86,8 @@ def predict_batches(
         for lo in range(0, len(indices), batch_size):
             with torch.no_grad(), autocast(dev, amp):
                 loc, glo = features.get(indices[lo : lo + batch_size])
-                out[lo : lo + len(loc[0])] = model(loc, glo, sel).float().cpu().numpy()
-            yield lo + len(loc[0])
+                block = model(loc, glo, sel).float().cpu().numpy()
+            yield block
     finally:
         model.train(was_training)
 

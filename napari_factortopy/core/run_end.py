@@ -25,8 +25,8 @@ from .budget import (
 from .calibration import calibrate
 from .checkpoint import state_copy
 from .config import TrainConfig
-from .metrics import pearson_r, r2_score
-from .prediction import predict
+from .metrics import SplitScores
+from .prediction import prediction_blocks
 from .soup import final_soup
 
 
@@ -167,15 +167,16 @@ def _calibrate(run: Any, final: dict, score: float) -> Iterator[dict]:
 def _result(run: Any, final: dict, score: float, members: list, calibration) -> Iterator[dict]:
     """Test scores and the :class:`TrainResult`, yielded as the "done" record."""
     cfg, state, split, model = run.cfg, run.state, run.split, run.model
-    test_pred = predict(model, run.features, split.test, cfg.eval_batch_size, cfg.amp)
-    y_test = run.y_all[split.test]
+    test = SplitScores(run.y_all, split.test)  # a batch at a time: nothing (n, V) held
+    for block in prediction_blocks(model, run.features, split.test, cfg.eval_batch_size, cfg.amp):
+        test.add(block)
     if "reg_decay_steps" in cfg.chosen and "reg_done_step" in state:  # where it really ended
         cfg = run.cfg = replace(cfg, reg_decay_steps=max(1, int(state["reg_done_step"])))
     result = TrainResult(
         state=final,
         val_score=score,
-        test_r2=r2_score(y_test, test_pred),
-        test_r=pearson_r(y_test, test_pred),
+        test_r2=test.r2(),
+        test_r=test.pearson(),
         history=state["history"],
         steps=state["step"],
         diverged=run.diverged,

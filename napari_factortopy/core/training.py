@@ -59,9 +59,9 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .kept import keep_state
-from .metrics import r2_score
+from .metrics import SplitScores
 from .model import FactorTopy, Selectors
-from .prediction import autocast, predict, predict_batches
+from .prediction import autocast, predict, predict_batches, prediction_blocks
 from .responses import ResponseRows
 from .run_end import TrainingDiverged, TrainResult, finish
 from .soup import greedy_soup, soup_trials
@@ -272,6 +272,7 @@ class _Run:
             state, rng, cfg = resume_checkpoint(ckpt_path, model, opt, cfg, run_id, split)
         self.cfg, self.dev, self.y_all, self.y_dev, self.opt = cfg, dev, y_all, y_dev, opt
         self.rng, self.state, self.ckpt_path, self.run_id = rng, state, ckpt_path, run_id
+        self.val_scores: SplitScores | None = None  # made at the first validation
 
         clock0 = clock() if started_at is None else float(started_at)
         self.t_start = clock0 - state["elapsed"]
@@ -304,14 +305,25 @@ class _Run:
             return
         save_checkpoint(self.ckpt_path, self.model, self.opt, self.state, self.rng, self.run_id)
 
-    def score_val(self, pred: np.ndarray) -> float:
-        """Mean validation R² of predictions (n_val, V)."""
-        return float(np.nanmean(r2_score(self.y_all[self.split.val], pred)))
+    def scored_val(self, m: FactorTopy) -> Iterator[int]:
+        """Predict the validation images a batch at a time into :attr:`val_scores`
+        (neither the predictions nor the responses held whole); yields the images done
+        after each batch."""
+        if self.val_scores is None:  # the responses' sums, read once per run
+            self.val_scores = SplitScores(self.y_all, self.split.val)
+        scores, cfg = self.val_scores, self.cfg
+        scores.reset()
+        for block in prediction_blocks(
+            m, self.features, self.split.val, cfg.eval_batch_size, cfg.amp
+        ):
+            scores.add(block)
+            yield scores.done
 
     def val_score(self, m: FactorTopy) -> float:
-        cfg = self.cfg
-        pred = predict(m, self.features, self.split.val, cfg.eval_batch_size, cfg.amp)
-        return self.score_val(pred)
+        """Mean validation R² of ``m``."""
+        for _ in self.scored_val(m):
+            pass
+        return float(np.nanmean(self.val_scores.r2()))
 
     def reg_strength(self) -> float:
         cfg, state, budget = self.cfg, self.state, self.budget
@@ -329,14 +341,10 @@ class _Run:
 
     def validate(self) -> Iterator[dict]:
         """Yields "validating" records between batches; returns the "validation" one."""
-        model, features, split, cfg, state = (
-            self.model, self.features, self.split, self.cfg, self.state
-        )  # fmt: skip
+        model, split, cfg, state = self.model, self.split, self.cfg, self.state
         clock, timing = self.clock, self.timing
         t0 = clock()
-        pred = np.empty((len(split.val), model.n_vertices), np.float32)
-        batches = predict_batches(model, features, split.val, pred, cfg.eval_batch_size, cfg.amp)
-        for done in batches:
+        for done in self.scored_val(model):
             if done < len(split.val):
                 yield {
                     "kind": "validating",
@@ -344,7 +352,7 @@ class _Run:
                     "done": done,
                     "total": len(split.val),
                 }
-        score = self.score_val(pred)
+        score = float(np.nanmean(self.val_scores.r2()))
         state["epoch"] += 1
         state["last_val"] = state["step"]
         timing.add_validation(clock() - t0)

@@ -255,3 +255,41 @@ def test_challenge_score_against_a_hand_computation():
     assert summary["nc_test_mean"] == pytest.approx(devkit[ok].mean())
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         challenge_scores(r, nc_percent, "percent by mistake")
+
+
+def test_split_scores_of_blocks_match_the_loops(tmp_path):
+    """R² and r of predictions that come in uneven blocks, with responses read by rows
+    from their files (rows of the split out of order), give the plain loops' numbers:
+    special columns (constant truth, constant prediction, perfect, mean) included."""
+    from napari_factortopy.core.metrics import SplitScores
+    from napari_factortopy.core.responses import ResponseRows
+
+    rng = np.random.default_rng(7)
+    y = (rng.normal(size=(50, 9)) + 40.0).astype(np.float32)  # a large mean
+    y[:, 4] = 2.5
+    np.save(tmp_path / "y.npy", y)
+    rows = rng.permutation(50)[:31]
+    yt = y[rows]
+    yp = (0.6 * yt + rng.normal(size=yt.shape)).astype(np.float32)
+    yp[:, 7] = yt[:, 7]  # perfect
+    yp[:, 8] = -1.0  # constant prediction
+    yp[:, 1] = yt[:, 1].mean()  # the mean
+    for responses in (y, ResponseRows([np.load(tmp_path / "y.npy", mmap_mode="r")])):
+        s = SplitScores(responses, rows, max_bytes=2 * 9 * 8)  # two rows per block
+        for _ in range(2):  # a second pass after reset gives the same
+            s.reset()
+            for lo, hi in ((0, 1), (1, 8), (8, 20), (20, 31)):
+                s.add(yp[lo:hi])
+            np.testing.assert_allclose(
+                s.r2(), _r2_loop(yt, yp), rtol=1e-9, atol=1e-9, equal_nan=True
+            )
+            np.testing.assert_allclose(
+                s.pearson(), _r_loop(yt, yp), rtol=1e-9, atol=1e-9, equal_nan=True
+            )
+        assert np.isnan(s.r2()[4]) and np.isnan(s.pearson()[8]) and s.r2()[7] == 1.0
+    s.reset()
+    s.add(yp[:10])
+    with pytest.raises(ValueError, match="10 of the split's 31 rows"):
+        s.r2()
+    with pytest.raises(ValueError, match="42 predicted rows for a split of 31"):
+        s.add(np.vstack([yp, yp[:1]]))
