@@ -9,6 +9,14 @@ optimiser, inputs) is measured just before the first step.
 
     python bench/bench_training.py                 # both, CPU
     python bench/bench_training.py --impl ours --device cuda --steps 20
+    python bench/bench_training.py --selectors spread   # space points over the grid
+
+A fresh model puts every vertex on one point of the grid (its spatial selector's last
+layer starts at zero); a trained one spreads them over the grid, which makes the
+gather read other rows. ``--selectors spread`` gives the space selector's last layer
+random weights (the same in both implementations), so that the vertices' points spread
+over the grid as a trained model's do; the run prints their spread and how many grid
+cells they fall in.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ def run_one(impl: str, device: str, steps: int, warmup: int, args) -> dict:
     sys.path.insert(0, str(ROOT))
     import napari_factortopy  # noqa: F401  (installs the triton guard)
     from napari_factortopy.core.config import FactorTopyConfig
-    from napari_factortopy.core.model import FactorTopy
+    from napari_factortopy.core.model import FactorTopy, bilinear_taps
     from napari_factortopy.core.reference import ReferenceFactorTopy, reference_forward
     from napari_factortopy.core.training import regulariser
 
@@ -51,7 +59,16 @@ def run_one(impl: str, device: str, steps: int, warmup: int, args) -> dict:
         bottleneck=args.bottleneck,
     )
     coords = np.random.default_rng(0).normal(size=(args.vertices, 3))
-    model = FactorTopy(coords, cfg).to(dev)
+    model = FactorTopy(coords, cfg)
+    if getattr(args, "selectors", "fresh") == "spread":
+        last = [m for m in model.space_mlp.modules() if isinstance(m, torch.nn.Linear)][-1]
+        torch.nn.init.normal_(last.weight, std=args.spread_std)
+    with torch.no_grad():
+        space = model.selectors().space
+        taps, _ = bilinear_taps(space, (args.grid, args.grid))  # (V, 4) grid positions
+        n_cells = len(torch.unique(taps, dim=0))
+        space_sd = [round(float(x), 3) for x in space.std(0)]
+    model = model.to(dev)
     model.gather = getattr(args, "gather", None)  # None: the device's own
     amp = bool(getattr(args, "amp", False)) and dev.type == "cuda"
     if dev.type == "cuda":
@@ -106,6 +123,9 @@ def run_one(impl: str, device: str, steps: int, warmup: int, args) -> dict:
         "tf32": dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
         "batch": b,
         "grid": args.grid,
+        "selectors": getattr(args, "selectors", "fresh"),
+        "space_sd": space_sd,
+        "grid_cells": n_cells,
         "torch_threads": torch.get_num_threads(),
         "s_per_step_median": float(np.median(times)),
         "s_per_step_min": float(min(times)),
@@ -138,6 +158,15 @@ def main() -> None:
     )
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     p.add_argument("--tf32", action="store_true", help="TF32 matrix products (CUDA only)")
+    p.add_argument(
+        "--selectors",
+        choices=["fresh", "spread"],
+        default="fresh",
+        help="fresh: every vertex at one grid point; spread: over the grid, as trained",
+    )
+    p.add_argument(
+        "--spread-std", type=float, default=0.3, help="--selectors spread: the weights' s.d."
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -157,8 +186,10 @@ def main() -> None:
             "bottleneck",
             "grid",
             "batch",
+            "selectors",
+            "spread_std",
         ):
-            cmd += [f"--{k}", str(getattr(args, k))]
+            cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
         cmd += ["--gather", args.gather] if args.gather else []
         cmd += [f"--{k}" for k in ("amp", "tf32") if getattr(args, k)]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 __all__ = [
     "DENSE_BLOCK_BYTES",
     "GATHER_METHODS",
+    "GROUP_MIN_MEAN",
     "READOUT_BLOCK_BYTES",
     "gather_method",
     "gather_readout",
@@ -40,6 +41,11 @@ DENSE_BLOCK_BYTES = 256 * 2**20
 #: Bytes of features per vertex block in the CPU's fused gather and readout
 #: (:func:`gather_readout`); 4 MiB, so that a block's feature gradient stays in cache.
 READOUT_BLOCK_BYTES = 4 * 2**20
+
+#: :func:`gather_readout` reads vertices that name the same rows (a grid cell's
+#: vertices, once the spatial selectors are trained) as a group, by matrix products,
+#: when its groups hold at least this many vertices on average; else by bag sums.
+GROUP_MIN_MEAN = 32
 
 
 class _WeightedGather(torch.autograd.Function):
@@ -186,6 +192,107 @@ def _block_features(index, weight, shared_weight, table, t_sh, lo, hi):
     return f
 
 
+class _GroupedReadout(torch.autograd.Function):
+    """:class:`_GatherReadout` for vertices in groups that read the same rows.
+
+    Vertices come sorted by group: group ``g`` is ``counts[g]`` consecutive vertices
+    whose bag columns all name ``rows[g]`` (K_bag,). A group's features are then a
+    matrix product ``weight[group] @ table[rows[g]]`` (n, K) × (K, B·D), its weight
+    gradient ``g @ table[rows[g]]ᵀ`` and its table gradient ``weight[group]ᵀ @ g``
+    (added to the group's rows), where the bag sums read the same numbers row by row.
+    The shared rows (every vertex's) and the readout are as in :class:`_GatherReadout`.
+    Trained spatial selectors put each vertex's bilinear taps in one cell of the token
+    grid (the same cell in every layer), so an 8×8 grid gives at most 49 groups.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, shared, shared_weight, table, beta, rows, counts, block):
+        n_v, d = beta.shape
+        b = table.shape[1] // d
+        y = table.new_empty(n_v, b)
+        t_sh = table[shared]
+        for g, lo, hi in _group_spans(counts):
+            t_g = table[rows[g]]
+            for s in range(lo, hi, block):
+                e = min(s + block, hi)
+                f = torch.mm(weight[s:e], t_g).addmm_(shared_weight[s:e], t_sh)
+                y[s:e] = torch.bmm(f.view(e - s, b, d), beta[s:e, :, None])[..., 0]
+        ctx.save_for_backward(weight, shared, shared_weight, table, beta, rows)
+        ctx.counts, ctx.block = counts, block
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        weight, shared, shared_weight, table, beta, rows = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        need_w, need_sw, need_t, need_b = (ctx.needs_input_grad[i] for i in (0, 2, 3, 4))
+        d = beta.shape[1]
+        b = grad_y.shape[1]
+        t_sh = table[shared]
+        grad_weight = torch.empty_like(weight) if need_w else None
+        grad_sw = torch.empty_like(shared_weight) if need_sw else None
+        grad_table = torch.zeros_like(table) if need_t else None
+        grad_sh = torch.zeros_like(t_sh) if need_t else None
+        grad_beta = torch.empty_like(beta) if need_b else None
+        for g, lo, hi in _group_spans(ctx.counts):
+            t_g = table[rows[g]]
+            grad_g = torch.zeros_like(t_g) if need_t else None
+            for s in range(lo, hi, ctx.block):
+                e = min(s + ctx.block, hi)
+                gy = grad_y[s:e]
+                if need_b:
+                    f = torch.mm(weight[s:e], t_g).addmm_(shared_weight[s:e], t_sh)
+                    f = f.view(e - s, b, d).transpose(1, 2)
+                    grad_beta[s:e] = torch.bmm(f, gy[:, :, None])[..., 0]
+                if not (need_w or need_sw or need_t):
+                    continue
+                grad_f = (gy[:, :, None] * beta[s:e, None, :]).view(e - s, b * d)
+                if need_w:
+                    torch.mm(grad_f, t_g.t(), out=grad_weight[s:e])
+                if need_sw:
+                    torch.mm(grad_f, t_sh.t(), out=grad_sw[s:e])
+                if need_t:
+                    grad_g.addmm_(weight[s:e].t(), grad_f)
+                    grad_sh.addmm_(shared_weight[s:e].t(), grad_f)
+            if need_t:
+                grad_table.index_add_(0, rows[g], grad_g)
+        if need_t:
+            grad_table.index_add_(0, shared, grad_sh)
+        return grad_weight, None, grad_sw, grad_table, grad_beta, None, None, None
+
+
+def _group_spans(counts: list[int]):
+    """``(group, first, end)`` of consecutive groups of ``counts[g]`` vertices."""
+    lo = 0
+    for g, n in enumerate(counts):
+        yield g, lo, lo + n
+        lo += n
+
+
+def _row_groups(index: torch.Tensor, min_mean: float):
+    """Vertices whose rows of ``index`` (V, K) are equal, as groups.
+
+    Returns ``(order, counts, rows)``: the vertices sorted by group (int64 (V,)), the
+    group sizes (list of int) and each group's row of ``index`` ((G, K)); or None when
+    the groups hold fewer than ``min_mean`` vertices on average. Rows are told apart by
+    a hash, then checked to be equal (a collision falls back to an exact comparison).
+    """
+    n_v, k = index.shape
+    mult = torch.arange(k, dtype=torch.int64, device=index.device) * 2654435761 + 40503
+    key = (index * (mult | 1)).sum(1)
+    _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    if len(counts) * min_mean > n_v:
+        return None
+    order = torch.argsort(inverse, stable=True)
+    rows = index[order[torch.cumsum(counts, 0) - counts]]
+    if not torch.equal(index[order], rows.repeat_interleave(counts, 0)):  # a collision
+        rows, inverse, counts = torch.unique(index, dim=0, return_inverse=True, return_counts=True)
+        if len(counts) * min_mean > n_v:
+            return None
+        order = torch.argsort(inverse, stable=True)
+    return order, counts.tolist(), rows.contiguous()
+
+
 class _DenseGather(torch.autograd.Function):
     """The weighted gather as matrix products, for GPUs.
 
@@ -301,6 +408,7 @@ def gather_readout(
     table: torch.Tensor,
     beta: torch.Tensor,
     block_bytes: int = READOUT_BLOCK_BYTES,
+    group_min_mean: float = GROUP_MIN_MEAN,
 ) -> torch.Tensor:
     """Each vertex's readout of its bag sum, without the (V, B, D) features.
 
@@ -314,6 +422,10 @@ def gather_readout(
         Per-vertex readout weights.
     block_bytes : int
         Largest block of features (vertices × B·D × 4 bytes) held at once.
+    group_min_mean : float
+        Vertices whose bag columns name the same rows are read as groups, by matrix
+        products, when the groups hold at least this many vertices on average
+        (``math.inf``: never; 0: always).
 
     Returns
     -------
@@ -328,6 +440,11 @@ def gather_readout(
     every column in the no-space ablation) are read by matrix products rather than the
     bag sum: at paper scale they are 12 of 60 columns, and as bags of the transposed
     index (one bag of V entries per row) they took most of the table gradient's time.
+    The other columns are read by matrix products too, a group at a time, when
+    vertices share them (:class:`_GroupedReadout`: a trained model's vertices fall in
+    at most 49 cells of an 8×8 grid); the bag sums, whose scattered row reads made a
+    trained model's step 2–4× slower than a fresh one's, are left for vertices that
+    share little.
     """
     block = max(1, int(block_bytes) // (4 * max(1, table.shape[1])))
     dtype = table.dtype
@@ -337,8 +454,25 @@ def gather_readout(
     shared = (index == index[:1]).all(0) if len(index) else index.new_zeros(index.shape[1]).bool()
     bag_cols = (~shared).nonzero()[:, 0]
     sh_cols = shared.nonzero()[:, 0]
+    bag_index = index[:, bag_cols].contiguous()
+    groups = _row_groups(bag_index, group_min_mean) if len(bag_cols) and len(index) else None
+    if groups is not None:  # trained spatial selectors: a grid cell's vertices together
+        order, counts, rows = groups
+        back = torch.empty_like(order)
+        back[order] = torch.arange(len(order), device=order.device)
+        y = _GroupedReadout.apply(
+            weight[order][:, bag_cols].contiguous(),
+            index[0, sh_cols].contiguous(),
+            weight[order][:, sh_cols].contiguous(),
+            table,
+            beta.to(dtype)[order],
+            rows,
+            counts,
+            block,
+        )
+        return y[back]
     return _GatherReadout.apply(
-        index[:, bag_cols].contiguous(),
+        bag_index,
         weight[:, bag_cols].contiguous(),
         index[0, sh_cols].contiguous(),
         weight[:, sh_cols].contiguous(),

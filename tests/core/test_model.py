@@ -7,6 +7,8 @@ compared end to end in float64, and the reference's bilinear reading is checked 
 more by an explicit vertex-by-vertex loop.
 """
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -129,8 +131,17 @@ def test_model_encoding_matches_reference(n_freqs, max_period):
     np.testing.assert_allclose(ours, ref.numpy(), rtol=0, atol=2e-7)  # float32 storage
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["bags", "groups"])
 @pytest.mark.parametrize(("widths", "grid", "v", "d"), SHAPES, ids=SHAPE_IDS)
-def test_forward_and_every_gradient_match_reference(widths, grid, v, d):
+def test_forward_and_every_gradient_match_reference(widths, grid, v, d, grouped, monkeypatch):
+    """The model against the reference, its gather by bag sums and by groups of the
+    vertices that share a grid cell (matrix products; what trained selectors get)."""
+    from functools import partial
+
+    from napari_factortopy.core import model as model_module
+
+    kw = {"group_min_mean": 0 if grouped else math.inf}
+    monkeypatch.setattr(model_module, "gather_readout", partial(gather_readout, **kw))
     m, coords = _model(widths, grid, v, d)
     ref = ReferenceFactorTopy.like(m, coords)
     np.testing.assert_array_equal(ref.encoding.numpy(), m.encoding.numpy())
@@ -246,11 +257,13 @@ def _naive_readout(index, weight, table, beta) -> np.ndarray:
     return naive.detach().numpy()
 
 
+@pytest.mark.parametrize("groups", [math.inf, 0], ids=["bags", "groups"])
 @pytest.mark.parametrize("per_block", [1, 2, 5, 7])
-def test_gather_readout_gradcheck_in_blocks(per_block):
+def test_gather_readout_gradcheck_in_blocks(per_block, groups):
     """The fused gather and readout, in blocks of 1, 2 and 5 vertices (the last block
     short) and in one block, against a naive loop and finite differences in weight,
-    table and beta; indices repeat within a bag."""
+    table and beta; indices repeat within a bag. By bag sums, and by groups of
+    vertices that read the same rows (here every vertex its own group)."""
     g = torch.Generator().manual_seed(1)
     n_v, k, n_rows, b, d = 7, 4, 6, 2, 3
     index = torch.randint(0, n_rows, (n_v, k), generator=g)
@@ -261,19 +274,21 @@ def test_gather_readout_gradcheck_in_blocks(per_block):
     beta = torch.randn(n_v, d, **f64)
 
     def fused(w, t, bt):
-        return gather_readout(index, w, t, bt, block_bytes=4 * b * d * per_block)
+        kw = {"group_min_mean": groups}
+        return gather_readout(index, w, t, bt, block_bytes=4 * b * d * per_block, **kw)
 
     assert torch.autograd.gradcheck(fused, (weight, table, beta))
     naive = _naive_readout(index, weight, table, beta)
     np.testing.assert_allclose(fused(weight, table, beta).detach(), naive, rtol=1e-12)
 
 
+@pytest.mark.parametrize("groups", [math.inf, 0], ids=["bags", "groups"])
 @pytest.mark.parametrize("shared_cols", [(1, 3), (0, 1, 2, 3)])
-def test_gather_readout_with_rows_every_vertex_reads(shared_cols):
+def test_gather_readout_with_rows_every_vertex_reads(shared_cols, groups):
     """Columns of the index naming the same row for every vertex (the global tokens;
     all of them in the no-space ablation) are read by a matrix product: the same
     numbers as a naive loop and finite differences, in blocks of 3 vertices (the last
-    one short)."""
+    one short), the other columns by bag sums or by groups."""
     g = torch.Generator().manual_seed(2)
     n_v, k, n_rows, b, d = 7, 4, 6, 2, 3
     index = torch.randint(0, n_rows, (n_v, k), generator=g)
@@ -285,7 +300,36 @@ def test_gather_readout_with_rows_every_vertex_reads(shared_cols):
     beta = torch.randn(n_v, d, **f64)
 
     def fused(w, t, bt):
-        return gather_readout(index, w, t, bt, block_bytes=4 * b * d * 3)
+        return gather_readout(index, w, t, bt, block_bytes=4 * b * d * 3, group_min_mean=groups)
+
+    assert torch.autograd.gradcheck(fused, (weight, table, beta))
+    naive = _naive_readout(index, weight, table, beta)
+    np.testing.assert_allclose(fused(weight, table, beta).detach(), naive, rtol=1e-12)
+
+
+def test_gather_readout_by_groups_of_vertices_that_read_the_same_rows():
+    """Vertices in a few cells (each cell's vertices name the same rows, with their own
+    weights, as trained spatial selectors give; one cell reads a row twice), in an
+    order that mixes the cells, plus one shared column: read by groups (matrix
+    products) they give the naive loop's numbers and finite differences, in blocks of
+    2 vertices; the grouping is chosen when the cells hold enough vertices."""
+    from napari_factortopy.core import gather as gather_module
+
+    g = torch.Generator().manual_seed(4)
+    n_v, k, n_rows, b, d = 11, 4, 9, 2, 3
+    cells = torch.tensor([[0, 1, 3, 4], [4, 5, 7, 7], [2, 3, 5, 6]])
+    cell_of = torch.tensor([2, 0, 1, 0, 2, 2, 1, 0, 1, 2, 0])
+    index = torch.cat([cells[cell_of], torch.full((n_v, 1), 8)], 1)
+    f64 = {"generator": g, "dtype": torch.float64, "requires_grad": True}
+    weight = torch.rand(n_v, k + 1, **f64)
+    table = torch.randn(n_rows, b * d, **f64)
+    beta = torch.randn(n_v, d, **f64)
+    grouping = gather_module._row_groups(index[:, :k], 3)
+    assert grouping is not None and sorted(grouping[1]) == [3, 4, 4]
+    assert gather_module._row_groups(index[:, :k], 4) is None  # 11 / 3 < 4: bags
+
+    def fused(w, t, bt):
+        return gather_readout(index, w, t, bt, block_bytes=4 * b * d * 2, group_min_mean=3)
 
     assert torch.autograd.gradcheck(fused, (weight, table, beta))
     naive = _naive_readout(index, weight, table, beta)
