@@ -96,9 +96,9 @@ def main() -> None:
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- then factortopy's arguments")
     args = p.parse_args()
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    from napari_factortopy.app import cli, cli_train
+    from napari_factortopy.app import _progress, cli
 
-    drain = cli_train._drain_training
+    drain = _progress.drain_training
 
     with Sampler(args.every) as sampler:
 
@@ -112,7 +112,7 @@ def main() -> None:
             sampler.phase = "writing the file"
             return fitted
 
-        cli_train._drain_training = tracked
+        _progress.drain_training = tracked
         rc = cli.main(argv)
     rows = merged(phase_rows(sampler.samples))
     print(f"exit {rc}; peak {max(s[1] for s in sampler.samples):.2f} GiB")

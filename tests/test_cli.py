@@ -821,7 +821,7 @@ def test_threads_option_sets_torch_threads_and_is_checked(demo_dir, capsys):
     workers get their share instead of the option the user gave."""
     import torch
 
-    from napari_factortopy.app.cli_train import _worker_argv
+    from napari_factortopy.app.cli_seeds import _worker_argv
 
     model = str(demo_dir / "model.ftopy")
     before = torch.get_num_threads()
