@@ -99,7 +99,7 @@ def _empty_cache() -> None:
 
 def _sync() -> None:
     if DEV == "cuda":
-        _sync()
+        torch.cuda.synchronize()
 
 
 def section_steps(out: Path, steps: int, warmup: int) -> None:
