@@ -97,6 +97,10 @@ def main() -> None:
     args = p.parse_args()
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     from napari_factortopy.app import _progress, cli
+    from napari_factortopy.core.runtime import limit_malloc_arenas
+
+    if "--memory-limit" in argv:  # as `factortopy train` does, before the sampler's thread
+        limit_malloc_arenas(2)
 
     drain = _progress.drain_training
 

@@ -389,12 +389,17 @@ def test_algonauts_under_a_memory_limit_reads_responses_by_rows(tmp_path, monkey
         return dropped
 
     monkeypatch.setattr(training, "keep_state", keep_on_disk)
+    from napari_factortopy.core import runtime
+
+    arenas = []
+    monkeypatch.setattr(runtime, "limit_malloc_arenas", lambda n=2: arenas.append(n))
     limited = root / "limited.ftopy"
     given = [str(limited) if a == str(out) else a for a in args]
     assert main([*given, "--memory-limit", "0.5"]) == 0
     assert reads and max(reads) <= 20  # batches, validation and test rows; the checks
     assert folders and all(f.parent == root and f.name.startswith(".limited") for f in folders)
     assert not folders[0].exists()  # removed when the command ended
+    assert arenas == [2]  # the allocator's arenas capped, once
     a, b = FittedModel.load(out), FittedModel.load(limited)
     for k in a.state:
         np.testing.assert_array_equal(np.asarray(a.state[k]), np.asarray(b.state[k]), err_msg=k)

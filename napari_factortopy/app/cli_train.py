@@ -314,6 +314,10 @@ def run_train(args: argparse.Namespace) -> int:
     that ``factortopy info`` and napari show, and a warning here.
     """
     started = time.perf_counter()
+    if args.memory_limit is not None:  # before any thread: the allocator's arenas
+        from ..core.runtime import limit_malloc_arenas
+
+        limit_malloc_arenas(2)
     tcfg = train_config_from_args(args)
     out = check_output_path(args.out)
     from ..core.estimator import fit
