@@ -236,9 +236,9 @@ def _model_arguments(t: argparse.ArgumentParser) -> None:
             "GiB the features may take on the device (default: automatic). With it, an "
             "Algonauts or folder dataset's responses stay in their .npy files, read by "
             "rows, and the best states kept for the soup wait on disk (in "
-            "--checkpoints/kept, else a hidden folder beside --out removed at the end); "
-            "the process also holds about 1.5 GiB more (libraries, the training step, "
-            "validation) at Algonauts' size"
+            "--checkpoints/kept, else a hidden folder beside --out removed at the end), "
+            "and the C allocator keeps two arenas; the process also holds about 1 GiB "
+            "more (libraries, the training step, validation) at Algonauts' size"
         ),
     )
     m.add_argument(
