@@ -18,7 +18,7 @@ from .atomic import atomic_path
 from .checkpoint import state_copy
 from .model import FactorTopy
 
-__all__ = ["keep_state", "kept_files", "load_kept", "parameter_names"]
+__all__ = ["keep_state", "load_kept", "parameter_names"]
 
 
 def parameter_names(model: FactorTopy) -> set[str]:
@@ -97,8 +97,3 @@ def load_kept(entry: dict | str, model: FactorTopy) -> dict[str, torch.Tensor]:
     params = torch.load(path, map_location="cpu", weights_only=True)
     state = model.state_dict()
     return {k: (params[k] if k in params else v.detach().cpu()) for k, v in state.items()}
-
-
-def kept_files(kept: list[tuple[float, dict | str]]) -> list[str]:
-    """The files among the kept entries."""
-    return [e for _, e in kept if isinstance(e, str)]
