@@ -22,6 +22,7 @@ __all__ = [
     "ResumeMismatch",
     "check_identity",
     "check_resume",
+    "parameter_names",
     "resume_checkpoint",
     "run_identity",
     "save_checkpoint",
@@ -34,6 +35,11 @@ class ResumeMismatch(ValueError):
     split): the message names the folder, what they were made for and what was given."""
 
 
+def parameter_names(model: torch.nn.Module) -> set[str]:
+    """Names of ``model``'s parameters (its state's other entries are fixed buffers)."""
+    return {name for name, _ in model.named_parameters()}
+
+
 def state_copy(model: FactorTopy) -> dict[str, torch.Tensor]:
     """The model's state on the CPU: its parameters copied, its buffers shared.
 
@@ -42,7 +48,7 @@ def state_copy(model: FactorTopy) -> dict[str, torch.Tensor]:
     vertices); the run keeps ``top_k`` states, so sharing them saves 0.3 GiB of memory
     there, and as much in ``checkpoint.pt`` (``torch.save`` stores a shared tensor once).
     """
-    params = {name for name, _ in model.named_parameters()}
+    params = parameter_names(model)
     return {k: v.detach().to("cpu", copy=k in params) for k, v in model.state_dict().items()}
 
 

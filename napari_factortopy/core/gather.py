@@ -460,10 +460,11 @@ def gather_readout(
         order, counts, rows = groups
         back = torch.empty_like(order)
         back[order] = torch.arange(len(order), device=order.device)
+        sorted_weight = weight[order]  # the vertices in group order
         y = _GroupedReadout.apply(
-            weight[order][:, bag_cols].contiguous(),
+            sorted_weight[:, bag_cols].contiguous(),
             index[0, sh_cols].contiguous(),
-            weight[order][:, sh_cols].contiguous(),
+            sorted_weight[:, sh_cols].contiguous(),
             table,
             beta.to(dtype)[order],
             rows,

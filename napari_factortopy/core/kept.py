@@ -18,12 +18,7 @@ from .atomic import atomic_path
 from .checkpoint import state_copy
 from .model import FactorTopy
 
-__all__ = ["keep_state", "load_kept", "parameter_names"]
-
-
-def parameter_names(model: FactorTopy) -> set[str]:
-    """Names of ``model``'s parameters (its state's other entries are fixed buffers)."""
-    return {name for name, _ in model.named_parameters()}
+__all__ = ["keep_state", "load_kept"]
 
 
 def keep_state(
@@ -64,8 +59,7 @@ def keep_state(
     if folder is None:
         entry: dict | str = state_copy(model)
     else:
-        names = parameter_names(model)
-        params = {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names}
+        params = {k: p.detach().cpu() for k, p in model.named_parameters()}
         path = Path(folder) / f"kept-step{step:09d}.pt"
         with atomic_path(path) as tmp:
             torch.save(params, tmp)

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .kept import load_kept, parameter_names
+from .checkpoint import parameter_names
+from .kept import load_kept
 from .model import FactorTopy
 
 __all__ = ["final_soup", "greedy_soup", "soup_trials"]
