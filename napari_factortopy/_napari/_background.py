@@ -12,7 +12,37 @@ from typing import Any
 
 from magicgui import widgets
 
-__all__ = ["busy_label", "clusters_in_background", "run_in_background", "warm_in_background"]
+__all__ = [
+    "NamedJob",
+    "busy_label",
+    "clusters_in_background",
+    "run_in_background",
+    "warm_in_background",
+]
+
+
+class NamedJob:
+    """``job()`` under a short name: what napari's activity dock shows for the worker.
+
+    napari formats the function it runs into its task descriptions three times per
+    worker ("… execution pending", "Executing …", "… completed"). A bound method of a
+    scene or a ``partial`` over arrays formats the whole object: for a BrainScene at
+    fsaverage7 that is ≈ 20 ms of array printing each time, on the UI thread, at every
+    view or mesh switch. This callable prints as its name.
+    """
+
+    __slots__ = ("_job", "name")
+
+    def __init__(self, job: Callable[[], Any], name: str) -> None:
+        self._job, self.name = job, name
+
+    def __call__(self) -> Any:
+        return self._job()
+
+    def __repr__(self) -> str:
+        return self.name
+
+    __str__ = __repr__
 
 
 def busy_label() -> widgets.Label:
@@ -53,7 +83,7 @@ def run_in_background(
     from napari.qt.threading import create_worker
     from napari.utils.notifications import show_warning
 
-    worker = create_worker(compute, _start_thread=False)
+    worker = create_worker(NamedJob(compute, what), _start_thread=False)
     busy.value = f"⏳ {what}…"
     busy.visible = True
 
@@ -70,12 +100,12 @@ def run_in_background(
     return worker
 
 
-def warm_in_background(warm: Callable[[], None]):
+def warm_in_background(warm: Callable[[], None], what: str = "preparing clicks"):
     """Run a cache warm-up (a pick structure) on a worker thread, silently: nothing
     waits for it, and the work it saves is done on demand if it has not finished."""
     from napari.qt.threading import create_worker
 
-    worker = create_worker(warm, _start_thread=False)
+    worker = create_worker(NamedJob(warm, f"factortopy: {what}"), _start_thread=False)
     worker.start()
     return worker
 

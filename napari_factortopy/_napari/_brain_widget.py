@@ -169,7 +169,7 @@ class BrainWidget(widgets.Container):
         if layer is None or scene is None:
             return
         t0 = time.perf_counter()
-        apply_scene(layer, scene, geometry)  # its metadata event re-syncs this panel
+        apply_scene(layer, scene, geometry, self.viewer)  # its metadata event re-syncs this panel
         if geometry or event == "outlines":
             self._show_roi_names(layer, scene)
         if geometry:  # layers shown together (a comparison) take the same mesh and view

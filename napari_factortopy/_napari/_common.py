@@ -12,6 +12,7 @@ import numpy as np
 from magicgui import widgets
 
 from napari_factortopy._napari._layers import META_KEY, scene_for_layer, scene_metadata
+from napari_factortopy._napari._recolour import recolour
 from napari_factortopy.scene.brain import BrainScene, Pick
 
 __all__ = [
@@ -26,9 +27,19 @@ __all__ = [
     "pick_surfaces",
     "place_side_by_side",
     "same_layer",
+    "settle_scale_factor",
     "share_geometry",
     "show_image",
+    "viewer_camera",
 ]
+
+
+def viewer_camera(viewer):
+    """The viewer's camera model: ``viewer.scene.camera`` since napari 0.9 (where
+    ``viewer.camera`` warns that it is deprecated), ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    camera = getattr(scene, "camera", None)
+    return camera if camera is not None else viewer.camera
 
 
 def same_layer(a, b) -> bool:
@@ -70,7 +81,7 @@ class _Framing:
         layers = [ly for ly in factortopy_layers(viewer) if ly.visible]
         if not layers:
             return
-        cam = viewer.camera
+        cam = viewer_camera(viewer)
         up = np.asarray(cam.up_direction, float)
         right = np.cross(np.asarray(cam.view_direction, float), up)
         verts = np.concatenate(
@@ -393,15 +404,19 @@ def keep_selection(viewer) -> Iterator[None]:
             selection.active = active if active in before else next(iter(before))
 
 
-def apply_scene(layer, scene: BrainScene, geometry: bool = False) -> None:
+def apply_scene(layer, scene: BrainScene, geometry: bool = False, viewer=None) -> None:
     """Push a scene's colours (and with ``geometry`` its vertices) into its layer.
 
+    With the ``viewer`` that draws the layer, a change of colours alone sends only the
+    colours to the canvas (:func:`~napari_factortopy._napari._recolour.recolour`).
     The metadata is written last: its ``metadata`` event tells the panels that follow
     the layer (Brain maps) that the map changed, so they never disagree with it.
     """
     if geometry:
         layer.data = scene.layer_data()
-    layer.vertex_colors = scene.colors()
+        layer.vertex_colors = scene.colors()
+    else:
+        recolour(layer, scene.colors(), viewer)
     path = layer.metadata.get(META_KEY, {}).get("path")
     layer.metadata = {
         **layer.metadata,
@@ -427,10 +442,25 @@ def frame_brain(viewer) -> None:
     """3D, the camera on a view preset's axes (the preset turned the brain), the whole
     scene framed with a margin."""
     viewer.dims.ndisplay = 3
-    cam = viewer.camera
+    cam = viewer_camera(viewer)
     cam.set_view_direction((-1.0, 0.0, 0.0), up_direction=(0.0, -1.0, 0.0))
     viewer.reset_view()
     cam.zoom *= 0.9  # a margin around the brain
+    settle_scale_factor(viewer)
+
+
+def settle_scale_factor(viewer) -> None:
+    """Give every layer the canvas scale of the camera's new zoom now.
+
+    napari sets each layer's ``scale_factor`` (1 / zoom) while it draws a frame; a
+    Points layer that sees it change (the ROI names) then asks for another frame. After a
+    view or mesh switch that second frame cost a whole redraw of the mesh (≈ 100 ms on
+    a software renderer at fsaverage7). Set before the frame, the draw finds nothing
+    changed and the switch is drawn once.
+    """
+    scale = 1 / viewer_camera(viewer).zoom
+    for layer in viewer.layers:
+        layer.scale_factor = scale
 
 
 def show_image(widget: widgets.Image, image, width: int | None = None) -> None:

@@ -179,7 +179,7 @@ class CompareWidget(widgets.Container):
     def _clusters_ready(self, layer, scene, labels: np.ndarray) -> None:
         scene.clusters = labels
         scene.map_name = "clusters"
-        apply_scene(layer, scene)
+        apply_scene(layer, scene, viewer=self.viewer)
         self.status.value = f"{int(labels.max()) + 1} clusters over {len(labels)} vertices"
 
     def _on_difference(self, name: str | None = None) -> None:
@@ -188,7 +188,7 @@ class CompareWidget(widgets.Container):
         if scene is None or name not in scene.custom or DIFF_LAYER not in self.viewer.layers:
             return
         scene.map_name = name
-        apply_scene(self.viewer.layers[DIFF_LAYER], scene)
+        apply_scene(self.viewer.layers[DIFF_LAYER], scene, viewer=self.viewer)
 
     def _on_compare(self, _=None) -> list | None:
         from napari.utils.notifications import show_warning

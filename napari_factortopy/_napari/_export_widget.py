@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui import widgets
 
-from napari_factortopy._napari._common import ModelChoice, keep_framing
+from napari_factortopy._napari._common import ModelChoice, keep_framing, viewer_camera
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy.scene.brain import MAPS, VIEWS, available_maps
 
@@ -135,11 +135,12 @@ class ExportWidget(widgets.Container):
         keep_framing(self.viewer)
         probe = self.viewer.screenshot(canvas_only=True, flash=False)
         scale = int(self.width_px.value) / max(probe.shape[1], 1)
-        zoom = self.viewer.camera.zoom
+        camera = viewer_camera(self.viewer)
+        zoom = camera.zoom
         try:
             image = self.viewer.screenshot(canvas_only=True, scale=scale, flash=False)
         finally:
-            self.viewer.camera.zoom = zoom
+            camera.zoom = zoom
         path = Path(str(self.out.value))
         out = path.with_name(path.stem + "-canvas.png")
         save_png(image, out)

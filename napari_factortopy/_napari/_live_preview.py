@@ -44,7 +44,7 @@ class LivePreview:
             return
         m = self.scene.model
         m.space, m.layer, m.scale = selectors["space"], selectors["layer"], selectors["scale"]
-        apply_scene(self.layer, self.scene)
+        apply_scene(self.layer, self.scene, viewer=self.viewer)
 
     def remove(self) -> None:
         """Take the layer out of the viewer (if it is still there)."""

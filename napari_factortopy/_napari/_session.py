@@ -10,7 +10,7 @@ with their file field.
 
 from __future__ import annotations
 
-from napari_factortopy._napari._common import apply_scene, factortopy_layers
+from napari_factortopy._napari._common import apply_scene, factortopy_layers, viewer_camera
 from napari_factortopy._napari._layers import META_KEY, scene_for_layer
 from napari_factortopy._napari._overlays import show_roi_names
 from napari_factortopy.scene.session import Camera, LayerState, Session
@@ -42,7 +42,7 @@ def from_viewer(viewer, active: str | None = None) -> Session:
                 translate=tuple(float(t) for t in layer.translate[-3:]),
             )
         )
-    cam = viewer.camera
+    cam = viewer_camera(viewer)
     camera = Camera(
         center=tuple(cam.center),
         zoom=cam.zoom,
@@ -78,10 +78,11 @@ def apply(session: Session, viewer) -> list:
         layers.append(layer)
     viewer.dims.ndisplay = session.ndisplay
     cam = session.camera
-    viewer.camera.angles = cam.angles
-    viewer.camera.center = cam.center
-    viewer.camera.zoom = cam.zoom
-    viewer.camera.perspective = cam.perspective
+    camera = viewer_camera(viewer)
+    camera.angles = cam.angles
+    camera.center = cam.center
+    camera.zoom = cam.zoom
+    camera.perspective = cam.perspective
     return layers
 
 

@@ -228,7 +228,7 @@ class StimulusWidget(widgets.Container):
         if scene is None or not drop_prediction_map(scene, self._map_before):
             return
         if layer is not None and layer in self.viewer.layers:
-            apply_scene(layer, scene)
+            apply_scene(layer, scene, viewer=self.viewer)
         self.status.value = f"{what}: press Predict for its response"
 
     def backbone(self, model):
@@ -291,7 +291,7 @@ class StimulusWidget(widgets.Container):
         self.status.value = f"{what}: response ±{lim:.2f}, {len(tops)} ROIs"
         self.last = (response, tops)
         if layer is not None and layer in self.viewer.layers:
-            apply_scene(layer, scene)
+            apply_scene(layer, scene, viewer=self.viewer)
         for name in self._image_names()[1:]:  # ROIs no longer asked for
             if name.removeprefix("top channels ") not in tops:
                 self.viewer.layers.remove(name)

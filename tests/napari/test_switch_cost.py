@@ -1,0 +1,105 @@
+"""Issue #22, item 6: what a map, view or mesh switch costs the canvas, driven through
+the shown viewer (reader, Plugins menu, the panel's own controls).
+
+- A map switch sends only the new colours: the mesh visual keeps its mesh, and the
+  picture is the one the plain path (napari re-sending the whole mesh) draws.
+- A view switch is drawn in one frame, not two (the ROI names layer used to ask for a
+  second frame when the camera's zoom changed).
+- No switch formats a scene (arrays and all) into napari's task descriptions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_factortopy._napari._background import NamedJob
+from napari_factortopy._napari._layers import scene_for_layer
+from napari_factortopy._napari._recolour import mesh_visual, recolour
+
+from ._drive import canvas_shot, dock, open_model, settle
+
+
+def _frames(viewer):
+    """A counter of the canvas's drawn frames."""
+    count = [0]
+    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    canvas.events.draw.connect(lambda _e=None: count.__setitem__(0, count[0] + 1))
+    return count
+
+
+def test_map_switch_sends_only_the_colours(make_napari_viewer, model_path, qtbot):
+    viewer = make_napari_viewer(show=True)
+    layer = open_model(viewer, model_path)
+    brain = dock(viewer, "Brain maps")
+    viewer.add_points(np.zeros((1, 3)), size=1)  # the user selected another layer
+    settle(50)
+    node = mesh_visual(viewer, layer)
+    mesh_before = node.mesh_data
+    first = canvas_shot(viewer)
+
+    brain.map_choice.value = "space"
+    settle(50)
+    fast = canvas_shot(viewer)
+    assert node.mesh_data is mesh_before, "the switch re-sent the whole mesh"
+    changed = np.abs(fast[..., :3].astype(int) - first[..., :3]).sum(-1) > 30
+    assert changed.sum() > 100, "the map switch did not change the picture"
+    np.testing.assert_array_equal(layer.vertex_colors, scene_for_layer(layer).colors())
+
+    # the plain path (napari hands vispy the whole mesh again) draws the same picture
+    layer.vertex_colors = np.array(layer.vertex_colors)
+    settle(50)
+    assert node.mesh_data is not mesh_before
+    plain = canvas_shot(viewer)
+    np.testing.assert_array_equal(fast, plain)
+
+
+def test_recolour_falls_back_to_the_plain_path(make_napari_viewer, model_path):
+    viewer = make_napari_viewer(show=True)
+    layer = open_model(viewer, model_path)
+    settle(50)
+    n = len(layer.data[0])
+    red = np.tile(np.array([[1.0, 0.0, 0.0, 1.0]], np.float32), (n, 1))
+    # no viewer: the plain path, which still colours the layer
+    assert recolour(layer, red) is False
+    np.testing.assert_array_equal(layer.vertex_colors, red)
+    settle(50)
+    shot = canvas_shot(viewer)
+    on = shot[..., :3].astype(int).sum(-1) > 60
+    assert (shot[on][:, 0] > 2 * shot[on][:, 2].astype(int) + 20).mean() > 0.9
+    # a mesh update still pending (new vertices not drawn yet): the plain path too
+    layer.data = (layer.data[0] + 1.0, layer.data[1])
+    assert recolour(layer, red[:, [2, 1, 0, 3]], viewer) is False
+    settle(50)
+    # with everything drawn, the fast path; and the colours reach the canvas
+    assert recolour(layer, red, viewer) is True
+    settle(50)
+    again = canvas_shot(viewer)
+    on = again[..., :3].astype(int).sum(-1) > 60
+    assert (again[on][:, 0] > 2 * again[on][:, 2].astype(int) + 20).mean() > 0.9
+
+
+def test_view_switch_is_drawn_once(make_napari_viewer, model_path, monkeypatch):
+    from napari_factortopy.scene.brain import BrainScene
+
+    viewer = make_napari_viewer(show=True)
+    open_model(viewer, model_path)
+    brain = dock(viewer, "Brain maps")
+    viewer.add_points(np.zeros((1, 3)), size=1, name="a selected points layer")
+    settle(100)
+    frames = _frames(viewer)
+    formatted = []
+    monkeypatch.setattr(BrainScene, "__repr__", lambda self: formatted.append(1) or "scene")
+    buttons = {b.text: b for b in brain.view_buttons}
+    for view in ("ventral", "lateral", "posterior"):
+        frames[0] = 0
+        buttons[view].native.click()
+        settle(150)
+        assert frames[0] == 1, f"{view}: {frames[0]} frames drawn"
+    assert not formatted, "a switch printed the scene into a task description"
+
+
+def test_named_job_runs_and_prints_its_name():
+    calls = []
+    job = NamedJob(lambda: calls.append(1) or 7, "factortopy: preparing clicks")
+    assert job() == 7 and calls == [1]
+    assert repr(job) == str(job) == "factortopy: preparing clicks"
