@@ -116,6 +116,24 @@ def test_info_summarises(demo_dir, capsys):
             assert float(cells[col + 2]) == pytest.approx(np.mean(conf), abs=0.006), row
 
 
+def test_info_says_what_per_roi_confidence_can_say(demo_dir, capsys):
+    """Under the ROI rows of a fitted model, the note on per-ROI confidence (issue 23:
+    the data do not pin the mixture's shape); a phantom's truth, whose weights are
+    given, has none."""
+    from napari_factortopy.core.analyses import CONFIDENCE_RESOLUTION
+
+    assert main(["info", str(demo_dir / "model.ftopy")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    last_roi = max(i for i, line in enumerate(lines) if line.startswith("  EBA "))
+    note = " ".join(x.strip() for x in lines[last_roi + 1 : last_roi + 5])
+    assert note.startswith(
+        f"(per-ROI confidence differences below {CONFIDENCE_RESOLUTION:.1f} are not a finding"
+    ), note
+    assert "sharpness" in note and note.endswith("compare argmax layers and the slope)")
+    assert main(["info", str(demo_dir / "truth.ftopy")]) == 0
+    assert "sharpness" not in capsys.readouterr().out
+
+
 def test_train_from_phantom_folder(demo_dir, tmp_path):
     out = tmp_path / "again.ftopy"
     extra = ["--steps-per-epoch", "20", "--max-epochs", "3", "--lr", "5e-3"]

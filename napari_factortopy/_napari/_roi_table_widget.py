@@ -15,6 +15,7 @@ from magicgui import widgets
 
 from napari_factortopy._napari._common import ModelChoice, StatusText
 from napari_factortopy._napari._layers import scene_for_layer
+from napari_factortopy.core.analyses import confidence_note
 from napari_factortopy.scene.brain import score_label
 from napari_factortopy.scene.tables import COLUMNS, roi_rows, score_note, slope_line, write_csv
 
@@ -60,10 +61,15 @@ class RoiTableWidget(widgets.Container):
             "vertex's mode (mode-centred); far weight: the mean layer weight further "
             "from the mode. The same line as `factortopy info`",
         )  # fmt: skip
+        self.note = StatusText(  # what per-ROI confidence can say: shown with its column
+            label="confidence", value="", max_lines=8,
+            tooltip="why per-ROI confidence differences below 0.2 are not a finding "
+            "(BENCHMARKS.md: on phantoms the truth's layer mixture fit no better)",
+        )  # fmt: skip
         self.status = StatusText(label="status", value="")
         self.extend(
             [self.model_choice, self.score_key, self.sort_by, self.descending, self.table,
-             self.slope, self.out, self.save_button, self.status]
+             self.slope, self.note, self.out, self.save_button, self.status]
         )  # fmt: skip
         self.model_choice.changed.connect(self._on_model)
         self.score_key.changed.connect(self._on_model)
@@ -131,6 +137,18 @@ class RoiTableWidget(widgets.Container):
         index = [str(i + 1) for i in range(len(data))]
         self.table.value = {"data": data, "index": index, "columns": list(headers.values())}
         self.table.native.setSortingEnabled(True)
+        self._show_confidence_note(list(headers))
+
+    def _show_confidence_note(self, keys: list[str]) -> None:
+        """Under the table and on the confidence column's header: what per-ROI confidence
+        can say, while two ROIs or more show one."""
+        layer = self.model_choice.layer
+        scene = None if layer is None else scene_for_layer(layer)
+        shown = "confidence" in keys and sum(_has(r["confidence"]) for r in self.rows) > 1
+        note = confidence_note(scene.model.kind) if shown and scene is not None else ""
+        self.note.value, self.note.visible = note, bool(note)
+        if note:
+            self.table.native.horizontalHeaderItem(keys.index("confidence")).setToolTip(note)
 
     def _on_save(self, _=None) -> Path | None:
         if not self.rows:

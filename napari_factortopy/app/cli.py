@@ -296,7 +296,10 @@ def _roi_lines(
 ) -> list[str]:
     """The per-ROI rows of ``info``: vertices, mean test R² (and noise-normalised score
     when the model has a ceiling), modal argmax layer (1-based), mean scale, mean layer
-    confidence (``conf``, shape (V,)); one pass over V."""
+    confidence (``conf``, shape (V,)); one pass over V; then what per-ROI confidence can
+    say (:func:`~napari_factortopy.core.analyses.confidence_note`)."""
+    from ..core.analyses import confidence_note
+
     r2 = m.scores.get("r2_test")
     nc = m.scores.get("nc_test") if m.summary.get("noise_ceiling") else None
     n_roi = len(m.roi_names) + 1
@@ -333,6 +336,12 @@ def _roi_lines(
         lines.append(
             f"  {name:<10} {int(counts[k]):>6}  {r2s:>6}{ncs}  {mode:>12}  {scale:>5}  {cs:>10}"
         )
+    note = confidence_note(m.kind) if has_layer and len(lines) > 2 else ""
+    if note:  # two ROIs or more: their confidences invite a comparison
+        import textwrap
+
+        lines += textwrap.wrap(note, 88, initial_indent="  (", subsequent_indent="   ")
+        lines[-1] += ")"
     return lines
 
 

@@ -68,3 +68,27 @@ def test_roi_table_numbers_sorting_and_csv(make_napari_viewer, model_path, tiny_
     assert lines[0][2] == "mean r (test)"
     assert [line[0] for line in lines[1:]] == [r["roi"] for r in widget.rows]
     np.testing.assert_allclose([float(x[2]) for x in lines[1:]], scores, rtol=1e-9)
+
+
+def test_confidence_column_says_what_it_can_say(
+    make_napari_viewer, model_path, phantom_model_path, phantom_root
+):
+    """Issue 23: with two ROIs or more showing a confidence, the panel says under the
+    table (and on the column's header) that differences below 0.2 are not a finding;
+    a phantom's truth (given weights) shows no such note."""
+    from napari_factortopy.core.analyses import confidence_note
+
+    viewer = make_napari_viewer(show=True)
+    layer = open_model(viewer, model_path)
+    widget = dock(viewer, "ROI table")
+    assert not widget.note.native.isHidden() and widget.note.value == confidence_note()
+    header = widget.table.native.horizontalHeaderItem(
+        [widget.table.native.horizontalHeaderItem(i).text()
+         for i in range(widget.table.native.columnCount())].index("mean confidence")
+    )  # fmt: skip
+    assert header.toolTip() == confidence_note()
+    viewer.layers.remove(layer)
+    open_model(viewer, phantom_root / "truth.ftopy")
+    widget.model_choice.reset_choices()
+    widget._on_model()
+    assert widget.note.native.isHidden() and widget.note.value == ""
