@@ -123,6 +123,14 @@ def main() -> None:
         help="a trained model file to open instead of the synthetic one; its meshes come "
         "from $SUBJECTS_DIR (the full-size rehearsal's subject folder)",
     )
+    parser.add_argument(
+        "--freesurfer",
+        action="store_true",
+        help="the synthetic model's meshes read from $SUBJECTS_DIR/fsaverage/surf through "
+        "the plugin's reader (FreeSurfer files, as a user's fsaverage7; write them with "
+        "`bench/build_algonauts_subject.py --out DIR --meshes-only`) instead of built in "
+        "memory",
+    )
     parser.add_argument("--screenshot", help="PNG of the window after opening")
     parser.add_argument(
         "--pause", type=float, default=1.0, help="seconds between the view change and a click"
@@ -145,6 +153,10 @@ def main() -> None:
     print(f"package: {root}", file=sys.stderr)
     if args.model:
         path = Path(args.model)
+    elif args.freesurfer:
+        path = bn.bench_model(args.mesh_vertices, args.vertices).save(
+            Path(tempfile.mkdtemp()) / "bench.ftopy"
+        )
     else:
         meshes = {
             k: bn.synthetic_meshset(args.mesh_vertices, "fsaverage", k)
