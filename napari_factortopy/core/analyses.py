@@ -67,10 +67,11 @@ def confidence_note(kind: str = "factortopy") -> str:
     """What a fitted model's per-ROI mean confidence can say, in one sentence ("" for a
     phantom's truth, whose layer weights are given, not fitted).
 
-    Measured on phantoms with a known truth (the same confidence in every ROI): fitted
-    per-ROI confidence came out 0.51–0.87, the same across training seeds and after
-    training to convergence, and the truth's own layer weights fit the validation images
-    no better (ΔR² −0.009 … 0.000). Neighbouring layers' features are nearly
+    Measured on phantoms with a known truth (about the same confidence in every ROI;
+    BENCHMARKS.md, "Per-ROI confidence is not identified by the data"): fitted per-ROI
+    confidence came out 0.44–0.87, the same across training seeds and after training to
+    convergence, and the truth's own layer weights fit the validation images at most
+    0.4 % better (ΔR² −0.010 … +0.0015). Neighbouring layers' features are nearly
     interchangeable, so the data set the argmax layer, not the mixture's shape.
     """
     if kind == "phantom-truth":
@@ -79,8 +80,8 @@ def confidence_note(kind: str = "factortopy") -> str:
         f"per-ROI confidence differences below {CONFIDENCE_RESOLUTION:.1f} are not a "
         "finding: confidence is the layer mixture's sharpness, which the data pin only "
         "loosely (on phantoms of equal true confidence, fitted ROIs differed by up to 0.36 "
-        "and were up to 0.23 off the truth, whose mixture fit no better); compare argmax "
-        "layers and the slope"
+        "and were up to 0.28 off the truth, whose own mixture fit the validation data at "
+        "most 0.4 % better); compare argmax layers and the slope"
     )
 
 
