@@ -125,7 +125,8 @@ def test_info_says_what_per_roi_confidence_can_say(demo_dir, capsys):
     assert main(["info", str(demo_dir / "model.ftopy")]) == 0
     lines = capsys.readouterr().out.splitlines()
     last_roi = max(i for i, line in enumerate(lines) if line.startswith("  EBA "))
-    note = " ".join(x.strip() for x in lines[last_roi + 1 : last_roi + 5])
+    end = next(i for i in range(last_roi + 1, len(lines)) if lines[i].endswith(")"))
+    note = " ".join(x.strip() for x in lines[last_roi + 1 : end + 1])
     assert note.startswith(
         f"(per-ROI confidence differences below {CONFIDENCE_RESOLUTION:.1f} are not a finding"
     ), note
