@@ -12,7 +12,7 @@ import numpy as np
 from magicgui import widgets
 
 from napari_factortopy._napari._layers import META_KEY, scene_for_layer, scene_metadata
-from napari_factortopy._napari._recolour import recolour
+from napari_factortopy._napari._mesh_update import recolour, reposition
 from napari_factortopy.scene.brain import BrainScene, Pick
 
 __all__ = [
@@ -407,16 +407,15 @@ def keep_selection(viewer) -> Iterator[None]:
 def apply_scene(layer, scene: BrainScene, geometry: bool = False, viewer=None) -> None:
     """Push a scene's colours (and with ``geometry`` its vertices) into its layer.
 
-    With the ``viewer`` that draws the layer, a change of colours alone sends only the
-    colours to the canvas (:func:`~napari_factortopy._napari._recolour.recolour`).
+    With the ``viewer`` that draws the layer, only what changed is sent to the canvas:
+    the colours, and the vertices when they moved over the same faces
+    (:mod:`~napari_factortopy._napari._mesh_update`).
     The metadata is written last: its ``metadata`` event tells the panels that follow
     the layer (Brain maps) that the map changed, so they never disagree with it.
     """
     if geometry:
-        layer.data = scene.layer_data()
-        layer.vertex_colors = scene.colors()
-    else:
-        recolour(layer, scene.colors(), viewer)
+        reposition(layer, scene.layer_data(), viewer)
+    recolour(layer, scene.colors(), viewer)
     path = layer.metadata.get(META_KEY, {}).get("path")
     layer.metadata = {
         **layer.metadata,
@@ -433,7 +432,7 @@ def share_geometry(viewer, layer, scene: BrainScene) -> None:
         if same_layer(other, layer) or other_scene is None:
             continue
         other_scene.kind, other_scene.view = scene.kind, scene.view
-        apply_scene(other, other_scene, geometry=True)
+        apply_scene(other, other_scene, geometry=True, viewer=viewer)
     if len(linked) > 1:
         place_side_by_side(linked)
 

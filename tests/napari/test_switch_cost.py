@@ -1,8 +1,9 @@
 """Issue #22, item 6: what a map, view or mesh switch costs the canvas, driven through
 the shown viewer (reader, Plugins menu, the panel's own controls).
 
-- A map switch sends only the new colours: the mesh visual keeps its mesh, and the
-  picture is the one the plain path (napari re-sending the whole mesh) draws.
+- A map switch sends only the new colours, a view or mesh switch only the moved
+  vertices and the colours: the mesh visual keeps its mesh, and the picture is the one
+  the plain path (napari re-sending the whole mesh) draws.
 - A view switch is drawn in one frame, not two (the ROI names layer used to ask for a
   second frame when the camera's zoom changed).
 - No switch formats a scene (arrays and all) into napari's task descriptions.
@@ -14,7 +15,7 @@ import numpy as np
 
 from napari_factortopy._napari._background import NamedJob
 from napari_factortopy._napari._layers import scene_for_layer
-from napari_factortopy._napari._recolour import mesh_visual, recolour
+from napari_factortopy._napari._mesh_update import mesh_visual, recolour
 
 from ._drive import canvas_shot, dock, open_model, settle
 
@@ -103,3 +104,55 @@ def test_named_job_runs_and_prints_its_name():
     job = NamedJob(lambda: calls.append(1) or 7, "factortopy: preparing clicks")
     assert job() == 7 and calls == [1]
     assert repr(job) == str(job) == "factortopy: preparing clicks"
+
+
+def test_view_and_mesh_switches_send_only_the_moved_vertices(make_napari_viewer, model_path):
+    viewer = make_napari_viewer(show=True)
+    layer = open_model(viewer, model_path)
+    brain = dock(viewer, "Brain maps")
+    settle(50)
+    node = mesh_visual(viewer, layer)
+    mesh_before = node.mesh_data
+    buttons = {b.text: b for b in brain.view_buttons}
+    for action in (
+        buttons["ventral"].native.click,
+        lambda: setattr(brain.mesh_choice, "value", "sphere"),
+        buttons["posterior"].native.click,
+    ):
+        shown = canvas_shot(viewer)
+        action()
+        settle(100)
+        fast = canvas_shot(viewer)
+        assert node.mesh_data is mesh_before, "the switch re-sent the whole mesh"
+        moved = np.abs(fast[..., :3].astype(int) - shown[..., :3]).sum(-1) > 30
+        assert moved.sum() > 1000, "the switch did not change the picture"
+        scene = scene_for_layer(layer)
+        np.testing.assert_array_equal(layer.data[0], scene.layer_data()[0])
+        # the plain path (napari hands vispy the whole mesh again) draws the same picture
+        layer.data = (np.array(layer.data[0]), layer.data[1])
+        layer.vertex_colors = np.array(layer.vertex_colors)
+        settle(100)
+        assert node.mesh_data is not mesh_before
+        np.testing.assert_array_equal(fast, canvas_shot(viewer))
+        mesh_before = node.mesh_data
+
+
+def test_reposition_falls_back_when_something_follows_the_vertices(make_napari_viewer, model_path):
+    """Lighting needs the new vertices' normals: with shading on, the plain path; other
+    faces, the plain path."""
+    from napari_factortopy._napari._mesh_update import reposition
+
+    viewer = make_napari_viewer(show=True)
+    layer = open_model(viewer, model_path)
+    settle(50)
+    verts, faces = layer.data[0], layer.data[1]
+    assert reposition(layer, (verts + 1.0, faces), viewer) is True
+    settle(50)
+    layer.shading = "smooth"
+    settle(50)
+    assert reposition(layer, (verts + 2.0, faces), viewer) is False
+    np.testing.assert_array_equal(layer.data[0], verts + 2.0)
+    layer.shading = "none"
+    settle(50)
+    other = faces[:, [1, 2, 0]]  # the same triangles, listed otherwise: other faces
+    assert reposition(layer, (verts, other), viewer) is False
