@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from magicgui import widgets
 
-from napari_factortopy._napari._background import warm_in_background
+from napari_factortopy._napari._background import DeferredWarmUp
 from napari_factortopy._napari._clicks import Clicks
 from napari_factortopy._napari._common import (
     ModelChoice,
@@ -107,6 +107,7 @@ class BrainWidget(widgets.Container):
         keep_framing(viewer)  # a docked panel must not cut the brain off
         self.native.destroyed.connect(lambda *_: self._unhook(viewer))
         self._hooked: set[int] = set()
+        self._warm = DeferredWarmUp(self.native)  # the pick structure, after the frame
         self.key_actions = bind_keys(viewer, self.maps.step, self._on_view)  # see KEYS
         self._on_layers_changed()
 
@@ -212,7 +213,7 @@ class BrainWidget(widgets.Container):
                 self.viewer.layers.remove(orphan)
         self.model_choice.reset_choices()
         if getattr(event, "type", "") == "inserted" and self.scene is not None:
-            warm_in_background(self.scene.warm_picking)  # a fast first click
+            self._warm.request(self.scene.warm_picking)  # a fast first click
         for layer in factortopy_layers(self.viewer):
             if id(layer) not in self._hooked:
                 layer.events.metadata.connect(self._on_layer_metadata)
@@ -292,7 +293,7 @@ class BrainWidget(widgets.Container):
     def _reset_camera(self) -> None:
         scene = self.scene
         if scene is not None:  # the first click after a view/mesh change is answered fast
-            warm_in_background(scene.warm_picking)
+            self._warm.request(scene.warm_picking)
         frame_brain(self.viewer)
 
     def _on_outlines(self, value: bool | None = None) -> None:

@@ -156,3 +156,23 @@ def test_reposition_falls_back_when_something_follows_the_vertices(make_napari_v
     settle(50)
     other = faces[:, [1, 2, 0]]  # the same triangles, listed otherwise: other faces
     assert reposition(layer, (verts, other), viewer) is False
+
+
+def test_warm_up_waits_for_the_last_switch(qtbot):
+    """A burst of view switches builds one pick structure, the last view's, after the
+    delay (the frames are drawn on cores the warm-up does not take)."""
+    from qtpy.QtWidgets import QWidget
+
+    from napari_factortopy._napari._background import DeferredWarmUp
+
+    owner = QWidget()
+    qtbot.addWidget(owner)
+    ran = []
+    warm = DeferredWarmUp(owner, delay_ms=200)
+    for view in ("ventral", "posterior", "medial"):
+        warm.request(lambda v=view: ran.append(v))
+        qtbot.wait(50)
+    assert ran == [] and warm.worker is None  # still waiting after the last request
+    qtbot.waitUntil(lambda: ran == ["medial"], timeout=5000)
+    qtbot.wait(300)
+    assert ran == ["medial"]
