@@ -15,7 +15,7 @@ from magicgui import widgets
 
 from napari_factortopy._napari._common import ModelChoice, StatusText
 from napari_factortopy._napari._layers import scene_for_layer
-from napari_factortopy.core.analyses import confidence_note
+from napari_factortopy.core.analyses import CONFIDENCE_RESOLUTION, confidence_note
 from napari_factortopy.scene.brain import score_label
 from napari_factortopy.scene.tables import COLUMNS, roi_rows, score_note, slope_line, write_csv
 
@@ -63,8 +63,9 @@ class RoiTableWidget(widgets.Container):
         )  # fmt: skip
         self.note = StatusText(  # what per-ROI confidence can say: shown with its column
             label="confidence", value="", max_lines=8,
-            tooltip="why per-ROI confidence differences below 0.2 are not a finding "
-            "(BENCHMARKS.md: on phantoms the truth's layer mixture fit no better)",
+            tooltip=f"why per-ROI confidence differences below {CONFIDENCE_RESOLUTION:.1f} "
+            "are not a finding (BENCHMARKS.md: on phantoms the truth's layer mixture fit "
+            "at most 0.4 % better)",
         )  # fmt: skip
         self.status = StatusText(label="status", value="")
         self.extend(

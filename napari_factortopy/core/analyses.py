@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from .model_schema import KIND_MODEL, KIND_TRUTH
 from .resources import paper_roi_groups
 
 __all__ = [
@@ -63,7 +64,7 @@ def _layer(layer: np.ndarray) -> np.ndarray:
 CONFIDENCE_RESOLUTION = 0.2
 
 
-def confidence_note(kind: str = "factortopy") -> str:
+def confidence_note(kind: str = KIND_MODEL) -> str:
     """What a fitted model's per-ROI mean confidence can say, in one sentence ("" for a
     phantom's truth, whose layer weights are given, not fitted).
 
@@ -74,7 +75,7 @@ def confidence_note(kind: str = "factortopy") -> str:
     0.4 % better (ΔR² −0.010 … +0.0015). Neighbouring layers' features are nearly
     interchangeable, so the data set the argmax layer, not the mixture's shape.
     """
-    if kind == "phantom-truth":
+    if kind == KIND_TRUTH:
         return ""
     return (
         f"per-ROI confidence differences below {CONFIDENCE_RESOLUTION:.1f} are not a "
