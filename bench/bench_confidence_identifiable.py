@@ -27,27 +27,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _val_r2_per_vertex(module, features, responses, val_idx, sels, rows, readouts, batch):
-    """Validation R² of each vertex of ``rows`` (V',) for each selector set's readout."""
-    import torch
-
-    from napari_factortopy.core.calibration import _feature_batches
-    from napari_factortopy.core.metrics import r2_score
-
-    d = module.config.bottleneck
-    preds = [np.empty((len(val_idx), len(rows))) for _ in sels]
-    pos = 0
-    for fs in _feature_batches(module, features, val_idx, sels, batch):
-        b = fs[0].shape[1]
-        for i, f in enumerate(fs):
-            beta, bias = readouts[i][0]
-            w = torch.from_numpy(beta / d)
-            preds[i][pos : pos + b] = torch.bmm(f.double(), w[:, :, None])[..., 0].T.numpy() + bias
-        pos += b
-    y = np.asarray(responses)[np.asarray(val_idx, np.int64)][:, rows].astype(np.float64)
-    return [r2_score(y, p) for p in preds]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
@@ -60,7 +39,7 @@ def main() -> None:
 
     from napari_factortopy.app.evaluate import evaluation_inputs
     from napari_factortopy.core.analyses import confidence
-    from napari_factortopy.core.calibration import ridge_readout
+    from napari_factortopy.core.calibration import ridge_readout, val_r2_per_vertex
     from napari_factortopy.core.fitted_model import FittedModel
     from napari_factortopy.core.model import Selectors
     from napari_factortopy.data.phantom import load_phantom
@@ -103,7 +82,7 @@ def main() -> None:
             (args.ridge,),
             batch_size=args.batch_size,
         )
-        fit, tpi, tall = _val_r2_per_vertex(
+        per_vertex = val_r2_per_vertex(
             module,
             inputs.features,
             inputs.responses,
@@ -113,6 +92,7 @@ def main() -> None:
             readouts,
             args.batch_size,
         )
+        fit, tpi, tall = (per[0] for per in per_vertex)
         diff = tpi - fit
         se = diff.std(ddof=1) / np.sqrt(len(diff))
         c_fit = float(confidence(base.layer[r].double().numpy()).mean())

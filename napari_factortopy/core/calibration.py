@@ -43,6 +43,7 @@ __all__ = [
     "calibration_line",
     "refit_work",
     "ridge_readout",
+    "val_r2_per_vertex",
 ]
 
 
@@ -222,6 +223,18 @@ def _val_r2(
     model, features, responses, val_idx, sels, rows, readouts, batch_size
 ) -> list[list[float]]:
     """Mean validation R² (over ``rows``): ``out[i][k]`` for selector i, readout k."""
+    per_vertex = val_r2_per_vertex(
+        model, features, responses, val_idx, sels, rows, readouts, batch_size
+    )
+    return [[float(np.nanmean(r2)) for r2 in per] for per in per_vertex]
+
+
+def val_r2_per_vertex(
+    model, features, responses, val_idx, sels, rows, readouts, batch_size
+) -> list[list[np.ndarray]]:
+    """Validation R² of each vertex of ``rows``: ``out[i][k]``, shape (V',), for the
+    selectors ``sels[i]`` read out by ``readouts[i][k]`` (:func:`ridge_readout`'s
+    ``(beta (V', D), bias (V',))``)."""
     d = model.config.bottleneck
     preds = [[np.empty((len(val_idx), len(rows))) for _ in r] for r in readouts]
     ws = [[torch.from_numpy(beta / d) for beta, _ in r] for r in readouts]
@@ -235,7 +248,7 @@ def _val_r2(
                 preds[i][k][pos : pos + b] = pred + bias
         pos += b
     y = responses[np.asarray(val_idx, np.int64)][:, rows].astype(np.float64)
-    return [[float(np.nanmean(r2_score(y, p))) for p in per] for per in preds]
+    return [[r2_score(y, p) for p in per] for per in preds]
 
 
 def calibrate(
