@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_factortopy.core import colours
+from napari_factortopy.scene.closed_surface import surface_orientation
 from napari_factortopy.scene.maps import (
     BAR_MAPS,
     ENSEMBLE_MAPS,
@@ -416,9 +417,25 @@ class BrainScene:
 
     def warm_picking(self) -> None:
         """Build the current mesh and view's pick structure now (≈ 0.2–0.4 s at
-        fsaverage7), so that the first click after a view change is answered at once;
-        the panel calls it on a worker thread."""
+        fsaverage7), so that the first click after a view change is answered at once,
+        and measure the mesh's :meth:`orientation` (≈ 0.5 s the first time per mesh
+        kind); the panel calls it on a worker thread."""
         self._tree()
+        self.orientation()
+
+    def orientation(self, measure: bool = True) -> int | None:
+        """Which way the current mesh kind's faces turn
+        (:func:`~napari_factortopy.scene.closed_surface.surface_orientation`): +1 closed
+        and outward, −1 closed and inward, 0 open or mixed. Measured once per kind;
+        with ``measure=False`` None until then (a renderer's question that must not
+        wait). Every view is a rotation of the mesh (:func:`layout`), so the answer
+        holds for every view."""
+        key = ("orientation", self.kind)
+        if key not in self._cache:
+            if not measure:
+                return None
+            self._cache[key] = surface_orientation(self.meshes())
+        return self._cache[key]
 
     def pick(self, position, direction) -> Pick | None:
         """The displayed vertex a click ray hits first (see :meth:`hit`).
