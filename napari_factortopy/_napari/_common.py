@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 from magicgui import widgets
 
+from napari_factortopy._napari._culling import hide_back_faces
 from napari_factortopy._napari._layers import META_KEY, scene_for_layer, scene_metadata
 from napari_factortopy._napari._mesh_update import recolour, reposition
 from napari_factortopy.scene.brain import BrainScene, Pick
@@ -409,13 +410,16 @@ def apply_scene(layer, scene: BrainScene, geometry: bool = False, viewer=None) -
 
     With the ``viewer`` that draws the layer, only what changed is sent to the canvas:
     the colours, and the vertices when they moved over the same faces
-    (:mod:`~napari_factortopy._napari._mesh_update`).
+    (:mod:`~napari_factortopy._napari._mesh_update`), and the canvas skips the faces a
+    closed brain turns away (:mod:`~napari_factortopy._napari._culling`).
     The metadata is written last: its ``metadata`` event tells the panels that follow
     the layer (Brain maps) that the map changed, so they never disagree with it.
     """
     if geometry:
         reposition(layer, scene.layer_data(), viewer)
     recolour(layer, scene.colors(), viewer)
+    if viewer is not None:
+        hide_back_faces(layer, viewer)
     path = layer.metadata.get(META_KEY, {}).get("path")
     layer.metadata = {
         **layer.metadata,
