@@ -112,8 +112,9 @@ def _row(name: str, samples: list[tuple[float, float]], target: float) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def make_parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParser:
+    """The options of this bench (``bench_culling.py`` takes them too)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--mesh-vertices", type=int, default=163842)
     parser.add_argument("--vertices", type=int, default=37984)
     parser.add_argument("--repeats", type=int, default=5)
@@ -135,7 +136,18 @@ def main() -> None:
     parser.add_argument(
         "--pause", type=float, default=1.0, help="seconds between the view change and a click"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def open_workbench(args):
+    """A shown viewer of the screen's size, every panel docked from the Plugins menu
+    path, and the model opened through the reader.
+
+    Returns
+    -------
+    viewer, loop, panels (display name → widget), the model's layer, the open's
+    (until drawn and idle, longest freeze) in seconds, and the model file's path.
+    """
     width, height = (int(v) for v in args.screen.split("x"))
 
     import napari_factortopy  # the Mesa/triton guard, and where the panels come from
@@ -144,7 +156,6 @@ def main() -> None:
     import napari
     import yaml
     from qtpy.QtWidgets import QApplication
-    from vispy.app.canvas import MouseEvent
 
     from napari_factortopy._napari import _layers
     from napari_factortopy._napari._layers import META_KEY
@@ -197,6 +208,16 @@ def main() -> None:
         print(f"    {path.name}: {n:,} modelled vertices on a mesh of {mesh:,} vertices")
     if args.screenshot:
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
+    return viewer, loop, panels, layer, opened, path
+
+
+def main() -> None:
+    args = make_parser().parse_args()
+    viewer, loop, panels, layer, _opened, _path = open_workbench(args)
+    brain = panels["Brain maps"]
+    from vispy.app.canvas import MouseEvent
+
+    from napari_factortopy._napari._layers import META_KEY
 
     # the user selects another layer; clicks still reach the brain
     other = viewer.add_points(np.zeros((1, 3)), name="a selected points layer", size=1)
