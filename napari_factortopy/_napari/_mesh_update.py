@@ -117,11 +117,15 @@ def recolour(layer, colours: np.ndarray, viewer=None) -> bool:
     Returns
     -------
     bool
-        True when only the colour buffer was replaced; False when the layer took the
-        colours the plain way (``layer.vertex_colors = colours``). The picture is the
-        same either way.
+        True when only the colour buffer was replaced, or nothing at all because the
+        layer already shows this very array (a view switch keeps the map's colours);
+        False when the layer took the colours the plain way
+        (``layer.vertex_colors = colours``). The picture is the same either way.
     """
     colours = np.ascontiguousarray(colours, dtype=np.float32)
+    if getattr(layer, "__wrapped__", layer).vertex_colors is colours:
+        # every path that sets the canvas's colours sets the layer's to the same array
+        return True
     node = mesh_visual(viewer, layer)
     if not (
         _drawn_per_vertex(node, layer, viewer)
