@@ -16,24 +16,13 @@ two arms' pictures differ by after the last switch.
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 
+import bench_feel as feel  # this folder, as the script's own, is on sys.path
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-
-
-def _bench_feel():
-    spec = importlib.util.spec_from_file_location("bench_feel", HERE / "bench_feel.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:
-    feel = _bench_feel()
     args = feel.make_parser(__doc__.splitlines()[0]).parse_args()
     viewer, loop, panels, layer, _opened, _path = feel.open_workbench(args)
     brain = panels["Brain maps"]
