@@ -118,6 +118,14 @@ def test_nothing_culled_when_the_inside_could_show(make_napari_viewer, model_pat
     settle(50)
     assert _culling.cull_side(layer, node) in ("front", "back")
 
+    # the 2D view draws the mesh flattened: nothing to skip
+    viewer.dims.ndisplay = 2
+    settle(50)
+    assert _culling.cull_side(layer, node) is False
+    viewer.dims.ndisplay = 3
+    settle(50)
+    assert _culling.cull_side(layer, node) in ("front", "back")
+
     # a mesh kind not measured yet: every face is drawn until the worker has measured it
     brain.mesh_choice.value = "sphere"
     assert scene.orientation(measure=False) is None
