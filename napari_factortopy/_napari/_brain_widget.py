@@ -30,6 +30,7 @@ from napari_factortopy._napari._common import (
     same_layer,
     share_geometry,
 )
+from napari_factortopy._napari._culling import hide_back_faces
 from napari_factortopy._napari._inspector import Inspector
 from napari_factortopy._napari._keys import KEYS, bind_keys, unbind_keys
 from napari_factortopy._napari._layers import scene_for_layer
@@ -212,12 +213,15 @@ class BrainWidget(widgets.Container):
             if orphan in self.viewer.layers:
                 self.viewer.layers.remove(orphan)
         self.model_choice.reset_choices()
-        if getattr(event, "type", "") == "inserted" and self.scene is not None:
-            self._warm.request(self.scene.warm_picking)  # a fast first click
+        if (event is None or getattr(event, "type", "") == "inserted") and self.scene is not None:
+            # a fast first click, and the mesh's orientation (the canvas culls on it),
+            # also for a model opened before the panel was docked
+            self._warm.request(self.scene.warm_picking)
         for layer in factortopy_layers(self.viewer):
             if id(layer) not in self._hooked:
                 layer.events.metadata.connect(self._on_layer_metadata)
                 self._hooked.add(id(layer))
+            hide_back_faces(layer, self.viewer)  # camera turns are drawn culled too
         self._sync()
 
     def _on_layer_metadata(self, event=None) -> None:
@@ -225,6 +229,8 @@ class BrainWidget(widgets.Container):
             self._sync()
 
     def _on_model(self, value=None) -> None:
+        if self.scene is not None:  # another model: its pick structure and orientation
+            self._warm.request(self.scene.warm_picking)
         self._sync()
 
     def _on_map(self, name: str | None = None) -> None:

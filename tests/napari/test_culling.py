@@ -149,3 +149,24 @@ def test_other_closed_kinds(make_napari_viewer, model_path, qtbot, monkeypatch, 
     assert side in ("front", "back")
     _same_but_for_edges(ours, every)
     assert (wrong != every).any(-1).sum() > 0.3 * _on_brain(every).sum()
+
+
+@pytest.mark.parametrize("dock_first", [True, False])
+def test_a_turned_camera_is_culled_before_any_switch(make_napari_viewer, model_path, qtbot,
+                                                     monkeypatch, dock_first):  # fmt: skip
+    """The user opens a model and drags the camera round before touching the panel: those
+    frames skip the far faces too, whether Brain maps was docked before or after."""
+    viewer = make_napari_viewer(show=True)
+    if dock_first:
+        dock(viewer, "Brain maps")
+    layer = open_model(viewer, model_path)
+    if not dock_first:
+        dock(viewer, "Brain maps")
+    scene = scene_for_layer(layer)
+    qtbot.waitUntil(lambda: scene.orientation(measure=False) is not None, timeout=20_000)
+    viewer.camera.angles = tuple(np.add(viewer.camera.angles, (0.0, 40.0, 0.0)))
+    settle(80)
+    ours, every, wrong, side = _pictures(viewer, layer, monkeypatch)
+    assert side in ("front", "back")
+    _same_but_for_edges(ours, every)
+    assert (wrong != every).any(-1).sum() > 0.3 * _on_brain(every).sum()
