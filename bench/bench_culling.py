@@ -10,8 +10,9 @@ False, as napari draws). Same setting as ``bench_feel.py`` (its options, e.g.
         .venv/bin/python bench/bench_culling.py --freesurfer --repeats 8
 
 Printed: the median and the longest freeze of each arm for map switches (the four
-maps in turn) and view switches (lateral ↔ ventral), and how many canvas pixels the
-two arms' pictures differ by after the last switch.
+maps in turn), view switches (lateral ↔ ventral) and camera turns (4°, a drag's frame;
+the 200-ms mark printed with it is the no-freeze target), and how many canvas pixels
+the two arms' pictures differ by after the last switch.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     arms = ("every face", "culled")
     maps = {a: [] for a in arms}
     views = {a: [] for a in arms}
+    turns = {a: [] for a in arms}
     buttons = {b.text: b for b in brain.view_buttons}
     shots = {}
     for i in range(args.repeats):
@@ -61,12 +63,17 @@ def main() -> None:
                 maps[a].append(loop.timed(lambda n=name: setattr(brain.map_choice, "value", n)))
             for view in ("ventral", "lateral"):
                 views[a].append(loop.timed(buttons[view].native.click))
+            for step in (4.0, -4.0) * 2:  # a drag's frames: the camera turned a little
+                angles = tuple(np.add(viewer.camera.angles, (0.0, step, 0.0)))
+                turns[a].append(loop.timed(lambda t=angles: setattr(viewer.camera, "angles", t)))
             shots[a] = viewer.screenshot(canvas_only=True, flash=False)
     _culling.cull_side = rule
     for a in arms:
         print(feel._row(f"map switch, {a}", maps[a], 150))
     for a in arms:
         print(feel._row(f"view switch, {a}", views[a], 300))
+    for a in arms:  # no target of its own: a frame of a drag
+        print(feel._row(f"camera turn, {a}", turns[a], 200))
     first, second = (shots[a] for a in arms)
     differ = int((first != second).any(-1).sum())
     print(f"pictures differ in {differ} of {first.shape[0] * first.shape[1]:,} pixels")
