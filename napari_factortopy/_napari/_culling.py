@@ -98,15 +98,15 @@ def cull_side(layer, node) -> str | bool:
             return False
         turn = scene.orientation(measure=False)  # never measured inside a frame
         vertices, faces = layer.data[0], layer.data[1]
-        drawn = node.mesh_data.get_vertices()
+        drawn, drawn_faces = node.mesh_data.get_vertices(), node.mesh_data.get_faces()
         if not turn or drawn is None or len(drawn) != len(vertices) or len(vertices) == 0:
             return False
-        if len(faces) != len(node.mesh_data.get_faces()):
+        if drawn_faces is None or len(faces) != len(drawn_faces):
             return False
         kind_vertices, kind_faces = scene.layer_data()
         if len(kind_vertices) != len(vertices) or len(kind_faces) != len(faces):
             return False
-        handed = _drawn_parity(vertices[0], drawn[0], faces[0], node.mesh_data.get_faces()[0])
+        handed = _drawn_parity(vertices[0], drawn[0], faces[0], drawn_faces[0])
         screen = _screen_parity(node)
         if not handed or not screen:
             return False
