@@ -17,7 +17,14 @@ from napari_factortopy._napari._common import ModelChoice, StatusText
 from napari_factortopy._napari._layers import scene_for_layer
 from napari_factortopy.core.analyses import CONFIDENCE_RESOLUTION, confidence_note
 from napari_factortopy.scene.brain import score_label
-from napari_factortopy.scene.tables import COLUMNS, roi_rows, score_note, slope_line, write_csv
+from napari_factortopy.scene.tables import (
+    COLUMNS,
+    roi_rows,
+    score_note,
+    sidecar_path,
+    slope_line,
+    write_csv,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -53,7 +60,11 @@ class RoiTableWidget(widgets.Container):
             label="save as", mode="w", filter="*.csv",
             value=str(Path.home() / "factortopy" / "rois.csv"), tooltip="CSV file to write",
         )  # fmt: skip
-        self.save_button = widgets.PushButton(text="Export CSV", tooltip="write the table")
+        self.save_button = widgets.PushButton(
+            text="Export CSV",
+            tooltip="write the table as CSV, with a .json sidecar beside it: what each "
+            "column holds, the slope line, caveats and warnings",
+        )
         self.slope = StatusText(  # room for an unfinished model's reason too
             label="slope", value="", max_lines=8,
             tooltip="hierarchy slope (paper Table 2): expected layer against ROI level "
@@ -155,8 +166,18 @@ class RoiTableWidget(widgets.Container):
         if not self.rows:
             self.status.value = "no ROIs to save"
             return None
-        path = write_csv(self.rows, str(self.out.value), self.score_key.value)
-        self.status.value = f"wrote {path} ({len(self.rows)} ROIs)"
+        layer = self.model_choice.layer
+        scene = None if layer is None else scene_for_layer(layer)
+        source = None if layer is None else (layer.source.path or layer.name)
+        path = write_csv(
+            self.rows,
+            str(self.out.value),
+            self.score_key.value,
+            model=None if scene is None else scene.model,
+            source=source,
+        )
+        side = f" and {sidecar_path(path).name} (what the columns hold, caveats)" if scene else ""
+        self.status.value = f"wrote {path}{side} ({len(self.rows)} ROIs)"
         return path
 
 

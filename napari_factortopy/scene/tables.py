@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,16 @@ from napari_factortopy.core.analyses import confidence, layer_argmax
 from napari_factortopy.core.atomic import atomic_path
 from napari_factortopy.scene.brain import _default_score_key, score_label
 
-__all__ = ["COLUMNS", "roi_rows", "score_note", "slope_line", "slope_parts", "write_csv"]
+__all__ = [
+    "COLUMNS",
+    "DESCRIPTIONS",
+    "roi_rows",
+    "score_note",
+    "sidecar_path",
+    "slope_line",
+    "slope_parts",
+    "write_csv",
+]
 
 #: Column keys of :func:`roi_rows`, in order, with their headers.
 COLUMNS = {
@@ -210,15 +220,115 @@ def _roi_means(values, lab: np.ndarray, fit: np.ndarray, n_roi: int) -> list[flo
     return [float(t / c) if c else float("nan") for t, c in zip(tot, num, strict=True)]
 
 
-def write_csv(rows: list[dict], path: str | os.PathLike, score_key: str | None = None) -> Path:
-    """Write :func:`roi_rows` as CSV (header row; the score column names its score)."""
+#: What each column of :func:`roi_rows` holds, for the CSV's sidecar (``{score}``: the
+#: score's name).
+DESCRIPTIONS = {
+    "roi": "region of interest, as named in the model file",
+    "n_vertices": "the ROI's vertices in the model (those with non-finite selectors too)",
+    "score": "mean {score} over the ROI's vertices with finite selectors",
+    "nc_score": "mean noise-normalised challenge score (%): r² over the noise ceiling, "
+    "r < 0 counted as 0, capped at 100",
+    "layer": "the layer most of the ROI's vertices weight most (argmax of the layer selector)",
+    "layer_share": "fraction of the ROI's vertices whose argmax layer it is",
+    "confidence": "mean layer-selector confidence, 1 − H(π)/log L (0: all layers "
+    "equal, 1: one layer)",
+    "scale": "mean scale α (0: local tokens, 1: the global token)",
+    "score_sd": "SD across a group's models of the ROI's mean score",
+    "significant": "fraction of the ROI's vertices with FDR q ≤ α",
+    "r2_layer": "the layer whose features explain most of the ROI's mean R² (variance split)",
+}
+
+
+def write_csv(
+    rows: list[dict],
+    path: str | os.PathLike,
+    score_key: str | None = None,
+    model=None,
+    source: str | None = None,
+) -> Path:
+    """Write :func:`roi_rows` as CSV (header row; the score column names its score).
+
+    With ``model``, what the table alone would not say goes with it, as the panel and
+    ``factortopy info`` say it:
+
+    - a last column ``warning`` on every row when the model's maps carry one
+      (``UNFINISHED MODEL: …``, ``DEGENERATE SELECTORS: …``: :func:`warning_parts`), so
+      a table copied into a paper keeps it;
+    - a sidecar ``<name>.json`` beside the CSV (the column descriptions of a BIDS
+      tabular file's sidecar, plus ``Model``, ``Warnings``, ``HierarchySlope`` (the
+      slope line), ``Scores`` (:func:`score_note`) and, under ``mean confidence``,
+      ``Caveat`` (:func:`~napari_factortopy.core.analyses.confidence_note`)).
+
+    Both files are written whole or not at all.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`roi_rows`, in the order to write.
+    path : path-like
+        The CSV file.
+    score_key : str, optional
+        The score of the ``score`` column.
+    model : FittedModel, optional
+        The model the rows describe.
+    source : str, optional
+        Where the model came from (its file), for the sidecar's ``Model``.
+
+    Returns
+    -------
+    Path
+        The CSV file (the sidecar: :func:`sidecar_path`).
+    """
     out = Path(path)
     header = dict(COLUMNS)
     if score_key:
         header["score"] = f"mean {score_label(score_key)}"
+    warnings = [] if model is None else _warnings(model)
+    sidecar = None if model is None else _sidecar(model, header, score_key, warnings, source)
     with atomic_path(out, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(header.values())
+        writer.writerow([*header.values(), *(["warning"] if warnings else [])])
         for r in rows:
-            writer.writerow([r[k] for k in COLUMNS])
+            writer.writerow(
+                [*(r[k] for k in COLUMNS), *(["; ".join(warnings)] if warnings else [])]
+            )
+    if sidecar is not None:
+        with atomic_path(sidecar_path(out), suffix=".json") as tmp:
+            Path(tmp).write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
     return out
+
+
+def sidecar_path(csv_path: str | os.PathLike) -> Path:
+    """Where :func:`write_csv` puts a CSV's sidecar: ``rois.csv`` → ``rois.json``."""
+    out = Path(csv_path)
+    side = out.with_suffix(".json")
+    return side if side != out else out.with_name(out.name + ".json")
+
+
+def _warnings(model) -> list[str]:
+    from napari_factortopy.scene.maps import warning_parts
+
+    return warning_parts(model)
+
+
+def _sidecar(
+    model, header: dict, score_key: str | None, warnings: list[str], source: str | None
+) -> dict:
+    """The sidecar's content (see :func:`write_csv`)."""
+    from napari_factortopy.core.analyses import confidence_note
+
+    score = score_label(score_key or _default_score_key(model))
+    columns = {header[k]: {"Description": DESCRIPTIONS[k].format(score=score)} for k in COLUMNS}
+    note = confidence_note(getattr(model, "kind", ""))
+    if note:
+        columns[header["confidence"]]["Caveat"] = note
+    if warnings:
+        columns["warning"] = {"Description": "what every map of this model carries"}
+    return {
+        "Model": source or "",
+        "Kind": str(getattr(model, "kind", "")),
+        "Warnings": warnings,
+        "HierarchySlope": slope_line(model),
+        "Scores": score_note(model),
+        **columns,
+    }

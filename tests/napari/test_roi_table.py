@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -62,12 +63,24 @@ def test_roi_table_numbers_sorting_and_csv(make_napari_viewer, model_path, tiny_
     table = widget.table.data.to_list()
     assert [row[0] for row in table] == [r["roi"] for r in widget.rows]  # shown as sorted
     widget.out.value = str(tmp_path / "rois.csv")
-    path = widget._on_save()
+    widget.save_button.native.click()  # the user's Save
+    path = tmp_path / "rois.csv"
     with open(path, newline="") as f:
         lines = list(csv.reader(f))
     assert lines[0][2] == "mean r (test)"
     assert [line[0] for line in lines[1:]] == [r["roi"] for r in widget.rows]
     np.testing.assert_allclose([float(x[2]) for x in lines[1:]], scores, rtol=1e-9)
+    assert "warning" not in lines[0]  # a finished model with decided selectors
+    # the sidecar says what the table alone would not (BIDS-style column descriptions)
+    from napari_factortopy.core.analyses import confidence_note
+
+    side = json.loads((tmp_path / "rois.json").read_text())
+    assert widget.status.value.startswith(f"wrote {path} and rois.json")
+    assert side["Model"] == str(model_path) and side["Warnings"] == []
+    assert side["HierarchySlope"] == widget.slope.value
+    assert {h: "Description" in side[h] for h in lines[0]} == dict.fromkeys(lines[0], True)
+    assert "r (test)" in side["mean r (test)"]["Description"]
+    assert side["mean confidence"]["Caveat"] == confidence_note()
 
 
 def test_confidence_column_says_what_it_can_say(

@@ -6,6 +6,8 @@ says why."""
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 
 import numpy as np
@@ -86,6 +88,17 @@ def test_roi_table_shows_the_hierarchy_slope_as_info_does(make_napari_viewer, tm
         panel_dock.width(),
     )
     assert label.height() > 2 * label.fontMetrics().lineSpacing()  # wrapped over lines
+
+    # saved as CSV, every row keeps the warning and the sidecar the slope line
+    widget.out.value = str(tmp_path / "rois.csv")
+    widget.save_button.native.click()
+    with open(tmp_path / "rois.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][-1] == "warning" and len(rows) == 1 + len(widget.rows)
+    assert {r[-1] for r in rows[1:]} == {f"UNFINISHED MODEL: {UNFINISHED}"}
+    side = json.loads((tmp_path / "rois.json").read_text())
+    assert side["Warnings"] == [f"UNFINISHED MODEL: {UNFINISHED}"]
+    assert side["HierarchySlope"] == text
 
     # a model whose ROIs have no hierarchy level: one short line says why
     other = make_model(seed=6)
