@@ -116,15 +116,17 @@ def _method(m) -> str:
 
 def info_lines(m, path: str) -> list[str]:
     """``factortopy info``'s lines for a loaded model (also used by tests)."""
+    from ..core.selector_check import model_selector_check
     from .cli_evaluate import evaluation_lines
     from .cli_group import group_lines
 
-    lines = _model_lines(m, path) + _score_lines(m) + _training_lines(m)
+    check = model_selector_check(m)  # once: the selector lines and the slope's warnings
+    lines = _model_lines(m, path, check) + _score_lines(m) + _training_lines(m)
     lines += group_lines(m) + evaluation_lines(m)
-    return lines + _map_lines(m)
+    return lines + _map_lines(m, None if check is None else check["line"])
 
 
-def _model_lines(m, path: str) -> list[str]:
+def _model_lines(m, path: str, check: dict | None) -> list[str]:
     """The file, its kind, backbone, model, subject, import record, state and split."""
     names = list(m.backbone.get("layer_names") or [])
     s = m.summary
@@ -150,7 +152,7 @@ def _model_lines(m, path: str) -> list[str]:
         lines.append(f"  state       {conv['line']}")
     elif m.kind == "model" and "steps" in s:
         lines.append("  state       unknown (written by an older version: no convergence record)")
-    lines += _selector_lines(m)
+    lines += _selector_lines(check)
     if m.split:
         lines.append(
             f"  split       seed {m.split.get('seed')}: "
@@ -160,12 +162,9 @@ def _model_lines(m, path: str) -> list[str]:
     return lines
 
 
-def _selector_lines(m) -> list[str]:
+def _selector_lines(check: dict | None) -> list[str]:
     """How decided the selectors are, and DEGENERATE with why when they chose nothing
-    (:func:`~napari_factortopy.core.selector_check.assess_selectors`)."""
-    from ..core.selector_check import model_selector_check
-
-    check = model_selector_check(m)
+    (``check``: :func:`~napari_factortopy.core.selector_check.model_selector_check`)."""
     if check is None or check["vertices"] == 0:
         return []
     parts = []
@@ -253,9 +252,10 @@ def _training_lines(m) -> list[str]:
     return lines
 
 
-def _map_lines(m) -> list[str]:
+def _map_lines(m, degenerate: str | None) -> list[str]:
     """The maps: non-finite selectors, the layer histogram, confidence, per-ROI lines,
-    the hierarchy slope and its interval."""
+    the hierarchy slope and its interval (``degenerate``: why the selectors are
+    degenerate, or None)."""
     from ..core.analyses import confidence, layer_argmax
 
     lines = []
@@ -281,13 +281,13 @@ def _map_lines(m) -> list[str]:
 
     sr = model_slope_or_reason(m)  # the line is the ROI table's and the figure's
     if isinstance(sr, str):
-        lines.append(f"  hierarchy   {slope_line(m, found=sr)}")
+        lines.append(f"  hierarchy   {slope_line(m, found=sr, degenerate=degenerate)}")
     else:  # the paper's numbers first: slope, intercept, top
         lines.append(
             f"  hierarchy   slope a={sr.slope:.3f}, b={sr.intercept:.3f}, "
             f"a+b={sr.slope + sr.intercept:.3f}"
         )
-        lines.append(f"              {slope_line(m, found=sr)}")
+        lines.append(f"              {slope_line(m, found=sr, degenerate=degenerate)}")
     return lines
 
 

@@ -48,7 +48,9 @@ def score_note(model) -> str:
     return "no noise ceiling known: scores are raw R² / r, not noise-normalised"
 
 
-def slope_parts(model, digits: int = 3, *, unfinished: bool = True, found=None) -> list[str]:
+def slope_parts(
+    model, digits: int = 3, *, unfinished: bool = True, found=None, degenerate=...
+) -> list[str]:
     """The hierarchy slope (paper Table 2: expected layer against ROI level) as people
     read it, in parts; ``factortopy info``, figures and the ROI table all show these.
 
@@ -63,6 +65,9 @@ def slope_parts(model, digits: int = 3, *, unfinished: bool = True, found=None) 
     found : SlopeRange or str, optional
         :func:`~napari_factortopy.core.slope_range.model_slope_or_reason` of ``model``
         when the caller has it already (computed here otherwise).
+    degenerate : str or None, optional
+        :func:`~napari_factortopy.scene.maps.selector_line` of ``model`` when the caller
+        has it already (None: the selectors are fine; computed here otherwise).
 
     Returns
     -------
@@ -101,12 +106,12 @@ def slope_parts(model, digits: int = 3, *, unfinished: bool = True, found=None) 
         parts.append(f"truth {num(truth)}")
     if getattr(model, "kind", None) == "phantom-truth":
         parts.append("this file is a phantom's truth")
-    return parts + (warning_parts(model) if unfinished else [])
+    return parts + (warning_parts(model, degenerate) if unfinished else [])
 
 
-def slope_line(model, digits: int = 3, *, found=None) -> str:
+def slope_line(model, digits: int = 3, *, found=None, degenerate=...) -> str:
     """:func:`slope_parts` as one line (``info`` and the ROI table)."""
-    return "; ".join(slope_parts(model, digits, found=found))
+    return "; ".join(slope_parts(model, digits, found=found, degenerate=degenerate))
 
 
 def roi_rows(model, score_key: str | None = None) -> list[dict]:
@@ -283,8 +288,14 @@ def write_csv(
     header = dict(COLUMNS)
     if score_key:
         header["score"] = f"mean {score_label(score_key)}"
-    warnings = [] if model is None else _warnings(model)
-    sidecar = None if model is None else _sidecar(model, header, score_key, warnings, source)
+    sidecar, warnings = None, []
+    if model is not None:
+        from napari_factortopy.scene.maps import selector_line, warning_parts
+
+        degenerate = selector_line(model)  # once, for the warnings and the slope line
+        warnings = warning_parts(model, degenerate)
+        sidecar = _sidecar(model, header, score_key, warnings, source)
+        sidecar["HierarchySlope"] = slope_line(model, degenerate=degenerate)
     with atomic_path(out, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*header.values(), *(["warning"] if warnings else [])])
@@ -305,12 +316,6 @@ def sidecar_path(csv_path: str | os.PathLike) -> Path:
     return side if side != out else out.with_name(out.name + ".json")
 
 
-def _warnings(model) -> list[str]:
-    from napari_factortopy.scene.maps import warning_parts
-
-    return warning_parts(model)
-
-
 def _sidecar(
     model, header: dict, score_key: str | None, warnings: list[str], source: str | None
 ) -> dict:
@@ -328,7 +333,7 @@ def _sidecar(
         "Model": source or "",
         "Kind": str(getattr(model, "kind", "")),
         "Warnings": warnings,
-        "HierarchySlope": slope_line(model),
+        "HierarchySlope": "",  # write_csv's, with the selector check it made
         "Scores": score_note(model),
         **columns,
     }

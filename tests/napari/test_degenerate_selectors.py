@@ -85,3 +85,20 @@ def test_info_and_figure_say_degenerate():
     top = stamped[: stamped.shape[0] - plain.shape[0] + 10]
     cols = np.nonzero((np.abs(top[..., :3].astype(int) - red).sum(-1) < 60).any(0))[0]
     assert cols.min() > 0 and cols.max() < stamped.shape[1] - 1, "the stamp is cut"
+
+
+def test_info_checks_the_selectors_once_and_its_slope_line_says_degenerate(monkeypatch):
+    """`info` prints the check in its selector lines and at the end of its slope line,
+    from one pass over the vertices."""
+    from napari_factortopy.core import selector_check
+
+    bad = _collapsed(make_model(seed=6))
+    calls = []
+    real = selector_check.assess_selectors
+    monkeypatch.setattr(
+        selector_check, "assess_selectors", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    lines = info_lines(bad, "bad.ftopy")
+    assert len(calls) == 1
+    slope = [s for s in lines if s.startswith("              hierarchy slope")]
+    assert len(slope) == 1 and "; DEGENERATE SELECTORS: every vertex looks at" in slope[0]
