@@ -264,7 +264,7 @@ def write_csv(
       slope line), ``Scores`` (:func:`score_note`) and, under ``mean confidence``,
       ``Caveat`` (:func:`~napari_factortopy.core.analyses.confidence_note`)).
 
-    Both files are written whole or not at all.
+    Each file is written whole or not at all (a temporary file renamed into place).
 
     Parameters
     ----------
@@ -294,8 +294,8 @@ def write_csv(
 
         degenerate = selector_line(model)  # once, for the warnings and the slope line
         warnings = warning_parts(model, degenerate)
-        sidecar = _sidecar(model, header, score_key, warnings, source)
-        sidecar["HierarchySlope"] = slope_line(model, degenerate=degenerate)
+        slope = slope_line(model, degenerate=degenerate)
+        sidecar = _sidecar(model, header, score_key, warnings, source, slope)
     with atomic_path(out, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*header.values(), *(["warning"] if warnings else [])])
@@ -317,7 +317,12 @@ def sidecar_path(csv_path: str | os.PathLike) -> Path:
 
 
 def _sidecar(
-    model, header: dict, score_key: str | None, warnings: list[str], source: str | None
+    model,
+    header: dict,
+    score_key: str | None,
+    warnings: list[str],
+    source: str | None,
+    slope: str,
 ) -> dict:
     """The sidecar's content (see :func:`write_csv`)."""
     from napari_factortopy.core.analyses import confidence_note
@@ -333,7 +338,7 @@ def _sidecar(
         "Model": source or "",
         "Kind": str(getattr(model, "kind", "")),
         "Warnings": warnings,
-        "HierarchySlope": "",  # write_csv's, with the selector check it made
+        "HierarchySlope": slope,
         "Scores": score_note(model),
         **columns,
     }
