@@ -116,6 +116,41 @@ def test_info_summarises(demo_dir, capsys):
             assert float(cells[col + 2]) == pytest.approx(np.mean(conf), abs=0.006), row
 
 
+def test_info_writes_the_roi_table_as_csv_with_its_sidecar(demo_dir, tmp_path, capsys):
+    """`info --roi-csv`: the ROI table panel's CSV and sidecar without a display; the
+    numbers against a plain loop over the vertices; a score the model lacks is refused
+    naming the file and what it has, and writes nothing."""
+    import csv
+
+    from napari_factortopy.core.analyses import confidence_note
+
+    path = demo_dir / "model.ftopy"
+    out = tmp_path / "tables" / "rois.csv"
+    assert main(["info", str(path), "--roi-csv", str(out), "--score", "r_test"]) == 0
+    assert f"wrote {out} (4 ROIs)" in capsys.readouterr().out
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    head = rows[0]
+    assert head[:3] == ["ROI", "vertices", "mean r (test)"] and "warning" not in head
+    m = FittedModel.load(path)
+    for row in rows[1:]:
+        k = m.roi_names.index(row[0]) + 1
+        members = [v for v in range(m.n_vertices) if m.roi[v] == k]
+        fitted = [v for v in members if np.isfinite(m.layer[v]).all()]
+        assert int(row[1]) == len(members)
+        want = sum(float(m.scores["r_test"][v]) for v in fitted) / len(fitted)
+        assert float(row[2]) == pytest.approx(want, rel=1e-9)
+    side = json.loads((tmp_path / "tables" / "rois.json").read_text())
+    assert side["Model"] == str(path)
+    assert side["mean confidence"]["Caveat"] == confidence_note()
+
+    bad = tmp_path / "bad.csv"
+    assert main(["info", str(path), "--roi-csv", str(bad), "--score", "r2_holdout"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: no score 'r2_holdout' in the model (it has: " in err
+    assert not bad.exists() and not bad.with_suffix(".json").exists()
+
+
 def test_info_says_what_per_roi_confidence_can_say(demo_dir, capsys):
     """Under the ROI rows of a fitted model, the note on per-ROI confidence (issue 23:
     the data do not pin the mixture's shape); a phantom's truth, whose weights are

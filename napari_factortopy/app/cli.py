@@ -348,8 +348,26 @@ def _roi_lines(
 def run_info(args: argparse.Namespace) -> int:
     from ..core.fitted_model import FittedModel
 
-    print("\n".join(info_lines(FittedModel.load(args.model), args.model)))
+    m = FittedModel.load(args.model)
+    print("\n".join(info_lines(m, args.model)))
+    if args.roi_csv:
+        write_roi_table(m, args.model, args.roi_csv, args.score)
     return 0
+
+
+def write_roi_table(m, source: str, out: str, score_key: str | None) -> None:
+    """``info --roi-csv``: the ROI table panel's table and sidecar
+    (:func:`~napari_factortopy.scene.tables.write_csv`), without a display."""
+    from ..scene.tables import roi_rows, sidecar_path, write_csv
+
+    if score_key is not None and score_key not in m.scores:
+        known = ", ".join(m.scores) or "none"
+        raise ValueError(f"{source}: no score {score_key!r} in the model (it has: {known})")
+    rows = roi_rows(m, score_key)
+    if not rows:
+        raise ValueError(f"{source}: the model has no ROI with vertices: no ROI table to write")
+    path = write_csv(rows, out, score_key, model=m, source=source)
+    print(f"wrote {path} ({len(rows)} ROIs) and {sidecar_path(path)} (what the columns hold)")
 
 
 # ------------------------------------------------------------------- parser
@@ -397,6 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="a readable summary of a model file")
     i.add_argument("model", help="a .ftopy model file")
+    i.add_argument(
+        "--roi-csv",
+        metavar="CSV",
+        help="also write the per-ROI table (the napari ROI table's) as CSV, with a .json "
+        "sidecar beside it: what each column holds, the slope line, caveats, warnings",
+    )
+    i.add_argument("--score", help="the score averaged in the CSV (default: r2_test, else r_test)")
     i.set_defaults(func=run_info)
 
     from .cli_data import add_cache_parser, add_extract_parser
