@@ -7,20 +7,71 @@ wraps it in napari's ``create_worker`` and shows what is running.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from magicgui import widgets
 
 __all__ = [
+    "OPEN_PATH_MODULES",
     "WARM_DELAY_MS",
     "DeferredWarmUp",
     "NamedJob",
     "busy_label",
     "clusters_in_background",
+    "import_in_background",
     "run_in_background",
     "warm_in_background",
 ]
+
+
+#: What the first model opened in a napari session imports that docking a panel has
+#: not (found by listing ``sys.modules`` around an open): pandas (napari's layer
+#: features table), nibabel (the FreeSurfer meshes), the plugin's reader and the checks
+#: the map panel runs, ≈ 0.4 s on the UI thread during the open. Imported ahead on a
+#: thread, the open took 0.3–0.4 s less (``bench/bench_open_warm.py``). pint, the
+#: other big one (napari builds its unit registry on the first layer, ≈ 0.5 s), is left
+#: out: its lazy registry is not safe to build on one thread while another may use it.
+OPEN_PATH_MODULES = (
+    "pandas",
+    "nibabel",
+    "napari_factortopy._napari._reader",
+    "napari_factortopy.core.ablations",
+    "napari_factortopy.core.selector_check",
+    "napari_factortopy.core.significance",
+    "napari_factortopy.core.slope_range",
+    "napari_factortopy.core.variance_split",
+)
+
+
+def import_in_background(
+    names: tuple[str, ...] = OPEN_PATH_MODULES,
+) -> threading.Thread | None:
+    """Import the modules ``names`` not imported yet on a daemon thread; returns it
+    (None when there is nothing to import).
+
+    Python's per-module import locks make this safe: an import of the same module on
+    the UI thread meanwhile waits for this one and never sees a half-run module. A
+    module that fails to import here is left alone: the import that needs it raises
+    its error where it belongs.
+    """
+    missing = [name for name in names if name not in sys.modules]
+    if not missing:
+        return None
+
+    def run() -> None:
+        for name in missing:
+            try:
+                importlib.import_module(name)
+            except Exception:  # raised again where the module is needed
+                continue
+
+    thread = threading.Thread(target=run, name="factortopy-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 class NamedJob:
