@@ -144,6 +144,11 @@ def test_info_writes_the_roi_table_as_csv_with_its_sidecar(demo_dir, tmp_path, c
     assert side["Model"] == str(path)
     assert side["mean confidence"]["Caveat"] == confidence_note()
 
+    # without --score: the score roi_rows averages by default, named in the header
+    assert main(["info", str(path), "--roi-csv", str(tmp_path / "default.csv")]) == 0
+    with open(tmp_path / "default.csv", newline="") as f:
+        assert next(csv.reader(f))[2] == "mean R² (test)"
+
     bad = tmp_path / "bad.csv"
     assert main(["info", str(path), "--roi-csv", str(bad), "--score", "r2_holdout"]) == 2
     err = capsys.readouterr().err

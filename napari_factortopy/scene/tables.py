@@ -273,7 +273,8 @@ def write_csv(
     path : path-like
         The CSV file.
     score_key : str, optional
-        The score of the ``score`` column.
+        The score of the ``score`` column (default: the one :func:`roi_rows` averages
+        when ``model`` is given).
     model : FittedModel, optional
         The model the rows describe.
     source : str, optional
@@ -286,6 +287,8 @@ def write_csv(
     """
     out = Path(path)
     header = dict(COLUMNS)
+    if score_key is None and model is not None:  # name the score roi_rows averaged
+        score_key = _default_score_key(model)
     if score_key:
         header["score"] = f"mean {score_label(score_key)}"
     sidecar, warnings = None, []
