@@ -36,12 +36,15 @@ def test_map_switch_sends_only_the_colours(make_napari_viewer, model_path, qtbot
     settle(50)
     node = mesh_visual(viewer, layer)
     mesh_before = node.mesh_data
+    bound = node.shared_program.vert["base_color"]
     first = canvas_shot(viewer)
 
-    brain.map_choice.value = "space"
-    settle(50)
+    for name in ("scale", "score", "space"):  # several switches refill one buffer
+        brain.map_choice.value = name
+        settle(50)
     fast = canvas_shot(viewer)
     assert node.mesh_data is mesh_before, "the switch re-sent the whole mesh"
+    assert node.shared_program.vert["base_color"] is bound, "a new colour buffer"
     changed = np.abs(fast[..., :3].astype(int) - first[..., :3]).sum(-1) > 30
     assert changed.sum() > 100, "the map switch did not change the picture"
     np.testing.assert_array_equal(layer.vertex_colors, scene_for_layer(layer).colors())
@@ -109,11 +112,11 @@ def test_view_switch_does_not_resend_the_colours(make_napari_viewer, model_path,
     brain = dock(viewer, "Brain maps")
     settle(50)
     sent = []
-    unrolled = _mesh_update._unrolled
+    send = _mesh_update._send_unrolled
     monkeypatch.setattr(
         _mesh_update,
-        "_unrolled",
-        lambda node, values: sent.append(values.shape) or unrolled(node, values),
+        "_send_unrolled",
+        lambda node, name, values: sent.append(values.shape) or send(node, name, values),
     )
     buttons = {b.text: b for b in brain.view_buttons}
     colours = layer.vertex_colors
@@ -205,3 +208,37 @@ def test_warm_up_waits_for_the_last_switch(qtbot):
     qtbot.waitUntil(lambda: ran == ["medial"], timeout=5000)
     qtbot.wait(300)
     assert ran == ["medial"]
+
+
+def test_send_unrolled_refills_the_bound_buffer_or_binds_a_new_one():
+    """The per-corner values sent equal a plain loop over the faces' corners; a buffer of
+    the same layout is refilled in place, any other is replaced (no GL needed: the
+    pending upload is read from the buffer's command queue)."""
+    from vispy.gloo import VertexBuffer
+    from vispy.visuals import MeshVisual
+
+    from napari_factortopy._napari._mesh_update import _send_unrolled
+
+    rng = np.random.default_rng(0)
+    vertices = rng.random((6, 3)).astype(np.float32)
+    faces = np.array([[0, 1, 2], [2, 3, 4], [4, 5, 0], [1, 3, 5]])
+    node = MeshVisual(vertices, faces, vertex_colors=rng.random((6, 4)))
+    node._update_data()  # what the first draw does: vispy binds its own buffers
+    bound = node.shared_program.vert["base_color"]
+    bound._glir.clear()
+
+    def pending(buffer):
+        (data,) = [c[3] for c in buffer._glir.clear() if c[0] == "DATA"]
+        return data.view(np.float32).reshape(len(data), -1)
+
+    colours = rng.random((6, 4)).astype(np.float32)
+    _send_unrolled(node, "base_color", colours)
+    assert node.shared_program.vert["base_color"] is bound
+    loop = np.array([colours[v] for face in node.mesh_data.get_faces() for v in face])
+    np.testing.assert_array_equal(pending(bound), loop)
+
+    # another layout (3 values per vertex where 4 were bound): a new buffer
+    _send_unrolled(node, "base_color", colours[:, :3].copy())
+    replaced = node.shared_program.vert["base_color"]
+    assert isinstance(replaced, VertexBuffer) and replaced is not bound
+    np.testing.assert_array_equal(pending(replaced), loop[:, :3])
