@@ -11,7 +11,10 @@ model opened through the reader, timed until drawn and idle. The arms alternate:
         .venv/bin/python bench/bench_open_warm.py --rounds 4
 
 Arms: ``ahead`` (as shipped) and ``on the open`` (the warm-up replaced by nothing, so
-the open imports them on the UI thread, as before).
+the open imports them on the UI thread, as before). With ``--warm units`` the arms
+differ in pint's unit registry instead (``_background.units_in_background``: built on
+a worker and installed ahead, or built by napari's first layer on the UI thread); the
+imports are ahead in both.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ from pathlib import Path
 ARMS = ("on the open", "ahead")
 
 
-def child(arm: str, pause: float) -> None:
+def child(arm: str, pause: float, warm: str = "imports") -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import bench_feel as feel
 
     if arm == "on the open":
         from napari_factortopy._napari import _common
 
-        _common.import_in_background = lambda *a: None
+        name = {"imports": "import_in_background", "units": "units_in_background"}[warm]
+        setattr(_common, name, lambda *a: None)
     timed = feel.Loop.timed
     first = [True]
 
@@ -57,15 +61,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--pause", type=float, default=1.0, help="seconds from docking to the open")
+    p.add_argument(
+        "--warm",
+        choices=("imports", "units"),
+        default="imports",
+        help="what the arms differ in: the open's imports, or pint's unit registry",
+    )
     p.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child, args.pause)
+        child(args.child, args.pause, args.warm)
         return
     times = {a: [] for a in ARMS}
     for i in range(args.rounds):
         for arm in ARMS if i % 2 == 0 else ARMS[::-1]:
             cmd = [sys.executable, __file__, "--child", arm, "--pause", str(args.pause)]
+            cmd += ["--warm", args.warm]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             line = next(s for s in out.splitlines() if s.startswith("RESULT"))
             times[arm].append([float(x) for x in line.split()[1:]])
@@ -73,7 +84,7 @@ def main() -> None:
         total = [1000 * t[0] for t in times[arm]]
         freeze = [1000 * t[1] for t in times[arm]]
         print(
-            f"open → map, imports {arm:<12} median {statistics.median(total):5.0f} ms "
+            f"open → map, {args.warm} {arm:<12} median {statistics.median(total):5.0f} ms "
             f"(runs {', '.join(f'{t:.0f}' for t in total)}); longest freeze "
             f"{max(freeze):.0f} ms"
         )

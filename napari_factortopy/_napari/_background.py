@@ -24,6 +24,8 @@ __all__ = [
     "clusters_in_background",
     "import_in_background",
     "run_in_background",
+    "units_in_background",
+    "use_units",
     "warm_in_background",
 ]
 
@@ -32,9 +34,8 @@ __all__ = [
 #: not (found by listing ``sys.modules`` around an open): pandas (napari's layer
 #: features table), nibabel (the FreeSurfer meshes), the plugin's reader and the checks
 #: the map panel runs, ≈ 0.4 s on the UI thread during the open. Imported ahead on a
-#: thread, the open took 0.3–0.4 s less (``bench/bench_open_warm.py``). pint, the
-#: other big one (napari builds its unit registry on the first layer, ≈ 0.5 s), is left
-#: out: its lazy registry is not safe to build on one thread while another may use it.
+#: thread, the open took 0.3–0.4 s less (``bench/bench_open_warm.py``). pint's unit
+#: registry, the other big one, is built ahead by :func:`units_in_background`.
 OPEN_PATH_MODULES = (
     "pandas",
     "nibabel",
@@ -72,6 +73,69 @@ def import_in_background(
     thread = threading.Thread(target=run, name="factortopy-imports", daemon=True)
     thread.start()
     return thread
+
+
+def _lazy_units() -> bool:
+    """Whether pint's application registry is still its untouched lazy default (no unit
+    made from it yet: a used lazy registry has turned into a ``UnitRegistry``)."""
+    import pint
+
+    return isinstance(pint.get_application_registry().get(), pint.LazyRegistry)
+
+
+def use_units(registry) -> bool:
+    """Make ``registry`` pint's application registry if the lazy default is untouched
+    (UI thread). Returns whether it was installed; once any unit exists, the registry
+    in use stays (units of two registries cannot be compared)."""
+    import pint
+
+    if not _lazy_units():
+        return False
+    pint.set_application_registry(registry)
+    return True
+
+
+def units_in_background(viewer=None):
+    """Build pint's unit registry on a worker thread for napari's first layer.
+
+    napari gives every layer units from pint's application registry, a lazy default
+    that parses pint's definition files on first use: ≈ 0.3–0.5 s of the first model's
+    open on the UI thread. Building that lazy object on another thread is a race (it
+    swaps its class before it has finished), so a separate registry, configured as the
+    default one (``on_redefinition="raise"``), is built on a worker and handed to the
+    UI thread, which installs it (:func:`use_units`) only if nothing has used the lazy
+    one meanwhile; otherwise it is dropped and nothing changes.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer, optional
+        Its window remembers the worker, so the panels docked together start one.
+
+    Returns
+    -------
+    napari.qt.threading.FunctionWorker or None
+        The started worker, or None when the registry is already built or being built
+        for this viewer.
+    """
+    if not _lazy_units():
+        return None
+    viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands panels a proxy
+    window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+    if window is not None and getattr(window, "_factortopy_units", None) is not None:
+        return None
+    from napari.qt.threading import create_worker
+
+    def build():
+        import pint
+
+        return pint.UnitRegistry(on_redefinition="raise")
+
+    worker = create_worker(NamedJob(build, "factortopy: preparing units"), _start_thread=False)
+    worker.returned.connect(use_units)
+    if window is not None:
+        window._factortopy_units = worker
+    worker.start()
+    return worker
 
 
 class NamedJob:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 from magicgui import widgets
 
-from napari_factortopy._napari._background import import_in_background
+from napari_factortopy._napari._background import import_in_background, units_in_background
 from napari_factortopy._napari._culling import hide_back_faces
 from napari_factortopy._napari._layers import META_KEY, scene_for_layer, scene_metadata
 from napari_factortopy._napari._mesh_update import recolour, reposition
@@ -367,8 +367,9 @@ class ModelChoice(widgets.ComboBox):
     Its choices come from a callable, so napari's ``reset_choices()`` (called on every
     docked widget whenever a layer is added or removed) refreshes instead of emptying it.
     Every panel with one keeps the window's docks tidy (:func:`fit_window`) and has the
-    modules a model's open needs imported ahead, off the UI thread
-    (:func:`~napari_factortopy._napari._background.import_in_background`).
+    modules a model's open needs imported, and pint's unit registry built, ahead and off
+    the UI thread (:func:`~napari_factortopy._napari._background.import_in_background`,
+    :func:`~napari_factortopy._napari._background.units_in_background`).
 
     Parameters
     ----------
@@ -384,6 +385,7 @@ class ModelChoice(widgets.ComboBox):
         viewer.layers.events.removed.connect(lambda e=None: self.reset_choices())
         fit_window(viewer)
         import_in_background()
+        units_in_background(viewer)
 
     def _names(self, _widget=None) -> list[str]:
         return [ly.name for ly in factortopy_layers(self._viewer)]
