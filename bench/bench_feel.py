@@ -19,7 +19,9 @@ targets:
   (≤ 200); the first click comes ``--pause`` s (1) after a view change, as a hand would;
 - the first ``clusters`` map: until it is drawn, and the **longest freeze** of the
   event loop meanwhile (≤ 200: the clusters must be computed off the UI thread);
-- for every row, the longest single stretch the event loop was blocked ("freeze").
+- for every row, the longest single stretch the event loop was blocked ("freeze");
+- after the map switches, the canvas redrawn with nothing changed: the renderer's own
+  frame, the floor under every switch (on a software renderer most of the 150 ms).
 
 The same script runs on an older checkout (``--before`` commit numbers in
 BENCHMARKS.md were made by running this file from ``PYTHONPATH`` set to a worktree of
@@ -233,6 +235,15 @@ def main() -> None:
             samples.append(loop.timed(lambda n=name: setattr(brain.map_choice, "value", n)))
         rows.append(samples)
         print(_row(f"map switch → {name}", samples, 150))
+
+    # the renderer's floor: the same frame redrawn with nothing changed (after the
+    # switches, so the open's warm-ups have finished and the brain is drawn culled)
+    scene_canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    floor = []
+    for _ in range(args.repeats):
+        loop.until(lambda: True)
+        floor.append(loop.timed(scene_canvas.update))
+    print(_row("redraw, nothing changed (floor)", floor, 150))
 
     views = [b for b in getattr(brain, "view_buttons", ())]
     texts = [b.text for b in views]
