@@ -265,8 +265,11 @@ def main() -> None:
         f"(built in {time.perf_counter() - t0:.1f} s, not timed below)"
     )
     _layers.load_meshset = lambda name, kind: meshes[kind]  # this machine's "fsaverage"
-    tmp = Path(tempfile.mkdtemp())
-    path = bench_model(args.mesh_vertices, args.vertices).save(tmp / "bench.ftopy")
+    folder = Path(tempfile.gettempdir()) / "factortopy-bench"  # one file, overwritten
+    folder.mkdir(exist_ok=True)
+    path = bench_model(args.mesh_vertices, args.vertices).save(
+        folder / f"bench-{args.mesh_vertices}-{args.vertices}.ftopy"
+    )
 
     viewer = napari.Viewer(ndisplay=3, show=True)
     app = QApplication.instance()
@@ -286,7 +289,7 @@ def main() -> None:
     widget = BrainWidget(viewer)
     drawn()
     if args.figure_only:
-        bench_figures(widget.scene, tmp, old=not args.no_old_figure)
+        bench_figures(widget.scene, folder, old=not args.no_old_figure)
         viewer.close()
         return
 
@@ -353,7 +356,7 @@ def main() -> None:
         f"max {1000 * max(clicks):.1f} ms (target < 100); first click after a mesh/view "
         f"change (builds the KD-tree): {1000 * first:.0f} ms"
     )
-    bench_figures(widget.scene, tmp, old=not args.no_old_figure)
+    bench_figures(widget.scene, folder, old=not args.no_old_figure)
     viewer.close()
 
 
