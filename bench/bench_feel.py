@@ -31,7 +31,9 @@ that commit): it uses only the reader, the manifest's panels and their controls.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
+import shutil
 import statistics
 import sys
 import tempfile
@@ -141,13 +143,22 @@ def make_parser(description: str = __doc__.splitlines()[0]) -> argparse.Argument
     return parser
 
 
-def bench_model_path(mesh_vertices: int, vertices: int) -> Path:
-    """Where the synthetic model is written: one file per size in the temporary folder,
-    overwritten by each run (atomically), so runs leave no model files behind (a
-    folder per run had left 3.8 GB of them)."""
-    folder = Path(tempfile.gettempdir()) / "factortopy-bench"
-    folder.mkdir(exist_ok=True)
-    return folder / f"bench-{mesh_vertices}-{vertices}.ftopy"
+def bench_model_path() -> Path:
+    """Where the synthetic model is written: a fresh temporary folder, removed when the
+    process ends (a folder per run used to stay behind: 159 runs had left 3.8 GB). A
+    child process that leaves with ``os._exit`` removes it itself
+    (:func:`remove_bench_model`)."""
+    folder = tempfile.mkdtemp(prefix="factortopy-bench-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return Path(folder) / "bench.ftopy"
+
+
+def remove_bench_model(path: Path) -> None:
+    """Remove the folder :func:`bench_model_path` made for ``path`` (the model is in
+    memory once opened; ``os._exit`` skips the exit handlers). A model the user named
+    (``--model``) is never in such a folder and stays."""
+    if path.parent.name.startswith("factortopy-bench-"):
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def open_workbench(args):
@@ -176,18 +187,14 @@ def open_workbench(args):
     if args.model:
         path = Path(args.model)
     elif args.freesurfer:
-        path = bn.bench_model(args.mesh_vertices, args.vertices).save(
-            bench_model_path(args.mesh_vertices, args.vertices)
-        )
+        path = bn.bench_model(args.mesh_vertices, args.vertices).save(bench_model_path())
     else:
         meshes = {
             k: bn.synthetic_meshset(args.mesh_vertices, "fsaverage", k)
             for k in ("inflated", "sphere")
         }
         _layers.load_meshset = lambda name, kind: meshes[kind]  # this machine's "fsaverage7"
-        path = bn.bench_model(args.mesh_vertices, args.vertices).save(
-            bench_model_path(args.mesh_vertices, args.vertices)
-        )
+        path = bn.bench_model(args.mesh_vertices, args.vertices).save(bench_model_path())
 
     viewer = napari.Viewer(ndisplay=3, show=True)
     viewer.window.resize(width, height)

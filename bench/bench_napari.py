@@ -29,7 +29,9 @@ Prints, in milliseconds:
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -265,11 +267,9 @@ def main() -> None:
         f"(built in {time.perf_counter() - t0:.1f} s, not timed below)"
     )
     _layers.load_meshset = lambda name, kind: meshes[kind]  # this machine's "fsaverage"
-    folder = Path(tempfile.gettempdir()) / "factortopy-bench"  # one file, overwritten
-    folder.mkdir(exist_ok=True)
-    path = bench_model(args.mesh_vertices, args.vertices).save(
-        folder / f"bench-{args.mesh_vertices}-{args.vertices}.ftopy"
-    )
+    folder = Path(tempfile.mkdtemp(prefix="factortopy-bench-"))  # removed at exit
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = bench_model(args.mesh_vertices, args.vertices).save(folder / "bench.ftopy")
 
     viewer = napari.Viewer(ndisplay=3, show=True)
     app = QApplication.instance()

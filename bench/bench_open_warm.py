@@ -50,10 +50,11 @@ def child(arm: str, pause: float, warm: str = "imports") -> None:
 
     feel.Loop.timed = paused
     args = feel.make_parser().parse_args(["--freesurfer"])
-    _viewer, _loop, _panels, _layer, opened, _path = feel.open_workbench(args)
+    _viewer, _loop, _panels, _layer, opened, path = feel.open_workbench(args)
     print(f"RESULT {opened[0]:.4f} {opened[1]:.4f}", flush=True)
     import os
 
+    feel.remove_bench_model(path)
     os._exit(0)  # napari's workers would outlive a plain close
 
 

@@ -44,7 +44,7 @@ def child(arm: str, switches: int) -> None:
     sends = dict(zip(ARMS, (new_buffer, refill), strict=True))
     _mesh_update._send_unrolled = sends[arm]
     args = feel.make_parser().parse_args(["--freesurfer"])
-    _viewer, loop, panels, _layer, _opened, _path = feel.open_workbench(args)
+    _viewer, loop, panels, _layer, _opened, path = feel.open_workbench(args)
     brain = panels["Brain maps"]
     end = time.perf_counter() + 6
     loop.until(lambda: time.perf_counter() > end)
@@ -60,6 +60,7 @@ def child(arm: str, switches: int) -> None:
         print(f"TURN {ARMS.index(turn)} {t[0]:.4f} {t[1]:.4f}", flush=True)
     import os
 
+    feel.remove_bench_model(path)
     os._exit(0)  # napari's workers would outlive a plain close
 
 
