@@ -42,6 +42,7 @@ __all__ = [
     "calibration_seconds",
     "calibration_skip_reason",
     "check_budget",
+    "end_read_seconds",
     "eta",
     "finish_seconds",
     "probe_batch",
@@ -203,6 +204,8 @@ class Timing:
     def __init__(self) -> None:
         self.step = 0.0
         self.val: float | None = None
+        #: seconds to read the test features at the end (a streamed cache; 0 in memory)
+        self.test_read = 0.0
         self._n = 0
         self._vals: list[float] = []
 
@@ -286,14 +289,31 @@ def calibration_skip_reason(
     )
 
 
-def finish_seconds(val_seconds: float, split: Split, cfg: TrainConfig, n_vertices: int) -> float:
-    """Time after the last validation: the calibration (if any) and the test scores."""
+def finish_seconds(
+    val_seconds: float, split: Split, cfg: TrainConfig, n_vertices: int, read_seconds: float = 0.0
+) -> float:
+    """Time after the last validation: the calibration (if any) and the test scores
+    (``read_seconds``: reading the test features from disk, :func:`end_read_seconds`)."""
     calibration = calibration_seconds(val_seconds, split, cfg, n_vertices)
-    return calibration + test_seconds(val_seconds, split)
+    return calibration + test_seconds(val_seconds, split, read_seconds)
 
 
-def test_seconds(val_seconds: float, split: Split) -> float:
-    return val_seconds * len(split.test) / max(len(split.val), 1)
+def test_seconds(val_seconds: float, split: Split, read_seconds: float = 0.0) -> float:
+    """The test scores' time: a validation's, scaled to the test split's size, plus
+    ``read_seconds`` to read the test features (a streamed cache; 0 in memory)."""
+    return val_seconds * len(split.test) / max(len(split.val), 1) + read_seconds
+
+
+def end_read_seconds(features: Any, split: Split) -> float:
+    """Seconds a feature source that streams from disk will spend reading the test
+    images' features at the run's end (its ``read_seconds``, at the speed it has read so
+    far). 0 for features in memory, and when the validation images are not held in
+    memory either: a validation then reads its chunks too, and its time, scaled to the
+    test split, already carries the reading."""
+    estimate = getattr(features, "read_seconds", None)
+    if estimate is None or getattr(features, "resident", None) is None:
+        return 0.0
+    return float(estimate(split.test))
 
 
 def replan_interval(
@@ -312,7 +332,7 @@ def replan_interval(
     if "steps_per_epoch" not in cfg.chosen:
         return cfg
     val = timing.val or 0.0
-    usable = budget - val - finish_seconds(val, split, cfg, n_vertices)
+    usable = budget - val - finish_seconds(val, split, cfg, n_vertices, timing.test_read)
     if usable <= 0 or timing.step <= 0 or elapsed >= budget:
         return cfg
     planned, _ = resolve_auto_recipe(cfg, usable, timing.step, val, cfg.batch_size)
@@ -340,7 +360,11 @@ def check_budget(
     """Stop at once when the budget cannot hold warm-up, one validation, the calibration
     (when the run calibrates) and the test."""
     val = timing.val or 0.0
-    minimum = AUTO_WARMUP_STEPS * timing.step + val + finish_seconds(val, split, cfg, n_vertices)
+    minimum = (
+        AUTO_WARMUP_STEPS * timing.step
+        + val
+        + finish_seconds(val, split, cfg, n_vertices, timing.test_read)
+    )
     if minimum > budget:
         raise ValueError(
             f"a budget of {budget:g} s is too small for one validation: this run needs "
@@ -373,7 +397,10 @@ def resolve_from_probe(cfg, probe, model, features, split, budget, elapsed, cloc
     t0 = clock()
     val_s = time_validation(model, features, split, cfg, clock)
     elapsed += clock() - t0
-    remaining = budget - elapsed - val_s - finish_seconds(val_s, split, cfg, model.n_vertices)
+    read_s = end_read_seconds(features, split)
+    remaining = (
+        budget - elapsed - val_s - finish_seconds(val_s, split, cfg, model.n_vertices, read_s)
+    )
     resolved, info = resolve_auto_recipe(cfg, remaining, step_s[batch], val_s, batch)
     info["images_per_second"] = {str(b): b / s for b, s in step_s.items()}
     return resolved, info

@@ -109,7 +109,9 @@ def _soup(run: Any) -> Iterator[dict]:
         # the soup uses what is left of the budget but the calibration's and the test's
         # time; the 5 % slack is for writing the file
         val = run.finish_val if run.finish_val is not None else (timing.val or 0.0)
-        deadline = budget - finish_seconds(val, run.split, cfg, run.model.n_vertices)
+        deadline = budget - finish_seconds(
+            val, run.split, cfg, run.model.n_vertices, timing.test_read
+        )
 
         def has_time() -> bool:
             return clock() - run.t_start + (timing.val or 0.0) <= deadline
@@ -150,7 +152,9 @@ def _calibrate(run: Any, final: dict, score: float) -> Iterator[dict]:
             time_left=None
             if budget is None
             else lambda: (
-                budget - test_seconds(timing.val or 0.0, split) - (run.clock() - run.t_start)
+                budget
+                - test_seconds(timing.val or 0.0, split, timing.test_read)
+                - (run.clock() - run.t_start)
             ),
             clock=run.clock,
         )

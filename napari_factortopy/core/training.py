@@ -42,6 +42,7 @@ from .budget import (
     calibration_skip_reason,
     check_budget,
     drifted,
+    end_read_seconds,
     eta,
     finish_seconds,
     probe_batch,
@@ -330,7 +331,11 @@ class _Run:
         if "reg_decay_steps" in cfg.chosen:  # by time: over the first half of the training time
             # (the budget less what the calibration and the test scores will take)
             training = budget - finish_seconds(
-                self.timing.val or 0.0, self.split, cfg, self.model.n_vertices
+                self.timing.val or 0.0,
+                self.split,
+                cfg,
+                self.model.n_vertices,
+                self.timing.test_read,
             )
             span = AUTO_REG_SHARE * max(training, 0.5 * budget)
             return max(0.0, 1.0 - (self.clock() - self.t_start) / span)
@@ -356,6 +361,7 @@ class _Run:
         state["epoch"] += 1
         state["last_val"] = state["step"]
         timing.add_validation(clock() - t0)
+        timing.test_read = end_read_seconds(self.features, split)
         improved = score > state["best"]
         if improved:
             state["best"], state["bad_epochs"] = score, 0
@@ -533,6 +539,7 @@ class _Run:
         )  # fmt: skip
         self.cfg = cfg
         timing.add_validation(info["validation_seconds"])
+        timing.test_read = end_read_seconds(self.features, self.split)
         timing.reset_steps(info["step_seconds"])
         self.plan_step, self.recent = info["step_seconds"], []
         check_budget(self.budget, timing, self.split, cfg, self.model.n_vertices)
@@ -567,11 +574,14 @@ class _Run:
                 timing.add_validation(
                     time_validation(self.model, self.features, split, cfg, self.clock)
                 )
+                timing.test_read = end_read_seconds(self.features, split)
                 check_budget(budget, timing, split, cfg, self.model.n_vertices)
             if timing.val is not None:
                 self.finish_val = timing.val
                 elapsed = self.clock() - self.t_start
-                finish = timing.val + finish_seconds(timing.val, split, cfg, self.model.n_vertices)
+                finish = timing.val + finish_seconds(
+                    timing.val, split, cfg, self.model.n_vertices, timing.test_read
+                )
                 out_of_time = elapsed + timing.step + finish > budget
         return out_of_time
 

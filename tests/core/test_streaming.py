@@ -3,10 +3,13 @@ the training order, read ahead; the same numbers as reading the cache directly."
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
 
+from napari_factortopy.core.budget import end_read_seconds
 from napari_factortopy.core.config import FactorTopyConfig, TrainConfig
 from napari_factortopy.core.feature_source import (
     InMemoryFeatures,
@@ -161,3 +164,71 @@ def test_training_streams_and_resumes_like_an_uninterrupted_run(cache, tmp_path)
     np.testing.assert_allclose(
         predict(m, source(), split.test), predict(m, mem, split.test), rtol=1e-5, atol=1e-6
     )
+
+
+class _SlowCache:
+    """The cache, read at a known speed: ``delay`` seconds per image read (a disk)."""
+
+    def __init__(self, inner, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    def read(self, indices, dtype=None):
+        time.sleep(self.delay * len(indices))
+        return self.inner.read(indices, dtype=dtype)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def end_read_seconds_follow_the_speed_the_cache_was_read_at(cache):
+    c, _local, _glob = cache
+    split = make_split(N, seed=0)
+    delay = 0.004
+    src = feature_source(
+        _SlowCache(c, delay), np.arange(N), "cpu", _limit(1, len(split.val)), split.val
+    )
+    assert isinstance(src, StreamedFeatures) and src.resident is not None
+    # held in memory: nothing to read; the resident read gave the speed
+    assert src.read_seconds(split.val) == 0.0
+    src.get(np.sort(split.test)[:3])  # one more read, of a whole chunk
+    test = np.setdiff1d(split.test, split.val)
+    # a plain count: the images of every chunk a test image is in
+    chunks = {int(i) // CHUNK for i in test}
+    images = sum(1 for i in range(N) if i // CHUNK in chunks)
+    want = images * delay
+    assert src.read_seconds(split.test) == pytest.approx(want, rel=0.35)
+    assert end_read_seconds(src, split) == pytest.approx(want, rel=0.35)
+    # rows mapped to images: the same chunks, by the rows' images
+    rows = RowMappedFeatures(src, np.arange(N))
+    assert rows.read_seconds(split.test) == pytest.approx(src.read_seconds(split.test))
+    assert end_read_seconds(rows, split) == pytest.approx(src.read_seconds(split.test))
+    # in memory, or a validation that streams too (its timing carries the reading): 0
+    assert end_read_seconds(InMemoryFeatures(_local, _glob), split) == 0.0
+    streamed_val = feature_source(_SlowCache(c, delay), np.arange(N), "cpu", _limit(1))
+    streamed_val.get(np.sort(split.test)[:3])
+    assert streamed_val.resident is None and end_read_seconds(streamed_val, split) == 0.0
+
+
+def test_a_budgeted_streamed_run_ends_within_its_budget(cache):
+    """The test scores read their chunks from the cache at the end; the budget reserves
+    that reading (it did not: at Algonauts' size a 480-s run overshot by 18 s)."""
+    c, _local, _glob = cache
+    y = np.random.default_rng(2).normal(size=(N, 12)).astype(np.float32)
+    split = make_split(N, seed=0)
+    delay = 0.012  # ≈ 2.2 s to read the test images' chunks at the end
+    src = feature_source(
+        _SlowCache(c, delay), np.arange(N), "cpu", _limit(1, len(split.val)), split.val
+    )
+    budget = 7.0
+    cfg = TrainConfig(
+        batch_size=8, steps_per_epoch=5, max_epochs=10_000, lr=5e-3, soup=False,
+        max_seconds=budget, calibrate=False,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    result = list(train(_model(), src, y, split, cfg))[-1]["result"]
+    took = time.perf_counter() - t0
+    reserve = end_read_seconds(src, split)
+    assert reserve > 1.0  # the end's reading was reserved
+    assert result.steps > 10
+    # unreserved, the end's reading (≈ 2.3 s) came on top: 9.5 s of the 7-s budget
+    assert took <= budget + 1.0, f"the run took {took:.1f} s of a {budget:.0f}-s budget"
