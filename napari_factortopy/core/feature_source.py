@@ -294,7 +294,9 @@ class StreamedFeatures:
             t0 = time.perf_counter()
             out = self.cache.read(np.asarray(images, np.int64), dtype=np.float16)
             self.read_seconds_total += time.perf_counter() - t0
-            self.bytes_read += len(images) * self.image_bytes
+            # what the cache read: the chunks these images are in, whole (a scattered
+            # read, as of the validation images, touches nearly every chunk)
+            self.bytes_read += self._chunk_images(images) * self.image_bytes
             self.reads += 1
             self.images_read += len(images)
             return out
@@ -313,9 +315,14 @@ class StreamedFeatures:
         idx = idx[~np.isin(idx, self._resident_images)]
         if not idx.size or self.bytes_read <= 0 or self.read_seconds_total <= 0:
             return 0.0
-        chunks = np.unique(idx // self.chunk_images)
-        images = int(np.isin(self.eligible // self.chunk_images, chunks).sum())
-        return images * self.image_bytes * self.read_seconds_total / self.bytes_read
+        return (
+            self._chunk_images(idx) * self.image_bytes * self.read_seconds_total / self.bytes_read
+        )
+
+    def _chunk_images(self, images: np.ndarray) -> int:
+        """How many of this source's images the chunks holding ``images`` (n,) hold."""
+        chunks = np.unique(np.asarray(images, np.int64) // self.chunk_images)
+        return int(np.isin(self.eligible // self.chunk_images, chunks).sum())
 
     def _from_chunks(self, idx: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Rows read chunk by chunk through a store of whole chunks (least recently used

@@ -167,20 +167,22 @@ def test_training_streams_and_resumes_like_an_uninterrupted_run(cache, tmp_path)
 
 
 class _SlowCache:
-    """The cache, read at a known speed: ``delay`` seconds per image read (a disk)."""
+    """The cache on a slow disk: ``delay`` seconds per image of every chunk a read
+    touches (a chunk is read whole, as zarr does)."""
 
     def __init__(self, inner, delay: float) -> None:
         self.inner, self.delay = inner, delay
 
     def read(self, indices, dtype=None):
-        time.sleep(self.delay * len(indices))
+        chunks = {int(i) // CHUNK for i in indices}
+        time.sleep(self.delay * sum(1 for i in range(N) if i // CHUNK in chunks))
         return self.inner.read(indices, dtype=dtype)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
 
-def end_read_seconds_follow_the_speed_the_cache_was_read_at(cache):
+def test_the_read_time_follows_the_speed_the_cache_was_read_at(cache):
     c, _local, _glob = cache
     split = make_split(N, seed=0)
     delay = 0.004
@@ -188,7 +190,8 @@ def end_read_seconds_follow_the_speed_the_cache_was_read_at(cache):
         _SlowCache(c, delay), np.arange(N), "cpu", _limit(1, len(split.val)), split.val
     )
     assert isinstance(src, StreamedFeatures) and src.resident is not None
-    # held in memory: nothing to read; the resident read gave the speed
+    # held in memory: nothing to read; the validation images' read (scattered over
+    # nearly every chunk) gave the speed, counted by the chunks it read
     assert src.read_seconds(split.val) == 0.0
     src.get(np.sort(split.test)[:3])  # one more read, of a whole chunk
     test = np.setdiff1d(split.test, split.val)
@@ -196,8 +199,8 @@ def end_read_seconds_follow_the_speed_the_cache_was_read_at(cache):
     chunks = {int(i) // CHUNK for i in test}
     images = sum(1 for i in range(N) if i // CHUNK in chunks)
     want = images * delay
-    assert src.read_seconds(split.test) == pytest.approx(want, rel=0.35)
-    assert end_read_seconds(src, split) == pytest.approx(want, rel=0.35)
+    assert src.read_seconds(split.test) == pytest.approx(want, rel=0.2)
+    assert end_read_seconds(src, split) == pytest.approx(want, rel=0.2)
     # rows mapped to images: the same chunks, by the rows' images
     rows = RowMappedFeatures(src, np.arange(N))
     assert rows.read_seconds(split.test) == pytest.approx(src.read_seconds(split.test))
@@ -215,7 +218,7 @@ def test_a_budgeted_streamed_run_ends_within_its_budget(cache):
     c, _local, _glob = cache
     y = np.random.default_rng(2).normal(size=(N, 12)).astype(np.float32)
     split = make_split(N, seed=0)
-    delay = 0.012  # ≈ 2.2 s to read the test images' chunks at the end
+    delay = 0.012  # ≈ 2.3 s to read the test images' chunks at the end
     src = feature_source(
         _SlowCache(c, delay), np.arange(N), "cpu", _limit(1, len(split.val)), split.val
     )
