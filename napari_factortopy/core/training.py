@@ -341,13 +341,20 @@ class _Run:
             return max(0.0, 1.0 - (self.clock() - self.t_start) / span)
         return max(0.0, 1.0 - state["step"] / cfg.reg_decay_steps)
 
+    def add_validation(self, seconds: float) -> None:
+        """Record a validation's wall time, and with it the time the end will take to
+        read the test features (:func:`~.budget.end_read_seconds`, at the read speed so
+        far)."""
+        self.timing.add_validation(seconds)
+        self.timing.test_read = end_read_seconds(self.features, self.split)
+
     def since_validation(self) -> int:
         return self.state["step"] - self.state["last_val"]
 
     def validate(self) -> Iterator[dict]:
         """Yields "validating" records between batches; returns the "validation" one."""
         model, split, cfg, state = self.model, self.split, self.cfg, self.state
-        clock, timing = self.clock, self.timing
+        clock = self.clock
         t0 = clock()
         for done in self.scored_val(model):
             if done < len(split.val):
@@ -360,8 +367,7 @@ class _Run:
         score = float(np.nanmean(self.val_scores.r2()))
         state["epoch"] += 1
         state["last_val"] = state["step"]
-        timing.add_validation(clock() - t0)
-        timing.test_read = end_read_seconds(self.features, split)
+        self.add_validation(clock() - t0)
         improved = score > state["best"]
         if improved:
             state["best"], state["bad_epochs"] = score, 0
@@ -538,8 +544,7 @@ class _Run:
             clock() - self.t_start, clock,
         )  # fmt: skip
         self.cfg = cfg
-        timing.add_validation(info["validation_seconds"])
-        timing.test_read = end_read_seconds(self.features, self.split)
+        self.add_validation(info["validation_seconds"])
         timing.reset_steps(info["step_seconds"])
         self.plan_step, self.recent = info["step_seconds"], []
         check_budget(self.budget, timing, self.split, cfg, self.model.n_vertices)
@@ -571,10 +576,9 @@ class _Run:
         out_of_time = False
         if budget is not None:
             if timing.val is None and self.state["step"] >= AUTO_WARMUP_STEPS:
-                timing.add_validation(
+                self.add_validation(
                     time_validation(self.model, self.features, split, cfg, self.clock)
                 )
-                timing.test_read = end_read_seconds(self.features, split)
                 check_budget(budget, timing, split, cfg, self.model.n_vertices)
             if timing.val is not None:
                 self.finish_val = timing.val
