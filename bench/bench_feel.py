@@ -31,12 +31,10 @@ that commit): it uses only the reader, the manifest's panels and their controls.
 from __future__ import annotations
 
 import argparse
-import atexit
 import importlib.util
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -143,20 +141,10 @@ def make_parser(description: str = __doc__.splitlines()[0]) -> argparse.Argument
     return parser
 
 
-def bench_model_path() -> Path:
-    """Where the synthetic model is written: a fresh temporary folder, removed when the
-    process ends (a folder per run used to stay behind: 159 runs had left 3.8 GB). A
-    child process that leaves with ``os._exit`` removes it itself
-    (:func:`remove_bench_model`)."""
-    folder = tempfile.mkdtemp(prefix="factortopy-bench-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return Path(folder) / "bench.ftopy"
-
-
 def remove_bench_model(path: Path) -> None:
-    """Remove the folder :func:`bench_model_path` made for ``path`` (the model is in
-    memory once opened; ``os._exit`` skips the exit handlers). A model the user named
-    (``--model``) is never in such a folder and stays."""
+    """Remove the folder ``bench_napari.bench_model_path`` made for ``path`` (the model
+    is in memory once opened; ``os._exit`` skips the exit handlers). A model the user
+    named (``--model``) is never in such a folder and stays."""
     if path.parent.name.startswith("factortopy-bench-"):
         shutil.rmtree(path.parent, ignore_errors=True)
 
@@ -187,14 +175,14 @@ def open_workbench(args):
     if args.model:
         path = Path(args.model)
     elif args.freesurfer:
-        path = bn.bench_model(args.mesh_vertices, args.vertices).save(bench_model_path())
+        path = bn.bench_model(args.mesh_vertices, args.vertices).save(bn.bench_model_path())
     else:
         meshes = {
             k: bn.synthetic_meshset(args.mesh_vertices, "fsaverage", k)
             for k in ("inflated", "sphere")
         }
         _layers.load_meshset = lambda name, kind: meshes[kind]  # this machine's "fsaverage7"
-        path = bn.bench_model(args.mesh_vertices, args.vertices).save(bench_model_path())
+        path = bn.bench_model(args.mesh_vertices, args.vertices).save(bn.bench_model_path())
 
     viewer = napari.Viewer(ndisplay=3, show=True)
     viewer.window.resize(width, height)
